@@ -1,0 +1,203 @@
+//! The broker: policy, store, providers and event hub behind one handle.
+//! The lifecycle operations are in `lifecycle.rs`, expiry in `expiry.rs`.
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration as StdDuration;
+
+use hourglass_core::audit::{AuditAction, AuditEvent, AuditResult};
+use hourglass_core::principal::SYSTEM_ACTOR;
+use hourglass_core::{GrantId, RequestId, Timestamp};
+use hourglass_policy::{Policy, Problem};
+use tokio::sync::{Notify, watch};
+
+use crate::auth::Authenticator;
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+use crate::events::EventHub;
+use crate::keys::Ed25519Key;
+use crate::metrics::Metrics;
+use crate::provider::Providers;
+use crate::store::Store;
+
+pub struct BrokerParts {
+    pub store: Store,
+    pub policy: Policy,
+    /// Where the policy was loaded from, for reloads.
+    pub policy_dir: Option<PathBuf>,
+    pub providers: Providers,
+    pub authenticator: Authenticator,
+    /// Signs grant tokens; its public half is served as JWKS.
+    pub token_key: Arc<Ed25519Key>,
+    pub clock: Arc<dyn Clock>,
+    pub provider_timeout: StdDuration,
+}
+
+pub struct Broker {
+    pub(crate) store: Store,
+    policy: RwLock<Arc<Policy>>,
+    policy_dir: Option<PathBuf>,
+    pub(crate) providers: Providers,
+    pub(crate) auth: Authenticator,
+    pub(crate) token_key: Arc<Ed25519Key>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) events: EventHub,
+    pub(crate) metrics: Metrics,
+    pub(crate) provider_timeout: StdDuration,
+    /// Wakes the expiry scheduler when a nearer deadline appears.
+    pub(crate) wake: Notify,
+    /// Set once when the broker shuts down; long-lived tasks and event
+    /// streams end on it.
+    stopping: watch::Sender<bool>,
+}
+
+/// What a policy reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reload {
+    Unchanged,
+    Loaded {
+        digest: String,
+    },
+    /// The new policy was refused; the previous one stays in force.
+    Refused {
+        problems: Vec<String>,
+    },
+}
+
+impl Broker {
+    /// Assembles a broker. Refuses a policy naming providers this broker
+    /// does not run, or settings they do not accept.
+    pub fn new(parts: BrokerParts) -> Result<Arc<Broker>> {
+        let problems = parts.providers.check(&parts.policy);
+        if !problems.is_empty() {
+            return Err(Error::Policy(hourglass_policy::Error::Invalid(problems)));
+        }
+        Ok(Arc::new(Broker {
+            store: parts.store,
+            policy: RwLock::new(Arc::new(parts.policy)),
+            policy_dir: parts.policy_dir,
+            providers: parts.providers,
+            auth: parts.authenticator,
+            token_key: parts.token_key,
+            clock: parts.clock,
+            events: EventHub::default(),
+            metrics: Metrics::default(),
+            provider_timeout: parts.provider_timeout,
+            wake: Notify::new(),
+            stopping: watch::channel(false).0,
+        }))
+    }
+
+    /// Ends event streams and background tasks.
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Resolves once [`Broker::stop`] was called.
+    pub async fn stopping(&self) {
+        let mut receiver = self.stopping.subscribe();
+        // An error means the sender is gone, which also means stopping.
+        let _ = receiver.wait_for(|stopping| *stopping).await;
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// The policy in force. Callers keep the `Arc` for the whole operation,
+    /// so one decision never mixes two policies.
+    pub fn policy(&self) -> Arc<Policy> {
+        match self.policy.read() {
+            Ok(policy) => Arc::clone(&policy),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn metrics_text(&self) -> String {
+        self.metrics.render()
+    }
+
+    pub fn jwks(&self) -> serde_json::Value {
+        serde_json::json!({ "keys": [self.token_key.jwk()] })
+    }
+
+    /// Records the start of this broker and the policy it enforces.
+    pub async fn record_start(&self) -> Result<()> {
+        let now = self.now();
+        let policy = self.policy();
+        let mut tx = self.store.begin().await?;
+        tx.audit(
+            AuditEvent::new(now, SYSTEM_ACTOR, AuditAction::BrokerStarted, "broker", AuditResult::Ok)
+                .detail("version", env!("CARGO_PKG_VERSION")),
+        )
+        .await?;
+        tx.audit(policy_event(now, AuditAction::PolicyLoaded, &policy.digest, AuditResult::Ok)).await?;
+        tx.commit().await?;
+        self.metrics.policy_load(true);
+        Ok(())
+    }
+
+    /// Loads the policy directory again. An invalid policy is refused with
+    /// every problem named, and the policy in force stays.
+    pub async fn reload_policy(&self) -> Result<Reload> {
+        let Some(dir) = &self.policy_dir else { return Ok(Reload::Unchanged) };
+        let loaded = Policy::load_dir(dir).map_err(problems_of).and_then(|policy| {
+            let problems = self.providers.check(&policy);
+            if problems.is_empty() { Ok(policy) } else { Err(problems.iter().map(Problem::to_string).collect()) }
+        });
+        let now = self.now();
+        match loaded {
+            Ok(policy) if policy.digest == self.policy().digest => Ok(Reload::Unchanged),
+            Ok(policy) => {
+                let digest = policy.digest.clone();
+                let mut tx = self.store.begin().await?;
+                tx.audit(policy_event(now, AuditAction::PolicyLoaded, &digest, AuditResult::Ok)).await?;
+                tx.commit().await?;
+                match self.policy.write() {
+                    Ok(mut slot) => *slot = Arc::new(policy),
+                    Err(poisoned) => *poisoned.into_inner() = Arc::new(policy),
+                }
+                self.metrics.policy_load(true);
+                tracing::info!(digest = %digest, "policy reloaded");
+                Ok(Reload::Loaded { digest })
+            }
+            Err(problems) => {
+                let mut tx = self.store.begin().await?;
+                tx.audit(
+                    policy_event(now, AuditAction::PolicyRefused, &self.policy().digest, AuditResult::Refused)
+                        .reason(problems.join("\n")),
+                )
+                .await?;
+                tx.commit().await?;
+                self.metrics.policy_load(false);
+                for problem in &problems {
+                    tracing::error!("policy change refused, previous policy stays in force: {problem}");
+                }
+                Ok(Reload::Refused { problems })
+            }
+        }
+    }
+
+    pub(crate) fn new_request_id() -> RequestId {
+        RequestId::from_random(rand::random())
+    }
+
+    pub(crate) fn new_grant_id() -> GrantId {
+        GrantId::from_random(rand::random())
+    }
+}
+
+fn problems_of(error: hourglass_policy::Error) -> Vec<String> {
+    match error {
+        hourglass_policy::Error::Invalid(problems) => problems.iter().map(Problem::to_string).collect(),
+        other => vec![other.to_string()],
+    }
+}
+
+fn policy_event(now: Timestamp, action: AuditAction, digest: &str, result: AuditResult) -> AuditEvent {
+    AuditEvent::new(now, SYSTEM_ACTOR, action, "policy", result).detail("digest", digest)
+}

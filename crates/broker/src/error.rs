@@ -1,0 +1,65 @@
+use hourglass_core::api::{ApiError, ErrorCode};
+
+/// Everything that can go wrong in the broker. Refusals that the caller can
+/// act on carry an [`ErrorCode`] and a message written for them; the rest
+/// are internal and their details stay in the broker's log.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{message}")]
+    Refused { code: ErrorCode, message: String },
+    #[error("store: {0}")]
+    Store(#[from] sqlx::Error),
+    #[error("{0}")]
+    Provider(#[from] crate::provider::ProviderError),
+    #[error("policy: {0}")]
+    Policy(#[from] hourglass_policy::Error),
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+    #[error("{0}")]
+    Config(String),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn refused(code: ErrorCode, message: impl Into<String>) -> Self {
+        Error::Refused { code, message: message.into() }
+    }
+
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let context = context.into();
+        move |source| Error::Io { context, source }
+    }
+
+    /// The body sent to the client: refusals as they are, anything else as a
+    /// generic message (internals are logged, never sent).
+    pub fn to_api(&self) -> ApiError {
+        match self {
+            Error::Refused { code, message } => ApiError { code: *code, message: message.clone() },
+            Error::Provider(error) => ApiError { code: ErrorCode::ProviderFailed, message: error.to_string() },
+            Error::Store(error) if is_unavailable(error) => ApiError {
+                code: ErrorCode::Unavailable,
+                message: "the broker's store cannot take writes right now; try again shortly".into(),
+            },
+            _ => ApiError { code: ErrorCode::Internal, message: "internal error; the broker's log has details".into() },
+        }
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        self.to_api().code
+    }
+}
+
+/// Disk full, read-only or locked: the store is there but refuses writes.
+fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => {
+            let message = db.message().to_ascii_lowercase();
+            ["readonly", "read-only", "disk", "full", "locked", "busy"].iter().any(|word| message.contains(word))
+        }
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+        _ => false,
+    }
+}

@@ -1,0 +1,225 @@
+//! Expiry and revocation: every grant is revoked at its deadline, every
+//! undecided request expires, and every failed revocation is retried with
+//! backoff until the provider confirms it. The store is the schedule: after
+//! a crash or downtime the first pass catches up with everything overdue.
+
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use futures::StreamExt;
+use hourglass_core::api::EventKind;
+use hourglass_core::audit::{AuditAction, AuditEvent, AuditResult};
+use hourglass_core::principal::SYSTEM_ACTOR;
+use hourglass_core::{GrantId, Timestamp};
+use rand::Rng;
+
+use crate::broker::Broker;
+use crate::error::Result;
+use crate::lifecycle::lease;
+use crate::store::GrantRecord;
+
+/// Grants or requests handled per transaction.
+const BATCH: usize = 1000;
+/// Provider revocations in flight at once.
+const CONCURRENCY: usize = 64;
+/// Longest sleep: a safety net should a wake-up ever be missed.
+const MAX_SLEEP: StdDuration = StdDuration::from_secs(30);
+
+impl Broker {
+    /// Runs until the broker stops.
+    pub async fn run_scheduler(self: Arc<Self>) {
+        loop {
+            if let Err(error) = self.run_due_work().await {
+                tracing::error!("expiry pass failed, retrying in 1s: {error}");
+                tokio::select! {
+                    () = tokio::time::sleep(StdDuration::from_secs(1)) => continue,
+                    () = self.stopping() => return,
+                }
+            }
+            let sleep = match self.store.next_deadline().await {
+                Ok(Some(next)) => {
+                    let millis = self.now().millis_until(next).max(0);
+                    StdDuration::from_millis(u64::try_from(millis).unwrap_or(0)).min(MAX_SLEEP)
+                }
+                Ok(None) => MAX_SLEEP,
+                Err(error) => {
+                    tracing::error!("reading the next deadline failed: {error}");
+                    StdDuration::from_secs(1)
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(sleep) => {}
+                () = self.wake.notified() => {}
+                () = self.stopping() => return,
+            }
+        }
+    }
+
+    /// Everything overdue now: expire grants and revoke them, expire
+    /// requests, retry revocations. Returns when nothing is due.
+    pub async fn run_due_work(&self) -> Result<()> {
+        loop {
+            let expired = self.expire_due_grants().await?;
+            let requests = self.expire_due_requests().await?;
+            let retried = self.retry_due_revocations().await?;
+            if expired < BATCH && requests < BATCH && retried < BATCH {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Ends live grants past their deadline, then revokes them.
+    async fn expire_due_grants(&self) -> Result<usize> {
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        let due = tx.due_grants(now, BATCH).await?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let lease_until = now.plus_millis(lease(self.provider_timeout));
+        let mut expired = Vec::with_capacity(due.len());
+        for mut record in due {
+            if record.grant.expire_if_due(now) {
+                record.grant.lease_revocation(lease_until);
+                tx.update_grant(&record).await?;
+                tx.audit(
+                    AuditEvent::new(
+                        now,
+                        SYSTEM_ACTOR,
+                        AuditAction::GrantExpired,
+                        record.grant.id.as_str(),
+                        AuditResult::Ok,
+                    )
+                    .subject(&record.grant.owner)
+                    .reason("reached its deadline")
+                    .detail("resource", record.grant.resource.as_str())
+                    .detail("role", record.grant.role.as_str())
+                    .detail("expires_at", record.grant.expires_at.to_string()),
+                )
+                .await?;
+                expired.push(record);
+            }
+        }
+        let ids: Vec<GrantId> = expired.iter().map(|r| r.grant.id.clone()).collect();
+        let withdrawn = self.withdraw_renewals(&mut tx, &ids, now).await?;
+        tx.commit().await?;
+        let count = expired.len();
+        for record in &expired {
+            self.metrics.grant("expired");
+            self.publish_grant(&record.grant, EventKind::GrantExpired, &[]);
+        }
+        for request in &withdrawn {
+            self.publish_request(request, EventKind::RequestCancelled, &[]);
+        }
+        self.attempt_revocations(expired).await?;
+        Ok(count)
+    }
+
+    async fn expire_due_requests(&self) -> Result<usize> {
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        let due = tx.due_requests(now, BATCH).await?;
+        let mut expired = Vec::with_capacity(due.len());
+        for request in due {
+            expired.push(self.expire_request(&mut tx, request, now).await?);
+        }
+        tx.commit().await?;
+        for request in &expired {
+            self.publish_request(request, EventKind::RequestExpired, &[]);
+        }
+        Ok(expired.len())
+    }
+
+    /// Claims revocations whose retry time has come and attempts them.
+    async fn retry_due_revocations(&self) -> Result<usize> {
+        let now = self.now();
+        let lease_until = now.plus_millis(lease(self.provider_timeout));
+        let mut tx = self.store.begin().await?;
+        let mut due = tx.due_revocations(now, BATCH).await?;
+        for record in &mut due {
+            record.grant.lease_revocation(lease_until);
+            tx.update_grant(record).await?;
+        }
+        tx.commit().await?;
+        let count = due.len();
+        if count > 0 {
+            self.attempt_revocations(due).await?;
+        }
+        Ok(count)
+    }
+
+    /// Asks each grant's provider to remove its credential, concurrently,
+    /// and records every attempt. Returns the updated grants.
+    pub(crate) async fn attempt_revocations(&self, records: Vec<GrantRecord>) -> Result<Vec<GrantRecord>> {
+        let attempts: Vec<(GrantRecord, std::result::Result<(), String>)> = futures::stream::iter(records)
+            .map(|record| async move {
+                let outcome = match self.providers.get(&record.grant.provider) {
+                    Ok(provider) => self
+                        .with_timeout(&record.grant.resource, provider.revoke(&record.grant, &record.provider_state))
+                        .await
+                        .map_err(|error| error.to_string()),
+                    Err(error) => Err(error.to_string()),
+                };
+                (record, outcome)
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        let mut updated = Vec::with_capacity(attempts.len());
+        for (record, outcome) in attempts {
+            let Some(mut current) = tx.grant(&record.grant.id).await? else { continue };
+            let ok = outcome.is_ok();
+            let error = outcome.as_ref().err().cloned();
+            let jitter = rand::thread_rng().gen_range(0..250);
+            current.grant.record_revocation_attempt(outcome, now, jitter);
+            tx.update_grant(&current).await?;
+            let attempt = current.grant.revocation.as_ref().map_or(0, |r| r.attempts);
+            let mut event = AuditEvent::new(
+                now,
+                SYSTEM_ACTOR,
+                AuditAction::RevocationAttempt,
+                current.grant.id.as_str(),
+                if ok { AuditResult::Ok } else { AuditResult::Failed },
+            )
+            .subject(&current.grant.owner)
+            .detail("resource", current.grant.resource.as_str())
+            .detail("attempt", attempt);
+            if let Some(error) = error {
+                let next = current.grant.revocation.as_ref().and_then(|r| r.next_attempt_at).map(|t| t.to_string());
+                event = event.reason(error).detail("next_attempt_at", next);
+                tracing::warn!(grant = %current.grant.id, attempt, "revocation failed; will retry");
+            }
+            tx.audit(event).await?;
+            self.metrics.revocation_attempt(ok);
+            if ok {
+                if let Some(ended) = current.grant.ended_at {
+                    let lag = ended.millis_until(now).max(0) as f64 / 1000.0;
+                    self.metrics.revocation_lag.observe(lag);
+                }
+            }
+            updated.push(current);
+        }
+        tx.commit().await?;
+        self.wake.notify_one();
+        Ok(updated)
+    }
+
+    /// Finishes work a crash interrupted: grants left in `issuing` are
+    /// issued again (providers are idempotent) unless already past their
+    /// deadline, which the next expiry pass handles.
+    pub async fn recover(&self) -> Result<()> {
+        let now: Timestamp = self.now();
+        for record in self.store.issuing_grants().await? {
+            if record.grant.expires_at <= now {
+                continue;
+            }
+            let id = record.grant.id.clone();
+            if let Err(error) = self.issue(record, SYSTEM_ACTOR).await {
+                tracing::warn!(grant = %id, "re-issuing after restart failed: {error}");
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,43 @@
+//! Errors as the API returns them: `{code, message}` with the status the
+//! code implies. Internal errors are logged here and never sent.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use hourglass_core::api::{ApiError, ErrorCode};
+
+use crate::error::Error;
+
+pub struct AppError(pub Error);
+
+impl From<Error> for AppError {
+    fn from(error: Error) -> Self {
+        AppError(error)
+    }
+}
+
+impl AppError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        AppError(Error::refused(code, message))
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let body = self.0.to_api();
+        match &self.0 {
+            Error::Refused { .. } => {}
+            Error::Provider(error) => tracing::warn!("provider failed: {error}"),
+            other => tracing::error!("request failed: {other}"),
+        }
+        error_response(&body)
+    }
+}
+
+pub fn error_response(body: &ApiError) -> Response {
+    let status = StatusCode::from_u16(body.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, axum::Json(body)).into_response();
+    if body.code == ErrorCode::Unauthenticated {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
+}

@@ -1,0 +1,75 @@
+//! Extractors that turn every malformed input into a `{code, message}`
+//! refusal instead of axum's plain-text rejections.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use hourglass_core::Principal;
+use hourglass_core::api::ErrorCode;
+use serde::de::DeserializeOwned;
+
+use super::AppState;
+use super::error::AppError;
+
+/// The verified principal making the call.
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(AUTHORIZATION).and_then(|value| value.to_str().ok()).unwrap_or("");
+        let token = header.strip_prefix("Bearer ").or_else(|| header.strip_prefix("bearer ")).unwrap_or("").trim();
+        state
+            .auth
+            .verify(token)
+            .map(Caller)
+            .map_err(|error| AppError::new(ErrorCode::Unauthenticated, error.to_string()))
+    }
+}
+
+/// A JSON body. Content type is not required; an empty body is read as `{}`
+/// so that optional bodies (a comment, a reason) can be left out.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = AppError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                AppError::new(
+                    ErrorCode::PayloadTooLarge,
+                    format!("the request body is larger than {} bytes", super::MAX_BODY_BYTES),
+                )
+            } else {
+                AppError::new(ErrorCode::InvalidRequest, format!("cannot read the request body: {rejection}"))
+            }
+        })?;
+        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
+        serde_json::from_slice(text)
+            .map(JsonBody)
+            .map_err(|error| AppError::new(ErrorCode::InvalidRequest, format!("invalid JSON body: {error}")))
+    }
+}
+
+/// Query parameters, refused with a clear message when malformed.
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequestParts<AppState> for QueryParams<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or("");
+        serde_urlencoded_from_str(query)
+            .map(QueryParams)
+            .map_err(|error| AppError::new(ErrorCode::InvalidRequest, format!("invalid query parameters: {error}")))
+    }
+}
+
+fn serde_urlencoded_from_str<T: DeserializeOwned>(query: &str) -> Result<T, String> {
+    axum::extract::Query::<T>::try_from_uri(&format!("/?{query}").parse().map_err(|e| format!("{e}"))?)
+        .map(|axum::extract::Query(value)| value)
+        .map_err(|rejection| rejection.body_text())
+}

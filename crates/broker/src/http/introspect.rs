@@ -1,0 +1,34 @@
+//! `POST /v1/introspect`: RFC 7662 token introspection for resource servers.
+
+use axum::extract::State;
+use axum::extract::rejection::FormRejection;
+use axum::{Form, Json};
+use hourglass_core::api::{ApiError, ErrorCode};
+use serde::Deserialize;
+
+use super::AppState;
+use super::error::AppError;
+use crate::introspection::Introspection;
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct IntrospectForm {
+    token: String,
+    #[allow(dead_code, reason = "RFC 7662 allows the hint; there is one kind of token")]
+    token_type_hint: Option<String>,
+}
+
+/// Whether a grant token is active: signed by this broker, not expired, and
+/// its grant neither revoked nor ended. Possession of the token is the
+/// authorization to ask.
+#[utoipa::path(post, path = "/v1/introspect", tag = "grants",
+    request_body(content = IntrospectForm, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, body = Introspection), (status = 400, body = ApiError)))]
+pub async fn introspect(
+    State(broker): State<AppState>,
+    form: Result<Form<IntrospectForm>, FormRejection>,
+) -> Result<Json<Introspection>, AppError> {
+    let Form(form) = form.map_err(|rejection| {
+        AppError::new(ErrorCode::InvalidRequest, format!("expected a form with `token`: {}", rejection.body_text()))
+    })?;
+    Ok(Json(broker.introspect(&form.token).await?))
+}

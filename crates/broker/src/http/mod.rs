@@ -1,0 +1,115 @@
+//! The HTTP face of the broker: JSON API under `/v1`, its OpenAPI document,
+//! the event stream, health, metrics and the token JWKS. Handlers are thin:
+//! they extract, call the broker, and shape the answer.
+
+mod error;
+mod events;
+mod extract;
+mod introspect;
+mod v1;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use hourglass_core::api::Health;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use error::AppError;
+
+use crate::broker::Broker;
+
+pub type AppState = Arc<Broker>;
+
+/// Request bodies are small JSON documents; anything larger is refused.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Hourglass broker",
+        description = "Just-in-time access: request, approve, renew and revoke short-lived credentials."
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "access", description = "Requests and approvals"),
+        (name = "grants", description = "Issued access"),
+        (name = "meta", description = "Health, identity and discovery")
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+/// The whole application, ready to serve or to call with `oneshot` in tests.
+pub fn router(broker: Arc<Broker>) -> Router {
+    let (router, openapi) = api_router().split_for_parts();
+    let openapi = Arc::new(openapi.to_pretty_json().unwrap_or_default());
+    router
+        .route(
+            "/v1/openapi.json",
+            get(move || async move { ([(header::CONTENT_TYPE, "application/json")], (*openapi).clone()) }),
+        )
+        .route("/metrics", get(metrics))
+        .route("/.well-known/jwks.json", get(jwks))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .fallback(not_found)
+        .with_state(broker)
+}
+
+/// The routes that make up the OpenAPI document.
+fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(v1::whoami))
+        .routes(routes!(v1::catalog))
+        .routes(routes!(v1::create_request, v1::list_requests))
+        .routes(routes!(v1::get_request))
+        .routes(routes!(v1::approve))
+        .routes(routes!(v1::deny))
+        .routes(routes!(v1::cancel))
+        .routes(routes!(v1::list_grants))
+        .routes(routes!(v1::get_grant))
+        .routes(routes!(v1::credential))
+        .routes(routes!(v1::renew))
+        .routes(routes!(v1::revoke))
+        .routes(routes!(v1::history))
+        .routes(routes!(events::events))
+        .routes(routes!(introspect::introspect))
+}
+
+/// The OpenAPI document, for tools that want it without a running broker.
+pub fn openapi_json() -> String {
+    api_router().into_openapi().to_pretty_json().unwrap_or_default()
+}
+
+/// Liveness and the broker's clock.
+#[utoipa::path(get, path = "/healthz", tag = "meta", responses((status = 200, body = Health)))]
+async fn healthz(State(broker): State<AppState>) -> Json<Health> {
+    Json(Health { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into(), server_time: broker.now() })
+}
+
+async fn metrics(State(broker): State<AppState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], broker.metrics_text())
+}
+
+async fn jwks(State(broker): State<AppState>) -> impl IntoResponse {
+    ([(header::CACHE_CONTROL, "max-age=300")], Json(broker.jwks()))
+}
+
+async fn not_found() -> AppError {
+    AppError::new(hourglass_core::api::ErrorCode::NotFound, "no such endpoint (see /v1/openapi.json)")
+}

@@ -1,0 +1,102 @@
+//! The broker's own Ed25519 keys (token signing, the dev issuer), created on
+//! first start and kept as PKCS#8 PEM files readable by the broker's user
+//! only. Key material never reaches a log or an error message.
+
+use std::io::Write;
+use std::path::Path;
+
+use base64::Engine;
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use jsonwebtoken::{DecodingKey, EncodingKey};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+
+/// An Ed25519 key ready for JWT signing and verification.
+pub struct Ed25519Key {
+    pub kid: String,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    public: [u8; 32],
+}
+
+impl Ed25519Key {
+    pub fn load_or_create(path: &Path) -> Result<Self> {
+        let signing = if path.exists() {
+            let pem = Zeroizing::new(
+                std::fs::read_to_string(path).map_err(Error::io(format!("reading {}", path.display())))?,
+            );
+            SigningKey::from_pkcs8_pem(&pem)
+                .map_err(|_| Error::Config(format!("{} is not an Ed25519 PKCS#8 key", path.display())))?
+        } else {
+            let signing = SigningKey::generate(&mut rand::rngs::OsRng);
+            write_private(path, &signing)?;
+            signing
+        };
+        Self::from_signing_key(&signing)
+    }
+
+    pub fn from_signing_key(signing: &SigningKey) -> Result<Self> {
+        let der = signing.to_pkcs8_der().map_err(|_| Error::Internal("encoding an Ed25519 key".into()))?;
+        let public = signing.verifying_key().to_bytes();
+        let kid = hourglass_core::audit::to_hex(&Sha256::digest(public)[..8]);
+        Ok(Ed25519Key {
+            kid,
+            encoding: EncodingKey::from_ed_der(der.as_bytes()),
+            decoding: DecodingKey::from_ed_der(&public),
+            public,
+        })
+    }
+
+    pub fn encoding(&self) -> &EncodingKey {
+        &self.encoding
+    }
+
+    pub fn decoding(&self) -> &DecodingKey {
+        &self.decoding
+    }
+
+    /// The public key as a JWK (RFC 8037).
+    pub fn jwk(&self) -> serde_json::Value {
+        serde_json::json!({
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "x": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.public),
+            "kid": self.kid,
+            "alg": "EdDSA",
+            "use": "sig",
+        })
+    }
+
+    pub fn header(&self) -> jsonwebtoken::Header {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        header
+    }
+}
+
+fn write_private(path: &Path, signing: &SigningKey) -> Result<()> {
+    let pem = signing
+        .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+        .map_err(|_| Error::Internal("encoding an Ed25519 key".into()))?;
+    write_secret_file(path, pem.as_bytes())
+}
+
+/// Writes a file only the broker's user can read, creating its directory.
+pub fn write_secret_file(path: &Path, contents: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(Error::io(format!("creating {}", path.display())))?;
+    file.write_all(contents).map_err(Error::io(format!("writing {}", path.display())))?;
+    file.sync_all().map_err(Error::io(format!("writing {}", path.display())))
+}

@@ -1,0 +1,24 @@
+//! `hourglassd`, the Hourglass access broker: policy, approvals, credential
+//! providers, expiry and revocation, audit. See ARCHITECTURE.md.
+
+pub mod auth;
+pub mod broker;
+pub mod clock;
+pub mod dev;
+pub mod error;
+pub mod events;
+mod expiry;
+pub mod http;
+mod introspection;
+pub mod keys;
+mod lifecycle;
+pub mod metrics;
+pub mod provider;
+mod reload;
+pub mod server;
+pub mod settings;
+pub mod store;
+
+pub use broker::{Broker, BrokerParts, Reload};
+pub use error::{Error, Result};
+pub use introspection::Introspection;

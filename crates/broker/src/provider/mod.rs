@@ -1,0 +1,121 @@
+//! Credential providers: what turns an approved request into a credential on
+//! a real target, moves its deadline, and removes it.
+//!
+//! The lifecycle code knows only this trait. A provider keeps a non-secret
+//! record of what it created (`state`, stored with the grant) so that it can
+//! renew and revoke after a restart, even if the resource has since left the
+//! policy. Secrets are never in that record: either the client made them
+//! (and sent only a verifier or public key) or the provider derives them on
+//! demand for the owner ([`Provider::credential`]).
+
+pub mod token;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use hourglass_core::Grant;
+use hourglass_core::api::Credential;
+use hourglass_policy::{POLICY_FILE, Policy, Problem, Resource, Role};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The target refused or failed. The message names the target and what
+    /// went wrong, and never contains a secret.
+    #[error("{resource}: {message}")]
+    Failed { resource: String, message: String },
+    #[error("{resource}: no answer within {seconds}s")]
+    TimedOut { resource: String, seconds: u64 },
+    #[error("no credential provider of kind \"{0}\"")]
+    UnknownKind(String),
+}
+
+/// What a provider created for a grant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Issued {
+    /// The provider's non-secret record, stored with the grant.
+    pub state: serde_json::Value,
+    /// Whether the provider confirmed the credential works.
+    pub ready: bool,
+}
+
+/// Everything a provider may need to issue: adding a field here does not
+/// change any provider's signature.
+#[derive(Clone, Copy)]
+pub struct IssueInput<'a> {
+    pub grant: &'a Grant,
+    pub resource: &'a Resource,
+    pub role: &'a Role,
+}
+
+#[async_trait::async_trait]
+pub trait Provider: Send + Sync + 'static {
+    /// The name used in `hourglass.toml` (`provider = "token"`).
+    fn kind(&self) -> &'static str;
+
+    /// Checks a resource's and its roles' `settings` when a policy loads.
+    fn check(&self, resource: &Resource) -> Result<(), String>;
+
+    /// Creates the credential, bound to `grant.expires_at`. Must be
+    /// idempotent: after a crash the broker calls it again for the same grant.
+    async fn issue(&self, input: IssueInput<'_>) -> Result<Issued, ProviderError>;
+
+    /// Moves the credential's deadline to `grant.expires_at`.
+    async fn renew(&self, input: IssueInput<'_>, state: &serde_json::Value)
+    -> Result<serde_json::Value, ProviderError>;
+
+    /// Removes the credential. `Ok` only once it is confirmed gone; an error
+    /// is retried with backoff until it succeeds.
+    async fn revoke(&self, grant: &Grant, state: &serde_json::Value) -> Result<(), ProviderError>;
+
+    /// The owner's credential for a live grant, secrets included.
+    async fn credential(&self, input: IssueInput<'_>, state: &serde_json::Value) -> Result<Credential, ProviderError>;
+}
+
+/// The providers this broker runs, by kind.
+#[derive(Clone, Default)]
+pub struct Providers {
+    by_kind: BTreeMap<&'static str, Arc<dyn Provider>>,
+}
+
+impl Providers {
+    pub fn with(mut self, provider: Arc<dyn Provider>) -> Self {
+        self.by_kind.insert(provider.kind(), provider);
+        self
+    }
+
+    pub fn get(&self, kind: &str) -> Result<&Arc<dyn Provider>, ProviderError> {
+        self.by_kind.get(kind).ok_or_else(|| ProviderError::UnknownKind(kind.to_owned()))
+    }
+
+    /// Problems with the providers and settings a policy names.
+    pub fn check(&self, policy: &Policy) -> Vec<Problem> {
+        let kinds = self.by_kind.keys().copied().collect::<Vec<_>>().join(", ");
+        policy
+            .resources
+            .values()
+            .filter_map(|resource| {
+                let message = match self.by_kind.get(resource.provider.as_str()) {
+                    None => format!(
+                        "resource \"{}\": unknown provider \"{}\" (available: {kinds})",
+                        resource.name, resource.provider
+                    ),
+                    Some(provider) => {
+                        provider.check(resource).err().map(|e| format!("resource \"{}\": {e}", resource.name))?
+                    }
+                };
+                Some(Problem { file: POLICY_FILE.into(), line: Some(resource.line), column: None, message })
+            })
+            .collect()
+    }
+}
+
+/// `orders-api` → `ORDERS_API`: a default prefix for environment variables.
+pub fn env_prefix(resource: &str) -> String {
+    resource.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
+}
+
+pub fn is_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.as_bytes()[0].is_ascii_digit()
+        && name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+}

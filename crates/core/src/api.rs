@@ -1,0 +1,356 @@
+//! Wire types of the broker's HTTP API and event stream, shared by the broker
+//! and every client. Domain objects ([`AccessRequest`], [`Grant`]) travel
+//! as they are; these types wrap them for each call.
+
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::approval::ApprovalRule;
+use crate::{AccessRequest, Duration, Grant, GrantId, Principal, Timestamp};
+
+/// Every error the API returns: a stable `code` for programs to branch on and
+/// a `message` for people. Codes are added only when a client needs one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The body or a parameter is malformed.
+    InvalidRequest,
+    InvalidDuration,
+    /// A duration outside the role's bounds.
+    DurationOutOfBounds,
+    ReasonRequired,
+    TicketRequired,
+    UnknownResource,
+    UnknownRole,
+    NotFound,
+    /// No valid bearer token.
+    Unauthenticated,
+    /// Policy does not allow it.
+    Forbidden,
+    SelfApproval,
+    AlreadyDecided,
+    /// The request was decided, cancelled or expired already.
+    NotPending,
+    /// The grant has ended.
+    NotActive,
+    /// The same access is already pending or active.
+    Duplicate,
+    PayloadTooLarge,
+    /// The credential provider failed; the grant was not issued.
+    ProviderFailed,
+    /// The broker cannot take new work now (store unavailable, shutting down).
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::InvalidRequest
+            | ErrorCode::InvalidDuration
+            | ErrorCode::DurationOutOfBounds
+            | ErrorCode::ReasonRequired
+            | ErrorCode::TicketRequired => 400,
+            ErrorCode::Unauthenticated => 401,
+            ErrorCode::Forbidden | ErrorCode::SelfApproval => 403,
+            ErrorCode::UnknownResource | ErrorCode::UnknownRole | ErrorCode::NotFound => 404,
+            ErrorCode::AlreadyDecided | ErrorCode::NotPending | ErrorCode::NotActive | ErrorCode::Duplicate => 409,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::Internal => 500,
+            ErrorCode::ProviderFailed => 502,
+            ErrorCode::Unavailable => 503,
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// `POST /v1/requests`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    pub resource: String,
+    pub role: String,
+    /// How long the access should last once issued, e.g. `15m` or `1h30m`.
+    #[cfg_attr(feature = "openapi", schema(example = "30m"))]
+    pub duration: String,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+    /// Ask for access at once under a break-glass policy.
+    #[serde(default)]
+    pub break_glass: bool,
+}
+
+/// A request and, once approved, the grant it produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RequestOutcome {
+    pub request: AccessRequest,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<Grant>,
+}
+
+/// `GET /v1/requests`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RequestList {
+    /// Requests I filed.
+    pub mine: Vec<AccessRequest>,
+    /// Pending requests of others that I may decide and have not decided yet.
+    pub awaiting_me: Vec<AccessRequest>,
+    pub server_time: Timestamp,
+}
+
+/// `POST /v1/requests/{id}/approve`, `/deny`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct DecisionBody {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// `GET /v1/grants`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct GrantList {
+    pub grants: Vec<Grant>,
+    /// The broker's clock, the reference for every deadline.
+    pub server_time: Timestamp,
+}
+
+/// `POST /v1/grants/{id}/renew`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RenewBody {
+    /// The grant's new time left, counted from now.
+    #[cfg_attr(feature = "openapi", schema(example = "1h"))]
+    pub duration: String,
+    /// Why more time is needed; defaults to the original request's reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A renewal is a request too: granted at once within policy, otherwise
+/// pending approval while the grant keeps its current deadline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RenewOutcome {
+    pub grant: Grant,
+    pub request: AccessRequest,
+}
+
+/// `POST /v1/grants/{id}/revoke`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RevokeBody {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `GET /v1/resources`: what can be requested.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Catalog {
+    pub resources: Vec<CatalogResource>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CatalogResource {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub provider: String,
+    pub roles: Vec<CatalogRole>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CatalogRole {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub min_duration: Duration,
+    pub max_duration: Duration,
+    pub default_duration: Duration,
+    pub max_total: Duration,
+    pub renewals_without_approval: u32,
+    pub approvals: Vec<ApprovalRule>,
+    pub reason_required: bool,
+    pub ticket_required: bool,
+    /// Whether policy lets me request it for its default duration.
+    pub may_request: bool,
+    /// Whether policy approves it at once for me at its default duration.
+    pub auto_approve: bool,
+}
+
+/// `GET /v1/whoami`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WhoAmI {
+    pub principal: Principal,
+    pub server_time: Timestamp,
+}
+
+/// `GET /v1/grants/{id}/credential`: the secret material of a live grant,
+/// for its owner only. Zeroized when dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Credential {
+    #[zeroize(skip)]
+    pub grant_id: GrantId,
+    #[zeroize(skip)]
+    pub resource: String,
+    #[zeroize(skip)]
+    pub role: String,
+    #[zeroize(skip)]
+    pub provider: String,
+    #[zeroize(skip)]
+    pub expires_at: Timestamp,
+    /// Variables a shell exports to use the grant.
+    pub env: Vec<EnvVar>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EnvVar {
+    pub name: String,
+    pub value: String,
+    /// Whether the value is a secret (never print it without being asked).
+    pub secret: bool,
+}
+
+/// `GET /healthz`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+    pub server_time: Timestamp,
+}
+
+/// One message on `GET /v1/events` (server-sent events; the SSE `event:`
+/// field carries [`EventKind`], `data:` this object as JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Event {
+    pub kind: EventKind,
+    /// The broker's clock when the event happened.
+    pub at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<AccessRequest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<Grant>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum EventKind {
+    /// First message on every connection: carries the broker's clock.
+    #[serde(rename = "hello")]
+    Hello,
+    /// Events were dropped for this subscriber: reload lists, then carry on.
+    #[serde(rename = "resync")]
+    Resync,
+    /// A request was filed that I may decide (or, for break-glass, that I
+    /// should know of).
+    #[serde(rename = "request.filed")]
+    RequestFiled,
+    /// An approval was counted; the request still waits.
+    #[serde(rename = "request.updated")]
+    RequestUpdated,
+    #[serde(rename = "request.approved")]
+    RequestApproved,
+    #[serde(rename = "request.denied")]
+    RequestDenied,
+    #[serde(rename = "request.cancelled")]
+    RequestCancelled,
+    #[serde(rename = "request.expired")]
+    RequestExpired,
+    #[serde(rename = "grant.issued")]
+    GrantIssued,
+    #[serde(rename = "grant.renewed")]
+    GrantRenewed,
+    #[serde(rename = "grant.revoked")]
+    GrantRevoked,
+    #[serde(rename = "grant.expired")]
+    GrantExpired,
+    #[serde(rename = "grant.failed")]
+    GrantFailed,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Hello => "hello",
+            EventKind::Resync => "resync",
+            EventKind::RequestFiled => "request.filed",
+            EventKind::RequestUpdated => "request.updated",
+            EventKind::RequestApproved => "request.approved",
+            EventKind::RequestDenied => "request.denied",
+            EventKind::RequestCancelled => "request.cancelled",
+            EventKind::RequestExpired => "request.expired",
+            EventKind::GrantIssued => "grant.issued",
+            EventKind::GrantRenewed => "grant.renewed",
+            EventKind::GrantRevoked => "grant.revoked",
+            EventKind::GrantExpired => "grant.expired",
+            EventKind::GrantFailed => "grant.failed",
+        }
+    }
+
+    /// Whether the event closes a request (approved, denied, cancelled, expired).
+    pub fn decides_request(self) -> bool {
+        matches!(
+            self,
+            EventKind::RequestApproved
+                | EventKind::RequestDenied
+                | EventKind::RequestCancelled
+                | EventKind::RequestExpired
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_carry_a_snake_case_code() {
+        let error = ApiError { code: ErrorCode::SelfApproval, message: "you cannot decide your own request".into() };
+        let json = serde_json::to_string(&error).expect("serialize");
+        assert_eq!(json, r#"{"code":"self_approval","message":"you cannot decide your own request"}"#);
+    }
+
+    #[test]
+    fn event_kinds_use_dotted_names_on_the_wire() {
+        for kind in [EventKind::Hello, EventKind::RequestFiled, EventKind::GrantExpired] {
+            let json = serde_json::to_string(&kind).expect("serialize");
+            assert_eq!(json, format!("\"{}\"", kind.as_str()), "wire name matches as_str");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_in_a_request_body_are_refused() {
+        let body = r#"{"resource":"r","role":"x","duration":"5m","reason":"y","duraton":"1h"}"#;
+        let error = serde_json::from_str::<CreateRequest>(body).expect_err("typo refused");
+        assert!(error.to_string().contains("unknown field `duraton`"), "{error}");
+    }
+}

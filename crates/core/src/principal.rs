@@ -1,0 +1,33 @@
+//! Who is acting: a verified identity and the groups its identity provider
+//! (or, in dev mode, the demo directory) says it belongs to.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+/// A verified principal. `id` is stable and unique (an email address for
+/// people); groups come from the identity token's claims at each call, so a
+/// group change at the IdP takes effect with the next token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Principal {
+    pub id: String,
+    /// A name for people to read, when the IdP provides one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub groups: BTreeSet<String>,
+}
+
+impl Principal {
+    pub fn new(id: impl Into<String>, groups: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Principal { id: id.into(), name: None, groups: groups.into_iter().map(Into::into).collect() }
+    }
+
+    pub fn in_group(&self, group: &str) -> bool {
+        self.groups.contains(group)
+    }
+}
+
+/// The actor recorded for what the broker does on its own (expiry, retries).
+pub const SYSTEM_ACTOR: &str = "hourglass";
