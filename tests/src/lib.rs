@@ -1,1 +1,181 @@
+//! The end-to-end testkit: starts real `hourglassd` processes on loopback
+//! ports with throwaway data directories, and runs the real `hourglass`
+//! binary against them. Binaries come from the same target directory as the
+//! test (`cargo build --workspace --bins` first; `scripts/test` does).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test support: failing loudly is the point")]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A binary of this workspace, built next to the running test.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("target directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` before the end-to-end tests",
+        path.display()
+    );
+    path
+}
+
+/// A `hourglassd dev` process with its own port and data directory. Killed on drop.
+pub struct DevBroker {
+    child: Option<Child>,
+    pub url: String,
+    pub data_dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+    tokens: BTreeMap<String, String>,
+}
+
+impl DevBroker {
+    pub fn start() -> DevBroker {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let data_dir = temp.path().to_path_buf();
+        let mut broker = DevBroker::start_in(&data_dir);
+        broker._temp = Some(temp);
+        broker
+    }
+
+    /// Starts (or restarts) a dev broker on an existing data directory.
+    pub fn start_in(data_dir: &Path) -> DevBroker {
+        let mut child = Command::new(bin("hourglassd"))
+            .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("HOURGLASS_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("hourglassd starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut url = None;
+        for line in lines.by_ref() {
+            let line = line.expect("hourglassd stdout");
+            if let Some(found) = line.strip_prefix("export HOURGLASS_BROKER=") {
+                url = Some(found.trim().to_owned());
+            }
+            if line.starts_with("export HOURGLASS_TOKEN=") {
+                break; // the tokens file is written before anything is printed
+            }
+        }
+        // Keep reading so that the broker never writes into a closed pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        let url = url.expect("hourglassd dev prints HOURGLASS_BROKER");
+        let text = std::fs::read_to_string(data_dir.join("dev-users.json")).expect("dev-users.json");
+        let tokens: BTreeMap<String, String> = serde_json::from_str(&text).expect("dev-users.json is a JSON object");
+        DevBroker { child: Some(child), url, data_dir: data_dir.to_path_buf(), _temp: None, tokens }
+    }
+
+    /// Starts `hourglassd serve --config DIR` on a free loopback port; its
+    /// users bring their own tokens (`tokens` maps names to them).
+    pub fn serve(config: &Path, tokens: BTreeMap<String, String>) -> DevBroker {
+        let mut child = Command::new(bin("hourglassd"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(config)
+            .env("HOURGLASS_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("hourglassd starts");
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let mut url = None;
+        for line in lines.by_ref() {
+            let line = line.expect("hourglassd stderr");
+            if let Some(found) = line.strip_prefix("hourglassd listening on ") {
+                url = Some(found.trim().to_owned());
+                break;
+            }
+            eprintln!("{line}");
+        }
+        std::thread::spawn(move || lines.for_each(drop));
+        let url = url.expect("hourglassd serve says where it listens");
+        DevBroker { child: Some(child), url, data_dir: config.join("data"), _temp: None, tokens }
+    }
+
+    pub fn token(&self, user: &str) -> &str {
+        self.tokens.get(user).unwrap_or_else(|| panic!("no dev user {user}"))
+    }
+
+    /// Runs `hourglass ARGS` as `user`.
+    pub fn hourglass(&self, user: &str, args: &[&str]) -> Run {
+        let output = self.command(user, args).output().expect("hourglass runs");
+        Run::from(output)
+    }
+
+    /// `hourglass ARGS --json` as `user`, which must succeed; its JSON output.
+    pub fn json(&self, user: &str, args: &[&str]) -> Value {
+        let mut args = args.to_vec();
+        args.push("--json");
+        let run = self.hourglass(user, &args);
+        assert!(run.ok, "hourglass {args:?} as {user} failed: {}", run.stderr);
+        serde_json::from_str(&run.stdout)
+            .unwrap_or_else(|e| panic!("hourglass {args:?} printed no JSON ({e}): {}", run.stdout))
+    }
+
+    pub fn command(&self, user: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(bin("hourglass"));
+        command.args(args).env("HOURGLASS_BROKER", &self.url).env("HOURGLASS_TOKEN", self.token(user));
+        command
+    }
+
+    /// Stops the broker the hard way: no shutdown work happens.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Runs `hourglassd ARGS` (not the server) against this broker's data.
+    pub fn hourglassd(&self, args: &[&str]) -> Run {
+        Run::from(Command::new(bin("hourglassd")).args(args).output().expect("hourglassd runs"))
+    }
+}
+
+impl Drop for DevBroker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The result of running a command.
+#[derive(Debug)]
+pub struct Run {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(output: Output) -> Self {
+        Run {
+            ok: output.status.success(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, for at most `limit`. Not a timing
+/// assertion: `limit` is a generous bound on a condition the test waits for.
+pub fn eventually<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -185,6 +185,7 @@ impl Broker {
             )
             .subject(&current.grant.owner)
             .detail("resource", current.grant.resource.as_str())
+            .detail("role", current.grant.role.as_str())
             .detail("attempt", attempt);
             if let Some(error) = error {
                 let next = current.grant.revocation.as_ref().and_then(|r| r.next_attempt_at).map(|t| t.to_string());

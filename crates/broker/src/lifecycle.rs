@@ -852,11 +852,13 @@ impl Broker {
 }
 
 fn catalog_role(policy: &Policy, who: &Principal, resource: &str, role: &Role, now: Timestamp) -> CatalogRole {
+    // A hint for someone who will supply what the role needs (a reason, a
+    // ticket); the real decision is made when they file.
     let context = AccessContext {
         requester: &who.id,
         duration: role.default_duration,
         reason: "",
-        ticket: None,
+        ticket: role.ticket_required.then_some("TICKET"),
         renewal: false,
         break_glass: false,
         now,

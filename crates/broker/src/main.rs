@@ -156,15 +156,19 @@ async fn run_dev(listen: SocketAddr, data_dir: Option<PathBuf>, config: Option<P
         clock: None,
     })
     .await?;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "# Hourglass DEVELOPMENT broker: demo identities, no passwords. Not for production.")?;
-    writeln!(out, "# policy: {} (edit it: changes reload live)", policy_dir.display())?;
-    writeln!(out, "# tokens: {}", data_dir.join("dev-users.json").display())?;
-    writeln!(out, "export HOURGLASS_BROKER={}", server.url)?;
+    let mut text = String::new();
+    text.push_str("# Hourglass DEVELOPMENT broker: demo identities, no passwords. Not for production.\n");
+    text.push_str(&format!("# policy: {} (edit it: changes reload live)\n", policy_dir.display()));
+    text.push_str(&format!("# tokens: {}\n", data_dir.join("dev-users.json").display()));
+    text.push_str(&format!("export HOURGLASS_BROKER={}\n", server.url));
     for (user, token) in &server.dev_tokens {
-        writeln!(out, "export HOURGLASS_TOKEN={token}  # {} ({})", user.id, user.groups.join(", "))?;
+        text.push_str(&format!("export HOURGLASS_TOKEN={token}  # {} ({})\n", user.id, user.groups.join(", ")));
     }
-    out.flush()?;
+    // Whoever started us may stop reading stdout: keep serving regardless.
+    let mut out = std::io::stdout().lock();
+    if out.write_all(text.as_bytes()).and_then(|()| out.flush()).is_err() {
+        tracing::warn!("stdout is closed; the dev tokens are in {}", data_dir.join("dev-users.json").display());
+    }
     drop(out);
     wait_for_signal().await;
     server.stop().await;

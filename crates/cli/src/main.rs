@@ -1,1 +1,233 @@
-fn main() {}
+//! `hourglass`: ask for access, decide teammates' requests, use and end grants.
+//! Thin: every call goes through `hourglass-client`; this file parses
+//! arguments and `show.rs` prints results.
+
+mod show;
+mod wait;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, anyhow};
+use clap::{Parser, Subcommand};
+use hourglass_client::Client;
+use hourglass_client::env::{Shell, exports};
+use hourglass_core::api::CreateRequest;
+use hourglass_core::{GrantId, RequestId, RequestState};
+
+use crate::show::Output;
+
+#[derive(Parser)]
+#[command(name = "hourglass", version, about = "Just-in-time access: request, approve, renew, revoke, use")]
+struct Cli {
+    /// The broker's URL (default: $HOURGLASS_BROKER, else http://127.0.0.1:7300).
+    #[arg(long, global = true, value_name = "URL")]
+    broker: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Who the broker thinks you are.
+    Whoami,
+    /// What you can request: resources, roles, durations, approvals.
+    Resources,
+    /// Ask for a role on a resource for a while.
+    Request {
+        resource: String,
+        #[arg(long)]
+        role: String,
+        /// How long, e.g. 30m or 1h30m. The clock starts when access is granted.
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[arg(long, value_name = "ID")]
+        ticket: Option<String>,
+        /// Access at once under a break-glass policy (flagged for review).
+        #[arg(long)]
+        break_glass: bool,
+        /// Wait until the request is decided and the grant is ready.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Your requests, and teammates' requests waiting for your decision.
+    Requests,
+    /// Approve a teammate's request.
+    Approve {
+        id: String,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Deny a teammate's request.
+    Deny {
+        id: String,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Withdraw your pending request.
+    Cancel { id: String },
+    /// Your live grants.
+    Grants {
+        /// Include grants that have ended.
+        #[arg(long)]
+        ended: bool,
+        /// Everyone's grants that policy lets you see.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Extend a grant: it runs DURATION from now (approved again if policy says so).
+    Renew {
+        grant: String,
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: String,
+        #[arg(long)]
+        reason: Option<String>,
+        /// Wait for the renewal's approval when it needs one.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// End a grant now.
+    Revoke {
+        grant: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Print shell commands that set a grant's credentials: eval "$(hourglass env GRANT)".
+    Env {
+        grant: String,
+        /// bash, zsh, fish or powershell (default: from $SHELL).
+        #[arg(long)]
+        shell: Option<String>,
+    },
+    /// Your access history from the audit log.
+    History {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Print a demo user's token from a running `hourglassd dev` (development only).
+    DevToken {
+        /// alice, bob, carol, dave or erin.
+        user: String,
+        /// The dev broker's data directory (default: the one `hourglassd dev` uses).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    // Read the local offset before any thread exists: afterwards the time
+    // crate refuses to (the environment could change under it).
+    let offset = time::UtcOffset::current_local_offset().unwrap_or(time::UtcOffset::UTC);
+    let cli = Cli::parse();
+    let output = Output::new(cli.json, offset);
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("hourglass: cannot start: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli, &output)) {
+        Ok(code) => code,
+        Err(error) => {
+            output.error(&error);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn request_id(text: &str) -> anyhow::Result<RequestId> {
+    RequestId::parse(text).map_err(|error| anyhow!(error))
+}
+
+fn grant_id(text: &str) -> anyhow::Result<GrantId> {
+    GrantId::parse(text).map_err(|error| anyhow!(error))
+}
+
+async fn run(cli: Cli, out: &Output) -> anyhow::Result<ExitCode> {
+    if let Command::DevToken { user, data_dir } = &cli.command {
+        return dev_token(user, data_dir.as_deref());
+    }
+    // Every other command talks to the broker.
+    let client = Client::from_env(cli.broker.as_deref())?;
+    match cli.command {
+        Command::Whoami => out.whoami(&client.whoami().await?),
+        Command::Resources => out.catalog(&client.catalog().await?),
+        Command::Request { resource, role, duration, reason, ticket, break_glass, wait } => {
+            let body = CreateRequest { resource, role, duration, reason, ticket, break_glass };
+            let outcome = client.create_request(&body).await?;
+            if wait && outcome.request.state == RequestState::Pending {
+                out.outcome(&outcome, true);
+                let done = wait::until_decided(&client, out, &outcome.request, None).await?;
+                out.outcome(&done, false);
+                return Ok(exit_for(done.request.state));
+            }
+            out.outcome(&outcome, false);
+        }
+        Command::Requests => out.requests(&client.requests().await?),
+        Command::Approve { id, comment } => out.outcome(&client.approve(&request_id(&id)?, comment).await?, false),
+        Command::Deny { id, comment } => out.outcome(&client.deny(&request_id(&id)?, comment).await?, false),
+        Command::Cancel { id } => out.request(&client.cancel(&request_id(&id)?).await?),
+        Command::Grants { ended, all } => out.grants(&client.grants(ended, all).await?),
+        Command::Renew { grant, duration, reason, wait } => {
+            let renewed = client.renew(&grant_id(&grant)?, &duration, reason).await?;
+            if wait && renewed.request.state == RequestState::Pending {
+                out.renewal(&renewed);
+                let done = wait::until_decided(&client, out, &renewed.request, Some(renewed.grant.expires_at)).await?;
+                out.outcome(&done, false);
+                return Ok(exit_for(done.request.state));
+            }
+            out.renewal(&renewed);
+        }
+        Command::Revoke { grant, reason } => out.revoked(&client.revoke(&grant_id(&grant)?, reason).await?),
+        Command::Env { grant, shell } => {
+            let shell = match shell {
+                Some(name) => Shell::parse(&name)
+                    .ok_or_else(|| anyhow!("unknown shell \"{name}\": use bash, zsh, fish or powershell"))?,
+                None => Shell::from_environment(),
+            };
+            let credential = client.credential(&grant_id(&grant)?).await?;
+            if out.json {
+                out.json_value(&credential);
+            } else {
+                print!("{}", exports(&credential, shell));
+            }
+        }
+        Command::History { limit } => out.history(&client.history(limit).await?),
+        Command::DevToken { .. } => {} // answered above, without a broker
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Denied, cancelled or expired requests end a `--wait` with a failure.
+fn exit_for(state: RequestState) -> ExitCode {
+    if state == RequestState::Approved { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+fn dev_token(user: &str, data_dir: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    let path = match data_dir {
+        Some(dir) => dir.join("dev-users.json"),
+        None => {
+            let base = std::env::var_os("XDG_STATE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/state")))
+                .context("neither XDG_STATE_HOME nor HOME is set: pass --data-dir")?;
+            base.join("hourglass/dev/dev-users.json")
+        }
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!("reading {} (is `hourglassd dev` running with that data directory?)", path.display())
+    })?;
+    let tokens: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(&text).with_context(|| format!("{} is not a dev token file", path.display()))?;
+    let token = tokens.get(user).ok_or_else(|| {
+        anyhow!("no dev user \"{user}\" (known: {})", tokens.keys().cloned().collect::<Vec<_>>().join(", "))
+    })?;
+    println!("{token}");
+    Ok(ExitCode::SUCCESS)
+}

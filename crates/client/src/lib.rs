@@ -1,1 +1,228 @@
+//! What every Hourglass client shares: the broker API client and its event
+//! stream, and the formats that hand credentials to shells and tools. The
+//! CLI and the desktop app reach the broker only through this crate.
 
+pub mod env;
+pub mod sse;
+
+use std::time::Duration as StdDuration;
+
+use futures::{Stream, StreamExt};
+use hourglass_core::api::{
+    ApiError, Catalog, CreateRequest, Credential, DecisionBody, ErrorCode, Event, GrantList, Health, RenewBody,
+    RenewOutcome, RequestList, RequestOutcome, RevokeBody, WhoAmI,
+};
+use hourglass_core::audit::AuditRecord;
+use hourglass_core::{AccessRequest, Grant, GrantId, RequestId};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use zeroize::Zeroizing;
+
+/// Where the CLI finds the broker when `HOURGLASS_BROKER` is not set.
+pub const DEFAULT_BROKER: &str = "http://127.0.0.1:7300";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The broker refused: its code and message, as sent.
+    #[error("{0}")]
+    Api(ApiError),
+    #[error("cannot reach the broker at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("the broker sent an answer this client does not understand: {0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Config(String),
+}
+
+impl Error {
+    /// The broker's error code, when the broker refused.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Error::Api(error) => Some(error.code),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// A client of one broker, acting as the principal its token names.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: std::sync::Arc<Zeroizing<String>>,
+}
+
+impl Client {
+    pub fn new(base: &str, token: &str) -> Result<Client> {
+        let base = base.trim().trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(Error::Config(format!("broker URL \"{base}\" must start with http:// or https://")));
+        }
+        // reqwest is built without a default TLS crypto provider; install
+        // ring's once per process (an error means one is installed already).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .connect_timeout(StdDuration::from_secs(5))
+            .user_agent(concat!("hourglass/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|error| Error::Config(format!("building the HTTP client: {error}")))?;
+        Ok(Client { http, base, token: std::sync::Arc::new(Zeroizing::new(token.trim().to_owned())) })
+    }
+
+    /// `HOURGLASS_BROKER` (default [`DEFAULT_BROKER`]) and `HOURGLASS_TOKEN`.
+    pub fn from_env(broker: Option<&str>) -> Result<Client> {
+        let from_env = std::env::var("HOURGLASS_BROKER").ok().filter(|url| !url.trim().is_empty());
+        let base = broker.map(str::to_owned).or(from_env).unwrap_or_else(|| DEFAULT_BROKER.to_owned());
+        let token = Zeroizing::new(std::env::var("HOURGLASS_TOKEN").unwrap_or_default());
+        if token.trim().is_empty() {
+            return Err(Error::Config(
+                "no credentials: set HOURGLASS_TOKEN (with `hourglassd dev`, use `export HOURGLASS_TOKEN=$(hourglass dev-token alice)`)"
+                    .into(),
+            ));
+        }
+        Client::new(&base, &token)
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn unreachable(&self, error: &reqwest::Error) -> Error {
+        let reason = if error.is_connect() {
+            "connection refused or no route (is hourglassd running?)".to_owned()
+        } else if error.is_timeout() {
+            "timed out".to_owned()
+        } else {
+            error.to_string()
+        };
+        Error::Unreachable { url: self.base.clone(), reason }
+    }
+
+    async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T> {
+        let response = request
+            .bearer_auth(self.token.as_str())
+            .timeout(StdDuration::from_secs(60))
+            .send()
+            .await
+            .map_err(|error| self.unreachable(&error))?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|error| self.unreachable(&error))?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|error| Error::Protocol(error.to_string()));
+        }
+        match serde_json::from_slice::<ApiError>(&bytes) {
+            Ok(error) => Err(Error::Api(error)),
+            Err(_) => Err(Error::Protocol(format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)))),
+        }
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.send(self.http.get(format!("{}{path}", self.base))).await
+    }
+
+    async fn post<T: DeserializeOwned, B: Serialize>(&self, path: &str, body: &B) -> Result<T> {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(body)).await
+    }
+
+    pub async fn health(&self) -> Result<Health> {
+        self.get("/healthz").await
+    }
+
+    pub async fn whoami(&self) -> Result<WhoAmI> {
+        self.get("/v1/whoami").await
+    }
+
+    pub async fn catalog(&self) -> Result<Catalog> {
+        self.get("/v1/resources").await
+    }
+
+    pub async fn create_request(&self, body: &CreateRequest) -> Result<RequestOutcome> {
+        self.post("/v1/requests", body).await
+    }
+
+    pub async fn requests(&self) -> Result<RequestList> {
+        self.get("/v1/requests").await
+    }
+
+    pub async fn request(&self, id: &RequestId) -> Result<AccessRequest> {
+        self.get(&format!("/v1/requests/{id}")).await
+    }
+
+    pub async fn approve(&self, id: &RequestId, comment: Option<String>) -> Result<RequestOutcome> {
+        self.post(&format!("/v1/requests/{id}/approve"), &DecisionBody { comment }).await
+    }
+
+    pub async fn deny(&self, id: &RequestId, comment: Option<String>) -> Result<RequestOutcome> {
+        self.post(&format!("/v1/requests/{id}/deny"), &DecisionBody { comment }).await
+    }
+
+    pub async fn cancel(&self, id: &RequestId) -> Result<AccessRequest> {
+        self.post(&format!("/v1/requests/{id}/cancel"), &serde_json::json!({})).await
+    }
+
+    pub async fn grants(&self, include_ended: bool, everyone: bool) -> Result<GrantList> {
+        self.get(&format!("/v1/grants?ended={include_ended}&all={everyone}")).await
+    }
+
+    pub async fn grant(&self, id: &GrantId) -> Result<Grant> {
+        self.get(&format!("/v1/grants/{id}")).await
+    }
+
+    /// The credential of a live grant. Zeroized when dropped; never log it.
+    pub async fn credential(&self, id: &GrantId) -> Result<Credential> {
+        self.get(&format!("/v1/grants/{id}/credential")).await
+    }
+
+    pub async fn renew(&self, id: &GrantId, duration: &str, reason: Option<String>) -> Result<RenewOutcome> {
+        self.post(&format!("/v1/grants/{id}/renew"), &RenewBody { duration: duration.to_owned(), reason }).await
+    }
+
+    pub async fn revoke(&self, id: &GrantId, reason: Option<String>) -> Result<Grant> {
+        self.post(&format!("/v1/grants/{id}/revoke"), &RevokeBody { reason }).await
+    }
+
+    pub async fn history(&self, limit: usize) -> Result<Vec<AuditRecord>> {
+        self.get(&format!("/v1/history?limit={limit}")).await
+    }
+
+    /// Opens the event stream. The first event is `hello`, with the broker's
+    /// clock. The stream ends when the connection does; reconnecting (and
+    /// reloading state, since events may have been missed) is the caller's.
+    pub async fn events(&self) -> Result<impl Stream<Item = Result<Event>> + Send + 'static> {
+        let response = self
+            .http
+            .get(format!("{}/v1/events", self.base))
+            .bearer_auth(self.token.as_str())
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .send()
+            .await
+            .map_err(|error| self.unreachable(&error))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let bytes = response.bytes().await.unwrap_or_default();
+            return Err(match serde_json::from_slice::<ApiError>(&bytes) {
+                Ok(error) => Error::Api(error),
+                Err(_) => Error::Protocol(format!("HTTP {status} opening the event stream")),
+            });
+        }
+        let url = self.base.clone();
+        let mut parser = sse::Parser::default();
+        let stream = response.bytes_stream().flat_map(move |chunk| {
+            let items: Vec<Result<Event>> = match chunk {
+                Ok(bytes) => parser
+                    .push(&bytes)
+                    .into_iter()
+                    .map(|message| {
+                        serde_json::from_str::<Event>(&message.data)
+                            .map_err(|error| Error::Protocol(format!("event {}: {error}", message.event)))
+                    })
+                    .collect(),
+                Err(error) => vec![Err(Error::Unreachable { url: url.clone(), reason: error.to_string() })],
+            };
+            futures::stream::iter(items)
+        });
+        Ok(stream)
+    }
+}

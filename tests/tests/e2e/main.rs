@@ -1,0 +1,7 @@
+//! End-to-end tests: real `hourglassd` processes driven by the real
+//! `hourglass` binary. One test binary for the crate; one module per topic.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+mod lifecycle;
+mod serve;

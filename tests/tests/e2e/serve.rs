@@ -1,0 +1,96 @@
+//! `hourglassd serve` with a policy directory and a configured identity
+//! provider: only tokens that provider signed, for this broker, are accepted.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use base64::Engine;
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use hourglass_e2e::DevBroker;
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+
+const ISSUER: &str = "https://idp.acme.example";
+
+struct Idp {
+    key: SigningKey,
+    kid: String,
+}
+
+impl Idp {
+    fn new(kid: &str) -> Idp {
+        Idp { key: SigningKey::generate(&mut rand::rngs::OsRng), kid: kid.to_owned() }
+    }
+
+    fn jwks(&self) -> String {
+        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.key.verifying_key().to_bytes());
+        serde_json::json!({ "keys": [{ "kty": "OKP", "crv": "Ed25519", "x": x, "kid": self.kid, "alg": "EdDSA", "use": "sig" }] })
+            .to_string()
+    }
+
+    fn token(&self, email: &str, groups: &[&str], audience: &str, lifetime_secs: i64) -> String {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let claims = serde_json::json!({
+            "iss": ISSUER, "aud": audience, "sub": format!("id-{email}"), "email": email,
+            "groups": groups, "iat": now, "exp": now + lifetime_secs,
+        });
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        let der = self.key.to_pkcs8_der().unwrap();
+        encode(&header, &claims, &EncodingKey::from_ed_der(der.as_bytes())).unwrap()
+    }
+}
+
+fn policy_dir(into: &Path, idp: &Idp) {
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo/policy");
+    for entry in std::fs::read_dir(&demo).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), into.join(entry.file_name())).unwrap();
+    }
+    let toml = std::fs::read_to_string(into.join("hourglass.toml")).unwrap();
+    let broker = format!(
+        "[broker]\ndata_dir = \"data\"\n\n[[broker.issuers]]\nissuer = \"{ISSUER}\"\njwks_file = \"idp-jwks.json\"\n\n"
+    );
+    std::fs::write(into.join("hourglass.toml"), broker + &toml).unwrap();
+    std::fs::write(into.join("idp-jwks.json"), idp.jwks()).unwrap();
+}
+
+#[test]
+fn serve_mode_trusts_only_the_configured_issuer() {
+    let config = tempfile::tempdir().unwrap();
+    let idp = Idp::new("idp-1");
+    let impostor = Idp::new("idp-1");
+    policy_dir(config.path(), &idp);
+    let tokens = BTreeMap::from([
+        ("alice".to_owned(), idp.token("alice@acme.example", &["engineers"], "hourglass", 3600)),
+        ("impostor".to_owned(), impostor.token("alice@acme.example", &["engineers"], "hourglass", 3600)),
+        ("elsewhere".to_owned(), idp.token("alice@acme.example", &["engineers"], "another-app", 3600)),
+        ("stale".to_owned(), idp.token("alice@acme.example", &["engineers"], "hourglass", -3600)),
+    ]);
+    let broker = DevBroker::serve(config.path(), tokens);
+
+    let me = broker.json("alice", &["whoami"]);
+    assert_eq!(me["id"], "alice@acme.example", "the email claim names the principal: {me}");
+    assert_eq!(me["groups"], serde_json::json!(["engineers"]), "groups come from the token: {me}");
+    let request =
+        broker.json("alice", &["request", "orders-api", "--role", "read", "--for", "5m", "--reason", "reports"]);
+    assert_eq!(request["state"], "approved", "the policy applies to IdP principals: {request}");
+
+    for (user, expected) in [
+        ("impostor", "signature does not verify"),
+        ("elsewhere", "issued for another audience"),
+        ("stale", "has expired"),
+    ] {
+        let run = broker.hourglass(user, &["whoami"]);
+        assert!(!run.ok && run.stderr.contains(expected), "{user}: expected {expected:?}, got {}", run.stderr);
+    }
+
+    assert!(config.path().join("data/hourglass.db").exists(), "[broker] data_dir is relative to the policy directory");
+    let verify = broker.hourglassd(&["audit", "verify", "--config", config.path().to_str().unwrap()]);
+    assert!(
+        verify.ok && verify.stdout.contains("intact"),
+        "audit verify finds the store through --config: {}{}",
+        verify.stdout,
+        verify.stderr
+    );
+}
