@@ -209,13 +209,13 @@ impl Broker {
         };
 
         let mut tx = self.store.begin().await?;
-        if let Some(existing) = tx.pending_duplicate(&who.id, &request.resource, &request.role).await? {
+        if let Some(existing) = tx.pending_duplicate(&who.id, &request.resource, &request.role, now).await? {
             return Err(refused(
                 ErrorCode::Duplicate,
                 format!("you already have a pending request {existing} for {target}"),
             ));
         }
-        if let Some(live) = tx.live_grant(&who.id, &request.resource, &request.role).await? {
+        if let Some(live) = tx.live_grant(&who.id, &request.resource, &request.role, now).await? {
             return Err(refused(
                 ErrorCode::Duplicate,
                 format!(
@@ -595,7 +595,9 @@ impl Broker {
             request.approve_by_policy(now);
         }
         let mut tx = self.store.begin().await?;
-        if let Some(pending) = tx.pending_renewals(&grant.id).await?.first() {
+        // One past its timeout can no longer be approved: it does not block a new one.
+        let waiting = tx.pending_renewals(&grant.id).await?.into_iter().find(|r| now < r.pending_until);
+        if let Some(pending) = waiting {
             return Err(refused(
                 ErrorCode::Duplicate,
                 format!("renewal {} of {} is already waiting for approval", pending.id, grant.id),

@@ -319,32 +319,45 @@ impl WriteTx {
         Ok(())
     }
 
-    /// A pending request by `requester` for the same access, if any.
+    /// A pending request by `requester` for the same access, if any. One
+    /// past its timeout at `now` no longer counts: it can no longer be
+    /// approved, and the scheduler expires it.
     pub async fn pending_duplicate(
         &mut self,
         requester: &str,
         resource: &str,
         role: &str,
+        now: Timestamp,
     ) -> Result<Option<RequestId>> {
         let id: Option<String> = sqlx::query_scalar(
-            "SELECT id FROM requests WHERE requester = ? AND resource = ? AND role = ? AND state = 'pending' AND renews IS NULL LIMIT 1",
+            "SELECT id FROM requests WHERE requester = ? AND resource = ? AND role = ? AND state = 'pending' AND renews IS NULL AND pending_until > ? LIMIT 1",
         )
         .bind(requester)
         .bind(resource)
         .bind(role)
+        .bind(now.unix_millis())
         .fetch_optional(&mut *self.tx)
         .await?;
         Ok(id.and_then(|id| RequestId::parse(&id).ok()))
     }
 
-    /// A live grant `owner` holds for the same access, if any.
-    pub async fn live_grant(&mut self, owner: &str, resource: &str, role: &str) -> Result<Option<GrantRecord>> {
+    /// A live grant `owner` holds for the same access, if any. One past its
+    /// deadline at `now` no longer counts: it can no longer be renewed, and
+    /// the scheduler expires it.
+    pub async fn live_grant(
+        &mut self,
+        owner: &str,
+        resource: &str,
+        role: &str,
+        now: Timestamp,
+    ) -> Result<Option<GrantRecord>> {
         let row = sqlx::query(
-            "SELECT doc, provider_state FROM grants WHERE owner = ? AND resource = ? AND role = ? AND state IN ('issuing', 'active') LIMIT 1",
+            "SELECT doc, provider_state FROM grants WHERE owner = ? AND resource = ? AND role = ? AND state IN ('issuing', 'active') AND expires_at > ? LIMIT 1",
         )
         .bind(owner)
         .bind(resource)
         .bind(role)
+        .bind(now.unix_millis())
         .fetch_optional(&mut *self.tx)
         .await?;
         row.as_ref().map(grant_record).transpose()
