@@ -209,11 +209,27 @@ impl Broker {
         };
 
         let mut tx = self.store.begin().await?;
+        let mut superseded = None;
         if let Some(existing) = tx.pending_duplicate(&who.id, &request.resource, &request.role, now).await? {
-            return Err(refused(
-                ErrorCode::Duplicate,
-                format!("you already have a pending request {existing} for {target}"),
-            ));
+            if !request.break_glass {
+                return Err(refused(
+                    ErrorCode::Duplicate,
+                    format!("you already have a pending request {existing} for {target}"),
+                ));
+            }
+            // In an emergency nobody should have to cancel first: break-glass
+            // replaces the request still waiting for approvers.
+            if let Some(mut waiting) = tx.request(&existing).await? {
+                if waiting.withdraw(now) {
+                    tx.update_request(&waiting).await?;
+                    tx.audit(
+                        request_event(now, &who.id, AuditAction::RequestCancelled, &waiting, AuditResult::Ok)
+                            .reason(format!("superseded by break-glass request {}", request.id)),
+                    )
+                    .await?;
+                    superseded = Some(waiting);
+                }
+            }
         }
         if let Some(live) = tx.live_grant(&who.id, &request.resource, &request.role, now).await? {
             return Err(refused(
@@ -262,6 +278,9 @@ impl Broker {
         tx.commit().await?;
         self.wake.notify_one();
 
+        if let Some(waiting) = &superseded {
+            self.publish_request(waiting, EventKind::RequestCancelled, &[]);
+        }
         if request.break_glass {
             // Every approver hears of a break-glass grant, as it happens.
             self.metrics.request("break_glass");
@@ -292,7 +311,7 @@ impl Broker {
                 let resource = policy.resource(&grant.resource).map_err(unknown)?;
                 match self.providers.get(&resource.provider) {
                     Ok(provider) => {
-                        let input = IssueInput { grant: &grant, resource, role };
+                        let input = IssueInput { grant: &grant, resource, role, now: grant.issued_at };
                         self.with_timeout(&resource.name, provider.issue(input)).await
                     }
                     Err(error) => Err(error),
@@ -396,6 +415,9 @@ impl Broker {
             Err(error @ DecisionRefused::NotAnApprover { .. }) => {
                 Some(refused(ErrorCode::Forbidden, error.to_string()))
             }
+            Err(error @ DecisionRefused::CannotCount { .. }) => {
+                Some(refused(ErrorCode::ApprovalNotNeeded, error.to_string()))
+            }
             Err(DecisionRefused::Expired) => {
                 Some(refused(ErrorCode::NotPending, format!("request {id} expired before it was decided")))
             }
@@ -474,7 +496,7 @@ impl Broker {
         let mut renewed = record.grant.clone();
         let previous = renewed.renew(request.duration, &role.limits, now).map_err(grant_refused)?;
         let provider = self.providers.get(&resource.provider)?;
-        let input = IssueInput { grant: &renewed, resource, role };
+        let input = IssueInput { grant: &renewed, resource, role, now };
         let state = self.with_timeout(&resource.name, provider.renew(input, &record.provider_state)).await;
         let mut tx = self.store.begin().await?;
         let Some(mut current) = tx.grant(&renewed.id).await? else {
@@ -493,10 +515,20 @@ impl Broker {
                 return Err(Error::Provider(error));
             }
         };
-        // INVARIANT: the grant is re-checked under the write lock; if it ended
-        // meanwhile the provider's longer deadline is harmless, since the
-        // revocation removes the credential whatever its deadline.
-        current.grant.renew(request.duration, &role.limits, now).map_err(grant_refused)?;
+        // The stored deadline must be the one the provider was given. If the
+        // grant changed meanwhile nothing is extended here; a credential
+        // extended at the target for a grant that ended is removed by its
+        // revocation whatever its deadline.
+        if current.grant != record.grant {
+            let message = if current.grant.state.is_live() {
+                format!("grant {} was renewed by another call meanwhile; look at it and try again", renewed.id)
+            } else {
+                format!("grant {} is {}", renewed.id, current.grant.state)
+            };
+            let code = if current.grant.state.is_live() { ErrorCode::Duplicate } else { ErrorCode::NotActive };
+            return Err(refused(code, message));
+        }
+        current.grant = renewed;
         current.provider_state = state;
         tx.update_grant(&current).await?;
         tx.audit(
@@ -520,14 +552,21 @@ impl Broker {
         let Some(mut request) = tx.request(id).await? else {
             return Err(refused(ErrorCode::NotFound, format!("no request {id}")));
         };
-        request.cancel(&who.id, now).map_err(|error| match error {
-            hourglass_core::request::CancelRefused::NotRequester => {
-                refused(ErrorCode::Forbidden, "only the requester can cancel a request")
+        if request.is_pending() && now >= request.pending_until {
+            return Err(refused(ErrorCode::NotPending, format!("request {id} expired before it was decided")));
+        }
+        match request.cancel(&who.id, now) {
+            Ok(()) => {}
+            Err(hourglass_core::request::CancelRefused::NotRequester) => {
+                drop(tx);
+                let event = request_event(now, &who.id, AuditAction::RequestCancelled, &request, AuditResult::Refused);
+                let error = refused(ErrorCode::Forbidden, "only the requester can cancel a request");
+                return Err(self.refuse(event, error).await?);
             }
-            hourglass_core::request::CancelRefused::NotPending(state) => {
-                refused(ErrorCode::NotPending, format!("request {id} is already {state}"))
+            Err(hourglass_core::request::CancelRefused::NotPending(state)) => {
+                return Err(refused(ErrorCode::NotPending, format!("request {id} is already {state}")));
             }
-        })?;
+        }
         tx.update_request(&request).await?;
         tx.audit(request_event(now, &who.id, AuditAction::RequestCancelled, &request, AuditResult::Ok)).await?;
         tx.commit().await?;
@@ -547,7 +586,10 @@ impl Broker {
         };
         let grant = &record.grant;
         if grant.owner != who.id {
-            return Err(refused(ErrorCode::Forbidden, "only the grant's owner can renew it"));
+            let event = grant_event(now, &who.id, AuditAction::RenewalRefused, grant, AuditResult::Refused);
+            return Err(self
+                .refuse(event, refused(ErrorCode::Forbidden, "only the grant's owner can renew it"))
+                .await?);
         }
         let role = policy.role(&grant.resource, &grant.role).map_err(unknown)?;
         grant.check_renewal(duration, &role.limits, now).map_err(grant_refused)?;
@@ -566,7 +608,7 @@ impl Broker {
                 duration,
                 reason,
                 ticket,
-                break_glass: false,
+                break_glass: grant.needs_review,
                 renews: Some(grant.id.clone()),
             },
             role.approvals.clone(),
@@ -575,7 +617,18 @@ impl Broker {
         );
         request.grant_id = Some(grant.id.clone());
         let context = access_context(&request, now);
-        let permitted = policy.authorize(who, Action::Request, &grant.resource, &grant.role, &context);
+        // A break-glass grant is extended under break-glass again, at once and
+        // with every approver told, only while policy still lets its owner
+        // break glass; otherwise it waits for an approval like any request.
+        let glass = grant
+            .needs_review
+            .then(|| policy.authorize(who, Action::BreakGlass, &grant.resource, &grant.role, &context))
+            .filter(|glass| glass.allowed);
+        let permitted = match &glass {
+            Some(glass) => glass.clone(),
+            None => policy.authorize(who, Action::Request, &grant.resource, &grant.role, &context),
+        };
+        let under_break_glass = glass.is_some();
         if !permitted.allowed {
             let event = request_event(now, &who.id, AuditAction::RequestRefused, &request, AuditResult::Refused)
                 .detail("renews", grant.id.as_str());
@@ -585,12 +638,15 @@ impl Broker {
             );
             return Err(self.refuse(event, error).await?);
         }
-        let automatic = if grant.renewal_needs_approval(&role.limits) {
+        let automatic = if let Some(glass) = glass {
+            Some(glass.policies)
+        } else if grant.needs_review || grant.renewal_needs_approval(&role.limits) {
             let auto = policy.authorize(who, Action::AutoApprove, &grant.resource, &grant.role, &context);
             auto.allowed.then_some(auto.policies)
         } else {
             Some(vec![format!("within {} renewals without approval", role.limits.renewals_without_approval)])
         };
+        request.break_glass = under_break_glass;
         if automatic.is_some() {
             request.approve_by_policy(now);
         }
@@ -627,7 +683,12 @@ impl Broker {
             self.publish_request(&request, EventKind::RequestFiled, &[]);
             return Ok(RenewOutcome { grant: record.grant, request });
         }
-        self.metrics.request("auto_approved");
+        if request.break_glass {
+            self.metrics.request("break_glass");
+            self.publish_request(&request, EventKind::RequestFiled, &[]);
+        } else {
+            self.metrics.request("auto_approved");
+        }
         let grant = self.extend(record, &request, &who.id).await?;
         Ok(RenewOutcome { grant, request })
     }
@@ -655,6 +716,11 @@ impl Broker {
             return Err(self
                 .refuse(event, refused(ErrorCode::Forbidden, format!("policy does not allow you to revoke {id}")))
                 .await?);
+        }
+        if record.grant.state.is_live() && now >= record.grant.expires_at {
+            let message =
+                format!("grant {id} reached its deadline at {}; it is being revoked", record.grant.expires_at);
+            return Err(refused(ErrorCode::NotActive, message));
         }
         let reason = reason.unwrap_or_else(|| {
             if who.id == record.grant.owner { "revoked by its owner".into() } else { format!("revoked by {}", who.id) }
@@ -734,7 +800,9 @@ impl Broker {
         };
         let grant = &record.grant;
         if grant.owner != who.id {
-            return Err(refused(ErrorCode::Forbidden, "only the grant's owner can fetch its credential"));
+            let event = grant_event(now, &who.id, AuditAction::CredentialFetched, grant, AuditResult::Refused);
+            let error = refused(ErrorCode::Forbidden, "only the grant's owner can fetch its credential");
+            return Err(self.refuse(event, error).await?);
         }
         if grant.state != hourglass_core::GrantState::Active || now >= grant.expires_at {
             return Err(refused(ErrorCode::NotActive, format!("grant {id} is {}", grant.state)));
@@ -742,7 +810,7 @@ impl Broker {
         let role = policy.role(&grant.resource, &grant.role).map_err(unknown)?;
         let resource = policy.resource(&grant.resource).map_err(unknown)?;
         let provider = self.providers.get(&resource.provider)?;
-        let credential = provider.credential(IssueInput { grant, resource, role }, &record.provider_state).await?;
+        let credential = provider.credential(IssueInput { grant, resource, role, now }, &record.provider_state).await?;
         let mut tx = self.store.begin().await?;
         tx.audit(grant_event(now, &who.id, AuditAction::CredentialFetched, grant, AuditResult::Ok)).await?;
         tx.commit().await?;
@@ -782,6 +850,7 @@ impl Broker {
     /// `GET /v1/requests`: mine, and those waiting for my decision.
     pub async fn requests_view(&self, who: &Principal) -> Result<RequestList> {
         let policy = self.policy();
+        let groups: Vec<String> = who.groups.iter().cloned().collect();
         let now = self.now();
         let mine = self.store.requests_of(&who.id, MAX_LISTED).await?;
         let awaiting_me = self
@@ -791,6 +860,9 @@ impl Broker {
             .into_iter()
             .filter(|request| now < request.pending_until)
             .filter(|request| request.decision_by(&who.id).is_none() && policy.may_decide(who, request, now))
+            // Awaiting me: my approval would count (for whom it cannot, the
+            // request waits on other groups).
+            .filter(|request| request.approval_would_count(&request.approvals_required, &groups))
             .collect();
         Ok(RequestList { mine, awaiting_me, server_time: now })
     }

@@ -436,6 +436,11 @@ async fn credential_token_verifies_against_jwks() {
     assert_eq!(claims["sub"], "alice@acme.example", "sub is the grant's owner");
     assert_eq!(claims["jti"], id.as_str(), "jti is the grant id, for revocation");
     assert_eq!(claims["exp"], at(&grant["expires_at"]).unix_seconds(), "exp is the grant's deadline");
+    assert!(claims.get("nbf").is_none(), "no nbf: a resource server whose clock lags would refuse a fresh token");
+    h.advance(Duration::from_secs(7));
+    let later = h.grant_token("alice", &id).await;
+    let later = jsonwebtoken::dangerous::insecure_decode::<Value>(&later).expect("a JWT").claims;
+    assert_eq!(later["iat"], h.now().unix_seconds(), "iat is when this copy was signed");
     assert!(
         jsonwebtoken::decode::<Value>(&token, &key, &validation("https://payments.acme.example")).is_err(),
         "a token for orders-api is refused by another resource"
@@ -491,10 +496,20 @@ async fn approval_two_person_needs_sre_and_security() {
     assert!(!ids(&h.get_ok("bob", "/v1/requests").await["awaiting_me"]).contains(&id), "bob has decided");
     assert!(ids(&h.get_ok("carol", "/v1/requests").await["awaiting_me"]).contains(&id), "security is asked");
 
-    let outcome = h.decide_ok("erin", &id, "approve").await;
-    assert_eq!(outcome["request"]["state"], "pending", "a second SRE does not stand in for security");
-    assert_eq!(outcome["request"]["approvals_remaining"], 1, "the security slot is still open");
-    assert!(outcome.get("grant").is_none(), "no grant after two SREs: {outcome}");
+    // A second SRE cannot stand in for security: the approval is refused as
+    // pointless rather than recorded, and erin's inbox no longer lists it.
+    assert!(!ids(&h.get_ok("erin", "/v1/requests").await["awaiting_me"]).contains(&id), "erin's approval cannot count");
+    let refused = h.decide("erin", &id, "approve").await;
+    assert_refused(
+        &refused,
+        StatusCode::CONFLICT,
+        "approval_not_needed",
+        "1 from security",
+        "two SREs are not security",
+    );
+    let after = h.request("alice", &id).await;
+    assert_eq!(after["approvals_remaining"], 1, "the security slot is still open");
+    assert_eq!(after["decisions"].as_array().map(Vec::len), Some(1), "erin's approval is not recorded");
     assert!(h.get_ok("alice", "/v1/grants").await["grants"].as_array().expect("grants").is_empty(), "no access yet");
 
     let outcome = h.decide_ok("carol", &id, "approve").await;
@@ -733,6 +748,49 @@ async fn break_glass_refused_without_oncall_or_reason() {
     assert_eq!(h.snapshot(WATCHED).await, before, "refused break-glass changes nothing");
 }
 
+#[tokio::test]
+async fn break_glass_replaces_the_same_request_still_pending() {
+    let h = Harness::new().await;
+    let waiting = request_id(&h.file("dave", write_orders("30m")).await);
+    let mut glass = write_orders("30m");
+    glass["break_glass"] = json!(true);
+    let outcome = h.file("dave", glass).await;
+    assert_eq!(outcome["grant"]["state"], "active", "no need to cancel first in an emergency: {outcome}");
+    let replaced = h.request("dave", &waiting).await;
+    assert_eq!(replaced["state"], "cancelled", "the waiting request is withdrawn: {replaced}");
+    assert!(!ids(&h.get_ok("bob", "/v1/requests").await["awaiting_me"]).contains(&waiting), "and leaves the inbox");
+}
+
+#[tokio::test]
+async fn break_glass_renewal_stays_break_glass_and_tells_approvers() {
+    let h = Harness::new().await;
+    let mut glass = write_orders("30m");
+    glass["break_glass"] = json!(true);
+    let grant = grant_id(&h.file("dave", glass).await);
+    let mut bob = h.subscribe("bob").await;
+    bob.expect("hello", "first frame").await;
+
+    let (status, renewed) = h.renew("dave", &grant, "1h").await;
+    assert_eq!(status, StatusCode::OK, "{renewed}");
+    assert_eq!(renewed["request"]["state"], "approved", "on-call may still break glass: extended at once");
+    assert_eq!(renewed["request"]["break_glass"], true, "the renewal is flagged break-glass too");
+    assert_eq!(renewed["grant"]["needs_review"], true, "the grant stays flagged for review");
+    let told = bob.expect("request.filed", "approvers hear of a break-glass renewal").await;
+    assert_eq!(told["request"]["renews"], json!(grant), "about dave's grant");
+
+    // Policy no longer lets dave break glass: extending now needs an approval,
+    // even within the renewals normally granted without one.
+    let policy = h.policy_dir.join("requests.cedar");
+    let text = std::fs::read_to_string(&policy).expect("requests.cedar");
+    std::fs::write(&policy, text.replace("principal in Group::\"oncall\",", "principal in Group::\"nobody\","))
+        .expect("write");
+    assert!(matches!(h.broker.reload_policy().await.expect("reload"), Reload::Loaded { .. }), "policy reloads");
+    let (status, pending) = h.renew("dave", &grant, "1h30m").await;
+    assert_eq!(status, StatusCode::OK, "{pending}");
+    assert_eq!(pending["request"]["state"], "pending", "a break-glass grant no longer covered waits for approval");
+    assert_eq!(pending["request"]["break_glass"], false, "and the renewal is an ordinary request");
+}
+
 // ---------------------------------------------------------------------------
 // Renewals
 // ---------------------------------------------------------------------------
@@ -933,6 +991,21 @@ async fn revoke_twice_is_not_active() {
     let again = h.revoke("carol", &id).await;
     assert_refused(&again, StatusCode::CONFLICT, "not_active", "revoked", "even for an admin");
     assert_eq!(h.grant("alice", &id).await, first, "the second attempts change nothing");
+}
+
+#[tokio::test]
+async fn revoke_or_cancel_past_the_deadline_is_refused_not_recorded() {
+    let h = Harness::new().await;
+    let grant = grant_id(&h.file("alice", read_orders("1m")).await);
+    let request = request_id(&h.file("alice", write_orders("30m")).await);
+    h.advance(Duration::from_mins(31));
+    let late = h.revoke("alice", &grant).await;
+    assert_refused(&late, StatusCode::CONFLICT, "not_active", "reached its deadline", "it expired, not revoked");
+    let late = h.post("alice", &format!("/v1/requests/{request}/cancel"), json!({})).await;
+    assert_refused(&late, StatusCode::CONFLICT, "not_pending", "expired", "it expired, not cancelled");
+    h.run_due_work().await;
+    assert_eq!(h.grant("alice", &grant).await["state"], "expired", "the scheduler records the expiry");
+    assert_eq!(h.request("alice", &request).await["state"], "expired", "and the request's");
 }
 
 // ---------------------------------------------------------------------------
@@ -1282,6 +1355,11 @@ async fn full_run(h: &Harness) {
     glass["break_glass"] = json!(true);
     assert_eq!(h.post("alice", "/v1/requests", glass).await.0, StatusCode::FORBIDDEN, "break glass refused");
     assert_eq!(h.revoke("dave", &read).await.0, StatusCode::FORBIDDEN, "dave may not revoke alice's grant");
+    let stolen = h.get("dave", &format!("/v1/grants/{read}/credential")).await;
+    assert_eq!(stolen.0, StatusCode::FORBIDDEN, "dave may not fetch alice's credential");
+    assert_eq!(h.renew("dave", &read, "20m").await.0, StatusCode::FORBIDDEN, "dave may not renew alice's grant");
+    let cancel = h.post("dave", &format!("/v1/requests/{write}/cancel"), json!({})).await;
+    assert_eq!(cancel.0, StatusCode::FORBIDDEN, "dave may not cancel alice's request");
     let write_grant = grant_id(&h.decide_ok("bob", &write, "approve").await);
     h.advance(Duration::from_mins(5));
     assert_eq!(h.renew("alice", &write_grant, "45m").await.0, StatusCode::OK, "renewal");
@@ -1319,6 +1397,9 @@ async fn audit_chain_verifies_and_records_refusals() {
     assert!(refused("request.decision_refused", "alice@acme.example"), "self-approval recorded as refused");
     assert!(refused("request.refused", "alice@acme.example"), "a forbidden request recorded as refused");
     assert!(refused("grant.revoke_refused", "dave@acme.example"), "a forbidden revoke recorded as refused");
+    assert!(refused("grant.credential_fetched", "dave@acme.example"), "a credential fetch by another recorded");
+    assert!(refused("grant.renewal_refused", "dave@acme.example"), "a renewal by another recorded");
+    assert!(refused("request.cancelled", "dave@acme.example"), "a cancel by another recorded");
     assert!(
         events.iter().filter(|e| e.actor != "hourglass").all(|e| e.actor.ends_with("@acme.example")),
         "every event names a verified principal or the broker itself"
@@ -1447,6 +1528,12 @@ async fn meta_health_openapi_metrics_not_found() {
         metrics.contains("hourglass_requests_total{outcome=\"auto_approved\"} 1"),
         "the auto-approved request is counted:\n{metrics}"
     );
+
+    let (status, _, body) = h
+        .send(Request::builder().method(Method::DELETE).uri("/v1/requests").body(Body::empty()).expect("a request"))
+        .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "DELETE is not a method of /v1/requests");
+    assert_eq!(body["code"], "method_not_allowed", "405 answers JSON with a code too: {body}");
 
     for path in ["/v1/nope", "/nope"] {
         let (status, _, body) = h.send(anonymous(path)).await;

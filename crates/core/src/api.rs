@@ -43,6 +43,11 @@ pub enum ErrorCode {
     NotActive,
     /// The same access is already pending or active.
     Duplicate,
+    /// The approval would not count: the approvals the approver's groups can
+    /// give are in, and the request waits for other groups.
+    ApprovalNotNeeded,
+    /// The endpoint exists but not with this HTTP method.
+    MethodNotAllowed,
     PayloadTooLarge,
     /// The credential provider failed; the grant was not issued.
     ProviderFailed,
@@ -62,7 +67,12 @@ impl ErrorCode {
             ErrorCode::Unauthenticated => 401,
             ErrorCode::Forbidden | ErrorCode::SelfApproval => 403,
             ErrorCode::UnknownResource | ErrorCode::UnknownRole | ErrorCode::NotFound => 404,
-            ErrorCode::AlreadyDecided | ErrorCode::NotPending | ErrorCode::NotActive | ErrorCode::Duplicate => 409,
+            ErrorCode::AlreadyDecided
+            | ErrorCode::NotPending
+            | ErrorCode::NotActive
+            | ErrorCode::Duplicate
+            | ErrorCode::ApprovalNotNeeded => 409,
+            ErrorCode::MethodNotAllowed => 405,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::Internal => 500,
             ErrorCode::ProviderFailed => 502,

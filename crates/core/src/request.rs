@@ -147,6 +147,10 @@ pub enum DecisionRefused {
     AlreadyDecided { verdict: &'static str },
     #[error("this request needs approvals from {needed}; you are in none of those groups")]
     NotAnApprover { needed: String },
+    #[error(
+        "your approval cannot count: the approvals your groups can give are in; it still needs {remaining} from {others}"
+    )]
+    CannotCount { remaining: u32, others: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -238,6 +242,18 @@ impl AccessRequest {
                 .join(", ");
             return Err(DecisionRefused::NotAnApprover { needed });
         }
+        // An approval that fills no open slot would be recorded and change
+        // nothing; say so instead. (Any eligible approver may still deny.)
+        let remaining_after = self.remaining_with(rules, Some(&decision.approver_groups));
+        if decision.verdict == Verdict::Approve && remaining_after == self.remaining_with(rules, None) {
+            let others = rules
+                .iter()
+                .filter(|rule| rule.count > 0 && !decision.approver_groups.contains(&rule.group))
+                .map(|rule| rule.group.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(DecisionRefused::CannotCount { remaining: remaining_after, others });
+        }
         let verdict = decision.verdict;
         self.decisions.push(decision);
         self.approvals_required = rules.to_vec();
@@ -246,13 +262,7 @@ impl AccessRequest {
             self.decided_at = Some(now);
             return Ok(DecisionOutcome::Denied);
         }
-        let approvers: Vec<Vec<String>> = self
-            .decisions
-            .iter()
-            .filter(|d| d.verdict == Verdict::Approve)
-            .map(|d| d.approver_groups.clone())
-            .collect();
-        self.approvals_remaining = remaining_approvals(rules, &approvers);
+        self.approvals_remaining = remaining_after;
         if self.approvals_remaining == 0 {
             self.state = RequestState::Approved;
             self.decided_at = Some(now);
@@ -260,6 +270,25 @@ impl AccessRequest {
         } else {
             Ok(DecisionOutcome::Recorded { remaining: self.approvals_remaining })
         }
+    }
+
+    /// Whether an approval from someone in `groups` would bring the request
+    /// closer to approved under `rules`: what an approver's inbox shows.
+    pub fn approval_would_count(&self, rules: &[ApprovalRule], groups: &[String]) -> bool {
+        self.remaining_with(rules, Some(groups)) < self.remaining_with(rules, None)
+    }
+
+    /// Approvals still needed under `rules`, counting the approvals so far
+    /// and, if given, one more from a principal in `extra`.
+    fn remaining_with(&self, rules: &[ApprovalRule], extra: Option<&[String]>) -> u32 {
+        let mut approvers: Vec<Vec<String>> = self
+            .decisions
+            .iter()
+            .filter(|d| d.verdict == Verdict::Approve)
+            .map(|d| d.approver_groups.clone())
+            .collect();
+        approvers.extend(extra.map(<[String]>::to_vec));
+        remaining_approvals(rules, &approvers)
     }
 
     pub fn cancel(&mut self, by: &str, now: Timestamp) -> Result<(), CancelRefused> {
@@ -385,6 +414,21 @@ mod tests {
         assert_eq!(outcome, Ok(DecisionOutcome::Denied));
         let late = req.decide(decision("frank", &["sre"], Verdict::Approve, 7), &rules, at(7));
         assert_eq!(late, Err(DecisionRefused::NotPending(RequestState::Denied)), "decided once");
+    }
+
+    #[test]
+    fn an_approval_that_fills_no_open_slot_is_refused() {
+        let mut req = request(&[("sre", 1), ("security", 1)]);
+        let rules = req.approvals_required.clone();
+        let first = req.decide(decision("bob", &["sre"], Verdict::Approve, 5), &rules, at(5));
+        assert_eq!(first, Ok(DecisionOutcome::Recorded { remaining: 1 }));
+        assert!(!req.approval_would_count(&rules, &["sre".into()]), "a second sre fills nothing");
+        assert!(req.approval_would_count(&rules, &["security".into()]), "security fills the open slot");
+        let second = req.decide(decision("erin", &["sre"], Verdict::Approve, 6), &rules, at(6));
+        assert_eq!(second, Err(DecisionRefused::CannotCount { remaining: 1, others: "security".into() }));
+        assert_eq!(req.decisions.len(), 1, "the useless approval is not recorded");
+        let deny = req.decide(decision("erin", &["sre"], Verdict::Deny, 7), &rules, at(7));
+        assert_eq!(deny, Ok(DecisionOutcome::Denied), "an eligible approver may still deny");
     }
 
     #[test]

@@ -67,6 +67,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/.well-known/jwks.json", get(jwks))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(broker)
 }
 
@@ -108,6 +109,13 @@ async fn metrics(State(broker): State<AppState>) -> impl IntoResponse {
 
 async fn jwks(State(broker): State<AppState>) -> impl IntoResponse {
     ([(header::CACHE_CONTROL, "max-age=300")], Json(broker.jwks()))
+}
+
+async fn method_not_allowed() -> AppError {
+    AppError::new(
+        hourglass_core::api::ErrorCode::MethodNotAllowed,
+        "this endpoint does not take that HTTP method (see /v1/openapi.json)",
+    )
 }
 
 async fn not_found() -> AppError {

@@ -45,6 +45,8 @@ pub struct IssueInput<'a> {
     pub grant: &'a Grant,
     pub resource: &'a Resource,
     pub role: &'a Role,
+    /// The broker's clock: providers never read their own.
+    pub now: hourglass_core::Timestamp,
 }
 
 #[async_trait::async_trait]

@@ -35,7 +35,7 @@ pub struct GrantClaims {
     pub sub: String,
     pub aud: String,
     pub exp: i64,
-    pub nbf: i64,
+    /// When this copy was signed: renewals sign a new one.
     pub iat: i64,
     pub jti: String,
     pub resource: String,
@@ -110,8 +110,7 @@ impl Provider for TokenProvider {
             sub: grant.owner.clone(),
             aud: audience,
             exp: grant.expires_at.unix_seconds(),
-            nbf: grant.issued_at.unix_seconds(),
-            iat: grant.issued_at.unix_seconds(),
+            iat: input.now.unix_seconds(),
             jti: grant.id.to_string(),
             resource: grant.resource.clone(),
             role: grant.role.clone(),
