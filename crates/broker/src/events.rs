@@ -29,9 +29,9 @@ pub struct Published {
 impl Published {
     pub fn concerns(&self, principal: &Principal, policy: &Policy, now: Timestamp) -> bool {
         match &self.audience {
-            Audience::Principals(principals) => principals.iter().any(|p| *p == principal.id),
+            Audience::Principals(principals) => principals.contains(&principal.id),
             Audience::WithDeciders { principals, request } => {
-                principals.iter().any(|p| *p == principal.id) || policy.may_decide(principal, request, now)
+                principals.contains(&principal.id) || policy.may_decide(principal, request, now)
             }
         }
     }

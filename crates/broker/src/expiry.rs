@@ -194,11 +194,9 @@ impl Broker {
             }
             tx.audit(event).await?;
             self.metrics.revocation_attempt(ok);
-            if ok {
-                if let Some(ended) = current.grant.ended_at {
-                    let lag = ended.millis_until(now).max(0) as f64 / 1000.0;
-                    self.metrics.revocation_lag.observe(lag);
-                }
+            if ok && let Some(ended) = current.grant.ended_at {
+                let lag = ended.millis_until(now).max(0) as f64 / 1000.0;
+                self.metrics.revocation_lag.observe(lag);
             }
             updated.push(current);
         }

@@ -81,10 +81,12 @@ mod tests {
         spec.iter().map(|groups| groups.iter().map(|g| (*g).to_owned()).collect()).collect()
     }
 
+    /// (rules, each approver's groups, approvals remaining, why)
+    type Case<'a> = (&'a [(&'a str, u32)], &'a [&'a [&'a str]], u32, &'a str);
+
     #[test]
     fn remaining_approvals_table() {
-        // (rules, approvers' groups, remaining, why)
-        let cases: &[(&[(&str, u32)], &[&[&str]], u32, &str)] = &[
+        let cases: &[Case<'_>] = &[
             (&[("sre", 1)], &[], 1, "nobody approved yet"),
             (&[("sre", 1)], &[&["sre"]], 0, "one sre suffices"),
             (&[("sre", 2)], &[&["sre"]], 1, "two distinct sre needed"),

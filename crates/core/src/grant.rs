@@ -287,10 +287,10 @@ impl Grant {
     /// Claims the pending revocation until `until`: whoever claimed it is
     /// attempting it, and nobody else starts another attempt before then.
     pub fn lease_revocation(&mut self, until: Timestamp) {
-        if let Some(revocation) = self.revocation.as_mut() {
-            if revocation.status == RevocationStatus::Pending {
-                revocation.next_attempt_at = Some(until);
-            }
+        if let Some(revocation) = self.revocation.as_mut()
+            && revocation.status == RevocationStatus::Pending
+        {
+            revocation.next_attempt_at = Some(until);
         }
     }
 

@@ -1,6 +1,8 @@
 //! Data-driven policy tests: policy + request → decision, and broken
 //! policies → the problem named with its file and line.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test fails by panicking")]
+
 use std::path::PathBuf;
 
 use hourglass_core::{Duration, Principal, Timestamp};

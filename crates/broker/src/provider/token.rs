@@ -55,10 +55,10 @@ impl TokenProvider {
     fn settings(resource: &Resource) -> Result<Settings, String> {
         let settings: Settings =
             resource.settings.clone().try_into().map_err(|e: toml::de::Error| e.message().to_owned())?;
-        if let Some(prefix) = &settings.env_prefix {
-            if !is_env_name(prefix) {
-                return Err(format!("env_prefix \"{prefix}\" must be upper case letters, digits and '_'"));
-            }
+        if let Some(prefix) = &settings.env_prefix
+            && !is_env_name(prefix)
+        {
+            return Err(format!("env_prefix \"{prefix}\" must be upper case letters, digits and '_'"));
         }
         Ok(settings)
     }

@@ -1,0 +1,337 @@
+//! Grants: issued by their provider, extended by renewals (a renewal is a
+//! request for the same grant), ended by revocation; and their credentials.
+
+use hourglass_core::api::{Credential, ErrorCode, EventKind, RenewBody, RenewOutcome};
+use hourglass_core::audit::{AuditAction, AuditResult};
+use hourglass_core::principal::SYSTEM_ACTOR;
+use hourglass_core::{AccessRequest, Grant, GrantId, NewRequest, Principal};
+use hourglass_policy::Action;
+
+use super::{
+    MAX_REASON, access_context, clean_optional, grant_event, grant_refused, lease, parse_duration, policies_detail,
+    refused, request_event, unknown,
+};
+use crate::broker::Broker;
+use crate::error::{Error, Result};
+use crate::provider::{IssueInput, ProviderError};
+use crate::store::GrantRecord;
+
+impl Broker {
+    /// Has the provider create the credential of a grant in `issuing`, then
+    /// activates it. On failure the grant ends as `failed` and whatever the
+    /// provider half-created is revoked.
+    pub(crate) async fn issue(&self, record: GrantRecord, actor: &str) -> Result<Grant> {
+        let policy = self.policy();
+        let grant = record.grant.clone();
+        let issued = match policy.role(&grant.resource, &grant.role) {
+            Ok(role) => {
+                let resource = policy.resource(&grant.resource).map_err(unknown)?;
+                match self.providers.get(&resource.provider) {
+                    Ok(provider) => {
+                        let input = IssueInput { grant: &grant, resource, role, now: grant.issued_at };
+                        self.with_timeout(&resource.name, provider.issue(input)).await
+                    }
+                    Err(error) => Err(error),
+                }
+            }
+            Err(gone) => Err(ProviderError::Failed { resource: grant.resource.clone(), message: gone.to_string() }),
+        };
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        // Re-read: the grant may have been revoked while the provider worked.
+        let Some(mut current) = tx.grant(&grant.id).await? else {
+            return Err(Error::Internal(format!("grant {} vanished while issuing", grant.id)));
+        };
+        match issued {
+            Ok(issued) => {
+                current.provider_state = issued.state;
+                current.grant.activate(issued.ready, now);
+                tx.update_grant(&current).await?;
+                tx.audit(
+                    grant_event(now, actor, AuditAction::GrantIssued, &current.grant, AuditResult::Ok)
+                        .detail("request", current.grant.request_id.as_str())
+                        .detail("expires_at", current.grant.expires_at.to_string())
+                        .detail("ready", issued.ready)
+                        .detail("needs_review", current.grant.needs_review),
+                )
+                .await?;
+                tx.commit().await?;
+                self.metrics.grant("issued");
+                self.publish_grant(&current.grant, EventKind::GrantIssued, &[]);
+                Ok(current.grant)
+            }
+            Err(error) => {
+                let message = error.to_string();
+                current.grant.fail(&message, now);
+                current.grant.lease_revocation(now);
+                tx.update_grant(&current).await?;
+                tx.audit(
+                    grant_event(now, actor, AuditAction::GrantIssueFailed, &current.grant, AuditResult::Failed)
+                        .reason(message),
+                )
+                .await?;
+                tx.commit().await?;
+                self.wake.notify_one();
+                self.metrics.grant("failed");
+                self.publish_grant(&current.grant, EventKind::GrantFailed, &[]);
+                Err(Error::Provider(error))
+            }
+        }
+    }
+
+    /// Moves a live grant's deadline for an approved renewal request.
+    pub(super) async fn extend(&self, record: GrantRecord, request: &AccessRequest, actor: &str) -> Result<Grant> {
+        let policy = self.policy();
+        let now = self.now();
+        let role = policy.role(&record.grant.resource, &record.grant.role).map_err(unknown)?;
+        let resource = policy.resource(&record.grant.resource).map_err(unknown)?;
+        let mut renewed = record.grant.clone();
+        let previous = renewed.renew(request.duration, &role.limits, now).map_err(grant_refused)?;
+        let provider = self.providers.get(&resource.provider)?;
+        let input = IssueInput { grant: &renewed, resource, role, now };
+        let state = self.with_timeout(&resource.name, provider.renew(input, &record.provider_state)).await;
+        let mut tx = self.store.begin().await?;
+        let Some(mut current) = tx.grant(&renewed.id).await? else {
+            return Err(Error::Internal(format!("grant {} vanished while renewing", renewed.id)));
+        };
+        let state = match state {
+            Ok(state) => state,
+            Err(error) => {
+                tx.audit(
+                    grant_event(now, actor, AuditAction::RenewalRefused, &current.grant, AuditResult::Failed)
+                        .reason(error.to_string())
+                        .detail("request", request.id.as_str()),
+                )
+                .await?;
+                tx.commit().await?;
+                return Err(Error::Provider(error));
+            }
+        };
+        // The stored deadline must be the one the provider was given. If the
+        // grant changed meanwhile nothing is extended here; a credential
+        // extended at the target for a grant that ended is removed by its
+        // revocation whatever its deadline.
+        if current.grant != record.grant {
+            let message = if current.grant.state.is_live() {
+                format!("grant {} was renewed by another call meanwhile; look at it and try again", renewed.id)
+            } else {
+                format!("grant {} is {}", renewed.id, current.grant.state)
+            };
+            let code = if current.grant.state.is_live() { ErrorCode::Duplicate } else { ErrorCode::NotActive };
+            return Err(refused(code, message));
+        }
+        current.grant = renewed;
+        current.provider_state = state;
+        tx.update_grant(&current).await?;
+        tx.audit(
+            grant_event(now, actor, AuditAction::GrantRenewed, &current.grant, AuditResult::Ok)
+                .detail("request", request.id.as_str())
+                .detail("previous_expires_at", previous.to_string())
+                .detail("expires_at", current.grant.expires_at.to_string()),
+        )
+        .await?;
+        tx.commit().await?;
+        self.wake.notify_one();
+        self.metrics.grant("renewed");
+        self.publish_grant(&current.grant, EventKind::GrantRenewed, &[]);
+        Ok(current.grant)
+    }
+
+    /// `POST /v1/grants/{id}/renew`: a renewal is a request for the same
+    /// grant, granted at once within policy or waiting for approval.
+    pub async fn renew(&self, who: &Principal, id: &GrantId, body: RenewBody) -> Result<RenewOutcome> {
+        let now = self.now();
+        let policy = self.policy();
+        let duration = parse_duration(&body.duration)?;
+        let Some(record) = self.store.grant(id).await? else {
+            return Err(refused(ErrorCode::NotFound, format!("no grant {id}")));
+        };
+        let grant = &record.grant;
+        if grant.owner != who.id {
+            let event = grant_event(now, &who.id, AuditAction::RenewalRefused, grant, AuditResult::Refused);
+            return Err(self
+                .refuse(event, refused(ErrorCode::Forbidden, "only the grant's owner can renew it"))
+                .await?);
+        }
+        let role = policy.role(&grant.resource, &grant.role).map_err(unknown)?;
+        grant.check_renewal(duration, &role.limits, now).map_err(grant_refused)?;
+        let original = self.store.request(&grant.request_id).await?;
+        let reason = match clean_optional(body.reason, "reason", MAX_REASON)? {
+            Some(reason) => reason,
+            None => original.as_ref().map(|r| r.reason.clone()).unwrap_or_default(),
+        };
+        let ticket = original.as_ref().and_then(|r| r.ticket.clone());
+        let mut request = AccessRequest::file(
+            Self::new_request_id(),
+            NewRequest {
+                requester: who.id.clone(),
+                resource: grant.resource.clone(),
+                role: grant.role.clone(),
+                duration,
+                reason,
+                ticket,
+                break_glass: grant.needs_review,
+                renews: Some(grant.id.clone()),
+            },
+            role.approvals.clone(),
+            role.pending_timeout,
+            now,
+        );
+        request.grant_id = Some(grant.id.clone());
+        let context = access_context(&request, now);
+        // A break-glass grant is extended under break-glass again, at once and
+        // with every approver told, only while policy still lets its owner
+        // break glass; otherwise it waits for an approval like any request.
+        let glass = grant
+            .needs_review
+            .then(|| policy.authorize(who, Action::BreakGlass, &grant.resource, &grant.role, &context))
+            .filter(|glass| glass.allowed);
+        let permitted = match &glass {
+            Some(glass) => glass.clone(),
+            None => policy.authorize(who, Action::Request, &grant.resource, &grant.role, &context),
+        };
+        let under_break_glass = glass.is_some();
+        if !permitted.allowed {
+            let event = request_event(now, &who.id, AuditAction::RequestRefused, &request, AuditResult::Refused)
+                .detail("renews", grant.id.as_str());
+            let error = refused(
+                ErrorCode::Forbidden,
+                format!("policy no longer allows you to request {}/{}", grant.resource, grant.role),
+            );
+            return Err(self.refuse(event, error).await?);
+        }
+        let automatic = if let Some(glass) = glass {
+            Some(glass.policies)
+        } else if grant.needs_review || grant.renewal_needs_approval(&role.limits) {
+            let auto = policy.authorize(who, Action::AutoApprove, &grant.resource, &grant.role, &context);
+            auto.allowed.then_some(auto.policies)
+        } else {
+            Some(vec![format!("within {} renewals without approval", role.limits.renewals_without_approval)])
+        };
+        request.break_glass = under_break_glass;
+        if automatic.is_some() {
+            request.approve_by_policy(now);
+        }
+        let mut tx = self.store.begin().await?;
+        // One past its timeout can no longer be approved: it does not block a new one.
+        let waiting = tx.pending_renewals(&grant.id).await?.into_iter().find(|r| now < r.pending_until);
+        if let Some(pending) = waiting {
+            return Err(refused(
+                ErrorCode::Duplicate,
+                format!("renewal {} of {} is already waiting for approval", pending.id, grant.id),
+            ));
+        }
+        tx.insert_request(&request).await?;
+        tx.audit(
+            request_event(now, &who.id, AuditAction::RequestFiled, &request, AuditResult::Ok)
+                .reason(request.reason.clone())
+                .detail("renews", grant.id.as_str())
+                .detail("duration", duration.to_string())
+                .detail("policies", policies_detail(&permitted)),
+        )
+        .await?;
+        if let Some(policies) = &automatic {
+            tx.audit(
+                request_event(now, SYSTEM_ACTOR, AuditAction::RequestApproved, &request, AuditResult::Ok)
+                    .reason("renewal approved automatically by policy")
+                    .detail("policies", serde_json::Value::from(policies.clone())),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        self.wake.notify_one();
+        if request.is_pending() {
+            self.metrics.request("pending");
+            self.publish_request(&request, EventKind::RequestFiled, &[]);
+            return Ok(RenewOutcome { grant: record.grant, request });
+        }
+        if request.break_glass {
+            self.metrics.request("break_glass");
+            self.publish_request(&request, EventKind::RequestFiled, &[]);
+        } else {
+            self.metrics.request("auto_approved");
+        }
+        let grant = self.extend(record, &request, &who.id).await?;
+        Ok(RenewOutcome { grant, request })
+    }
+
+    /// `POST /v1/grants/{id}/revoke`: by the owner, or by whoever policy
+    /// allows to revoke others' grants.
+    pub async fn revoke(&self, who: &Principal, id: &GrantId, reason: Option<String>) -> Result<Grant> {
+        let now = self.now();
+        let policy = self.policy();
+        let reason = clean_optional(reason, "reason", MAX_REASON)?;
+        let mut tx = self.store.begin().await?;
+        let Some(mut record) = tx.grant(id).await? else {
+            return Err(refused(ErrorCode::NotFound, format!("no grant {id}")));
+        };
+        let allowed = policy.authorize_on_grant(
+            who,
+            Action::Revoke,
+            &record.grant.resource,
+            &record.grant.role,
+            &record.grant.owner,
+        );
+        if !allowed.allowed {
+            drop(tx);
+            let event = grant_event(now, &who.id, AuditAction::RevokeRefused, &record.grant, AuditResult::Refused);
+            return Err(self
+                .refuse(event, refused(ErrorCode::Forbidden, format!("policy does not allow you to revoke {id}")))
+                .await?);
+        }
+        if record.grant.state.is_live() && now >= record.grant.expires_at {
+            let message =
+                format!("grant {id} reached its deadline at {}; it is being revoked", record.grant.expires_at);
+            return Err(refused(ErrorCode::NotActive, message));
+        }
+        let reason = reason.unwrap_or_else(|| {
+            if who.id == record.grant.owner { "revoked by its owner".into() } else { format!("revoked by {}", who.id) }
+        });
+        record.grant.revoke(&who.id, &reason, now).map_err(grant_refused)?;
+        // This call attempts the revocation below; the lease keeps the
+        // scheduler from starting a second attempt meanwhile.
+        record.grant.lease_revocation(now.plus_millis(lease(self.provider_timeout)));
+        tx.update_grant(&record).await?;
+        tx.audit(
+            grant_event(now, &who.id, AuditAction::GrantRevoked, &record.grant, AuditResult::Ok)
+                .reason(reason)
+                .detail("policies", policies_detail(&allowed)),
+        )
+        .await?;
+        let withdrawn = self.withdraw_renewals(&mut tx, std::slice::from_ref(&record.grant.id), now).await?;
+        tx.commit().await?;
+        self.metrics.grant("revoked");
+        self.publish_grant(&record.grant, EventKind::GrantRevoked, &[&who.id]);
+        for request in &withdrawn {
+            self.publish_request(request, EventKind::RequestCancelled, &[]);
+        }
+        let mut done = self.attempt_revocations(vec![record]).await?;
+        done.pop().map(|record| record.grant).ok_or_else(|| Error::Internal("revocation lost its grant".into()))
+    }
+
+    /// `GET /v1/grants/{id}/credential`: the owner's credential of a live grant.
+    pub async fn credential(&self, who: &Principal, id: &GrantId) -> Result<Credential> {
+        let policy = self.policy();
+        let now = self.now();
+        let Some(record) = self.store.grant(id).await? else {
+            return Err(refused(ErrorCode::NotFound, format!("no grant {id}")));
+        };
+        let grant = &record.grant;
+        if grant.owner != who.id {
+            let event = grant_event(now, &who.id, AuditAction::CredentialFetched, grant, AuditResult::Refused);
+            let error = refused(ErrorCode::Forbidden, "only the grant's owner can fetch its credential");
+            return Err(self.refuse(event, error).await?);
+        }
+        if grant.state != hourglass_core::GrantState::Active || now >= grant.expires_at {
+            return Err(refused(ErrorCode::NotActive, format!("grant {id} is {}", grant.state)));
+        }
+        let role = policy.role(&grant.resource, &grant.role).map_err(unknown)?;
+        let resource = policy.resource(&grant.resource).map_err(unknown)?;
+        let provider = self.providers.get(&resource.provider)?;
+        let credential = provider.credential(IssueInput { grant, resource, role, now }, &record.provider_state).await?;
+        let mut tx = self.store.begin().await?;
+        tx.audit(grant_event(now, &who.id, AuditAction::CredentialFetched, grant, AuditResult::Ok)).await?;
+        tx.commit().await?;
+        Ok(credential)
+    }
+}

@@ -1,0 +1,159 @@
+//! The access lifecycle as the broker runs it. Each operation checks its
+//! input and the policy in force, applies the domain transition from
+//! `hourglass-core`, and commits the new state with its audit events in one
+//! transaction; provider calls happen outside the transaction, and events
+//! are published after the commit.
+//!
+//! - `request.rs`: filing, cancelling, expiring requests
+//! - `approval.rs`: approvers' decisions
+//! - `grant.rs`: issuing, renewing, revoking grants, and their credentials
+//! - `views.rs`: what each principal may read
+
+mod approval;
+mod grant;
+mod request;
+mod views;
+
+use hourglass_core::api::{ErrorCode, EventKind};
+use hourglass_core::audit::{AuditAction, AuditEvent, AuditResult};
+use hourglass_core::{AccessRequest, Duration, Grant, GrantRefused, Timestamp};
+use hourglass_policy::{AccessContext, Authorization, Unknown};
+
+use crate::broker::Broker;
+use crate::error::{Error, Result};
+use crate::events::Audience;
+use crate::provider::ProviderError;
+
+const MAX_REASON: usize = 1000;
+const MAX_TICKET: usize = 200;
+const MAX_COMMENT: usize = 1000;
+const MAX_LISTED: usize = 200;
+
+fn refused(code: ErrorCode, message: impl Into<String>) -> Error {
+    Error::refused(code, message)
+}
+
+fn unknown(error: Unknown) -> Error {
+    let code = match error {
+        Unknown::Resource { .. } => ErrorCode::UnknownResource,
+        Unknown::Role { .. } => ErrorCode::UnknownRole,
+    };
+    refused(code, error.to_string())
+}
+
+fn grant_refused(error: GrantRefused) -> Error {
+    let code = match error {
+        GrantRefused::NotActive(_) | GrantRefused::PastDeadline => ErrorCode::NotActive,
+        GrantRefused::TooLong { .. }
+        | GrantRefused::TooShort { .. }
+        | GrantRefused::OverTotal { .. }
+        | GrantRefused::WouldShorten { .. } => ErrorCode::DurationOutOfBounds,
+    };
+    refused(code, error.to_string())
+}
+
+fn parse_duration(text: &str) -> Result<Duration> {
+    text.parse().map_err(|error: hourglass_core::DurationError| refused(ErrorCode::InvalidDuration, error.to_string()))
+}
+
+/// Trims free text and refuses it when too long or containing control
+/// characters (which would garble logs, terminals and notifications).
+fn clean_text(text: &str, what: &str, max: usize) -> Result<String> {
+    let text = text.trim();
+    if text.chars().count() > max {
+        return Err(refused(ErrorCode::InvalidRequest, format!("{what} is longer than {max} characters")));
+    }
+    if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err(refused(ErrorCode::InvalidRequest, format!("{what} contains control characters")));
+    }
+    Ok(text.to_owned())
+}
+
+fn clean_optional(text: Option<String>, what: &str, max: usize) -> Result<Option<String>> {
+    Ok(match text {
+        Some(text) => Some(clean_text(&text, what, max)?).filter(|t| !t.is_empty()),
+        None => None,
+    })
+}
+
+fn access_context<'a>(request: &'a AccessRequest, now: Timestamp) -> AccessContext<'a> {
+    AccessContext {
+        requester: &request.requester,
+        duration: request.duration,
+        reason: &request.reason,
+        ticket: request.ticket.as_deref(),
+        renewal: request.renews.is_some(),
+        break_glass: request.break_glass,
+        now,
+    }
+}
+
+fn policies_detail(authorization: &Authorization) -> serde_json::Value {
+    serde_json::Value::from(authorization.policies.clone())
+}
+
+fn request_event(
+    now: Timestamp,
+    actor: &str,
+    action: AuditAction,
+    request: &AccessRequest,
+    result: AuditResult,
+) -> AuditEvent {
+    AuditEvent::new(now, actor, action, request.id.as_str(), result)
+        .subject(&request.requester)
+        .detail("resource", request.resource.as_str())
+        .detail("role", request.role.as_str())
+}
+
+fn grant_event(now: Timestamp, actor: &str, action: AuditAction, grant: &Grant, result: AuditResult) -> AuditEvent {
+    AuditEvent::new(now, actor, action, grant.id.as_str(), result)
+        .subject(&grant.owner)
+        .detail("resource", grant.resource.as_str())
+        .detail("role", grant.role.as_str())
+}
+
+impl Broker {
+    pub(crate) async fn with_timeout<T>(
+        &self,
+        resource: &str,
+        call: impl std::future::Future<Output = std::result::Result<T, ProviderError>>,
+    ) -> std::result::Result<T, ProviderError> {
+        match tokio::time::timeout(self.provider_timeout, call).await {
+            Ok(result) => result,
+            Err(_) => {
+                Err(ProviderError::TimedOut { resource: resource.to_owned(), seconds: self.provider_timeout.as_secs() })
+            }
+        }
+    }
+
+    /// Records a refusal in the audit log, then returns it.
+    async fn refuse(&self, event: AuditEvent, error: Error) -> Result<Error> {
+        let mut tx = self.store.begin().await?;
+        tx.audit(event.reason(error.to_string())).await?;
+        tx.commit().await?;
+        Ok(error)
+    }
+
+    pub(crate) fn publish_request(&self, request: &AccessRequest, kind: EventKind, also: &[&str]) {
+        let mut principals = vec![request.requester.clone()];
+        principals.extend(also.iter().map(|p| (*p).to_owned()));
+        self.events.publish(
+            kind,
+            self.now(),
+            Some(request),
+            None,
+            Audience::WithDeciders { principals, request: Box::new(request.clone()) },
+        );
+    }
+
+    pub(crate) fn publish_grant(&self, grant: &Grant, kind: EventKind, also: &[&str]) {
+        let mut principals = vec![grant.owner.clone()];
+        principals.extend(also.iter().map(|p| (*p).to_owned()));
+        self.events.publish(kind, self.now(), None, Some(grant), Audience::Principals(principals));
+    }
+}
+
+/// How long a claimed revocation attempt may take before another may start.
+pub(crate) fn lease(provider_timeout: std::time::Duration) -> i64 {
+    i64::try_from(provider_timeout.as_millis()).unwrap_or(i64::MAX).saturating_add(5_000)
+}

@@ -1,0 +1,242 @@
+//! Filing requests, and ending them without a decision: cancelled by the
+//! requester, withdrawn when their grant ends, expired undecided.
+
+use hourglass_core::api::{CreateRequest, ErrorCode, EventKind, RequestOutcome};
+use hourglass_core::audit::{AuditAction, AuditResult};
+use hourglass_core::principal::SYSTEM_ACTOR;
+use hourglass_core::{AccessRequest, Grant, GrantId, NewRequest, Principal, RequestId, Timestamp};
+use hourglass_policy::Action;
+
+use super::{
+    MAX_REASON, MAX_TICKET, access_context, clean_optional, clean_text, grant_refused, parse_duration, policies_detail,
+    refused, request_event, unknown,
+};
+use crate::broker::Broker;
+use crate::error::Result;
+use crate::store::{GrantRecord, WriteTx};
+
+impl Broker {
+    /// `POST /v1/requests`
+    pub async fn file_request(&self, who: &Principal, body: CreateRequest) -> Result<RequestOutcome> {
+        let now = self.now();
+        let policy = self.policy();
+        let role = policy.role(&body.resource, &body.role).map_err(unknown)?;
+        let duration = parse_duration(&body.duration)?;
+        role.limits.check_duration(duration).map_err(grant_refused)?;
+        let reason = clean_text(&body.reason, "reason", MAX_REASON)?;
+        let ticket = clean_optional(body.ticket, "ticket", MAX_TICKET)?;
+        let target = format!("{}/{}", body.resource, body.role);
+        if reason.is_empty() && body.break_glass {
+            return Err(refused(ErrorCode::ReasonRequired, "break-glass access needs a reason"));
+        }
+        if reason.is_empty() && role.reason_required {
+            return Err(refused(ErrorCode::ReasonRequired, format!("{target} needs a reason")));
+        }
+        if ticket.is_none() && role.ticket_required {
+            return Err(refused(ErrorCode::TicketRequired, format!("{target} needs a ticket id")));
+        }
+        let mut request = AccessRequest::file(
+            Self::new_request_id(),
+            NewRequest {
+                requester: who.id.clone(),
+                resource: body.resource,
+                role: body.role,
+                duration,
+                reason,
+                ticket,
+                break_glass: body.break_glass,
+                renews: None,
+            },
+            role.approvals.clone(),
+            role.pending_timeout,
+            now,
+        );
+        let context = access_context(&request, now);
+        let action = if request.break_glass { Action::BreakGlass } else { Action::Request };
+        let permitted = policy.authorize(who, action, &request.resource, &request.role, &context);
+        if !permitted.allowed {
+            let message = if request.break_glass {
+                format!("policy does not allow you to break glass on {target}")
+            } else {
+                format!("policy does not allow you to request {target} (for {duration}, as asked)")
+            };
+            let event = request_event(now, &who.id, AuditAction::RequestRefused, &request, AuditResult::Refused)
+                .detail("duration", duration.to_string())
+                .detail("break_glass", request.break_glass);
+            self.metrics.request("refused");
+            return Err(self.refuse(event, refused(ErrorCode::Forbidden, message)).await?);
+        }
+        let automatic = (!request.break_glass)
+            .then(|| policy.authorize(who, Action::AutoApprove, &request.resource, &request.role, &context));
+        let approved_by = match &automatic {
+            Some(auto) if auto.allowed => Some(auto.clone()),
+            Some(_) => None,
+            None => Some(permitted.clone()),
+        };
+
+        let mut tx = self.store.begin().await?;
+        let mut superseded = None;
+        if let Some(existing) = tx.pending_duplicate(&who.id, &request.resource, &request.role, now).await? {
+            if !request.break_glass {
+                return Err(refused(
+                    ErrorCode::Duplicate,
+                    format!("you already have a pending request {existing} for {target}"),
+                ));
+            }
+            // In an emergency nobody should have to cancel first: break-glass
+            // replaces the request still waiting for approvers.
+            if let Some(mut waiting) = tx.request(&existing).await?
+                && waiting.withdraw(now)
+            {
+                tx.update_request(&waiting).await?;
+                tx.audit(
+                    request_event(now, &who.id, AuditAction::RequestCancelled, &waiting, AuditResult::Ok)
+                        .reason(format!("superseded by break-glass request {}", request.id)),
+                )
+                .await?;
+                superseded = Some(waiting);
+            }
+        }
+        if let Some(live) = tx.live_grant(&who.id, &request.resource, &request.role, now).await? {
+            return Err(refused(
+                ErrorCode::Duplicate,
+                format!(
+                    "you already hold {} for {target} until {}; renew it instead",
+                    live.grant.id, live.grant.expires_at
+                ),
+            ));
+        }
+        let mut started = None;
+        if let Some(approval) = &approved_by {
+            request.approve_by_policy(now);
+            let grant = Grant::start(
+                Self::new_grant_id(),
+                &request,
+                &policy.resource(&request.resource).map_err(unknown)?.provider,
+                now,
+            );
+            request.grant_id = Some(grant.id.clone());
+            started = Some((GrantRecord { grant, provider_state: serde_json::Value::Null }, approval.clone()));
+        }
+        tx.insert_request(&request).await?;
+        tx.audit(
+            request_event(now, &who.id, AuditAction::RequestFiled, &request, AuditResult::Ok)
+                .reason(request.reason.clone())
+                .detail("duration", duration.to_string())
+                .detail("ticket", request.ticket.clone())
+                .detail("break_glass", request.break_glass)
+                .detail("policies", policies_detail(&permitted))
+                .detail("policy_digest", policy.digest.as_str()),
+        )
+        .await?;
+        if let Some((record, approval)) = &started {
+            let how = if request.break_glass { "break-glass" } else { "approved automatically by policy" };
+            tx.audit(
+                request_event(now, SYSTEM_ACTOR, AuditAction::RequestApproved, &request, AuditResult::Ok)
+                    .reason(how)
+                    .detail("policies", policies_detail(approval))
+                    .detail("grant", record.grant.id.as_str())
+                    .detail("needs_review", request.break_glass),
+            )
+            .await?;
+            tx.insert_grant(record).await?;
+        }
+        tx.commit().await?;
+        self.wake.notify_one();
+
+        if let Some(waiting) = &superseded {
+            self.publish_request(waiting, EventKind::RequestCancelled, &[]);
+        }
+        if request.break_glass {
+            // Every approver hears of a break-glass grant, as it happens.
+            self.metrics.request("break_glass");
+            self.publish_request(&request, EventKind::RequestFiled, &[]);
+        } else if request.is_pending() {
+            self.metrics.request("pending");
+            self.publish_request(&request, EventKind::RequestFiled, &[]);
+            return Ok(RequestOutcome { request, grant: None });
+        } else {
+            self.metrics.request("auto_approved");
+            self.publish_request(&request, EventKind::RequestApproved, &[]);
+        }
+        let grant = match started {
+            Some((record, _)) => Some(self.issue(record, &who.id).await?),
+            None => None,
+        };
+        Ok(RequestOutcome { request, grant })
+    }
+
+    /// `POST /v1/requests/{id}/cancel`
+    pub async fn cancel(&self, who: &Principal, id: &RequestId) -> Result<AccessRequest> {
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        let Some(mut request) = tx.request(id).await? else {
+            return Err(refused(ErrorCode::NotFound, format!("no request {id}")));
+        };
+        if request.is_pending() && now >= request.pending_until {
+            return Err(refused(ErrorCode::NotPending, format!("request {id} expired before it was decided")));
+        }
+        match request.cancel(&who.id, now) {
+            Ok(()) => {}
+            Err(hourglass_core::request::CancelRefused::NotRequester) => {
+                drop(tx);
+                let event = request_event(now, &who.id, AuditAction::RequestCancelled, &request, AuditResult::Refused);
+                let error = refused(ErrorCode::Forbidden, "only the requester can cancel a request");
+                return Err(self.refuse(event, error).await?);
+            }
+            Err(hourglass_core::request::CancelRefused::NotPending(state)) => {
+                return Err(refused(ErrorCode::NotPending, format!("request {id} is already {state}")));
+            }
+        }
+        tx.update_request(&request).await?;
+        tx.audit(request_event(now, &who.id, AuditAction::RequestCancelled, &request, AuditResult::Ok)).await?;
+        tx.commit().await?;
+        self.metrics.request("cancelled");
+        self.publish_request(&request, EventKind::RequestCancelled, &[]);
+        Ok(request)
+    }
+
+    /// Closes pending renewals of grants that have ended.
+    pub(crate) async fn withdraw_renewals(
+        &self,
+        tx: &mut WriteTx,
+        grants: &[GrantId],
+        now: Timestamp,
+    ) -> Result<Vec<AccessRequest>> {
+        let mut withdrawn = Vec::new();
+        for grant in grants {
+            for mut request in tx.pending_renewals(grant).await? {
+                if request.withdraw(now) {
+                    tx.update_request(&request).await?;
+                    tx.audit(
+                        request_event(now, SYSTEM_ACTOR, AuditAction::RequestCancelled, &request, AuditResult::Ok)
+                            .reason(format!("grant {grant} ended")),
+                    )
+                    .await?;
+                    withdrawn.push(request);
+                }
+            }
+        }
+        Ok(withdrawn)
+    }
+
+    /// Ends a pending request at its timeout, inside `tx`.
+    pub(crate) async fn expire_request(
+        &self,
+        tx: &mut WriteTx,
+        mut request: AccessRequest,
+        now: Timestamp,
+    ) -> Result<AccessRequest> {
+        if request.expire_if_due(now) {
+            tx.update_request(&request).await?;
+            tx.audit(
+                request_event(now, SYSTEM_ACTOR, AuditAction::RequestExpired, &request, AuditResult::Ok)
+                    .reason("nobody decided in time")
+                    .detail("approvals_remaining", request.approvals_remaining),
+            )
+            .await?;
+            self.metrics.request("expired");
+        }
+        Ok(request)
+    }
+}
