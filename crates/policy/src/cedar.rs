@@ -61,6 +61,21 @@ pub struct AccessContext<'a> {
     pub now: Timestamp,
 }
 
+impl<'a> AccessContext<'a> {
+    /// The context of a filed request, as seen at `now`.
+    pub fn of_request(request: &'a hourglass_core::AccessRequest, now: Timestamp) -> Self {
+        AccessContext {
+            requester: &request.requester,
+            duration: request.duration,
+            reason: &request.reason,
+            ticket: request.ticket.as_deref(),
+            renewal: request.renews.is_some(),
+            break_glass: request.break_glass,
+            now,
+        }
+    }
+}
+
 pub(crate) fn schema() -> Result<Schema, String> {
     Schema::from_cedarschema_str(CEDAR_SCHEMA).map(|(schema, _warnings)| schema).map_err(|e| e.to_string())
 }

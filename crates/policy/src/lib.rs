@@ -226,15 +226,7 @@ impl Policy {
         if !is_eligible_approver(&role.approvals, principal.groups.iter().map(String::as_str)) {
             return false;
         }
-        let context = AccessContext {
-            requester: &request.requester,
-            duration: request.duration,
-            reason: &request.reason,
-            ticket: request.ticket.as_deref(),
-            renewal: request.renews.is_some(),
-            break_glass: request.break_glass,
-            now,
-        };
+        let context = AccessContext::of_request(request, now);
         self.authorize(principal, Action::Approve, &request.resource, &request.role, &context).allowed
     }
 }

@@ -5,11 +5,11 @@ use hourglass_core::api::{Credential, ErrorCode, EventKind, RenewBody, RenewOutc
 use hourglass_core::audit::{AuditAction, AuditResult};
 use hourglass_core::principal::SYSTEM_ACTOR;
 use hourglass_core::{AccessRequest, Grant, GrantId, NewRequest, Principal};
-use hourglass_policy::Action;
+use hourglass_policy::{AccessContext, Action};
 
 use super::{
-    MAX_REASON, access_context, clean_optional, grant_event, grant_refused, lease, parse_duration, policies_detail,
-    refused, request_event, unknown,
+    MAX_REASON, clean_optional, grant_event, grant_refused, lease, parse_duration, policies_detail, refused,
+    request_event, unknown,
 };
 use crate::broker::Broker;
 use crate::error::{Error, Result};
@@ -178,7 +178,7 @@ impl Broker {
             now,
         );
         request.grant_id = Some(grant.id.clone());
-        let context = access_context(&request, now);
+        let context = AccessContext::of_request(&request, now);
         // A break-glass grant is extended under break-glass again, at once and
         // with every approver told, only while policy still lets its owner
         // break glass; otherwise it waits for an approval like any request.

@@ -17,7 +17,7 @@ mod views;
 use hourglass_core::api::{ErrorCode, EventKind};
 use hourglass_core::audit::{AuditAction, AuditEvent, AuditResult};
 use hourglass_core::{AccessRequest, Duration, Grant, GrantRefused, Timestamp};
-use hourglass_policy::{AccessContext, Authorization, Unknown};
+use hourglass_policy::{Authorization, Unknown};
 
 use crate::broker::Broker;
 use crate::error::{Error, Result};
@@ -74,18 +74,6 @@ fn clean_optional(text: Option<String>, what: &str, max: usize) -> Result<Option
         Some(text) => Some(clean_text(&text, what, max)?).filter(|t| !t.is_empty()),
         None => None,
     })
-}
-
-fn access_context<'a>(request: &'a AccessRequest, now: Timestamp) -> AccessContext<'a> {
-    AccessContext {
-        requester: &request.requester,
-        duration: request.duration,
-        reason: &request.reason,
-        ticket: request.ticket.as_deref(),
-        renewal: request.renews.is_some(),
-        break_glass: request.break_glass,
-        now,
-    }
 }
 
 fn policies_detail(authorization: &Authorization) -> serde_json::Value {

@@ -5,11 +5,11 @@ use hourglass_core::api::{CreateRequest, ErrorCode, EventKind, RequestOutcome};
 use hourglass_core::audit::{AuditAction, AuditResult};
 use hourglass_core::principal::SYSTEM_ACTOR;
 use hourglass_core::{AccessRequest, Grant, GrantId, NewRequest, Principal, RequestId, Timestamp};
-use hourglass_policy::Action;
+use hourglass_policy::{AccessContext, Action};
 
 use super::{
-    MAX_REASON, MAX_TICKET, access_context, clean_optional, clean_text, grant_refused, parse_duration, policies_detail,
-    refused, request_event, unknown,
+    MAX_REASON, MAX_TICKET, clean_optional, clean_text, grant_refused, parse_duration, policies_detail, refused,
+    request_event, unknown,
 };
 use crate::broker::Broker;
 use crate::error::Result;
@@ -51,7 +51,7 @@ impl Broker {
             role.pending_timeout,
             now,
         );
-        let context = access_context(&request, now);
+        let context = AccessContext::of_request(&request, now);
         let action = if request.break_glass { Action::BreakGlass } else { Action::Request };
         let permitted = policy.authorize(who, action, &request.resource, &request.role, &context);
         if !permitted.allowed {
