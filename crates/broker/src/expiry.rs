@@ -16,6 +16,7 @@ use rand::Rng;
 use crate::broker::Broker;
 use crate::error::Result;
 use crate::lifecycle::lease;
+use crate::provider::Verification;
 use crate::store::GrantRecord;
 
 /// Grants or requests handled per transaction.
@@ -151,11 +152,15 @@ impl Broker {
     /// Asks each grant's provider to remove its credential, concurrently,
     /// and records every attempt. Returns the updated grants.
     pub(crate) async fn attempt_revocations(&self, records: Vec<GrantRecord>) -> Result<Vec<GrantRecord>> {
-        let attempts: Vec<(GrantRecord, std::result::Result<(), String>)> = futures::stream::iter(records)
+        let started = self.now();
+        let attempts: Vec<(GrantRecord, std::result::Result<Verification, String>)> = futures::stream::iter(records)
             .map(|record| async move {
                 let outcome = match self.providers.get(&record.grant.provider) {
                     Ok(provider) => self
-                        .with_timeout(&record.grant.resource, provider.revoke(&record.grant, &record.provider_state))
+                        .with_timeout(
+                            &record.grant.resource,
+                            provider.revoke(&record.grant, &record.provider_state, started),
+                        )
                         .await
                         .map_err(|error| error.to_string()),
                     Err(error) => Err(error.to_string()),
@@ -171,9 +176,12 @@ impl Broker {
         for (record, outcome) in attempts {
             let Some(mut current) = tx.grant(&record.grant.id).await? else { continue };
             let ok = outcome.is_ok();
-            let error = outcome.as_ref().err().cloned();
+            let (verification, error) = match outcome {
+                Ok(verification) => (Some(verification), None),
+                Err(error) => (None, Some(error)),
+            };
             let jitter = rand::thread_rng().gen_range(0..250);
-            current.grant.record_revocation_attempt(outcome, now, jitter);
+            current.grant.record_revocation_attempt(error.clone().map_or(Ok(()), Err), now, jitter);
             tx.update_grant(&current).await?;
             let attempt = current.grant.revocation.as_ref().map_or(0, |r| r.attempts);
             let mut event = AuditEvent::new(
@@ -187,6 +195,9 @@ impl Broker {
             .detail("resource", current.grant.resource.as_str())
             .detail("role", current.grant.role.as_str())
             .detail("attempt", attempt);
+            if let Some(verification) = verification {
+                event = event.detail("verified", verification);
+            }
             if let Some(error) = error {
                 let next = current.grant.revocation.as_ref().and_then(|r| r.next_attempt_at).map(|t| t.to_string());
                 event = event.reason(error).detail("next_attempt_at", next);

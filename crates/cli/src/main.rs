@@ -159,7 +159,7 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<ExitCode> {
         Command::Whoami => out.whoami(&client.whoami().await?),
         Command::Resources => out.catalog(&client.catalog().await?),
         Command::Request { resource, role, duration, reason, ticket, break_glass, wait } => {
-            let body = CreateRequest { resource, role, duration, reason, ticket, break_glass };
+            let body = CreateRequest { resource, role, duration, reason, ticket, break_glass, client_material: None };
             let outcome = client.create_request(&body).await?;
             if wait && outcome.request.state == RequestState::Pending {
                 out.outcome(&outcome, true);

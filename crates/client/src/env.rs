@@ -74,6 +74,8 @@ mod tests {
             provider: "token".into(),
             expires_at: Timestamp::from_unix_millis(0),
             env: vec![EnvVar { name: "R_TOKEN".into(), value: value.into(), secret: true }],
+            ssh_certificate: None,
+            client_secret: None,
         }
     }
 

@@ -9,8 +9,8 @@ use std::time::Duration as StdDuration;
 
 use futures::{Stream, StreamExt};
 use hourglass_core::api::{
-    ApiError, Catalog, CreateRequest, Credential, DecisionBody, ErrorCode, Event, GrantList, Health, RenewBody,
-    RenewOutcome, RequestList, RequestOutcome, RevokeBody, WhoAmI,
+    ApiError, Catalog, CreateRequest, Credential, DecisionBody, ErrorCode, Event, GrantList, Health, ReadyBody,
+    RenewBody, RenewOutcome, RequestList, RequestOutcome, RevokeBody, WhoAmI,
 };
 use hourglass_core::audit::AuditRecord;
 use hourglass_core::{AccessRequest, Grant, GrantId, RequestId};
@@ -177,6 +177,11 @@ impl Client {
 
     pub async fn renew(&self, id: &GrantId, duration: &str, reason: Option<String>) -> Result<RenewOutcome> {
         self.post(&format!("/v1/grants/{id}/renew"), &RenewBody { duration: duration.to_owned(), reason }).await
+    }
+
+    /// Tells the broker this client checked the grant's credential works.
+    pub async fn confirm_ready(&self, id: &GrantId, check: Option<String>) -> Result<Grant> {
+        self.post(&format!("/v1/grants/{id}/ready"), &ReadyBody { check }).await
     }
 
     pub async fn revoke(&self, id: &GrantId, reason: Option<String>) -> Result<Grant> {

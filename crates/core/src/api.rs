@@ -104,6 +104,48 @@ pub struct CreateRequest {
     /// Ask for access at once under a break-glass policy.
     #[serde(default)]
     pub break_glass: bool,
+    /// What the client made for a credential whose secret never leaves it
+    /// (PostgreSQL and SSH resources).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_material: Option<ClientMaterial>,
+}
+
+/// The public half of a secret the client generated: the broker builds the
+/// credential around it and never sees the secret itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ClientMaterial {
+    /// PostgreSQL: the SCRAM-SHA-256 verifier of a password the client
+    /// generated (`SCRAM-SHA-256$<iterations>:<salt>$<stored key>:<server key>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres_scram_verifier: Option<String>,
+    /// SSH: an OpenSSH public key (`ssh-ed25519 AAAA…`) whose private key stays
+    /// on the client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_public_key: Option<String>,
+}
+
+/// The secret the client holds to complete a credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ClientSecret {
+    /// The password whose verifier was sent: export it as `PGPASSWORD`.
+    PostgresPassword,
+    /// The private key of the public key that was sent, used with `ssh_certificate`.
+    SshPrivateKey,
+}
+
+/// `POST /v1/grants/{id}/ready`: the owner's client confirms the credential
+/// works (for example, it logged in with the password only it holds).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ReadyBody {
+    /// What the client checked, for the audit log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<String>,
 }
 
 /// A request and, once approved, the grant it produced.
@@ -237,6 +279,14 @@ pub struct Credential {
     pub expires_at: Timestamp,
     /// Variables a shell exports to use the grant.
     pub env: Vec<EnvVar>,
+    /// SSH: the OpenSSH user certificate for the client's public key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[zeroize(skip)]
+    pub ssh_certificate: Option<String>,
+    /// The client's own secret that completes this credential, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[zeroize(skip)]
+    pub client_secret: Option<ClientSecret>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
@@ -305,6 +355,9 @@ pub enum EventKind {
     GrantExpired,
     #[serde(rename = "grant.failed")]
     GrantFailed,
+    /// The owner's client confirmed the credential works.
+    #[serde(rename = "grant.ready")]
+    GrantReady,
 }
 
 impl EventKind {
@@ -323,6 +376,7 @@ impl EventKind {
             EventKind::GrantRevoked => "grant.revoked",
             EventKind::GrantExpired => "grant.expired",
             EventKind::GrantFailed => "grant.failed",
+            EventKind::GrantReady => "grant.ready",
         }
     }
 

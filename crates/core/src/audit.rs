@@ -55,6 +55,9 @@ pub enum AuditAction {
     RevocationAttempt,
     #[serde(rename = "grant.credential_fetched")]
     CredentialFetched,
+    /// The owner's client confirmed the credential works.
+    #[serde(rename = "grant.verified")]
+    GrantVerified,
 }
 
 impl AuditAction {
@@ -80,6 +83,7 @@ impl AuditAction {
             AuditAction::GrantExpired => "grant.expired",
             AuditAction::RevocationAttempt => "grant.revocation_attempt",
             AuditAction::CredentialFetched => "grant.credential_fetched",
+            AuditAction::GrantVerified => "grant.verified",
         }
     }
 }

@@ -192,6 +192,17 @@ impl Grant {
         }
     }
 
+    /// The owner's client confirmed the credential works. Returns whether it
+    /// changed (a grant is marked ready once).
+    pub fn mark_ready(&mut self, now: Timestamp) -> bool {
+        if self.state == GrantState::Active && self.ready_at.is_none() {
+            self.ready_at = Some(now);
+            true
+        } else {
+            false
+        }
+    }
+
     /// The provider could not issue: the grant ends, and whatever the
     /// provider may have half-created is revoked.
     pub fn fail(&mut self, error: &str, now: Timestamp) {

@@ -85,6 +85,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(v1::list_grants))
         .routes(routes!(v1::get_grant))
         .routes(routes!(v1::credential))
+        .routes(routes!(v1::ready))
         .routes(routes!(v1::renew))
         .routes(routes!(v1::revoke))
         .routes(routes!(v1::history))

@@ -3,8 +3,8 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use hourglass_core::api::{
-    ApiError, Catalog, CreateRequest, Credential, DecisionBody, ErrorCode, GrantList, RenewBody, RenewOutcome,
-    RequestList, RequestOutcome, RevokeBody, WhoAmI,
+    ApiError, Catalog, CreateRequest, Credential, DecisionBody, ErrorCode, GrantList, ReadyBody, RenewBody,
+    RenewOutcome, RequestList, RequestOutcome, RevokeBody, WhoAmI,
 };
 use hourglass_core::audit::AuditRecord;
 use hourglass_core::{AccessRequest, Grant, GrantId, RequestId, Verdict};
@@ -159,6 +159,20 @@ pub async fn credential(
     Path(id): Path<String>,
 ) -> ApiResult<Credential> {
     Ok(Json(broker.credential(&who, &grant_id(&id)?).await?))
+}
+
+/// Confirms my grant's credential works, where only my client can check it
+/// (it holds the secret). The grant is shown ready from then on.
+#[utoipa::path(post, path = "/v1/grants/{id}/ready", tag = "grants", security(("bearer" = [])),
+    params(("id" = String, Path, description = "grant id")), request_body(content = ReadyBody, description = "optional"),
+    responses((status = 200, body = Grant), (status = 403, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+pub async fn ready(
+    State(broker): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<ReadyBody>,
+) -> ApiResult<Grant> {
+    Ok(Json(broker.confirm_ready(&who, &grant_id(&id)?, body).await?))
 }
 
 /// Extends my grant to `duration` from now: at once within policy, else as

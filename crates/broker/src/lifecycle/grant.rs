@@ -1,7 +1,7 @@
 //! Grants: issued by their provider, extended by renewals (a renewal is a
 //! request for the same grant), ended by revocation; and their credentials.
 
-use hourglass_core::api::{Credential, ErrorCode, EventKind, RenewBody, RenewOutcome};
+use hourglass_core::api::{Credential, ErrorCode, EventKind, ReadyBody, RenewBody, RenewOutcome};
 use hourglass_core::audit::{AuditAction, AuditResult};
 use hourglass_core::principal::SYSTEM_ACTOR;
 use hourglass_core::{AccessRequest, Grant, GrantId, NewRequest, Principal};
@@ -23,12 +23,19 @@ impl Broker {
     pub(crate) async fn issue(&self, record: GrantRecord, actor: &str) -> Result<Grant> {
         let policy = self.policy();
         let grant = record.grant.clone();
+        let material = self.store.request_material(&grant.request_id).await?;
         let issued = match policy.role(&grant.resource, &grant.role) {
             Ok(role) => {
                 let resource = policy.resource(&grant.resource).map_err(unknown)?;
                 match self.providers.get(&resource.provider) {
                     Ok(provider) => {
-                        let input = IssueInput { grant: &grant, resource, role, now: grant.issued_at };
+                        let input = IssueInput {
+                            grant: &grant,
+                            resource,
+                            role,
+                            now: grant.issued_at,
+                            material: material.as_ref(),
+                        };
                         self.with_timeout(&resource.name, provider.issue(input)).await
                     }
                     Err(error) => Err(error),
@@ -52,7 +59,8 @@ impl Broker {
                         .detail("request", current.grant.request_id.as_str())
                         .detail("expires_at", current.grant.expires_at.to_string())
                         .detail("ready", issued.ready)
-                        .detail("needs_review", current.grant.needs_review),
+                        .detail("needs_review", current.grant.needs_review)
+                        .detail("verified", issued.verification),
                 )
                 .await?;
                 tx.commit().await?;
@@ -88,14 +96,14 @@ impl Broker {
         let mut renewed = record.grant.clone();
         let previous = renewed.renew(request.duration, &role.limits, now).map_err(grant_refused)?;
         let provider = self.providers.get(&resource.provider)?;
-        let input = IssueInput { grant: &renewed, resource, role, now };
-        let state = self.with_timeout(&resource.name, provider.renew(input, &record.provider_state)).await;
+        let input = IssueInput { grant: &renewed, resource, role, now, material: None };
+        let renewal = self.with_timeout(&resource.name, provider.renew(input, &record.provider_state)).await;
         let mut tx = self.store.begin().await?;
         let Some(mut current) = tx.grant(&renewed.id).await? else {
             return Err(Error::Internal(format!("grant {} vanished while renewing", renewed.id)));
         };
-        let state = match state {
-            Ok(state) => state,
+        let renewal = match renewal {
+            Ok(renewal) => renewal,
             Err(error) => {
                 tx.audit(
                     grant_event(now, actor, AuditAction::RenewalRefused, &current.grant, AuditResult::Failed)
@@ -121,13 +129,14 @@ impl Broker {
             return Err(refused(code, message));
         }
         current.grant = renewed;
-        current.provider_state = state;
+        current.provider_state = renewal.state;
         tx.update_grant(&current).await?;
         tx.audit(
             grant_event(now, actor, AuditAction::GrantRenewed, &current.grant, AuditResult::Ok)
                 .detail("request", request.id.as_str())
                 .detail("previous_expires_at", previous.to_string())
-                .detail("expires_at", current.grant.expires_at.to_string()),
+                .detail("expires_at", current.grant.expires_at.to_string())
+                .detail("verified", renewal.verification),
         )
         .await?;
         tx.commit().await?;
@@ -221,7 +230,7 @@ impl Broker {
                 format!("renewal {} of {} is already waiting for approval", pending.id, grant.id),
             ));
         }
-        tx.insert_request(&request).await?;
+        tx.insert_request(&request, None).await?;
         tx.audit(
             request_event(now, &who.id, AuditAction::RequestFiled, &request, AuditResult::Ok)
                 .reason(request.reason.clone())
@@ -309,6 +318,36 @@ impl Broker {
         done.pop().map(|record| record.grant).ok_or_else(|| Error::Internal("revocation lost its grant".into()))
     }
 
+    /// `POST /v1/grants/{id}/ready`: the owner's client confirms the
+    /// credential works, where only it can (it holds the secret).
+    pub async fn confirm_ready(&self, who: &Principal, id: &GrantId, body: ReadyBody) -> Result<Grant> {
+        let now = self.now();
+        let check = clean_optional(body.check, "check", MAX_REASON)?;
+        let mut tx = self.store.begin().await?;
+        let Some(mut record) = tx.grant(id).await? else {
+            return Err(refused(ErrorCode::NotFound, format!("no grant {id}")));
+        };
+        if record.grant.owner != who.id {
+            return Err(refused(ErrorCode::Forbidden, "only the grant's owner can confirm it works"));
+        }
+        if record.grant.state != hourglass_core::GrantState::Active || now >= record.grant.expires_at {
+            return Err(refused(ErrorCode::NotActive, format!("grant {id} is {}", record.grant.state)));
+        }
+        if !record.grant.mark_ready(now) {
+            return Ok(record.grant); // confirmed before: once is enough
+        }
+        tx.update_grant(&record).await?;
+        let mut event = grant_event(now, &who.id, AuditAction::GrantVerified, &record.grant, AuditResult::Ok)
+            .detail("by", "client");
+        if let Some(check) = check {
+            event = event.reason(check);
+        }
+        tx.audit(event).await?;
+        tx.commit().await?;
+        self.publish_grant(&record.grant, EventKind::GrantReady, &[]);
+        Ok(record.grant)
+    }
+
     /// `GET /v1/grants/{id}/credential`: the owner's credential of a live grant.
     pub async fn credential(&self, who: &Principal, id: &GrantId) -> Result<Credential> {
         let policy = self.policy();
@@ -328,7 +367,9 @@ impl Broker {
         let role = policy.role(&grant.resource, &grant.role).map_err(unknown)?;
         let resource = policy.resource(&grant.resource).map_err(unknown)?;
         let provider = self.providers.get(&resource.provider)?;
-        let credential = provider.credential(IssueInput { grant, resource, role, now }, &record.provider_state).await?;
+        let credential = provider
+            .credential(IssueInput { grant, resource, role, now, material: None }, &record.provider_state)
+            .await?;
         let mut tx = self.store.begin().await?;
         tx.audit(grant_event(now, &who.id, AuditAction::CredentialFetched, grant, AuditResult::Ok)).await?;
         tx.commit().await?;

@@ -23,6 +23,10 @@ impl Broker {
         let role = policy.role(&body.resource, &body.role).map_err(unknown)?;
         let duration = parse_duration(&body.duration)?;
         role.limits.check_duration(duration).map_err(grant_refused)?;
+        let provider = self.providers.get(&policy.resource(&body.resource).map_err(unknown)?.provider)?;
+        provider
+            .check_material(body.client_material.as_ref())
+            .map_err(|message| refused(ErrorCode::InvalidRequest, format!("{}: {message}", body.resource)))?;
         let reason = clean_text(&body.reason, "reason", MAX_REASON)?;
         let ticket = clean_optional(body.ticket, "ticket", MAX_TICKET)?;
         let target = format!("{}/{}", body.resource, body.role);
@@ -118,7 +122,7 @@ impl Broker {
             request.grant_id = Some(grant.id.clone());
             started = Some((GrantRecord { grant, provider_state: serde_json::Value::Null }, approval.clone()));
         }
-        tx.insert_request(&request).await?;
+        tx.insert_request(&request, body.client_material.as_ref()).await?;
         tx.audit(
             request_event(now, &who.id, AuditAction::RequestFiled, &request, AuditResult::Ok)
                 .reason(request.reason.clone())

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use hourglass_core::Grant;
-use hourglass_core::api::Credential;
+use hourglass_core::api::{ClientMaterial, Credential};
 use hourglass_policy::{POLICY_FILE, Policy, Problem, Resource, Role};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,17 +29,38 @@ pub enum ProviderError {
     UnknownKind(String),
 }
 
-/// What a provider created for a grant.
+impl ProviderError {
+    pub fn failed(resource: &str, message: impl Into<String>) -> Self {
+        ProviderError::Failed { resource: resource.to_owned(), message: message.into() }
+    }
+}
+
+/// What a provider checked on the target, recorded in the audit log with the
+/// step it belongs to (for example: the role exists with the right deadline,
+/// no session of it remains).
+pub type Verification = serde_json::Map<String, serde_json::Value>;
+
+/// What a provider created or extended for a grant.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Issued {
     /// The provider's non-secret record, stored with the grant.
     pub state: serde_json::Value,
-    /// Whether the provider confirmed the credential works.
+    /// Whether the provider itself confirmed the credential works. When it
+    /// cannot (the secret is the client's), the client confirms it.
     pub ready: bool,
+    pub verification: Verification,
 }
 
-/// Everything a provider may need to issue: adding a field here does not
-/// change any provider's signature.
+/// Which public half of a client-made secret a provider needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaterialKind {
+    None,
+    PostgresScramVerifier,
+    SshPublicKey,
+}
+
+/// Everything a provider may need: adding a field here does not change any
+/// provider's signature.
 #[derive(Clone, Copy)]
 pub struct IssueInput<'a> {
     pub grant: &'a Grant,
@@ -47,6 +68,8 @@ pub struct IssueInput<'a> {
     pub role: &'a Role,
     /// The broker's clock: providers never read their own.
     pub now: hourglass_core::Timestamp,
+    /// What the client sent with the request (checked by `check_material`).
+    pub material: Option<&'a ClientMaterial>,
 }
 
 #[async_trait::async_trait]
@@ -57,20 +80,57 @@ pub trait Provider: Send + Sync + 'static {
     /// Checks a resource's and its roles' `settings` when a policy loads.
     fn check(&self, resource: &Resource) -> Result<(), String>;
 
+    /// The client-made material a request for this provider must carry.
+    fn material(&self) -> MaterialKind {
+        MaterialKind::None
+    }
+
+    /// Checks the material of a request when it is filed, so that a bad key
+    /// is refused then, not when an approver approves.
+    fn check_material(&self, material: Option<&ClientMaterial>) -> Result<(), String> {
+        check_material_present(self.material(), material)
+    }
+
     /// Creates the credential, bound to `grant.expires_at`. Must be
-    /// idempotent: after a crash the broker calls it again for the same grant.
+    /// idempotent: after a crash the broker calls it again for the same
+    /// grant. On error nothing may be left half-created.
     async fn issue(&self, input: IssueInput<'_>) -> Result<Issued, ProviderError>;
 
-    /// Moves the credential's deadline to `grant.expires_at`.
-    async fn renew(&self, input: IssueInput<'_>, state: &serde_json::Value)
-    -> Result<serde_json::Value, ProviderError>;
+    /// Moves the credential's deadline to `input.grant.expires_at`.
+    async fn renew(&self, input: IssueInput<'_>, state: &serde_json::Value) -> Result<Issued, ProviderError>;
 
-    /// Removes the credential. `Ok` only once it is confirmed gone; an error
-    /// is retried with backoff until it succeeds.
-    async fn revoke(&self, grant: &Grant, state: &serde_json::Value) -> Result<(), ProviderError>;
+    /// Removes the credential. `Ok` only once it is confirmed gone, with what
+    /// was checked; an error is retried with backoff until it succeeds.
+    async fn revoke(
+        &self,
+        grant: &Grant,
+        state: &serde_json::Value,
+        now: hourglass_core::Timestamp,
+    ) -> Result<Verification, ProviderError>;
 
-    /// The owner's credential for a live grant, secrets included.
+    /// The owner's credential for a live grant.
     async fn credential(&self, input: IssueInput<'_>, state: &serde_json::Value) -> Result<Credential, ProviderError>;
+}
+
+/// The default material check: exactly the kind a provider needs.
+pub fn check_material_present(kind: MaterialKind, material: Option<&ClientMaterial>) -> Result<(), String> {
+    let verifier = material.and_then(|m| m.postgres_scram_verifier.as_ref());
+    let public_key = material.and_then(|m| m.ssh_public_key.as_ref());
+    match (kind, verifier, public_key) {
+        (MaterialKind::None, None, None)
+        | (MaterialKind::PostgresScramVerifier, Some(_), None)
+        | (MaterialKind::SshPublicKey, None, Some(_)) => Ok(()),
+        (MaterialKind::None, _, _) => Err("this resource takes no client material".into()),
+        (MaterialKind::PostgresScramVerifier, None, _) => Err(
+            "a PostgreSQL resource needs client_material.postgres_scram_verifier: the SCRAM-SHA-256 verifier of a password \
+             your client generated (the hourglass client does this)"
+                .into(),
+        ),
+        (MaterialKind::SshPublicKey, _, None) => Err(
+            "an SSH resource needs client_material.ssh_public_key: the public key the certificate is for".into(),
+        ),
+        _ => Err("send only the material this resource needs".into()),
+    }
 }
 
 /// The providers this broker runs, by kind.

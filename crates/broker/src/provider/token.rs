@@ -13,7 +13,7 @@ use hourglass_core::api::{Credential, EnvVar};
 use hourglass_policy::Resource;
 use serde::{Deserialize, Serialize};
 
-use super::{IssueInput, Issued, Provider, ProviderError, env_prefix, is_env_name};
+use super::{IssueInput, Issued, Provider, ProviderError, Verification, env_prefix, is_env_name};
 use crate::keys::Ed25519Key;
 
 pub const KIND: &str = "token";
@@ -82,22 +82,27 @@ impl Provider for TokenProvider {
         let settings = Self::settings(input.resource)
             .map_err(|message| ProviderError::Failed { resource: input.resource.name.clone(), message })?;
         let audience = settings.audience.unwrap_or_else(|| input.resource.name.clone());
-        Ok(Issued { state: serde_json::json!({ "jti": input.grant.id, "audience": audience }), ready: true })
+        let state = serde_json::json!({ "jti": input.grant.id, "audience": audience });
+        // Nothing exists on a target: the token is signed for its owner on demand.
+        Ok(Issued { state, ready: true, verification: Verification::new() })
     }
 
-    async fn renew(
-        &self,
-        _input: IssueInput<'_>,
-        state: &serde_json::Value,
-    ) -> Result<serde_json::Value, ProviderError> {
+    async fn renew(&self, _input: IssueInput<'_>, state: &serde_json::Value) -> Result<Issued, ProviderError> {
         // The deadline lives in the token: the next fetch signs the new one.
-        Ok(state.clone())
+        Ok(Issued { state: state.clone(), ready: true, verification: Verification::new() })
     }
 
-    async fn revoke(&self, _grant: &Grant, _state: &serde_json::Value) -> Result<(), ProviderError> {
+    async fn revoke(
+        &self,
+        _grant: &Grant,
+        _state: &serde_json::Value,
+        _now: hourglass_core::Timestamp,
+    ) -> Result<Verification, ProviderError> {
         // The grant's state is what introspection answers from; once it is
         // revoked or expired, the jti is reported inactive.
-        Ok(())
+        let mut verification = Verification::new();
+        verification.insert("introspection".into(), "reports the token inactive".into());
+        Ok(verification)
     }
 
     async fn credential(&self, input: IssueInput<'_>, state: &serde_json::Value) -> Result<Credential, ProviderError> {
@@ -133,6 +138,8 @@ impl Provider for TokenProvider {
                     secret: false,
                 },
             ],
+            ssh_certificate: None,
+            client_secret: None,
         })
     }
 }

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration as StdDuration;
 
+use hourglass_core::api::ClientMaterial;
 use hourglass_core::audit::{AuditEvent, AuditRecord, GENESIS_HASH, StoredLink, chain_hash, from_hex, to_hex};
 use hourglass_core::{AccessRequest, Grant, GrantId, RequestId, Timestamp};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
@@ -16,8 +17,17 @@ use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
 use crate::error::{Error, Result};
 
-const SCHEMA: &str = include_str!("schema.sql");
-const SCHEMA_VERSION: i64 = 1;
+/// Each step takes the store from one schema version to the next; a store at
+/// version N has had the first N applied. Never edit a step once released:
+/// add one.
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema.sql"),
+    // 2: the public half of client-made secrets (a SCRAM verifier, an SSH
+    // public key), kept apart from the request document so that the API
+    // never shows it to approvers.
+    "ALTER TABLE requests ADD COLUMN client_material TEXT;",
+];
+const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// A grant with the provider's (non-secret) record of what it created.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,24 +89,7 @@ impl Store {
             .acquire_timeout(StdDuration::from_secs(30))
             .connect_with(options.clone())
             .await?;
-        sqlx::raw_sql(SCHEMA).execute(&writer).await?;
-        let version: Option<String> =
-            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'schema_version'").fetch_optional(&writer).await?;
-        match version.as_deref().map(i64::from_str) {
-            None => {
-                sqlx::query("INSERT INTO meta (key, value) VALUES ('schema_version', ?)")
-                    .bind(SCHEMA_VERSION.to_string())
-                    .execute(&writer)
-                    .await?;
-            }
-            Some(Ok(SCHEMA_VERSION)) => {}
-            Some(other) => {
-                return Err(Error::Config(format!(
-                    "{} has store schema version {other:?}; this hourglassd understands version {SCHEMA_VERSION}",
-                    path.display()
-                )));
-            }
-        }
+        migrate(&writer, path).await?;
         let reader = SqlitePoolOptions::new().max_connections(4).connect_with(options.read_only(true)).await?;
         Ok(Store { reader, writer })
     }
@@ -130,6 +123,20 @@ impl Store {
             .fetch_optional(&self.reader)
             .await?;
         row.as_ref().map(grant_record).transpose()
+    }
+
+    /// What the client sent with a request for its credential.
+    pub async fn request_material(&self, id: &RequestId) -> Result<Option<ClientMaterial>> {
+        let text: Option<Option<String>> = sqlx::query_scalar("SELECT client_material FROM requests WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&self.reader)
+            .await?;
+        text.flatten()
+            .map(|text| {
+                serde_json::from_str(&text)
+                    .map_err(|error| Error::Internal(format!("stored client material does not parse: {error}")))
+            })
+            .transpose()
     }
 
     /// The requester's requests, newest first.
@@ -230,6 +237,35 @@ impl Store {
     }
 }
 
+/// Brings the store to [`SCHEMA_VERSION`], each step in its own transaction.
+async fn migrate(writer: &SqlitePool, path: &Path) -> Result<()> {
+    sqlx::raw_sql("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        .execute(writer)
+        .await?;
+    let stored: Option<String> =
+        sqlx::query_scalar("SELECT value FROM meta WHERE key = 'schema_version'").fetch_optional(writer).await?;
+    let version = match stored.as_deref().map(i64::from_str) {
+        None => 0,
+        Some(Ok(version)) if (0..=SCHEMA_VERSION).contains(&version) => version,
+        Some(other) => {
+            return Err(Error::Config(format!(
+                "{} has store schema version {other:?}; this hourglassd understands versions up to {SCHEMA_VERSION}",
+                path.display()
+            )));
+        }
+    };
+    for (index, step) in MIGRATIONS.iter().enumerate().skip(usize::try_from(version).unwrap_or(0)) {
+        let mut tx = writer.begin().await?;
+        sqlx::raw_sql(step).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            .bind((index + 1).to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
 fn record_of(link: StoredLink) -> Result<AuditRecord> {
     let event: AuditEvent = serde_json::from_str(&link.canonical)
         .map_err(|error| Error::Internal(format!("audit event {} does not parse: {error}", link.seq)))?;
@@ -253,10 +289,11 @@ impl WriteTx {
         row.as_ref().map(grant_record).transpose()
     }
 
-    pub async fn insert_request(&mut self, request: &AccessRequest) -> Result<()> {
+    pub async fn insert_request(&mut self, request: &AccessRequest, material: Option<&ClientMaterial>) -> Result<()> {
+        let material = material.map(to_json).transpose()?;
         sqlx::query(
-            "INSERT INTO requests (id, requester, resource, role, state, renews, created_at, pending_until, doc)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO requests (id, requester, resource, role, state, renews, created_at, pending_until, doc, client_material)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(request.id.as_str())
         .bind(&request.requester)
@@ -267,6 +304,7 @@ impl WriteTx {
         .bind(request.created_at.unix_millis())
         .bind(request.pending_until.unix_millis())
         .bind(to_json(request)?)
+        .bind(material)
         .execute(&mut *self.tx)
         .await?;
         Ok(())
@@ -463,4 +501,53 @@ fn revocation_due(grant: &Grant) -> Option<i64> {
         .filter(|r| r.status == hourglass_core::RevocationStatus::Pending)
         .and_then(|r| r.next_attempt_at)
         .map(Timestamp::unix_millis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_version_1_store_is_migrated_in_place() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("hourglass.db");
+        {
+            let options = SqliteConnectOptions::new().filename(&path).create_if_missing(true);
+            let pool = SqlitePoolOptions::new().connect_with(options).await.expect("sqlite");
+            sqlx::raw_sql(MIGRATIONS[0]).execute(&pool).await.expect("version 1 schema");
+            sqlx::query("INSERT INTO meta (key, value) VALUES ('schema_version', '1')")
+                .execute(&pool)
+                .await
+                .expect("v1");
+            pool.close().await;
+        }
+        let store = Store::open(&path).await.expect("opens and migrates");
+        let version: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'schema_version'")
+            .fetch_one(&store.reader)
+            .await
+            .expect("version");
+        assert_eq!(version, SCHEMA_VERSION.to_string(), "migrated to the current version");
+        let column: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM pragma_table_info('requests') WHERE name = 'client_material'")
+                .fetch_one(&store.reader)
+                .await
+                .expect("table info");
+        assert_eq!(column, 1, "the client_material column was added");
+        drop(store);
+        Store::open(&path).await.expect("opening again applies nothing twice");
+    }
+
+    #[tokio::test]
+    async fn a_store_from_a_newer_broker_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("hourglass.db");
+        let store = Store::open(&path).await.expect("fresh store");
+        sqlx::query("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+            .execute(&store.writer)
+            .await
+            .expect("bump");
+        drop(store);
+        let error = Store::open(&path).await.err().expect("refused").to_string();
+        assert!(error.contains("understands versions up to"), "{error}");
+    }
 }

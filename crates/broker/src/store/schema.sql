@@ -1,4 +1,4 @@
--- Hourglass store, version 1. Each domain object is kept whole as JSON in
+-- Hourglass store, version 1 (later versions: MIGRATIONS in mod.rs). Each domain object is kept whole as JSON in
 -- `doc`; the other columns are copies of its fields that queries filter and
 -- sort on, written together with `doc` in one statement.
 
