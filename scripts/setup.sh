@@ -6,7 +6,8 @@ hourglass_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 # Debian packages every build needs. Later parts of the suite add their own
 # (PostgreSQL, sshd, WebKitGTK) to this list.
-apt_packages=(build-essential pkg-config ca-certificates curl mold)
+apt_packages=(build-essential pkg-config ca-certificates curl mold
+    postgresql openssh-server openssh-client)
 
 missing=()
 for package in "${apt_packages[@]}"; do

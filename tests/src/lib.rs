@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod postgres;
+pub mod sshd;
+
 /// A binary of this workspace, built next to the running test.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -45,11 +48,28 @@ impl DevBroker {
         broker
     }
 
+    /// Starts a dev broker (demo users and tokens) enforcing the policy in
+    /// `policy_dir`, with `env` added to its environment (an admin DSN, say).
+    pub fn start_with_policy(policy_dir: &Path, env: &[(&str, &str)]) -> DevBroker {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let mut broker = DevBroker::launch(temp.path(), Some(policy_dir), env);
+        broker._temp = Some(temp);
+        broker
+    }
+
     /// Starts (or restarts) a dev broker on an existing data directory.
     pub fn start_in(data_dir: &Path) -> DevBroker {
-        let mut child = Command::new(bin("hourglassd"))
-            .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
+        DevBroker::launch(data_dir, None, &[])
+    }
+
+    fn launch(data_dir: &Path, policy_dir: Option<&Path>, env: &[(&str, &str)]) -> DevBroker {
+        let mut command = Command::new(bin("hourglassd"));
+        command.args(["dev", "--listen", "127.0.0.1:0", "--data-dir"]).arg(data_dir);
+        if let Some(dir) = policy_dir {
+            command.arg("--config").arg(dir);
+        }
+        let mut child = command
+            .envs(env.iter().copied())
             .env("HOURGLASS_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -145,6 +165,14 @@ impl Drop for DevBroker {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A throwaway policy directory: `hourglass.toml` and one Cedar file.
+pub fn policy_dir(toml: &str, cedar: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("hourglass.toml"), toml).expect("hourglass.toml");
+    std::fs::write(dir.path().join("policy.cedar"), cedar).expect("policy.cedar");
+    dir
 }
 
 /// The result of running a command.

@@ -85,7 +85,9 @@ pub async fn start(options: ServerOptions) -> Result<Server> {
     if let Some(dev) = &dev_issuer {
         authenticator = authenticator.trust(dev.trusted());
     }
-    let providers = Providers::default().with(Arc::new(TokenProvider::new(Arc::clone(&token_key), url.clone())));
+    let providers =
+        Providers::standard(TokenProvider::new(Arc::clone(&token_key), url.clone()), &data_dir, &options.policy_dir)
+            .map_err(Error::Config)?;
     let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
     let broker = Broker::new(BrokerParts {
         store,

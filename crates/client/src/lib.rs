@@ -3,6 +3,7 @@
 //! CLI and the desktop app reach the broker only through this crate.
 
 pub mod env;
+pub mod material;
 pub mod sse;
 
 use std::time::Duration as StdDuration;

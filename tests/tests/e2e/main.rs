@@ -3,5 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
+mod exec;
 mod lifecycle;
+mod postgres;
 mod serve;
+mod ssh;

@@ -65,6 +65,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         )
         .route("/metrics", get(metrics))
         .route("/.well-known/jwks.json", get(jwks))
+        .route("/v1/providers/{kind}/{name}", get(provider_document))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -110,6 +111,26 @@ async fn metrics(State(broker): State<AppState>) -> impl IntoResponse {
 
 async fn jwks(State(broker): State<AppState>) -> impl IntoResponse {
     ([(header::CACHE_CONTROL, "max-age=300")], Json(broker.jwks()))
+}
+
+/// A provider's public document: `/v1/providers/ssh/ca.pub` for sshd's
+/// `TrustedUserCAKeys`, `/v1/providers/ssh/krl` for its `RevokedKeys`.
+async fn provider_document(
+    State(broker): State<AppState>,
+    axum::extract::Path((kind, name)): axum::extract::Path<(String, String)>,
+) -> Result<axum::response::Response, AppError> {
+    let document = match broker.providers.get(&kind) {
+        Ok(provider) => provider.document(&name).await,
+        Err(_) => None,
+    };
+    let Some(document) = document else {
+        return Err(AppError::new(
+            hourglass_core::api::ErrorCode::NotFound,
+            format!("provider {kind} publishes no {name}"),
+        ));
+    };
+    Ok(([(header::CONTENT_TYPE, document.content_type), (header::CACHE_CONTROL, "no-cache")], document.body)
+        .into_response())
 }
 
 async fn method_not_allowed() -> AppError {

@@ -8,6 +8,9 @@
 //! (and sent only a verifier or public key) or the provider derives them on
 //! demand for the owner ([`Provider::credential`]).
 
+pub mod exec;
+pub mod postgres;
+pub mod ssh;
 pub mod token;
 
 use std::collections::BTreeMap;
@@ -110,6 +113,19 @@ pub trait Provider: Send + Sync + 'static {
 
     /// The owner's credential for a live grant.
     async fn credential(&self, input: IssueInput<'_>, state: &serde_json::Value) -> Result<Credential, ProviderError>;
+
+    /// A public document the provider serves at `/v1/providers/{kind}/{name}`
+    /// (the SSH user CA key, the SSH KRL), for targets to fetch.
+    async fn document(&self, _name: &str) -> Option<Document> {
+        None
+    }
+}
+
+/// A public document a provider serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
 }
 
 /// The default material check: exactly the kind a provider needs.
@@ -143,6 +159,20 @@ impl Providers {
     pub fn with(mut self, provider: Arc<dyn Provider>) -> Self {
         self.by_kind.insert(provider.kind(), provider);
         self
+    }
+
+    /// The standard set: token, PostgreSQL, SSH (its CA and KRL under
+    /// `data_dir/ssh`) and exec hooks (commands relative to `policy_dir`).
+    pub fn standard(
+        token: token::TokenProvider,
+        data_dir: &std::path::Path,
+        policy_dir: &std::path::Path,
+    ) -> Result<Providers, String> {
+        Ok(Providers::default()
+            .with(Arc::new(token))
+            .with(Arc::new(postgres::PostgresProvider::default()))
+            .with(Arc::new(ssh::SshProvider::load_or_create(&data_dir.join("ssh"))?))
+            .with(Arc::new(exec::ExecProvider::new(policy_dir.to_path_buf()))))
     }
 
     pub fn get(&self, kind: &str) -> Result<&Arc<dyn Provider>, ProviderError> {

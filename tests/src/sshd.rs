@@ -1,0 +1,1 @@
+//! A throwaway sshd on loopback for tests. (Being written.)

@@ -1,0 +1,1 @@
+//! The exec provider running real hook commands. (Being written.)

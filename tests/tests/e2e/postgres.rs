@@ -1,0 +1,1 @@
+//! The PostgreSQL provider against a real server. (Being written.)

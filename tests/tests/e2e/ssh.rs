@@ -1,0 +1,1 @@
+//! The SSH provider against a real sshd. (Being written.)
