@@ -167,6 +167,11 @@ impl Drop for DevBroker {
     }
 }
 
+/// A loopback port free right now (bound, then released for a server to take).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
 /// A throwaway policy directory: `hourglass.toml` and one Cedar file.
 pub fn policy_dir(toml: &str, cedar: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -1,44 +1,687 @@
-//! PostgreSQL: a login role per grant. (Being written.)
+//! PostgreSQL: a login role per grant.
+//!
+//! Issue creates `hg_<user>_<grant>` with `LOGIN`, `VALID UNTIL` the
+//! deadline, the SCRAM-SHA-256 verifier the client sent (the password never
+//! leaves the client) and membership in the roles the policy maps. Renew moves
+//! `VALID UNTIL`. Revoke stops new logins, terminates the role's sessions
+//! (`VALID UNTIL` does not end them), revokes its memberships, drops or
+//! reassigns what it owns, drops the role, and then checks that the role and
+//! every session of it are gone. Each step is verified on the server and the
+//! checks go to the audit log.
+//!
+//! The admin connection string comes from an environment variable or a file,
+//! never from the policy, and is never logged. Every identifier and literal in
+//! the SQL is escaped; the role name itself is built from safe characters only.
+//!
+//! The admin role needs `CREATEROLE`, the right to grant the mapped roles, and
+//! `pg_signal_backend` (or superuser) to terminate sessions.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::Duration as StdDuration;
+
+use base64::Engine;
+use hourglass_core::api::{ClientMaterial, ClientSecret, Credential, EnvVar};
+use hourglass_core::{Duration, Grant, Timestamp};
+use hourglass_policy::Resource;
+use postgres_protocol::escape::{escape_identifier, escape_literal};
+use serde::{Deserialize, Serialize};
+use tokio_postgres::{Client, NoTls};
+use zeroize::Zeroizing;
+
+use super::{IssueInput, Issued, MaterialKind, Provider, ProviderError, Verification};
+
+pub const KIND: &str = "postgres";
+
+/// Idle admin connections kept per resource.
+const POOL_SIZE: usize = 8;
+/// How long revocation waits for terminated sessions to exit.
+const SESSION_EXIT_WAIT: StdDuration = StdDuration::from_secs(5);
+
+/// `[resources.NAME.settings]` for `provider = "postgres"`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    /// The environment variable holding the admin connection string.
+    admin_dsn_env: Option<String>,
+    /// Or a file holding it (readable by the broker only).
+    admin_dsn_file: Option<PathBuf>,
+    /// Where clients connect; by default where the admin connection goes.
+    host: Option<String>,
+    port: Option<u16>,
+    database: Option<String>,
+    /// Exported to clients as `PGSSLMODE`.
+    sslmode: Option<String>,
+    /// What happens to objects a grant's role created: `drop` (the default)
+    /// or `reassign:<role>`.
+    owned_objects: Option<String>,
+    connect_timeout: Option<Duration>,
+    /// `CONNECTION LIMIT` of each grant's role.
+    connection_limit: Option<u32>,
+}
+
+/// `[resources.NAME.roles.ROLE.settings]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoleSettings {
+    /// Database roles the grant's login role becomes a member of.
+    grant: Vec<String>,
+}
+
+enum Owned {
+    Drop,
+    Reassign(String),
+}
+
+impl Settings {
+    fn parse(resource: &Resource) -> Result<Settings, String> {
+        let settings: Settings =
+            resource.settings.clone().try_into().map_err(|e: toml::de::Error| e.message().to_owned())?;
+        match (&settings.admin_dsn_env, &settings.admin_dsn_file) {
+            (Some(_), None) | (None, Some(_)) => {}
+            _ => return Err("set exactly one of admin_dsn_env or admin_dsn_file (never the DSN itself)".into()),
+        }
+        if let Some(name) = &settings.admin_dsn_env
+            && !super::is_env_name(name)
+        {
+            return Err(format!("admin_dsn_env \"{name}\" is not an environment variable name"));
+        }
+        settings.owned()?;
+        if let Some(mode) = &settings.sslmode
+            && !["disable", "allow", "prefer", "require", "verify-ca", "verify-full"].contains(&mode.as_str())
+        {
+            return Err(format!("sslmode \"{mode}\" is not a PostgreSQL sslmode"));
+        }
+        Ok(settings)
+    }
+
+    fn owned(&self) -> Result<Owned, String> {
+        match self.owned_objects.as_deref() {
+            None | Some("drop") => Ok(Owned::Drop),
+            Some(other) => match other.strip_prefix("reassign:") {
+                Some(role) if !role.is_empty() => Ok(Owned::Reassign(role.to_owned())),
+                _ => Err(format!("owned_objects \"{other}\" must be \"drop\" or \"reassign:<role>\"")),
+            },
+        }
+    }
+
+    /// The admin connection string. Read at each connection so that a
+    /// rotated secret is picked up; never logged, never in an error.
+    fn admin_dsn(&self) -> Result<Zeroizing<String>, String> {
+        if let Some(name) = &self.admin_dsn_env {
+            return match std::env::var(name) {
+                Ok(value) if !value.trim().is_empty() => Ok(Zeroizing::new(value)),
+                _ => Err(format!("environment variable {name} (the admin connection string) is not set")),
+            };
+        }
+        let Some(path) = &self.admin_dsn_file else { return Err("no admin connection string configured".into()) };
+        std::fs::read_to_string(path).map(|text| Zeroizing::new(text.trim().to_owned())).map_err(|error| {
+            format!("cannot read the admin connection string from {}: {}", path.display(), error.kind())
+        })
+    }
+
+    fn admin_config(&self) -> Result<tokio_postgres::Config, String> {
+        let dsn = self.admin_dsn()?;
+        let mut config = tokio_postgres::Config::from_str(&dsn)
+            // The parser's message can quote the string: say only that it is malformed.
+            .map_err(|_| "the admin connection string is malformed".to_owned())?;
+        config.connect_timeout(self.connect_timeout.map_or(StdDuration::from_secs(5), Duration::as_std));
+        Ok(config)
+    }
+}
+
+impl RoleSettings {
+    fn parse(settings: &toml::Table) -> Result<RoleSettings, String> {
+        let parsed: RoleSettings = settings.clone().try_into().map_err(|e: toml::de::Error| e.message().to_owned())?;
+        if parsed.grant.is_empty() {
+            return Err("settings.grant must name the database roles this role grants".into());
+        }
+        if let Some(bad) = parsed.grant.iter().find(|r| r.is_empty() || r.len() > 63) {
+            return Err(format!("\"{bad}\" is not a PostgreSQL role name (1 to 63 bytes)"));
+        }
+        Ok(parsed)
+    }
+}
+
+/// What the provider keeps with the grant: how to find the role again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct State {
+    role: String,
+    member_of: Vec<String>,
+    host: String,
+    port: u16,
+    database: String,
+    #[serde(default)]
+    sslmode: Option<String>,
+    /// The admin connection's source, so that revocation works even if the
+    /// resource has left the policy since.
+    admin_dsn_env: Option<String>,
+    admin_dsn_file: Option<PathBuf>,
+    owned_objects: Option<String>,
+    connect_timeout: Option<Duration>,
+}
+
+impl State {
+    fn settings(&self) -> Settings {
+        Settings {
+            admin_dsn_env: self.admin_dsn_env.clone(),
+            admin_dsn_file: self.admin_dsn_file.clone(),
+            owned_objects: self.owned_objects.clone(),
+            connect_timeout: self.connect_timeout,
+            ..Settings::default()
+        }
+    }
+}
+
+/// `hg_alice_7k2m9x4q3t`: safe characters only, unique per grant, within
+/// PostgreSQL's 63-byte limit.
+pub fn role_name(owner: &str, grant: &Grant) -> String {
+    let user: String = owner
+        .split('@')
+        .next()
+        .unwrap_or(owner)
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .take(20)
+        .collect();
+    let suffix = grant.id.as_str().trim_start_matches(hourglass_core::GrantId::PREFIX);
+    format!("hg_{user}_{suffix}")
+}
+
+/// Checks the shape of a SCRAM-SHA-256 verifier, so that a password sent
+/// by mistake is refused rather than stored (PostgreSQL would hash it, and
+/// the broker would have seen it).
+fn check_verifier(verifier: &str) -> Result<(), String> {
+    let refuse = || {
+        "postgres_scram_verifier is not a SCRAM-SHA-256 verifier (SCRAM-SHA-256$<iterations>:<salt>$<stored key>:<server key>); \
+         send the verifier, never the password"
+            .to_owned()
+    };
+    let rest = verifier.strip_prefix("SCRAM-SHA-256$").ok_or_else(refuse)?;
+    let (params, keys) = rest.split_once('$').ok_or_else(refuse)?;
+    let (iterations, salt) = params.split_once(':').ok_or_else(refuse)?;
+    let (stored, server) = keys.split_once(':').ok_or_else(refuse)?;
+    let iterations: u32 = iterations.parse().map_err(|_| refuse())?;
+    if iterations < 4096 {
+        return Err(format!("the SCRAM verifier uses {iterations} iterations; at least 4096 are required"));
+    }
+    let decode = |text: &str| base64::engine::general_purpose::STANDARD.decode(text).map_err(|_| refuse());
+    if decode(salt)?.len() < 16 || decode(stored)?.len() != 32 || decode(server)?.len() != 32 {
+        return Err(refuse());
+    }
+    Ok(())
+}
 
 #[derive(Default)]
-pub struct PostgresProvider;
+pub struct PostgresProvider {
+    /// Idle admin connections, by resource.
+    pool: Mutex<HashMap<String, Vec<Client>>>,
+}
+
+fn failed(resource: &str, message: impl Into<String>) -> ProviderError {
+    ProviderError::failed(resource, message)
+}
+
+/// A database error as the target reported it (message, detail), never the
+/// statement, which may carry the verifier.
+fn db_error(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(detail) => format!("{} ({detail})", db.message()),
+            None => db.message().to_owned(),
+        },
+        None if error.is_closed() => "the connection to the database server closed".into(),
+        None => {
+            // Connection errors name the cause (refused, timed out) but not the DSN.
+            let text = error.to_string();
+            let cause = std::error::Error::source(error).map(ToString::to_string);
+            match cause {
+                Some(cause) => format!("{text}: {cause}"),
+                None => text,
+            }
+        }
+    }
+}
+
+impl PostgresProvider {
+    async fn connect(&self, resource: &str, settings: &Settings) -> Result<Client, ProviderError> {
+        let idle = self.pool.lock().ok().and_then(|mut pool| pool.get_mut(resource).and_then(Vec::pop));
+        if let Some(client) = idle.filter(|client| !client.is_closed()) {
+            return Ok(client);
+        }
+        let config = settings.admin_config().map_err(|message| failed(resource, message))?;
+        let target = describe(&config);
+        let (client, connection) = config.connect(NoTls).await.map_err(|error| {
+            failed(resource, format!("cannot connect to the database server at {target}: {}", db_error(&error)))
+        })?;
+        tokio::spawn(async move {
+            // Ends when the client is dropped or the server goes away.
+            let _ = connection.await;
+        });
+        Ok(client)
+    }
+
+    fn release(&self, resource: &str, client: Client) {
+        if client.is_closed() {
+            return;
+        }
+        if let Ok(mut pool) = self.pool.lock() {
+            let idle = pool.entry(resource.to_owned()).or_default();
+            if idle.len() < POOL_SIZE {
+                idle.push(client);
+            }
+        }
+    }
+
+    /// Runs `work` on an admin connection and returns the connection to the
+    /// pool if it is still healthy.
+    async fn with_admin<T>(
+        &self,
+        resource: &str,
+        settings: &Settings,
+        work: impl AsyncFnOnce(&mut Client) -> Result<T, ProviderError>,
+    ) -> Result<T, ProviderError> {
+        let mut client = self.connect(resource, settings).await?;
+        let result = work(&mut client).await;
+        if result.is_ok() {
+            self.release(resource, client);
+        }
+        result
+    }
+}
+
+fn describe(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        #[cfg(unix)]
+        Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}")
+}
+
+/// What the server says about a role: whether it exists, can log in, until
+/// when, and the roles it belongs to.
+struct RoleFacts {
+    can_login: bool,
+    /// Unix milliseconds of `VALID UNTIL`, if set.
+    valid_until: Option<i64>,
+    member_of: Vec<String>,
+}
+
+async fn role_facts(client: &Client, resource: &str, role: &str) -> Result<Option<RoleFacts>, ProviderError> {
+    let row = client
+        .query_opt(
+            "SELECT r.rolcanlogin,
+                    (extract(epoch FROM r.rolvaliduntil) * 1000)::float8,
+                    ARRAY(SELECT b.rolname::text FROM pg_auth_members m JOIN pg_roles b ON b.oid = m.roleid
+                          WHERE m.member = r.oid ORDER BY 1)
+             FROM pg_roles r WHERE r.rolname = $1",
+            &[&role],
+        )
+        .await
+        .map_err(|error| failed(resource, format!("reading role {role}: {}", db_error(&error))))?;
+    Ok(row.map(|row| RoleFacts {
+        can_login: row.get(0),
+        valid_until: row.get::<_, Option<f64>>(1).map(|millis| millis.round() as i64),
+        member_of: row.get(2),
+    }))
+}
+
+async fn session_count(client: &Client, resource: &str, role: &str) -> Result<i64, ProviderError> {
+    let row = client
+        .query_one("SELECT count(*) FROM pg_stat_activity WHERE usename = $1", &[&role])
+        .await
+        .map_err(|error| failed(resource, format!("counting sessions of {role}: {}", db_error(&error))))?;
+    Ok(row.get(0))
+}
+
+/// Checks that the role is what issue or renew made it: able to log in,
+/// valid until the deadline, member of the mapped roles.
+fn verify_role(
+    resource: &str,
+    role: &str,
+    facts: Option<RoleFacts>,
+    deadline: Timestamp,
+    grants: &[String],
+) -> Result<Verification, ProviderError> {
+    let Some(facts) = facts else {
+        return Err(failed(resource, format!("role {role} is missing after it was created")));
+    };
+    if !facts.can_login {
+        return Err(failed(resource, format!("role {role} cannot log in")));
+    }
+    if facts.valid_until != Some(deadline.unix_millis()) {
+        return Err(failed(resource, format!("role {role} is not valid until {deadline} as set")));
+    }
+    if let Some(missing) = grants.iter().find(|g| !facts.member_of.contains(g)) {
+        return Err(failed(resource, format!("role {role} is not a member of {missing}")));
+    }
+    let mut verification = Verification::new();
+    verification.insert("role".into(), role.into());
+    verification.insert("can_login".into(), true.into());
+    verification.insert("valid_until".into(), deadline.to_string().into());
+    verification.insert("member_of".into(), facts.member_of.into());
+    Ok(verification)
+}
+
+/// `VALID UNTIL` literal for a deadline.
+fn until(deadline: Timestamp) -> String {
+    escape_literal(&deadline.to_string())
+}
 
 #[async_trait::async_trait]
-impl super::Provider for PostgresProvider {
+impl Provider for PostgresProvider {
     fn kind(&self) -> &'static str {
-        "postgres"
+        KIND
     }
 
-    fn check(&self, _resource: &hourglass_policy::Resource) -> Result<(), String> {
-        Err("the postgres provider is not available yet".into())
+    fn check(&self, resource: &Resource) -> Result<(), String> {
+        Settings::parse(resource)?;
+        for role in resource.roles.values() {
+            RoleSettings::parse(&role.settings).map_err(|e| format!("role \"{}\": {e}", role.name))?;
+        }
+        Ok(())
     }
 
-    async fn issue(&self, input: super::IssueInput<'_>) -> Result<super::Issued, super::ProviderError> {
-        Err(super::ProviderError::failed(&input.resource.name, "not available yet"))
+    fn material(&self) -> MaterialKind {
+        MaterialKind::PostgresScramVerifier
     }
 
-    async fn renew(
-        &self,
-        input: super::IssueInput<'_>,
-        _state: &serde_json::Value,
-    ) -> Result<super::Issued, super::ProviderError> {
-        Err(super::ProviderError::failed(&input.resource.name, "not available yet"))
+    fn check_material(&self, material: Option<&ClientMaterial>) -> Result<(), String> {
+        super::check_material_present(self.material(), material)?;
+        check_verifier(material.and_then(|m| m.postgres_scram_verifier.as_deref()).unwrap_or_default())
+    }
+
+    async fn issue(&self, input: IssueInput<'_>) -> Result<Issued, ProviderError> {
+        let name = &input.resource.name;
+        let settings = Settings::parse(input.resource).map_err(|message| failed(name, message))?;
+        let grants = RoleSettings::parse(&input.role.settings).map_err(|message| failed(name, message))?.grant;
+        let verifier = input
+            .material
+            .and_then(|m| m.postgres_scram_verifier.clone())
+            .ok_or_else(|| failed(name, "the request carries no SCRAM verifier"))?;
+        check_verifier(&verifier).map_err(|message| failed(name, message))?;
+        let role = role_name(&input.grant.owner, input.grant);
+        let deadline = input.grant.expires_at;
+        let config = settings.admin_config().map_err(|message| failed(name, message))?;
+        let state = State {
+            role: role.clone(),
+            member_of: grants.clone(),
+            host: settings
+                .host
+                .clone()
+                .unwrap_or_else(|| describe(&config).rsplit_once(':').map_or_else(String::new, |(h, _)| h.to_owned())),
+            port: settings.port.or_else(|| config.get_ports().first().copied()).unwrap_or(5432),
+            database: settings
+                .database
+                .clone()
+                .or_else(|| config.get_dbname().map(str::to_owned))
+                .unwrap_or_else(|| "postgres".into()),
+            sslmode: settings.sslmode.clone(),
+            admin_dsn_env: settings.admin_dsn_env.clone(),
+            admin_dsn_file: settings.admin_dsn_file.clone(),
+            owned_objects: settings.owned_objects.clone(),
+            connect_timeout: settings.connect_timeout,
+        };
+        let limit = settings.connection_limit.map(|n| format!(" CONNECTION LIMIT {n}")).unwrap_or_default();
+        let verification = self
+            .with_admin(name, &settings, async |client| {
+                let quoted = escape_identifier(&role);
+                let exists = role_facts(client, name, &role).await?.is_some();
+                // One transaction: a mapped role that does not exist leaves
+                // nothing behind.
+                let tx = client.transaction().await.map_err(|e| failed(name, db_error(&e)))?;
+                let verb = if exists { "ALTER" } else { "CREATE" };
+                let create = format!(
+                    "{verb} ROLE {quoted} LOGIN INHERIT PASSWORD {} VALID UNTIL {}{limit}",
+                    escape_literal(&verifier),
+                    until(deadline)
+                );
+                tx.batch_execute(&create)
+                    .await
+                    .map_err(|e| failed(name, format!("creating role {role}: {}", db_error(&e))))?;
+                for granted in &grants {
+                    tx.batch_execute(&format!("GRANT {} TO {quoted}", escape_identifier(granted)))
+                        .await
+                        .map_err(|e| failed(name, format!("granting {granted} to {role}: {}", db_error(&e))))?;
+                }
+                tx.commit().await.map_err(|e| failed(name, format!("creating role {role}: {}", db_error(&e))))?;
+                let facts = role_facts(client, name, &role).await?;
+                verify_role(name, &role, facts, deadline, &grants)
+            })
+            .await?;
+        let state = serde_json::to_value(&state).map_err(|e| failed(name, e.to_string()))?;
+        // Only the client holds the password: it confirms the login works.
+        Ok(Issued { state, ready: false, verification })
+    }
+
+    async fn renew(&self, input: IssueInput<'_>, state: &serde_json::Value) -> Result<Issued, ProviderError> {
+        let name = &input.resource.name;
+        let stored: State =
+            serde_json::from_value(state.clone()).map_err(|e| failed(name, format!("stored state: {e}")))?;
+        let deadline = input.grant.expires_at;
+        let verification = self
+            .with_admin(name, &stored.settings(), async |client| {
+                client
+                    .batch_execute(&format!(
+                        "ALTER ROLE {} VALID UNTIL {}",
+                        escape_identifier(&stored.role),
+                        until(deadline)
+                    ))
+                    .await
+                    .map_err(|e| failed(name, format!("extending role {}: {}", stored.role, db_error(&e))))?;
+                let facts = role_facts(client, name, &stored.role).await?;
+                verify_role(name, &stored.role, facts, deadline, &stored.member_of)
+            })
+            .await?;
+        Ok(Issued { state: state.clone(), ready: true, verification })
     }
 
     async fn revoke(
         &self,
-        grant: &hourglass_core::Grant,
-        _state: &serde_json::Value,
-        _now: hourglass_core::Timestamp,
-    ) -> Result<super::Verification, super::ProviderError> {
-        Err(super::ProviderError::failed(&grant.resource, "not available yet"))
+        grant: &Grant,
+        state: &serde_json::Value,
+        _now: Timestamp,
+    ) -> Result<Verification, ProviderError> {
+        let name = &grant.resource;
+        if state.is_null() {
+            // Issue never reached the provider: nothing was created.
+            let mut verification = Verification::new();
+            verification.insert("created".into(), false.into());
+            return Ok(verification);
+        }
+        let stored: State =
+            serde_json::from_value(state.clone()).map_err(|e| failed(name, format!("stored state: {e}")))?;
+        let settings = stored.settings();
+        let owned = settings.owned().map_err(|message| failed(name, message))?;
+        let role = stored.role.clone();
+        self.with_admin(name, &settings, async |client| {
+            let quoted = escape_identifier(&role);
+            let mut terminated = 0_i64;
+            if let Some(facts) = role_facts(client, name, &role).await? {
+                // 1. No new logins, 2. end the open sessions.
+                if facts.can_login {
+                    client
+                        .batch_execute(&format!("ALTER ROLE {quoted} NOLOGIN"))
+                        .await
+                        .map_err(|e| failed(name, format!("stopping logins of {role}: {}", db_error(&e))))?;
+                }
+                let row = client
+                    .query_one(
+                        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = $1",
+                        &[&role],
+                    )
+                    .await
+                    .map_err(|e| failed(name, format!("terminating sessions of {role}: {}", db_error(&e))))?;
+                terminated = row.get(0);
+                // Termination is a signal: wait until the backends are gone.
+                let waited = tokio::time::Instant::now();
+                while session_count(client, name, &role).await? > 0 {
+                    if waited.elapsed() > SESSION_EXIT_WAIT {
+                        return Err(failed(name, format!("sessions of {role} did not end after termination")));
+                    }
+                    tokio::time::sleep(StdDuration::from_millis(20)).await;
+                }
+                // 3. Memberships, owned objects and the role, all or nothing.
+                let tx = client.transaction().await.map_err(|e| failed(name, db_error(&e)))?;
+                for member_of in &facts.member_of {
+                    tx.batch_execute(&format!("REVOKE {} FROM {quoted}", escape_identifier(member_of)))
+                        .await
+                        .map_err(|e| failed(name, format!("revoking {member_of} from {role}: {}", db_error(&e))))?;
+                }
+                let owned_sql = match &owned {
+                    Owned::Drop => format!("DROP OWNED BY {quoted}"),
+                    Owned::Reassign(to) => format!("REASSIGN OWNED BY {quoted} TO {}; DROP OWNED BY {quoted}", escape_identifier(to)),
+                };
+                tx.batch_execute(&owned_sql)
+                    .await
+                    .map_err(|e| failed(name, format!("removing what {role} owns: {}", db_error(&e))))?;
+                tx.batch_execute(&format!("DROP ROLE {quoted}"))
+                    .await
+                    .map_err(|e| failed(name, format!("dropping role {role}: {}", db_error(&e))))?;
+                tx.commit().await.map_err(|e| failed(name, format!("dropping role {role}: {}", db_error(&e))))?;
+            }
+            // Verified, not assumed: the role and every session of it are gone.
+            if role_facts(client, name, &role).await?.is_some() {
+                return Err(failed(name, format!("role {role} still exists after it was dropped")));
+            }
+            let sessions = session_count(client, name, &role).await?;
+            if sessions > 0 {
+                return Err(failed(name, format!("{sessions} session(s) of {role} remain")));
+            }
+            let mut verification = Verification::new();
+            verification.insert("role".into(), role.clone().into());
+            verification.insert("role_exists".into(), false.into());
+            verification.insert("sessions_terminated".into(), terminated.into());
+            verification.insert("sessions_remaining".into(), 0.into());
+            Ok(verification)
+        })
+        .await
     }
 
-    async fn credential(
-        &self,
-        input: super::IssueInput<'_>,
-        _state: &serde_json::Value,
-    ) -> Result<hourglass_core::api::Credential, super::ProviderError> {
-        Err(super::ProviderError::failed(&input.resource.name, "not available yet"))
+    async fn credential(&self, input: IssueInput<'_>, state: &serde_json::Value) -> Result<Credential, ProviderError> {
+        let name = &input.resource.name;
+        let stored: State =
+            serde_json::from_value(state.clone()).map_err(|e| failed(name, format!("stored state: {e}")))?;
+        let grant = input.grant;
+        let plain = |name: &str, value: String| EnvVar { name: name.into(), value, secret: false };
+        let mut env = vec![
+            plain("PGHOST", stored.host),
+            plain("PGPORT", stored.port.to_string()),
+            plain("PGDATABASE", stored.database),
+            plain("PGUSER", stored.role),
+        ];
+        if let Some(mode) = stored.sslmode {
+            env.push(plain("PGSSLMODE", mode));
+        }
+        Ok(Credential {
+            grant_id: grant.id.clone(),
+            resource: grant.resource.clone(),
+            role: grant.role.clone(),
+            provider: KIND.into(),
+            expires_at: grant.expires_at,
+            env,
+            ssh_certificate: None,
+            // The password is the client's own: it adds PGPASSWORD.
+            client_secret: Some(ClientSecret::PostgresPassword),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_names_are_safe_and_unique_per_grant() {
+        let request = hourglass_core::AccessRequest::file(
+            hourglass_core::RequestId::from_random(1),
+            hourglass_core::NewRequest {
+                requester: "Alice.O'Brien+ops@acme.example".into(),
+                resource: "db".into(),
+                role: "read".into(),
+                duration: Duration::from_mins(5),
+                reason: "r".into(),
+                ticket: None,
+                break_glass: false,
+                renews: None,
+            },
+            Vec::new(),
+            Duration::from_mins(5),
+            Timestamp::from_unix_millis(0),
+        );
+        let grant =
+            Grant::start(hourglass_core::GrantId::from_random(7), &request, KIND, Timestamp::from_unix_millis(0));
+        let name = role_name(&grant.owner, &grant);
+        assert!(name.starts_with("hg_alice_o_brien_ops_"), "{name}");
+        assert!(name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'), "safe: {name}");
+        assert!(name.len() <= 63, "within PostgreSQL's limit: {name}");
+        assert!(name.ends_with(grant.id.as_str().trim_start_matches("grt-")), "unique per grant: {name}");
+    }
+
+    #[test]
+    fn only_scram_verifiers_are_accepted() {
+        let good = postgres_protocol::password::scram_sha_256(b"correct horse");
+        assert_eq!(check_verifier(&good), Ok(()), "a real verifier");
+        for bad in
+            ["correct horse", "md5abc", "SCRAM-SHA-256$1000:c2FsdA==$a:b", "SCRAM-SHA-256$4096:c2FsdA==$YQ==:Yg==", ""]
+        {
+            let error = check_verifier(bad).expect_err(bad);
+            assert!(error.contains("SCRAM") || error.contains("iterations"), "{bad:?}: {error}");
+            assert!(!error.contains("correct horse"), "the refusal never echoes what was sent");
+        }
+    }
+
+    fn resource(settings: &str, role_settings: &str) -> Resource {
+        let toml = format!(
+            "[workflows.w]\napprovals = [{{ group = \"g\", count = 1 }}]\n[resources.db]\nprovider = \"postgres\"\nworkflow = \"w\"\nsettings = {settings}\n[resources.db.roles.read]\nsettings = {role_settings}\n"
+        );
+        let policy =
+            hourglass_policy::Policy::from_sources(vec![("hourglass.toml".into(), toml)]).expect("policy loads");
+        policy.resources["db"].clone()
+    }
+
+    #[test]
+    fn settings_are_checked_with_clear_messages() {
+        let provider = PostgresProvider::default();
+        let cases = [
+            ("{ admin_dsn_env = \"DSN\" }", "{ grant = [\"r\"] }", None),
+            ("{ admin_dsn_file = \"/etc/dsn\", owned_objects = \"reassign:admin\" }", "{ grant = [\"r\"] }", None),
+            ("{ }", "{ grant = [\"r\"] }", Some("exactly one of admin_dsn_env or admin_dsn_file")),
+            ("{ admin_dsn_env = \"DSN\", admin_dsn_file = \"/x\" }", "{ grant = [\"r\"] }", Some("exactly one")),
+            ("{ admin_dsn = \"postgres://u:p@h/db\" }", "{ grant = [\"r\"] }", Some("unknown field `admin_dsn`")),
+            ("{ admin_dsn_env = \"dsn-var\" }", "{ grant = [\"r\"] }", Some("not an environment variable name")),
+            ("{ admin_dsn_env = \"DSN\", owned_objects = \"keep\" }", "{ grant = [\"r\"] }", Some("owned_objects")),
+            ("{ admin_dsn_env = \"DSN\", sslmode = \"sure\" }", "{ grant = [\"r\"] }", Some("sslmode")),
+            ("{ admin_dsn_env = \"DSN\" }", "{ grant = [] }", Some("settings.grant must name")),
+            ("{ admin_dsn_env = \"DSN\" }", "{ }", Some("missing field `grant`")),
+        ];
+        for (settings, role, expected) in cases {
+            let outcome = provider.check(&resource(settings, role));
+            match expected {
+                None => assert_eq!(outcome, Ok(()), "{settings} {role}"),
+                Some(text) => {
+                    let error = outcome.expect_err(settings);
+                    assert!(error.contains(text), "{settings} {role}: {error}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_admin_dsn_never_appears_in_errors() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("dsn");
+        std::fs::write(&path, "host=db password=hunter2 port=notaport").expect("write");
+        let settings = Settings { admin_dsn_file: Some(path), ..Settings::default() };
+        let error = settings.admin_config().expect_err("malformed");
+        assert_eq!(error, "the admin connection string is malformed", "no part of the DSN is echoed");
+        let missing = Settings { admin_dsn_env: Some("HOURGLASS_TEST_UNSET_DSN".into()), ..Settings::default() };
+        let error = missing.admin_config().expect_err("unset");
+        assert!(error.contains("HOURGLASS_TEST_UNSET_DSN") && error.contains("is not set"), "{error}");
     }
 }
