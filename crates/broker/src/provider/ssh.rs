@@ -1,49 +1,1420 @@
-//! SSH: OpenSSH user certificates signed by the broker's CA. (Being written.)
+//! SSH: OpenSSH user certificates signed by the broker's user CA.
+//!
+//! The client makes a key pair and sends only its public key. Issue signs a
+//! user certificate for that key: key id `hourglass:<grant id>:<owner>`, the
+//! role's principals, `valid_before` = the grant's deadline. sshd trusts the
+//! CA (`TrustedUserCAKeys`, the key served at `/v1/providers/ssh/ca.pub`), so
+//! nothing is created on the target and the certificate dies on its own at
+//! the deadline. Renew signs a new certificate with the new deadline and the
+//! same key id. Revoke lists the key id in the broker's KRL (OpenSSH key
+//! revocation list, `RevokedKeys`), served at `/v1/providers/ssh/krl` and
+//! written to the `krl_file`s of the resources that name one.
+//!
+//! ```toml
+//! [resources.bastion]
+//! provider = "ssh"
+//! settings = { host = "bastion.acme.example", port = 22, krl_file = "/etc/ssh/hourglass.krl" }
+//!
+//! [resources.bastion.roles.ops]
+//! settings = { principals = ["ops"], extensions = ["permit-pty", "permit-port-forwarding"] }
+//! ```
+//!
+//! Files in `DATA/ssh/`:
+//! - `user_ca`: the CA's Ed25519 private key, OpenSSH format, mode 0600. It
+//!   never reaches a log, an error or the store.
+//! - `user_ca.pub`: its public key, the same text as `ca.pub`.
+//! - `revocations.json`: the revoked key ids with the `valid_before` of their
+//!   latest certificate, the KRL's version and date, and the `krl_file`s
+//!   written so far. Not secret; kept here because providers have no store,
+//!   and it must survive restarts.
+//!
+//! Why the KRL revokes key ids rather than serials: every certificate of a
+//! grant (the first one and one per renewal) carries the same key id, so one
+//! entry revokes all of them, including any a client still holds from before
+//! a renewal. The entry names the grant and its owner, so the KRL reads as
+//! what it revokes (`ssh-keygen -Ql -f FILE`). Serials are random per
+//! certificate and recorded in the grant's state for the audit trail.
+//!
+//! When a `krl_file` is written: sshd refuses every key while the file named
+//! by `RevokedKeys` is missing, and `check` has no side effects, so the
+//! provider learns a resource's `krl_file` only when it first issues for it.
+//! Issue and renew therefore write the current KRL to the resource's
+//! `krl_file` before the certificate is handed out; every revocation writes
+//! it to every `krl_file` written before; a start rewrites them (best
+//! effort). To have the file before the first grant, fetch it
+//! (`curl -o FILE BROKER/v1/providers/ssh/krl`) or make an empty one
+//! (`ssh-keygen -k -f FILE`). Hosts other than the broker's own fetch the
+//! KRL over HTTP.
 
-pub struct SshProvider;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
-impl SshProvider {
-    pub fn load_or_create(_dir: &std::path::Path) -> Result<Self, String> {
-        Ok(SshProvider)
+use hourglass_core::api::{ClientMaterial, ClientSecret, Credential, EnvVar};
+use hourglass_core::{Grant, Timestamp};
+use hourglass_policy::{Resource, Role};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use ssh_key::certificate::{Builder, CertType};
+use ssh_key::public::KeyData;
+use ssh_key::{Algorithm, Certificate, Fingerprint, HashAlg, LineEnding, PrivateKey, PublicKey};
+use zeroize::Zeroizing;
+
+use super::{
+    Document, IssueInput, Issued, MaterialKind, Provider, ProviderError, Verification, check_material_present,
+    env_prefix, is_env_name,
+};
+
+pub const KIND: &str = "ssh";
+
+const CA_FILE: &str = "user_ca";
+const CA_PUBLIC_FILE: &str = "user_ca.pub";
+const REVOCATIONS_FILE: &str = "revocations.json";
+const CA_COMMENT: &str = "hourglass-user-ca";
+const KRL_COMMENT: &str = "hourglass: revoked certificates of the broker's SSH user CA";
+
+/// Certificates are valid from a minute before issue: a target whose clock
+/// runs a little behind the broker's would otherwise refuse a fresh
+/// certificate as "not yet valid". Only the start is moved back; the end is
+/// the grant's deadline, never later.
+const CLOCK_SKEW_SECS: i64 = 60;
+
+/// The certificate extensions OpenSSH defines (PROTOCOL.certkeys).
+const EXTENSIONS: [&str; 5] =
+    ["permit-X11-forwarding", "permit-agent-forwarding", "permit-port-forwarding", "permit-pty", "permit-user-rc"];
+const DEFAULT_EXTENSIONS: [&str; 1] = ["permit-pty"];
+
+/// Longer than any real public key (an RSA-16384 line is about 2.8 KB).
+const MAX_PUBLIC_KEY_LEN: usize = 16 * 1024;
+const MIN_RSA_BITS: usize = 2048;
+const KEY_ADVICE: &str = "use ssh-ed25519 (or ecdsa-sha2-nistp256/384/521, or RSA of at least 2048 bits)";
+
+/// `[resources.NAME] settings` for `provider = "ssh"`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    /// Where clients connect: exported as `{PREFIX}_SSH_HOST` and `{PREFIX}_SSH_PORT`.
+    host: Option<String>,
+    /// Default 22; only meaningful with `host`.
+    port: Option<u16>,
+    /// Where the broker keeps the KRL for an sshd on its own machine
+    /// (`RevokedKeys`). Absolute.
+    krl_file: Option<PathBuf>,
+    /// Prefix of the environment variables; defaults to the resource name.
+    env_prefix: Option<String>,
+}
+
+/// `[resources.NAME.roles.ROLE] settings`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoleSettings {
+    /// The login names the certificate is valid for.
+    principals: Vec<String>,
+    /// Certificate extensions; `["permit-pty"]` unless set.
+    #[serde(default = "default_extensions")]
+    extensions: Vec<String>,
+    /// The `force-command` critical option: the only command sshd runs.
+    force_command: Option<String>,
+    /// The `source-address` critical option: addresses or CIDR ranges the
+    /// certificate may be used from.
+    source_address: Option<Vec<String>>,
+}
+
+fn default_extensions() -> Vec<String> {
+    DEFAULT_EXTENSIONS.iter().map(|e| (*e).to_owned()).collect()
+}
+
+impl Settings {
+    fn parse(resource: &Resource) -> Result<Settings, String> {
+        let settings: Settings =
+            resource.settings.clone().try_into().map_err(|e: toml::de::Error| e.message().to_owned())?;
+        if let Some(host) = &settings.host
+            && (host.is_empty() || !host.chars().all(|c| c.is_ascii_graphic()) || host.starts_with('-'))
+        {
+            return Err(format!("host \"{}\" is not a host name or address", host.escape_debug()));
+        }
+        if settings.port == Some(0) {
+            return Err("port must be between 1 and 65535".into());
+        }
+        if settings.port.is_some() && settings.host.is_none() {
+            return Err("port is set without host: set host too (clients are told both)".into());
+        }
+        if let Some(path) = &settings.krl_file
+            && (!path.is_absolute() || path.file_name().is_none())
+        {
+            return Err(format!("krl_file \"{}\" must be an absolute path to a file", path.display()));
+        }
+        if let Some(prefix) = &settings.env_prefix
+            && !is_env_name(prefix)
+        {
+            return Err(format!("env_prefix \"{prefix}\" must be upper case letters, digits and '_'"));
+        }
+        Ok(settings)
     }
 }
 
-#[async_trait::async_trait]
-impl super::Provider for SshProvider {
-    fn kind(&self) -> &'static str {
-        "ssh"
+impl RoleSettings {
+    fn parse(role: &Role) -> Result<RoleSettings, String> {
+        Self::parse_table(&role.settings).map_err(|e| format!("role \"{}\": {e}", role.name))
     }
 
-    fn check(&self, _resource: &hourglass_policy::Resource) -> Result<(), String> {
-        Err("the ssh provider is not available yet".into())
+    fn parse_table(table: &toml::Table) -> Result<RoleSettings, String> {
+        let settings: RoleSettings = table.clone().try_into().map_err(|e: toml::de::Error| e.message().to_owned())?;
+        if settings.principals.is_empty() {
+            return Err("settings.principals must name the login names the certificate is valid for".into());
+        }
+        let mut seen = BTreeSet::new();
+        for principal in &settings.principals {
+            let valid = !principal.is_empty()
+                && principal.len() <= 256
+                && principal.chars().all(|c| !c.is_whitespace() && !c.is_control() && c != ',');
+            if !valid {
+                return Err(format!(
+                    "principal \"{}\" must be a login name (no spaces, commas or control characters)",
+                    principal.escape_debug()
+                ));
+            }
+            if !seen.insert(principal) {
+                return Err(format!("principal \"{principal}\" is listed twice"));
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for extension in &settings.extensions {
+            if !EXTENSIONS.contains(&extension.as_str()) {
+                return Err(format!(
+                    "extension \"{}\" is not an OpenSSH certificate extension (known: {})",
+                    extension.escape_debug(),
+                    EXTENSIONS.join(", ")
+                ));
+            }
+            if !seen.insert(extension) {
+                return Err(format!("extension \"{extension}\" is listed twice"));
+            }
+        }
+        if let Some(command) = &settings.force_command
+            && (command.trim().is_empty() || command.chars().any(|c| c == '\0' || c == '\n' || c == '\r'))
+        {
+            return Err("force_command must be a non-empty command on one line".into());
+        }
+        if let Some(addresses) = &settings.source_address {
+            if addresses.is_empty() {
+                return Err("source_address must list at least one address or CIDR range (or be left out)".into());
+            }
+            if let Some(bad) = addresses.iter().find(|a| !is_address_or_cidr(a)) {
+                return Err(format!("source_address \"{}\" is not an IP address or CIDR range", bad.escape_debug()));
+            }
+        }
+        Ok(settings)
+    }
+}
+
+/// `192.0.2.1`, `192.0.2.0/24`, `2001:db8::/32`.
+fn is_address_or_cidr(text: &str) -> bool {
+    let (address, bits) = match text.split_once('/') {
+        Some((address, bits)) => (address, Some(bits)),
+        None => (text, None),
+    };
+    let Ok(ip) = address.parse::<IpAddr>() else { return false };
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    match bits {
+        None => true,
+        Some(bits) => {
+            !bits.is_empty() && bits.bytes().all(|b| b.is_ascii_digit()) && bits.parse::<u32>().is_ok_and(|b| b <= max)
+        }
+    }
+}
+
+/// Parses a client's public key and refuses what is not a strong user key.
+/// Messages never quote the input: it may be a private key sent by mistake.
+fn parse_public_key(text: &str) -> Result<PublicKey, String> {
+    let text = text.trim();
+    if text.contains("PRIVATE KEY") {
+        return Err("ssh_public_key holds a private key: send only the public key (the .pub line) and keep the \
+                    private key to yourself"
+            .into());
+    }
+    if text.len() > MAX_PUBLIC_KEY_LEN {
+        return Err("ssh_public_key is too long to be a public key".into());
+    }
+    if text.contains(['\n', '\r']) {
+        return Err("ssh_public_key must be a single line (\"ssh-ed25519 AAAA… comment\")".into());
+    }
+    if text.split_whitespace().next().is_some_and(|kind| kind.ends_with("-cert-v01@openssh.com")) {
+        return Err("ssh_public_key is a certificate: send the public key itself".into());
+    }
+    let key = PublicKey::from_openssh(text).map_err(|_| {
+        "ssh_public_key is not an OpenSSH public key (expected one line like \"ssh-ed25519 AAAA… comment\")".to_owned()
+    })?;
+    match key.key_data() {
+        KeyData::Ed25519(_) | KeyData::Ecdsa(_) => Ok(key),
+        KeyData::Rsa(rsa) => {
+            let modulus = rsa.n.as_positive_bytes().unwrap_or_default();
+            let bits = modulus.first().map_or(0, |top| modulus.len() * 8 - top.leading_zeros() as usize);
+            if bits < MIN_RSA_BITS {
+                return Err(format!("ssh_public_key is a {bits}-bit RSA key, too weak: {KEY_ADVICE}"));
+            }
+            Ok(key)
+        }
+        _ => Err(format!("ssh_public_key is a {} key, which is not accepted: {KEY_ADVICE}", key.algorithm())),
+    }
+}
+
+/// What the provider records for a grant (stored with it; not secret).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct CertState {
+    /// The client's public key, as certified.
+    public_key: String,
+    /// The certificate in force (OpenSSH one-line form).
+    certificate: String,
+    key_id: String,
+    principals: Vec<String>,
+    /// Every certificate issued for the grant, oldest first.
+    serials: Vec<u64>,
+    /// The current certificate's `valid_before`.
+    valid_before: Timestamp,
+    /// The latest `valid_before` of any certificate issued for the grant: a
+    /// renewal may shorten the deadline while an older certificate lives on.
+    latest_valid_before: Timestamp,
+    /// The SHA-256 fingerprint of the CA that signed it.
+    ca: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    krl_file: Option<PathBuf>,
+}
+
+impl CertState {
+    fn from_value(resource: &str, state: &serde_json::Value) -> Result<CertState, ProviderError> {
+        serde_json::from_value(state.clone())
+            .map_err(|_| ProviderError::failed(resource, "the grant's stored SSH certificate record is unreadable"))
+    }
+}
+
+/// The revocation list as kept in `revocations.json`.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Revocations {
+    /// The KRL's `krl_version`: increases with every change.
+    krl_version: u64,
+    /// The KRL's `generated_date` (Unix seconds): when it last changed.
+    generated_at: u64,
+    /// Revoked key ids and the `valid_before` (Unix seconds) of their
+    /// latest certificate. An entry is dropped once that has passed: sshd
+    /// refuses the certificate by itself then, and the KRL stays small.
+    revoked: BTreeMap<String, u64>,
+    /// Every `krl_file` written so far; each revocation updates all of them.
+    krl_files: BTreeSet<PathBuf>,
+}
+
+/// The revocation list and the KRL encoded from it.
+struct Shared {
+    revocations: Revocations,
+    krl: Vec<u8>,
+}
+
+pub struct SshProvider {
+    dir: PathBuf,
+    ca: PrivateKey,
+    ca_public: PublicKey,
+    ca_fingerprint: Fingerprint,
+    /// The CA's public key blob (SSH wire form), as KRL sections name it.
+    ca_blob: Vec<u8>,
+    shared: Mutex<Shared>,
+}
+
+impl SshProvider {
+    /// Loads the user CA and revocation list from `dir` (`DATA/ssh`),
+    /// creating the CA on first start.
+    pub fn load_or_create(dir: &Path) -> Result<Self, String> {
+        let key_path = dir.join(CA_FILE);
+        let ca = if key_path.exists() {
+            let text = Zeroizing::new(
+                std::fs::read_to_string(&key_path)
+                    .map_err(|error| format!("reading {}: {}", key_path.display(), error.kind()))?,
+            );
+            let key = PrivateKey::from_openssh(text.as_bytes())
+                .map_err(|_| format!("{} is not an OpenSSH private key", key_path.display()))?;
+            if key.is_encrypted() || key.algorithm() != Algorithm::Ed25519 {
+                return Err(format!("{} must be an unencrypted Ed25519 key", key_path.display()));
+            }
+            key
+        } else {
+            let mut key = PrivateKey::random(&mut rand::rngs::OsRng, Algorithm::Ed25519)
+                .map_err(|_| "generating the SSH user CA key failed".to_owned())?;
+            key.set_comment(CA_COMMENT);
+            let text = key.to_openssh(LineEnding::LF).map_err(|_| "encoding the SSH user CA key failed".to_owned())?;
+            crate::keys::write_secret_file(&key_path, text.as_bytes()).map_err(|error| error.to_string())?;
+            key
+        };
+        let ca_public = PublicKey::new(ca.public_key().key_data().clone(), CA_COMMENT);
+        let ca_line = ca_public.to_openssh().map_err(|_| "encoding the SSH user CA public key failed".to_owned())?;
+        let public_path = dir.join(CA_PUBLIC_FILE);
+        write_atomic(&public_path, format!("{ca_line}\n").as_bytes(), 0o644)
+            .map_err(|error| format!("writing {}: {error}", public_path.display()))?;
+        let ca_blob = ca_public.to_bytes().map_err(|_| "encoding the SSH user CA key failed")?;
+
+        let state_path = dir.join(REVOCATIONS_FILE);
+        let revocations = match std::fs::read(&state_path) {
+            Ok(bytes) => serde_json::from_slice::<Revocations>(&bytes)
+                .map_err(|error| format!("{} is not a revocation list: {error}", state_path.display()))?,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Revocations::default(),
+            Err(error) => return Err(format!("reading {}: {error}", state_path.display())),
+        };
+        let krl = encode_revocations(&revocations, &ca_blob);
+        // Bring the files written before up to date (one may have been lost
+        // while the broker was down); a failure here is retried by the next
+        // revocation and must not keep the broker from starting.
+        for path in &revocations.krl_files {
+            if let Err(error) = write_atomic(path, &krl, 0o644) {
+                tracing::warn!("ssh: cannot write the KRL to {}: {error}", path.display());
+            }
+        }
+        Ok(SshProvider {
+            dir: dir.to_path_buf(),
+            ca_fingerprint: ca_public.fingerprint(HashAlg::Sha256),
+            ca,
+            ca_public,
+            ca_blob,
+            shared: Mutex::new(Shared { revocations, krl }),
+        })
     }
 
-    async fn issue(&self, input: super::IssueInput<'_>) -> Result<super::Issued, super::ProviderError> {
-        Err(super::ProviderError::failed(&input.resource.name, "not available yet"))
+    fn shared(&self) -> MutexGuard<'_, Shared> {
+        // The list is written to disk before it changes in memory, so state
+        // left behind by a panic is still consistent with the file.
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    async fn renew(
+    fn ca_line(&self) -> String {
+        self.ca_public.to_openssh().unwrap_or_default()
+    }
+
+    /// Signs a user certificate valid from shortly before `now` until `deadline`.
+    fn sign(
         &self,
-        input: super::IssueInput<'_>,
-        _state: &serde_json::Value,
-    ) -> Result<super::Issued, super::ProviderError> {
-        Err(super::ProviderError::failed(&input.resource.name, "not available yet"))
+        public_key: &PublicKey,
+        key_id: &str,
+        role: &RoleSettings,
+        now: Timestamp,
+        deadline: Timestamp,
+    ) -> Result<(Certificate, u64), String> {
+        let now_secs = u64::try_from(now.unix_seconds()).map_err(|_| "the broker's clock is before 1970")?;
+        let valid_after = u64::try_from(now.unix_seconds().saturating_sub(CLOCK_SKEW_SECS)).unwrap_or(0);
+        let valid_before = u64::try_from(deadline.unix_seconds()).unwrap_or(0);
+        if valid_before <= now_secs {
+            return Err(format!("the grant's deadline {deadline} has passed"));
+        }
+        let serial = rand::rngs::OsRng.next_u64().max(1);
+        let failed = |error: ssh_key::Error| format!("building the certificate failed: {error}");
+        let mut builder = Builder::new_with_random_nonce(
+            &mut rand::rngs::OsRng,
+            public_key.key_data().clone(),
+            valid_after,
+            valid_before,
+        )
+        .map_err(failed)?;
+        builder.serial(serial).map_err(failed)?;
+        builder.cert_type(CertType::User).map_err(failed)?;
+        builder.key_id(key_id).map_err(failed)?;
+        for principal in &role.principals {
+            builder.valid_principal(principal).map_err(failed)?;
+        }
+        for extension in &role.extensions {
+            builder.extension(extension, "").map_err(failed)?;
+        }
+        if let Some(command) = &role.force_command {
+            builder.critical_option("force-command", command).map_err(failed)?;
+        }
+        if let Some(addresses) = &role.source_address {
+            builder.critical_option("source-address", addresses.join(",")).map_err(failed)?;
+        }
+        let certificate = builder.sign(&self.ca).map_err(|_| "signing the certificate failed".to_owned())?;
+        Ok((certificate, serial))
+    }
+
+    /// Checks a freshly signed certificate the way sshd will: signature by
+    /// this CA, inside its validity window now, for these principals and key.
+    fn verify(
+        &self,
+        certificate: &Certificate,
+        public_key: &PublicKey,
+        key_id: &str,
+        principals: &[String],
+        now: Timestamp,
+    ) -> Result<Verification, String> {
+        let now_secs = u64::try_from(now.unix_seconds()).unwrap_or(0);
+        certificate
+            .validate_at(now_secs, [&self.ca_fingerprint])
+            .map_err(|_| "the signed certificate does not validate against the user CA".to_owned())?;
+        if certificate.public_key() != public_key.key_data()
+            || certificate.key_id() != key_id
+            || certificate.valid_principals() != principals
+            || certificate.cert_type() != CertType::User
+        {
+            return Err("the signed certificate does not carry the key, key id and principals asked for".into());
+        }
+        let mut verification = Verification::new();
+        verification.insert(
+            "certificate".into(),
+            format!("user certificate validates against the user CA {}", self.ca_fingerprint).into(),
+        );
+        verification.insert("key_id".into(), key_id.into());
+        verification.insert("serial".into(), certificate.serial().into());
+        verification.insert("principals".into(), principals.to_vec().into());
+        verification.insert("valid_after".into(), unix_timestamp(certificate.valid_after()).to_string().into());
+        verification.insert("valid_before".into(), unix_timestamp(certificate.valid_before()).to_string().into());
+        verification.insert("extensions".into(), certificate.extensions().keys().cloned().collect::<Vec<_>>().into());
+        if !certificate.critical_options().is_empty() {
+            verification.insert(
+                "critical_options".into(),
+                certificate.critical_options().keys().cloned().collect::<Vec<_>>().into(),
+            );
+        }
+        Ok(verification)
+    }
+
+    /// Signs, checks and records a certificate for a grant; the KRL is in
+    /// the resource's `krl_file` before the certificate leaves the broker.
+    fn certify(
+        &self,
+        input: &IssueInput<'_>,
+        public_key: &PublicKey,
+        previous: Option<&CertState>,
+    ) -> Result<Issued, String> {
+        let settings = Settings::parse(input.resource)?;
+        let role = RoleSettings::parse(input.role)?;
+        let key_id = key_id(input.grant);
+        let (certificate, serial) = self.sign(public_key, &key_id, &role, input.now, input.grant.expires_at)?;
+        let mut verification = self.verify(&certificate, public_key, &key_id, &role.principals, input.now)?;
+        if let Some(path) = &settings.krl_file {
+            let version = self.register_krl_file(path)?;
+            verification.insert("krl_file".into(), format!("{} (KRL version {version})", path.display()).into());
+        }
+        let valid_before = unix_timestamp(certificate.valid_before());
+        let mut serials = previous.map(|p| p.serials.clone()).unwrap_or_default();
+        serials.push(serial);
+        let latest_valid_before = previous.map_or(valid_before, |p| p.latest_valid_before.max(valid_before));
+        let state = CertState {
+            public_key: public_key.to_openssh().map_err(|_| "encoding the public key failed")?,
+            certificate: certificate.to_openssh().map_err(|_| "encoding the certificate failed")?,
+            key_id,
+            principals: role.principals,
+            serials,
+            valid_before,
+            latest_valid_before,
+            ca: self.ca_fingerprint.to_string(),
+            krl_file: settings.krl_file,
+        };
+        let state = serde_json::to_value(&state).map_err(|_| "recording the certificate failed")?;
+        // sshd trusts the CA, so a certificate that validates against it
+        // works on every target that trusts it: the broker confirms it here.
+        Ok(Issued { state, ready: true, verification })
+    }
+
+    /// Records `path` as a `krl_file` and writes the current KRL there.
+    /// Returns the KRL version written.
+    fn register_krl_file(&self, path: &Path) -> Result<u64, String> {
+        let mut shared = self.shared();
+        if !shared.revocations.krl_files.contains(path) {
+            let mut next = shared.revocations.clone();
+            next.krl_files.insert(path.to_path_buf());
+            self.save(&next)?;
+            shared.revocations = next;
+        }
+        write_atomic(path, &shared.krl, 0o644)
+            .map_err(|error| format!("cannot write the KRL to {}: {error}", path.display()))?;
+        Ok(shared.revocations.krl_version)
+    }
+
+    fn save(&self, revocations: &Revocations) -> Result<(), String> {
+        let path = self.dir.join(REVOCATIONS_FILE);
+        let text = serde_json::to_vec_pretty(revocations).map_err(|_| "encoding the revocation list failed")?;
+        write_atomic(&path, &text, 0o600).map_err(|error| format!("cannot write {}: {error}", path.display()))
+    }
+
+    /// Lists `key_id` until `valid_before` (dropping entries past `now`),
+    /// writes the KRL everywhere and checks what was written.
+    fn add_revocation(
+        &self,
+        key_id: &str,
+        valid_before: u64,
+        own_file: Option<&Path>,
+        now: Timestamp,
+    ) -> Result<Verification, String> {
+        let now_secs = u64::try_from(now.unix_seconds()).unwrap_or(0);
+        let mut shared = self.shared();
+        let mut next = shared.revocations.clone();
+        next.revoked.retain(|_, until| *until > now_secs);
+        let until = next.revoked.get(key_id).copied().unwrap_or(0).max(valid_before);
+        next.revoked.insert(key_id.to_owned(), until);
+        if let Some(path) = own_file {
+            next.krl_files.insert(path.to_path_buf());
+        }
+        if next != shared.revocations {
+            next.krl_version += 1;
+            next.generated_at = now_secs;
+            self.save(&next)?;
+            shared.krl = encode_revocations(&next, &self.ca_blob);
+            shared.revocations = next;
+        }
+        let served = krl::decode(&shared.krl).map_err(|error| format!("the KRL just encoded is invalid: {error}"))?;
+        if !served.lists(&self.ca_blob, key_id) {
+            return Err(format!("the KRL does not list {key_id}"));
+        }
+        let mut written = Vec::new();
+        let mut failed = Vec::new();
+        for path in &shared.revocations.krl_files {
+            match write_and_check(path, &shared.krl, &self.ca_blob, key_id) {
+                Ok(()) => written.push(path.display().to_string()),
+                // The grant's own target must have it; another resource's
+                // file is kept current on a best-effort basis.
+                Err(error) if Some(path.as_path()) == own_file => return Err(error),
+                Err(error) => {
+                    tracing::warn!("ssh: {error}");
+                    failed.push(path.display().to_string());
+                }
+            }
+        }
+        let mut verification = Verification::new();
+        verification.insert("krl".into(), format!("lists {key_id}").into());
+        verification.insert("krl_version".into(), shared.revocations.krl_version.into());
+        verification.insert("valid_before".into(), unix_timestamp(until).to_string().into());
+        verification.insert("files".into(), written.into());
+        if !failed.is_empty() {
+            verification.insert("files_not_written".into(), failed.into());
+        }
+        Ok(verification)
+    }
+}
+
+/// `hourglass:<grant id>:<owner>`: the same for every certificate of a
+/// grant, so that one KRL entry revokes them all.
+fn key_id(grant: &Grant) -> String {
+    format!("hourglass:{}:{}", grant.id, grant.owner)
+}
+
+fn unix_timestamp(secs: u64) -> Timestamp {
+    Timestamp::from_unix_millis(i64::try_from(secs).unwrap_or(i64::MAX / 1000).saturating_mul(1000))
+}
+
+fn encode_revocations(revocations: &Revocations, ca_blob: &[u8]) -> Vec<u8> {
+    let key_ids: Vec<&str> = revocations.revoked.keys().map(String::as_str).collect();
+    krl::encode(revocations.krl_version, revocations.generated_at, KRL_COMMENT, ca_blob, &key_ids)
+}
+
+/// Writes a KRL, reads it back and checks it lists `key_id`.
+fn write_and_check(path: &Path, krl: &[u8], ca_blob: &[u8], key_id: &str) -> Result<(), String> {
+    write_atomic(path, krl, 0o644).map_err(|error| format!("cannot write the KRL to {}: {error}", path.display()))?;
+    let read = std::fs::read(path).map_err(|error| format!("cannot read back {}: {error}", path.display()))?;
+    let decoded = krl::decode(&read).map_err(|error| format!("{} is not a valid KRL: {error}", path.display()))?;
+    if !decoded.lists(ca_blob, key_id) {
+        return Err(format!("{} does not list {key_id} after writing", path.display()));
+    }
+    Ok(())
+}
+
+/// Replaces `path` in one step (a temporary file renamed over it), so that
+/// sshd never reads a half-written file. Creates the directory if needed.
+fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let temp = dir.join(format!(".{name}.{:016x}.tmp", rand::rngs::OsRng.next_u64()));
+    let result = (|| {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(mode);
+        }
+        let mut file = options.open(&temp)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&temp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result?;
+    // Make the rename itself durable; not every filesystem allows this.
+    if let Ok(directory) = std::fs::File::open(dir) {
+        let _ = directory.sync_all();
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl Provider for SshProvider {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn check(&self, resource: &Resource) -> Result<(), String> {
+        Settings::parse(resource)?;
+        for role in resource.roles.values() {
+            RoleSettings::parse(role)?;
+        }
+        Ok(())
+    }
+
+    fn material(&self) -> MaterialKind {
+        MaterialKind::SshPublicKey
+    }
+
+    fn check_material(&self, material: Option<&ClientMaterial>) -> Result<(), String> {
+        check_material_present(MaterialKind::SshPublicKey, material)?;
+        let key = material.and_then(|m| m.ssh_public_key.as_deref()).unwrap_or_default();
+        parse_public_key(key).map(drop)
+    }
+
+    async fn issue(&self, input: IssueInput<'_>) -> Result<Issued, ProviderError> {
+        let failed = |message: String| ProviderError::Failed { resource: input.resource.name.clone(), message };
+        let text = input
+            .material
+            .and_then(|m| m.ssh_public_key.as_deref())
+            .ok_or_else(|| failed("the request carries no SSH public key".into()))?;
+        let public_key = parse_public_key(text).map_err(failed)?;
+        self.certify(&input, &public_key, None).map_err(failed)
+    }
+
+    async fn renew(&self, input: IssueInput<'_>, state: &serde_json::Value) -> Result<Issued, ProviderError> {
+        let failed = |message: String| ProviderError::Failed { resource: input.resource.name.clone(), message };
+        let previous = CertState::from_value(&input.resource.name, state)?;
+        let public_key = PublicKey::from_openssh(&previous.public_key)
+            .map_err(|_| failed("the grant's stored public key is unreadable".into()))?;
+        let mut issued = self.certify(&input, &public_key, Some(&previous)).map_err(failed)?;
+        if let Some(serial) = previous.serials.last() {
+            issued.verification.insert("previous_serial".into(), (*serial).into());
+        }
+        Ok(issued)
     }
 
     async fn revoke(
         &self,
-        grant: &hourglass_core::Grant,
-        _state: &serde_json::Value,
-        _now: hourglass_core::Timestamp,
-    ) -> Result<super::Verification, super::ProviderError> {
-        Err(super::ProviderError::failed(&grant.resource, "not available yet"))
+        grant: &Grant,
+        state: &serde_json::Value,
+        now: Timestamp,
+    ) -> Result<Verification, ProviderError> {
+        let mut verification = Verification::new();
+        if state.is_null() {
+            // Issue failed or never ran: no certificate left the broker.
+            verification.insert("certificate".into(), "none was issued".into());
+            return Ok(verification);
+        }
+        let record = CertState::from_value(&grant.resource, state)?;
+        if now >= record.latest_valid_before {
+            // sshd refuses a certificate past valid_before by itself.
+            verification.insert(
+                "certificate".into(),
+                format!("past valid_before {}: refused by sshd without a KRL entry", record.latest_valid_before).into(),
+            );
+            verification.insert("key_id".into(), record.key_id.into());
+            return Ok(verification);
+        }
+        let valid_before = u64::try_from(record.latest_valid_before.unix_seconds()).unwrap_or(0);
+        self.add_revocation(&record.key_id, valid_before, record.krl_file.as_deref(), now)
+            .map_err(|message| ProviderError::Failed { resource: grant.resource.clone(), message })
     }
 
-    async fn credential(
-        &self,
-        input: super::IssueInput<'_>,
-        _state: &serde_json::Value,
-    ) -> Result<hourglass_core::api::Credential, super::ProviderError> {
-        Err(super::ProviderError::failed(&input.resource.name, "not available yet"))
+    async fn credential(&self, input: IssueInput<'_>, state: &serde_json::Value) -> Result<Credential, ProviderError> {
+        let failed = |message: String| ProviderError::Failed { resource: input.resource.name.clone(), message };
+        let record = CertState::from_value(&input.resource.name, state)?;
+        let settings = Settings::parse(input.resource).map_err(failed)?;
+        let grant = input.grant;
+        let prefix = settings.env_prefix.unwrap_or_else(|| env_prefix(&input.resource.name));
+        let mut env = Vec::new();
+        if let Some(host) = settings.host {
+            env.push(EnvVar { name: format!("{prefix}_SSH_HOST"), value: host, secret: false });
+            let port = settings.port.unwrap_or(22).to_string();
+            env.push(EnvVar { name: format!("{prefix}_SSH_PORT"), value: port, secret: false });
+        }
+        if let Some(user) = record.principals.first() {
+            env.push(EnvVar { name: format!("{prefix}_SSH_USER"), value: user.clone(), secret: false });
+        }
+        Ok(Credential {
+            grant_id: grant.id.clone(),
+            resource: grant.resource.clone(),
+            role: grant.role.clone(),
+            provider: KIND.into(),
+            expires_at: grant.expires_at,
+            env,
+            ssh_certificate: Some(record.certificate),
+            client_secret: Some(ClientSecret::SshPrivateKey),
+        })
+    }
+
+    async fn document(&self, name: &str) -> Option<Document> {
+        match name {
+            "ca.pub" => Some(Document {
+                content_type: "text/plain; charset=utf-8",
+                body: format!("{}\n", self.ca_line()).into_bytes(),
+            }),
+            "krl" => Some(Document { content_type: "application/octet-stream", body: self.shared().krl.clone() }),
+            _ => None,
+        }
+    }
+}
+
+/// OpenSSH key revocation lists (PROTOCOL.krl), the subset Hourglass
+/// writes: a header and, when anything is revoked, one certificate section
+/// for one CA with one key id subsection.
+mod krl {
+    pub const MAGIC: &[u8; 8] = b"SSHKRL\n\0";
+    pub const FORMAT_VERSION: u32 = 1;
+    pub const SECTION_CERTIFICATES: u8 = 1;
+    pub const CERT_SECTION_KEY_ID: u8 = 0x23;
+
+    /// The KRL revoking `key_ids` of certificates signed by the CA whose
+    /// public key blob is `ca_key`. Key ids are written in the order given.
+    pub fn encode(version: u64, generated_at: u64, comment: &str, ca_key: &[u8], key_ids: &[&str]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
+        out.extend_from_slice(&version.to_be_bytes());
+        out.extend_from_slice(&generated_at.to_be_bytes());
+        out.extend_from_slice(&0u64.to_be_bytes()); // flags: none defined
+        put_string(&mut out, b""); // reserved
+        put_string(&mut out, comment.as_bytes());
+        // A key id subsection must list at least one id: with nothing
+        // revoked the KRL is the header alone.
+        if !key_ids.is_empty() {
+            let mut ids = Vec::new();
+            for id in key_ids {
+                put_string(&mut ids, id.as_bytes());
+            }
+            let mut section = Vec::new();
+            put_string(&mut section, ca_key);
+            put_string(&mut section, b""); // reserved
+            section.push(CERT_SECTION_KEY_ID);
+            put_string(&mut section, &ids);
+            out.push(SECTION_CERTIFICATES);
+            put_string(&mut out, &section);
+        }
+        out
+    }
+
+    fn put_string(out: &mut Vec<u8>, bytes: &[u8]) {
+        // Every string here is far below 4 GiB; saturate rather than wrap.
+        let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(bytes);
+    }
+
+    /// What a KRL written by [`encode`] says.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Decoded {
+        pub version: u64,
+        pub generated_at: u64,
+        pub comment: String,
+        /// (CA key blob, key id) pairs.
+        pub revoked_key_ids: Vec<(Vec<u8>, String)>,
+    }
+
+    impl Decoded {
+        pub fn lists(&self, ca_key: &[u8], key_id: &str) -> bool {
+            self.revoked_key_ids.iter().any(|(ca, id)| ca == ca_key && id == key_id)
+        }
+    }
+
+    /// Reads a KRL holding only certificate sections with key id
+    /// subsections; anything else is refused, since Hourglass writes
+    /// nothing else.
+    pub fn decode(bytes: &[u8]) -> Result<Decoded, String> {
+        let mut reader = Reader(bytes);
+        if reader.take(8)? != MAGIC {
+            return Err("not a KRL (bad magic)".into());
+        }
+        let format = reader.u32()?;
+        if format != FORMAT_VERSION {
+            return Err(format!("unsupported KRL format version {format}"));
+        }
+        let version = reader.u64()?;
+        let generated_at = reader.u64()?;
+        let _flags = reader.u64()?;
+        let _reserved = reader.string()?;
+        let comment = String::from_utf8(reader.string()?.to_vec()).map_err(|_| "comment is not UTF-8")?;
+        let mut revoked_key_ids = Vec::new();
+        while !reader.0.is_empty() {
+            let kind = reader.byte()?;
+            let mut section = Reader(reader.string()?);
+            if kind != SECTION_CERTIFICATES {
+                return Err(format!("unexpected KRL section type {kind}"));
+            }
+            let ca = section.string()?.to_vec();
+            let _reserved = section.string()?;
+            while !section.0.is_empty() {
+                let sub = section.byte()?;
+                let mut data = Reader(section.string()?);
+                if sub != CERT_SECTION_KEY_ID {
+                    return Err(format!("unexpected certificate subsection type {sub:#x}"));
+                }
+                while !data.0.is_empty() {
+                    let id = String::from_utf8(data.string()?.to_vec()).map_err(|_| "key id is not UTF-8")?;
+                    revoked_key_ids.push((ca.clone(), id));
+                }
+            }
+        }
+        Ok(Decoded { version, generated_at, comment, revoked_key_ids })
+    }
+
+    struct Reader<'a>(&'a [u8]);
+
+    impl<'a> Reader<'a> {
+        fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+            if self.0.len() < n {
+                return Err("truncated".into());
+            }
+            let (head, rest) = self.0.split_at(n);
+            self.0 = rest;
+            Ok(head)
+        }
+
+        fn byte(&mut self) -> Result<u8, String> {
+            Ok(self.take(1)?[0])
+        }
+
+        fn u32(&mut self) -> Result<u32, String> {
+            let mut bytes = [0u8; 4];
+            bytes.copy_from_slice(self.take(4)?);
+            Ok(u32::from_be_bytes(bytes))
+        }
+
+        fn u64(&mut self) -> Result<u64, String> {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(self.take(8)?);
+            Ok(u64::from_be_bytes(bytes))
+        }
+
+        fn string(&mut self) -> Result<&'a [u8], String> {
+            let len = usize::try_from(self.u32()?).map_err(|_| "length overflows")?;
+            self.take(len)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    use hourglass_core::{AccessRequest, Duration, GrantId, GrantState, NewRequest, RequestId};
+
+    use super::*;
+
+    /// 2026-11-18T09:46:40Z: a fixed broker clock.
+    const NOW: Timestamp = Timestamp::from_unix_millis(1_795_000_000_000);
+
+    const RSA_1024: &str = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQC8M+TloZaK6hyB3o9xQvkXTbKoAO2XyQ5kPB7MxBIEWSSFXlFKV0zuMiz+v6CBnyMRTzAAR3EYUJf3uFNEHluO9wYaTvIZa3slbkx19VxJmeb8iwiOxcU/+Hdq2ZumBb9aXu2KTT0tBpjP5xKNJLRgsTO+vsJHSBLnEeBYx4E1RQ== test-rsa-1024";
+    const RSA_2048: &str = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQDD4BbSAapEhkoPZuCsooeiwFaajcg7tnVwxeBR6XwDfQ/Sm3CC0KDDbGVJKzqq9/XsqHPv8cNemybXlK863IArQLGvdngV6a2V+t9VVNfK35N9E19JhZ1YDiqZpdrK1/0GUmO8PzGKZqLNdtBXnTfRN/6AduU79FmRIWP56mEDlhdc1qWFG1tjabJbOI+3JxVPf7DYo0z7Y7F0O3tn95CzjNlSxn78JvlxKP95LoL1xXAyGMrk0+7WEt9v2RYpp+kzWZqfDD5ulLCuiXBk5DOhuC151MC3XApJVff/eEVEWSUEiwDZqS1Q8DubQ8ASQ4R0m0Wpp5y/vkSXCNiwwQeJ test-rsa-2048";
+    const ECDSA_256: &str = "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBEFETUlTY3Zpvzf/cLjbOu0tBIqvs2XwmB+0c91W7xx18pLdIev4YU784yihvXYyT19xVTNhUm6IarlrZJ7K72M= test-ecdsa-256";
+    const ECDSA_384: &str = "ecdsa-sha2-nistp384 AAAAE2VjZHNhLXNoYTItbmlzdHAzODQAAAAIbmlzdHAzODQAAABhBAsi3S5/VAicnji1X+3+Jn3uXo7cLIKPVdktupUtE3xGKBi5/k2aqrssGs/32vwIioSURS0SL0rhuYtxJaAn5K4CMNfIUSjrbsWAoWuRbnp0khno1HMhM9gqjGcEy9TWKg== test-ecdsa-384";
+    const DSA_1024: &str = "ssh-dss AAAAB3NzaC1kc3MAAACBANxWb2+WEUeYa8yPZ1XYz3XDo8ML3K9L6e0EvjnjD9NqXyCWsoz1EJtqlEQ5mHS9uEDXlDElwELbPfJ1Mce8SKBRzfsiCpkDG625d7NlSVuweMegaEfHY91P2mLy1cpcBa8zdXxRdcKv3mq5y91/BC6p1sEI4CMEUmzLuMmDiFPpAAAAFQDEeIgMvLwKXy8dmjaY4t/Apc/onQAAAIEAr868Czxp4xc7YqZoTOo+LJSMIkP2PJsMJTOlvN//KXIiD68g25wgQcHKzoBE+9STdqFDjpnLcJG9JGwDwg64dDmYcvhPDynkSdk1UjDWMXSBCtv46VF9duPRrRpcRDJzHlLwM4KBa37vzHEuYMCflRYOmKA+n7EEGlEE9Qv/SaoAAACBAKVvOgrYkiWNAygqLs55HiS0o8qYkl52sKEsi+QeKHB+jSeT+DuXtQSR/h9XEzYaRJlFz80l9mllhdwR3bILZDBV1CTrXo936PnN/lLTk0pdD6oGBK2MPkvo/LPpep7pxaa/O14SKN1ha9E8iRL1jpHeio/Hi9GKfdgQ3f3JHk3f test-dsa-1024";
+
+    fn resource(settings: &str, role_settings: &str) -> Resource {
+        let toml = format!(
+            "[workflows.w]\napprovals = [{{ group = \"g\", count = 1 }}]\n[resources.box]\nprovider = \"ssh\"\nworkflow = \"w\"\nsettings = {settings}\n[resources.box.roles.login]\nsettings = {role_settings}\n"
+        );
+        let policy =
+            hourglass_policy::Policy::from_sources(vec![("hourglass.toml".into(), toml)]).expect("policy loads");
+        policy.resources["box"].clone()
+    }
+
+    fn grant(owner: &str, now: Timestamp, duration: Duration) -> Grant {
+        let request = AccessRequest::file(
+            RequestId::from_random(rand::random()),
+            NewRequest {
+                requester: owner.into(),
+                resource: "box".into(),
+                role: "login".into(),
+                duration,
+                reason: "test".into(),
+                ticket: None,
+                break_glass: false,
+                renews: None,
+            },
+            Vec::new(),
+            Duration::from_mins(5),
+            now,
+        );
+        Grant::start(GrantId::from_random(rand::random()), &request, KIND, now)
+    }
+
+    fn client_key() -> (PrivateKey, ClientMaterial) {
+        let key = PrivateKey::random(&mut rand::rngs::OsRng, Algorithm::Ed25519).expect("a key");
+        let public = key.public_key().to_openssh().expect("encodes");
+        (key, ClientMaterial { postgres_scram_verifier: None, ssh_public_key: Some(public) })
+    }
+
+    fn ssh_keygen(args: &[&str]) -> std::process::Output {
+        Command::new("/usr/bin/ssh-keygen")
+            .args(args)
+            .output()
+            .expect("/usr/bin/ssh-keygen runs (these tests check the KRL with OpenSSH's own reader)")
+    }
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        provider: SshProvider,
+        resource: Resource,
+    }
+
+    impl Fixture {
+        /// A provider in a fresh data directory and a resource whose KRL
+        /// goes to `DIR/sshd/revoked.krl`.
+        fn new(role_settings: &str) -> Fixture {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let provider = SshProvider::load_or_create(&dir.path().join("ssh")).expect("provider starts");
+            let krl = dir.path().join("sshd/revoked.krl");
+            let resource = resource(
+                &format!("{{ host = \"box.example\", krl_file = \"{}\", env_prefix = \"BOX\" }}", krl.display()),
+                role_settings,
+            );
+            Fixture { dir, provider, resource }
+        }
+
+        fn krl_path(&self) -> PathBuf {
+            self.dir.path().join("sshd/revoked.krl")
+        }
+
+        async fn issue(&self, grant: &Grant, material: &ClientMaterial) -> Issued {
+            let input = IssueInput {
+                grant,
+                resource: &self.resource,
+                role: &self.resource.roles["login"],
+                now: grant.issued_at,
+                material: Some(material),
+            };
+            self.provider.issue(input).await.expect("issued")
+        }
+
+        /// Writes the grant's certificate where ssh-keygen can read it.
+        fn cert_file(&self, state: &serde_json::Value, name: &str) -> PathBuf {
+            let path = self.dir.path().join(format!("{name}-cert.pub"));
+            std::fs::write(&path, format!("{}\n", state["certificate"].as_str().expect("a certificate")))
+                .expect("cert file");
+            path
+        }
+    }
+
+    fn certificate(state: &serde_json::Value) -> Certificate {
+        Certificate::from_openssh(state["certificate"].as_str().expect("state holds the certificate"))
+            .expect("an OpenSSH certificate")
+    }
+
+    /// Whether OpenSSH's own reader says the KRL revokes the certificate.
+    fn ssh_keygen_says_revoked(krl: &Path, cert: &Path) -> bool {
+        let out = ssh_keygen(&["-Q", "-f", &krl.display().to_string(), &cert.display().to_string()]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        match out.status.code() {
+            Some(0) if stdout.contains(": ok") => false,
+            Some(1) if stdout.contains("REVOKED") => true,
+            _ => panic!("ssh-keygen -Q failed: {stdout} {}", String::from_utf8_lossy(&out.stderr)),
+        }
+    }
+
+    #[test]
+    fn settings_are_checked_with_clear_messages() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let provider = SshProvider::load_or_create(dir.path()).expect("provider");
+        let ok_role = "{ principals = [\"ops\"] }";
+        let cases = [
+            ("{ }", ok_role, None),
+            ("{ host = \"bastion.example\", port = 2222, krl_file = \"/etc/ssh/hg.krl\" }", ok_role, None),
+            ("{ env_prefix = \"BASTION\" }", "{ principals = [\"ops\", \"deploy\"], extensions = [] }", None),
+            (
+                "{ }",
+                "{ principals = [\"ops\"], extensions = [\"permit-pty\", \"permit-port-forwarding\"], force_command = \"/usr/bin/uptime\", source_address = [\"10.0.0.0/8\", \"2001:db8::1\"] }",
+                None,
+            ),
+            ("{ hostname = \"x\" }", ok_role, Some("unknown field `hostname`")),
+            ("{ host = \"two words\" }", ok_role, Some("is not a host name")),
+            ("{ host = \"h\", port = 0 }", ok_role, Some("port must be between 1 and 65535")),
+            ("{ host = \"h\", port = 70000 }", ok_role, Some("u16")),
+            ("{ port = 22 }", ok_role, Some("port is set without host")),
+            ("{ krl_file = \"revoked.krl\" }", ok_role, Some("must be an absolute path")),
+            ("{ env_prefix = \"box-ssh\" }", ok_role, Some("env_prefix")),
+            ("{ }", "{ }", Some("missing field `principals`")),
+            ("{ }", "{ principals = [] }", Some("settings.principals must name")),
+            ("{ }", "{ principals = [\"a b\"] }", Some("must be a login name")),
+            ("{ }", "{ principals = [\"a,b\"] }", Some("must be a login name")),
+            ("{ }", "{ principals = [\"ops\", \"ops\"] }", Some("listed twice")),
+            ("{ }", "{ principals = [\"ops\"], user = \"root\" }", Some("unknown field `user`")),
+            ("{ }", "{ principals = [\"ops\"], extensions = [\"permit-everything\"] }", Some("not an OpenSSH")),
+            ("{ }", "{ principals = [\"ops\"], extensions = [\"permit-pty\", \"permit-pty\"] }", Some("twice")),
+            ("{ }", "{ principals = [\"ops\"], force_command = \" \" }", Some("force_command must be")),
+            ("{ }", "{ principals = [\"ops\"], source_address = [] }", Some("at least one address")),
+            ("{ }", "{ principals = [\"ops\"], source_address = [\"10.0.0.0/33\"] }", Some("not an IP address")),
+            ("{ }", "{ principals = [\"ops\"], source_address = [\"example.com\"] }", Some("not an IP address")),
+        ];
+        for (settings, role, expected) in cases {
+            let outcome = provider.check(&resource(settings, role));
+            match expected {
+                None => assert_eq!(outcome, Ok(()), "valid: {settings} {role}"),
+                Some(text) => {
+                    let error = outcome.expect_err(settings);
+                    assert!(error.contains(text), "{settings} {role}: expected {text:?} in {error:?}");
+                    if role != ok_role {
+                        assert!(error.starts_with("role \"login\": "), "role errors name the role: {error}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn public_keys_are_checked_when_the_request_is_filed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let provider = SshProvider::load_or_create(dir.path()).expect("provider");
+        let (private, ok) = client_key();
+        let ed25519 = ok.ssh_public_key.clone().expect("public key");
+        let private_text = private.to_openssh(LineEnding::LF).expect("encodes").to_string();
+        let material = |key: &str| ClientMaterial { postgres_scram_verifier: None, ssh_public_key: Some(key.into()) };
+        for good in [ed25519.as_str(), RSA_2048, ECDSA_256, ECDSA_384] {
+            assert_eq!(provider.check_material(Some(&material(good))), Ok(()), "accepted: {good}");
+        }
+        let without_comment = ed25519.split(' ').take(2).collect::<Vec<_>>().join(" ");
+        assert_eq!(provider.check_material(Some(&material(&without_comment))), Ok(()), "the comment is optional");
+
+        let (_, other) = client_key();
+        let other_body = other.ssh_public_key.expect("key").split(' ').nth(1).expect("base64").to_owned();
+        let cases = [
+            (private_text.as_str(), "holds a private key"),
+            ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJunk!!", "is not an OpenSSH public key"),
+            ("hello", "is not an OpenSSH public key"),
+            ("", "is not an OpenSSH public key"),
+            (&format!("ssh-rsa {other_body}"), "is not an OpenSSH public key"),
+            (&format!("{ed25519}\n{ed25519}"), "single line"),
+            ("ssh-ed25519-cert-v01@openssh.com AAAA", "is a certificate"),
+            (RSA_1024, "1024-bit RSA key, too weak"),
+            (DSA_1024, "ssh-dss key, which is not accepted"),
+        ];
+        for (bad, expected) in cases {
+            let error = provider.check_material(Some(&material(bad))).expect_err(bad);
+            assert!(error.contains(expected), "{bad:?}: expected {expected:?} in {error:?}");
+            assert!(bad.len() < 8 || !error.contains(bad), "the refusal never echoes what was sent: {error}");
+            assert!(!error.contains("PRIVATE"), "nothing of a private key is echoed: {error}");
+        }
+        let missing = provider.check_material(None).expect_err("no material");
+        assert!(missing.contains("needs client_material.ssh_public_key"), "{missing}");
+        let verifier = ClientMaterial { postgres_scram_verifier: Some("SCRAM".into()), ssh_public_key: None };
+        assert!(provider.check_material(Some(&verifier)).is_err(), "a PostgreSQL verifier is not an SSH key");
+    }
+
+    #[tokio::test]
+    async fn certificate_carries_key_id_principals_deadline_and_options() {
+        let fixture = Fixture::new(
+            "{ principals = [\"ops\", \"deploy\"], extensions = [\"permit-pty\", \"permit-agent-forwarding\"], force_command = \"/usr/bin/uptime\", source_address = [\"10.0.0.0/8\"] }",
+        );
+        let (client, material) = client_key();
+        let grant = grant("alice@acme.example", NOW, Duration::from_mins(30));
+        let issued = fixture.issue(&grant, &material).await;
+        assert!(issued.ready, "a certificate signed by the trusted CA works as issued");
+        let cert = certificate(&issued.state);
+
+        let ca = fixture.provider.document("ca.pub").await.expect("ca.pub");
+        let ca = PublicKey::from_openssh(std::str::from_utf8(&ca.body).expect("text").trim()).expect("ca.pub parses");
+        cert.validate_at(u64::try_from(NOW.unix_seconds()).expect("after 1970"), [&ca.fingerprint(HashAlg::Sha256)])
+            .expect("the certificate validates against the published CA key");
+        assert_eq!(cert.public_key(), client.public_key().key_data(), "certifies the client's own key");
+        assert_eq!(cert.cert_type(), CertType::User, "a user certificate");
+        assert_eq!(cert.key_id(), format!("hourglass:{}:alice@acme.example", grant.id), "key id names grant and owner");
+        assert_eq!(cert.valid_principals(), ["ops", "deploy"], "principals from the role");
+        assert_eq!(
+            cert.valid_before(),
+            u64::try_from(grant.expires_at.unix_seconds()).expect("positive"),
+            "dies at the grant's deadline"
+        );
+        assert_eq!(
+            cert.valid_after(),
+            u64::try_from(NOW.unix_seconds() - 60).expect("positive"),
+            "valid from a minute before issue, for clock skew"
+        );
+        let extensions: Vec<&str> = cert.extensions().keys().map(String::as_str).collect();
+        assert_eq!(extensions, ["permit-agent-forwarding", "permit-pty"], "extensions from the role, nothing more");
+        assert_eq!(cert.critical_options().get("force-command").map(String::as_str), Some("/usr/bin/uptime"));
+        assert_eq!(cert.critical_options().get("source-address").map(String::as_str), Some("10.0.0.0/8"));
+        assert_ne!(cert.serial(), 0, "a random serial");
+
+        assert_eq!(issued.state["key_id"], cert.key_id(), "state records the key id");
+        assert_eq!(issued.state["serials"], serde_json::json!([cert.serial()]), "state records the serial");
+        assert_eq!(issued.state["valid_before"], grant.expires_at.to_string(), "state records the deadline");
+        assert!(!issued.state.to_string().contains("PRIVATE"), "no private key in the stored state");
+        assert_eq!(issued.verification["key_id"], cert.key_id(), "verification says what was checked");
+        assert!(
+            issued.verification["certificate"].as_str().is_some_and(|c| c.contains("validates against the user CA")),
+            "{:?}",
+            issued.verification
+        );
+
+        // Default extensions: a pty, and nothing else.
+        let plain = Fixture::new("{ principals = [\"ops\"] }");
+        let issued = plain.issue(&grant, &material).await;
+        let extensions: Vec<String> = certificate(&issued.state).extensions().keys().cloned().collect();
+        assert_eq!(extensions, ["permit-pty"], "permit-pty by default");
+        assert!(certificate(&issued.state).critical_options().is_empty(), "no critical options unless asked");
+    }
+
+    #[tokio::test]
+    async fn renewal_signs_a_new_certificate_with_the_same_key_id_and_the_new_deadline() {
+        let fixture = Fixture::new("{ principals = [\"ops\"] }");
+        let (_, material) = client_key();
+        let mut grant = grant("alice@acme.example", NOW, Duration::from_mins(5));
+        let issued = fixture.issue(&grant, &material).await;
+        let first = certificate(&issued.state);
+
+        let later = NOW.plus(Duration::from_mins(3));
+        grant.expires_at = later.plus(Duration::from_hours(1));
+        let input = IssueInput {
+            grant: &grant,
+            resource: &fixture.resource,
+            role: &fixture.resource.roles["login"],
+            now: later,
+            material: None,
+        };
+        let renewed = fixture.provider.renew(input, &issued.state).await.expect("renewed");
+        let second = certificate(&renewed.state);
+        assert_eq!(second.key_id(), first.key_id(), "same key id: one KRL entry covers both");
+        assert_eq!(second.public_key(), first.public_key(), "same client key");
+        assert!(second.valid_before() > first.valid_before(), "the new certificate outlives the old deadline");
+        assert_eq!(second.valid_before(), u64::try_from(grant.expires_at.unix_seconds()).expect("positive"));
+        assert_ne!(second.serial(), first.serial(), "a new serial");
+        assert_eq!(
+            renewed.state["serials"],
+            serde_json::json!([first.serial(), second.serial()]),
+            "every serial is recorded"
+        );
+        assert_eq!(renewed.state["latest_valid_before"], grant.expires_at.to_string());
+        assert_eq!(renewed.verification["previous_serial"], first.serial(), "{:?}", renewed.verification);
+
+        // A renewal to a shorter deadline keeps the latest one for revocation.
+        let shorter = later.plus(Duration::from_mins(10));
+        grant.expires_at = shorter;
+        let input = IssueInput {
+            grant: &grant,
+            resource: &fixture.resource,
+            role: &fixture.resource.roles["login"],
+            now: later,
+            material: None,
+        };
+        let shortened = fixture.provider.renew(input, &renewed.state).await.expect("renewed");
+        assert_eq!(shortened.state["valid_before"], shorter.to_string(), "the current certificate's deadline");
+        assert_eq!(
+            shortened.state["latest_valid_before"], renewed.state["latest_valid_before"],
+            "the older, longer-lived certificate still counts for revocation"
+        );
+    }
+
+    #[tokio::test]
+    async fn credential_hands_out_the_certificate_and_connection_info() {
+        let fixture = Fixture::new("{ principals = [\"ops\"] }");
+        let (_, material) = client_key();
+        let grant = grant("alice@acme.example", NOW, Duration::from_mins(5));
+        let issued = fixture.issue(&grant, &material).await;
+        let input = IssueInput {
+            grant: &grant,
+            resource: &fixture.resource,
+            role: &fixture.resource.roles["login"],
+            now: NOW,
+            material: None,
+        };
+        let credential = fixture.provider.credential(input, &issued.state).await.expect("credential");
+        assert_eq!(credential.provider, "ssh");
+        assert_eq!(credential.ssh_certificate.as_deref(), issued.state["certificate"].as_str(), "the certificate");
+        assert_eq!(credential.client_secret, Some(ClientSecret::SshPrivateKey), "completed by the client's key");
+        let env: Vec<(&str, &str, bool)> =
+            credential.env.iter().map(|v| (v.name.as_str(), v.value.as_str(), v.secret)).collect();
+        assert_eq!(
+            env,
+            [("BOX_SSH_HOST", "box.example", false), ("BOX_SSH_PORT", "22", false), ("BOX_SSH_USER", "ops", false)],
+            "non-secret connection info only"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_ca_is_created_once_kept_private_and_published() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ssh_dir = dir.path().join("ssh");
+        let provider = SshProvider::load_or_create(&ssh_dir).expect("created");
+        let key_path = ssh_dir.join(CA_FILE);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&key_path).expect("CA key written").permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "the CA private key is readable by the broker's user only");
+        }
+        let key_text = std::fs::read_to_string(&key_path).expect("key");
+        assert!(key_text.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"), "OpenSSH format");
+        let document = provider.document("ca.pub").await.expect("ca.pub is served");
+        assert_eq!(document.content_type, "text/plain; charset=utf-8");
+        let line = String::from_utf8(document.body).expect("text");
+        assert!(line.starts_with("ssh-ed25519 ") && line.ends_with('\n'), "one OpenSSH public key line: {line}");
+        assert!(!line.contains("PRIVATE"), "only the public half is published");
+        assert_eq!(std::fs::read_to_string(ssh_dir.join(CA_PUBLIC_FILE)).expect("user_ca.pub"), line);
+        assert!(provider.document("user_ca").await.is_none(), "nothing else is served");
+
+        let again = SshProvider::load_or_create(&ssh_dir).expect("loaded");
+        let reloaded = String::from_utf8(again.document("ca.pub").await.expect("ca.pub").body).expect("text");
+        assert_eq!(reloaded, line, "the same CA after a restart");
+
+        let corrupt = dir.path().join("corrupt");
+        std::fs::create_dir_all(&corrupt).expect("dir");
+        std::fs::write(corrupt.join(CA_FILE), "-----BEGIN OPENSSH PRIVATE KEY-----\nc2VjcmV0IHNlY3JldA==\n")
+            .expect("write");
+        let error = SshProvider::load_or_create(&corrupt).err().expect("refused");
+        assert!(error.contains("is not an OpenSSH private key"), "{error}");
+        assert!(!error.contains("c2VjcmV0"), "the key file's content never reaches an error: {error}");
+    }
+
+    #[test]
+    fn krl_encoding_matches_ssh_keygen_byte_for_byte() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca = PrivateKey::random(&mut rand::rngs::OsRng, Algorithm::Ed25519).expect("key");
+        let ca_pub = dir.path().join("ca.pub");
+        std::fs::write(&ca_pub, ca.public_key().to_openssh().expect("encodes")).expect("write");
+        let spec = dir.path().join("spec");
+        let ids = ["hourglass:grt-aaaa:alice@acme.example", "hourglass:grt-bbbb:bob@acme.example"];
+        std::fs::write(&spec, ids.iter().map(|id| format!("id: {id}\n")).collect::<String>()).expect("write");
+        let krl_path = dir.path().join("theirs.krl");
+        let out = ssh_keygen(&[
+            "-k",
+            "-z",
+            "7",
+            "-f",
+            &krl_path.display().to_string(),
+            "-s",
+            &ca_pub.display().to_string(),
+            &spec.display().to_string(),
+        ]);
+        assert!(out.status.success(), "ssh-keygen -k: {}", String::from_utf8_lossy(&out.stderr));
+        let theirs = std::fs::read(&krl_path).expect("KRL");
+        let blob = ca.public_key().to_bytes().expect("blob");
+        let generated_at = u64::from_be_bytes(theirs[20..28].try_into().expect("8 bytes"));
+        let ours = krl::encode(7, generated_at, "", &blob, &ids);
+        assert_eq!(ours, theirs, "the same bytes as OpenSSH writes for the same revocations");
+
+        let decoded = krl::decode(&theirs).expect("our reader reads OpenSSH's KRL");
+        assert_eq!(decoded.version, 7);
+        assert!(ids.iter().all(|id| decoded.lists(&blob, id)), "both key ids listed: {decoded:?}");
+        assert!(!decoded.lists(&blob, "hourglass:grt-cccc:carol@acme.example"), "and nothing else");
+
+        let empty = krl::encode(1, generated_at, KRL_COMMENT, &blob, &[]);
+        let decoded = krl::decode(&empty).expect("an empty KRL decodes");
+        assert_eq!(decoded.comment, KRL_COMMENT);
+        assert!(decoded.revoked_key_ids.is_empty(), "an empty KRL revokes nothing");
+    }
+
+    #[test]
+    fn krl_reader_refuses_what_is_not_a_krl() {
+        let blob = b"ca";
+        let good = krl::encode(1, 2, "c", blob, &["id"]);
+        assert!(krl::decode(b"SSHKRL\n").is_err(), "truncated magic");
+        assert!(krl::decode(&good[..good.len() - 1]).is_err(), "a truncated KRL is refused");
+        let mut bad_magic = good.clone();
+        bad_magic[0] = b'X';
+        assert!(krl::decode(&bad_magic).expect_err("bad magic").contains("bad magic"));
+        let mut bad_format = good.clone();
+        bad_format[11] = 2;
+        assert!(krl::decode(&bad_format).expect_err("format").contains("format version 2"));
+        assert!(krl::decode(&good).expect("good").lists(blob, "id"), "the untouched KRL decodes");
+    }
+
+    #[tokio::test]
+    async fn issue_writes_the_krl_file_before_the_certificate_leaves() {
+        let fixture = Fixture::new("{ principals = [\"ops\"] }");
+        assert!(!fixture.krl_path().exists(), "check and start write nothing for a resource never issued");
+        let (_, material) = client_key();
+        let grant = grant("alice@acme.example", NOW, Duration::from_mins(5));
+        let issued = fixture.issue(&grant, &material).await;
+        let krl = std::fs::read(fixture.krl_path()).expect("the krl_file exists once a certificate is issued");
+        assert!(krl::decode(&krl).expect("a KRL").revoked_key_ids.is_empty(), "nothing revoked yet");
+        let cert = fixture.cert_file(&issued.state, "alice");
+        assert!(!ssh_keygen_says_revoked(&fixture.krl_path(), &cert), "OpenSSH reads it and finds nothing revoked");
+        assert!(issued.verification["krl_file"].as_str().is_some_and(|f| f.contains("revoked.krl")));
+    }
+
+    #[tokio::test]
+    async fn revoked_certificates_are_listed_in_the_krl_openssh_reads() {
+        let fixture = Fixture::new("{ principals = [\"ops\"] }");
+        let (_, alice_key) = client_key();
+        let (_, bob_key) = client_key();
+        let mut alice = grant("alice@acme.example", NOW, Duration::from_mins(30));
+        let bob = grant("bob@acme.example", NOW, Duration::from_mins(30));
+        let alice_issued = fixture.issue(&alice, &alice_key).await;
+        let bob_issued = fixture.issue(&bob, &bob_key).await;
+        let alice_cert = fixture.cert_file(&alice_issued.state, "alice");
+        let bob_cert = fixture.cert_file(&bob_issued.state, "bob");
+
+        let later = NOW.plus(Duration::from_mins(1));
+        alice.state = GrantState::Revoked;
+        let verification = fixture.provider.revoke(&alice, &alice_issued.state, later).await.expect("revoked");
+        let key_id = alice_issued.state["key_id"].as_str().expect("key id");
+        assert_eq!(verification["krl"], format!("lists {key_id}"), "{verification:?}");
+        assert_eq!(verification["krl_version"], 1, "the first change");
+        assert_eq!(
+            verification["files"],
+            serde_json::json!([fixture.krl_path().display().to_string()]),
+            "{verification:?}"
+        );
+        assert!(ssh_keygen_says_revoked(&fixture.krl_path(), &alice_cert), "OpenSSH finds alice's certificate revoked");
+        assert!(!ssh_keygen_says_revoked(&fixture.krl_path(), &bob_cert), "bob's certificate is untouched");
+
+        let served = fixture.provider.document("krl").await.expect("krl is served");
+        assert_eq!(served.content_type, "application/octet-stream");
+        assert_eq!(served.body, std::fs::read(fixture.krl_path()).expect("file"), "served and written KRLs agree");
+
+        // Revoking again (a retry) changes nothing.
+        let again = fixture.provider.revoke(&alice, &alice_issued.state, later).await.expect("idempotent");
+        assert_eq!(again["krl_version"], 1, "a repeated revocation does not bump the version");
+
+        // The list survives a restart, and the restarted broker still serves it.
+        let restarted = SshProvider::load_or_create(&fixture.dir.path().join("ssh")).expect("restarts");
+        let served_after = restarted.document("krl").await.expect("krl");
+        assert_eq!(served_after.body, served.body, "the same KRL after a restart");
+        std::fs::remove_file(fixture.krl_path()).expect("remove");
+        let _rewritten = SshProvider::load_or_create(&fixture.dir.path().join("ssh")).expect("restarts");
+        assert!(ssh_keygen_says_revoked(&fixture.krl_path(), &alice_cert), "a lost krl_file is rewritten at start");
+    }
+
+    #[tokio::test]
+    async fn expired_certificates_need_no_krl_entry_and_are_pruned() {
+        let fixture = Fixture::new("{ principals = [\"ops\"] }");
+        let (_, key) = client_key();
+        let mut short = grant("alice@acme.example", NOW, Duration::from_mins(1));
+        let long = grant("bob@acme.example", NOW, Duration::from_mins(30));
+        let short_issued = fixture.issue(&short, &key).await;
+        let long_issued = fixture.issue(&long, &key).await;
+
+        // Expired naturally: past valid_before, sshd refuses it already.
+        let mut expired = short.clone();
+        expired.state = GrantState::Expired;
+        let verification =
+            fixture.provider.revoke(&expired, &short_issued.state, short.expires_at).await.expect("expired");
+        assert!(
+            verification["certificate"].as_str().is_some_and(|c| c.contains("past valid_before")),
+            "{verification:?}"
+        );
+        let krl = krl::decode(&fixture.provider.document("krl").await.expect("krl").body).expect("KRL");
+        assert!(krl.revoked_key_ids.is_empty(), "no entry for a certificate that is dead anyway");
+
+        // Revoked early, then pruned once its certificate has expired.
+        short.state = GrantState::Revoked;
+        fixture.provider.revoke(&short, &short_issued.state, NOW).await.expect("revoked");
+        let short_id = short_issued.state["key_id"].as_str().expect("key id");
+        let long_id = long_issued.state["key_id"].as_str().expect("key id");
+        let after = short.expires_at.plus(Duration::from_secs(1));
+        let verification = fixture.provider.revoke(&long, &long_issued.state, after).await.expect("revoked");
+        assert_eq!(verification["krl_version"], 2, "{verification:?}");
+        let krl = krl::decode(&std::fs::read(fixture.krl_path()).expect("file")).expect("KRL");
+        let listed: Vec<&str> = krl.revoked_key_ids.iter().map(|(_, id)| id.as_str()).collect();
+        assert_eq!(listed, [long_id], "{short_id} is past valid_before and dropped; {long_id} is listed");
+
+        // A grant whose issue never produced a certificate has nothing to revoke.
+        let failed = grant("carol@acme.example", NOW, Duration::from_mins(5));
+        let verification = fixture.provider.revoke(&failed, &serde_json::Value::Null, NOW).await.expect("nothing");
+        assert_eq!(verification["certificate"], "none was issued");
     }
 }
