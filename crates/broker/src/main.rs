@@ -176,7 +176,18 @@ async fn run_dev(listen: SocketAddr, data_dir: Option<PathBuf>, config: Option<P
 }
 
 fn check_policy(dir: &Path) -> ExitCode {
-    match Policy::load_dir(dir) {
+    // Provider settings are part of the policy: check them as the broker
+    // would, with throwaway provider state so that nothing is written.
+    let checked = Policy::load_dir(dir).and_then(|policy| {
+        let problems = match scratch_providers(dir) {
+            Ok(providers) => providers.check(&policy),
+            Err(message) => {
+                vec![hourglass_policy::Problem { file: "<providers>".into(), line: None, column: None, message }]
+            }
+        };
+        if problems.is_empty() { Ok(policy) } else { Err(hourglass_policy::Error::Invalid(problems)) }
+    });
+    match checked {
         Ok(policy) => {
             for warning in &policy.warnings {
                 eprintln!("warning: {warning}");
@@ -204,6 +215,16 @@ fn check_policy(dir: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The standard providers over a temporary data directory.
+fn scratch_providers(policy_dir: &Path) -> Result<hourglass_broker::provider::Providers, String> {
+    let scratch = tempfile::tempdir().map_err(|e| format!("a temporary directory: {e}"))?;
+    let key = hourglass_broker::keys::Ed25519Key::load_or_create(&scratch.path().join("token.pem"))
+        .map_err(|e| e.to_string())?;
+    let token =
+        hourglass_broker::provider::token::TokenProvider::new(std::sync::Arc::new(key), "http://policy-check".into());
+    hourglass_broker::provider::Providers::standard(token, scratch.path(), policy_dir)
 }
 
 /// Problems name files relative to the policy directory; print them as

@@ -238,6 +238,16 @@ fn policy_check_names_file_and_line_and_hot_reload_keeps_the_last_good_policy() 
         "names file, line and reason: {}",
         check.stderr
     );
+    // Provider settings are checked too, not only the policy's own shape.
+    std::fs::write(&file, good.replace("env_prefix = \"ORDERS_API\"", "env_prefix = \"orders api\"")).unwrap();
+    let check = broker.hourglassd(&["policy", "check", dir]);
+    assert!(
+        !check.ok && check.stderr.contains("env_prefix \"orders api\""),
+        "provider settings checked: {}",
+        check.stderr
+    );
+    std::fs::write(&file, good.replace("workflow = \"two-person\"", "workflow = \"three-person\"")).unwrap();
+
     // The running broker refuses the change and keeps serving the old policy.
     std::thread::sleep(Duration::from_millis(2500));
     let still = broker.json("alice", &["request", "orders-api", "--role", "read", "--for", "5m", "--reason", "x"]);
