@@ -1,7 +1,11 @@
 //! `hourglass`: ask for access, decide teammates' requests, use and end grants.
-//! Thin: every call goes through `hourglass-client`; this file parses
-//! arguments and `show.rs` prints results.
+//! Thin: every call goes through `hourglass-client`. This file parses
+//! arguments and runs the access commands; `login.rs` logs in and out,
+//! `inject.rs` hands credentials to shells and tools (through the local
+//! agent), `show.rs` prints results and `wait.rs` follows a request.
 
+mod inject;
+mod login;
 mod show;
 mod wait;
 
@@ -11,7 +15,6 @@ use std::process::ExitCode;
 use anyhow::{Context, anyhow};
 use clap::{Parser, Subcommand};
 use hourglass_client::Client;
-use hourglass_client::env::{Shell, exports};
 use hourglass_core::api::CreateRequest;
 use hourglass_core::{GrantId, RequestId, RequestState};
 
@@ -97,13 +100,29 @@ enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Log in with your company identity (OpenID Connect); the session is kept in the OS keyring.
+    Login(login::LoginArgs),
+    /// Forget the session: removes it from the keyring.
+    Logout(login::LogoutArgs),
+    /// Run the local agent that holds your live credentials and serves them to shells and tools.
+    Agent(inject::AgentArgs),
     /// Print shell commands that set a grant's credentials: eval "$(hourglass env GRANT)".
-    Env {
-        grant: String,
-        /// bash, zsh, fish or powershell (default: from $SHELL).
-        #[arg(long)]
-        shell: Option<String>,
-    },
+    Env(inject::EnvArgs),
+    /// Run a command with a grant's credentials in its environment only: hourglass exec GRANT -- CMD...
+    Exec(inject::ExecArgs),
+    /// Print the prompt hook for a shell: eval "$(hourglass hook bash)" in ~/.bashrc.
+    Hook(inject::HookArgs),
+    /// What the prompt hook runs when grants changed (not for direct use).
+    #[command(hide = true)]
+    HookEnv(inject::HookEnvArgs),
+    /// AWS credential_process: prints a grant's AWS credentials as the SDKs expect.
+    CredentialProcess(inject::CredentialProcessArgs),
+    /// Kubernetes exec credential plugin: prints an ExecCredential for kubectl.
+    KubeCredential(inject::KubeCredentialArgs),
+    /// git credential helper: `git config credential.helper "hourglass git-credential"`.
+    GitCredential(inject::GitCredentialArgs),
+    /// Manage the opt-in block in ~/.pgpass that database IDEs read.
+    Pgpass(inject::PgpassArgs),
     /// Your access history from the audit log.
     History {
         #[arg(long, default_value_t = 50)]
@@ -145,17 +164,31 @@ fn request_id(text: &str) -> anyhow::Result<RequestId> {
     RequestId::parse(text).map_err(|error| anyhow!(error))
 }
 
-fn grant_id(text: &str) -> anyhow::Result<GrantId> {
+pub(crate) fn grant_id(text: &str) -> anyhow::Result<GrantId> {
     GrantId::parse(text).map_err(|error| anyhow!(error))
 }
 
 async fn run(cli: Cli, out: &Output) -> anyhow::Result<ExitCode> {
-    if let Command::DevToken { user, data_dir } = &cli.command {
-        return dev_token(user, data_dir.as_deref());
-    }
+    // Commands that do not need a session first.
+    let broker = cli.broker.as_deref();
+    let command = match cli.command {
+        Command::DevToken { user, data_dir } => return dev_token(&user, data_dir.as_deref()),
+        Command::Login(args) => return login::login(broker, args, out).await,
+        Command::Logout(args) => return login::logout(broker, args, out).await,
+        Command::Agent(args) => return inject::agent(broker, args, out).await,
+        Command::Env(args) => return inject::env(broker, args, out).await,
+        Command::Exec(args) => return inject::exec(broker, args, out).await,
+        Command::Hook(args) => return inject::hook(args, out),
+        Command::HookEnv(args) => return inject::hook_env(args, out).await,
+        Command::CredentialProcess(args) => return inject::credential_process(broker, args, out).await,
+        Command::KubeCredential(args) => return inject::kube_credential(broker, args, out).await,
+        Command::GitCredential(args) => return inject::git_credential(broker, args, out).await,
+        Command::Pgpass(args) => return inject::pgpass(broker, args, out).await,
+        command => command,
+    };
     // Every other command talks to the broker.
-    let client = Client::from_env(cli.broker.as_deref())?;
-    match cli.command {
+    let client = Client::from_env(broker)?;
+    match command {
         Command::Whoami => out.whoami(&client.whoami().await?),
         Command::Resources => out.catalog(&client.catalog().await?),
         Command::Request { resource, role, duration, reason, ticket, break_glass, wait } => {
@@ -185,21 +218,8 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<ExitCode> {
             out.renewal(&renewed);
         }
         Command::Revoke { grant, reason } => out.revoked(&client.revoke(&grant_id(&grant)?, reason).await?),
-        Command::Env { grant, shell } => {
-            let shell = match shell {
-                Some(name) => Shell::parse(&name)
-                    .ok_or_else(|| anyhow!("unknown shell \"{name}\": use bash, zsh, fish or powershell"))?,
-                None => Shell::from_environment(),
-            };
-            let credential = client.credential(&grant_id(&grant)?).await?;
-            if out.json {
-                out.json_value(&credential);
-            } else {
-                print!("{}", exports(&credential, shell));
-            }
-        }
         Command::History { limit } => out.history(&client.history(limit).await?),
-        Command::DevToken { .. } => {} // answered above, without a broker
+        _ => {} // answered above
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -298,6 +298,38 @@ pub struct EnvVar {
     pub secret: bool,
 }
 
+/// `GET /v1/auth/config` (no token needed): how clients log this broker's
+/// users in. One OpenID Connect issuer for people; the client is public
+/// (Authorization Code with PKCE, or the device grant).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AuthConfig {
+    /// The issuer URL; its discovery document is at
+    /// `{issuer}/.well-known/openid-configuration`.
+    pub issuer: String,
+    pub client_id: String,
+    pub scopes: Vec<String>,
+    /// The development issuer of `hourglassd dev`: demo identities, no passwords.
+    #[serde(default)]
+    pub dev: bool,
+}
+
+/// `POST /v1/auth/token`: the answer to an RFC 8693 token exchange, a broker
+/// session for the principal an ID token (a person's, or a CI pipeline's
+/// OIDC token) names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SessionToken {
+    pub access_token: String,
+    #[zeroize(skip)]
+    pub issued_token_type: String,
+    #[zeroize(skip)]
+    pub token_type: String,
+    /// Seconds the session lasts.
+    #[zeroize(skip)]
+    pub expires_in: u64,
+}
+
 /// `GET /healthz`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
