@@ -7,7 +7,12 @@ hourglass_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # Debian packages every build needs. Later parts of the suite add their own
 # (PostgreSQL, sshd, WebKitGTK) to this list.
 apt_packages=(build-essential pkg-config ca-certificates curl mold
-    postgresql openssh-server openssh-client)
+    postgresql openssh-server openssh-client
+    libdbus-1-dev dbus gnome-keyring libsecret-tools
+    tmux zsh fish)
+# Node.js runs the OpenID Connect provider of the login tests; a machine may
+# already have it from elsewhere (with its own npm).
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || apt_packages+=(nodejs npm)
 
 missing=()
 for package in "${apt_packages[@]}"; do

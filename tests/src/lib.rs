@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod oidc;
 pub mod postgres;
+pub mod shell;
 pub mod sshd;
 
 /// A binary of this workspace, built next to the running test.

@@ -2,8 +2,11 @@
 //! stream, and the formats that hand credentials to shells and tools. The
 //! CLI and the desktop app reach the broker only through this crate.
 
+pub mod agent;
 pub mod env;
+pub mod login;
 pub mod material;
+pub mod session;
 pub mod sse;
 
 use std::time::Duration as StdDuration;

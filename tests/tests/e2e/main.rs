@@ -3,8 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
+mod agent;
 mod exec;
 mod lifecycle;
+mod login;
 mod postgres;
 mod serve;
 mod ssh;

@@ -1,0 +1,1 @@
+//! Real shells driven through tmux, for prompt-hook tests. (Being written.)

@@ -1,0 +1,1 @@
+//! The local agent and credential injection into real shells and tools. (Being written.)

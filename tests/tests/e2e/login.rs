@@ -1,0 +1,1 @@
+//! Logging in against a real OpenID Connect provider. (Being written.)
