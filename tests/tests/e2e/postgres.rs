@@ -32,7 +32,9 @@ impl Setup {
             "CREATE TABLE orders (id int PRIMARY KEY, note text);
              INSERT INTO orders VALUES (42, 'the answer');
              CREATE ROLE orders_read NOLOGIN; GRANT SELECT ON orders TO orders_read;
-             CREATE ROLE orders_write NOLOGIN; GRANT INSERT, UPDATE ON orders TO orders_write;",
+             CREATE ROLE orders_write NOLOGIN; GRANT INSERT, UPDATE ON orders TO orders_write;
+             CREATE ROLE orders_builder NOLOGIN; GRANT CREATE ON SCHEMA public TO orders_builder;
+             CREATE ROLE orders_owner NOLOGIN;",
         );
         let toml = format!(
             r#"
@@ -57,6 +59,16 @@ settings = {{ grant = ["orders_read", "orders_write"] }}
 
 [resources.orders-db.roles.ghost]
 settings = {{ grant = ["no_such_role"] }}
+
+[resources.orders-db.roles.build]
+settings = {{ grant = ["orders_builder"] }}
+
+[resources.orders-db-keep]
+provider = "postgres"
+settings = {{ admin_dsn_env = "ORDERS_DB_ADMIN_DSN", host = "127.0.0.1", port = {port}, database = "orders", owned_objects = "reassign:orders_owner" }}
+
+[resources.orders-db-keep.roles.build]
+settings = {{ grant = ["orders_builder"] }}
 
 [resources.dead-db]
 provider = "postgres"
@@ -284,6 +296,29 @@ async fn postgres_revocation_waits_out_a_server_outage() {
     assert!(done.revocation.expect("revocation").attempts >= 2, "it took more than one attempt");
     assert!(!can_log_in(&setup, &role, &secret).await, "the role is gone once the server is back");
     assert_eq!(setup.roles_left(), "", "nothing left behind");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_objects_a_grant_created_are_dropped_or_reassigned_as_configured() {
+    let setup = Setup::new();
+    for (resource, table) in [("orders-db", "scratch_dropped"), ("orders-db-keep", "scratch_kept")] {
+        let secret = material::postgres();
+        let outcome = setup
+            .client("alice")
+            .create_request(&request(resource, "build", "10m", Some(secret.material.clone())))
+            .await
+            .expect("build role");
+        let grant = outcome.grant.expect("issued");
+        let db = setup.login(&grant, &secret).await.expect("logs in");
+        db.batch_execute(&format!("CREATE TABLE {table} (x int)")).await.expect("the role creates a table");
+        setup.client("alice").revoke(&grant.id, None).await.expect("revoke");
+    }
+    let tables = setup.cluster.sql(
+        "orders",
+        "SELECT string_agg(tablename || ':' || tableowner, ',') FROM pg_tables WHERE tablename LIKE 'scratch%'",
+    );
+    assert_eq!(tables, "scratch_kept:orders_owner", "dropped by default, reassigned where configured");
+    assert_eq!(setup.roles_left(), "", "both roles are gone");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -14,7 +14,12 @@
 //! the SQL is escaped; the role name itself is built from safe characters only.
 //!
 //! The admin role needs `CREATEROLE`, the right to grant the mapped roles, and
-//! `pg_signal_backend` (or superuser) to terminate sessions.
+//! `pg_signal_backend` (or superuser) to terminate sessions. The admin
+//! connection goes to the resource's `database`: objects a grant's role
+//! created there are dropped or reassigned at revocation; objects it may
+//! have created in other databases of the cluster are not (PostgreSQL scopes
+//! `DROP OWNED` to one database), and then dropping the role fails loudly
+//! and is retried, rather than leaving an orphan silently.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -128,6 +133,11 @@ impl Settings {
             // The parser's message can quote the string: say only that it is malformed.
             .map_err(|_| "the admin connection string is malformed".to_owned())?;
         config.connect_timeout(self.connect_timeout.map_or(StdDuration::from_secs(5), Duration::as_std));
+        // Ownership is per database: DROP/REASSIGN OWNED only see the
+        // database connected to, so administer the one clients use.
+        if let Some(database) = &self.database {
+            config.dbname(database);
+        }
         Ok(config)
     }
 }
@@ -168,6 +178,7 @@ impl State {
         Settings {
             admin_dsn_env: self.admin_dsn_env.clone(),
             admin_dsn_file: self.admin_dsn_file.clone(),
+            database: Some(self.database.clone()),
             owned_objects: self.owned_objects.clone(),
             connect_timeout: self.connect_timeout,
             ..Settings::default()
