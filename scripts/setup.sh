@@ -4,12 +4,18 @@ set -euo pipefail
 
 hourglass_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-# Debian packages every build needs. Later parts of the suite add their own
-# (PostgreSQL, sshd, WebKitGTK) to this list.
-apt_packages=(build-essential pkg-config ca-certificates curl mold
+# Debian packages the builds and the tests need: the toolchain's, the real
+# services tests start (PostgreSQL, sshd, keyring), the shells the prompt
+# hook is tested in, and the desktop app's (WebKitGTK and the tray library to
+# build; Xvfb, a notification daemon, a StatusNotifier host and WebKit's
+# WebDriver to test it headless).
+apt_packages=(build-essential pkg-config ca-certificates curl mold file
     postgresql openssh-server openssh-client
-    libdbus-1-dev dbus gnome-keyring libsecret-tools
-    tmux zsh fish)
+    libdbus-1-dev dbus dbus-x11 gnome-keyring libsecret-tools
+    tmux zsh fish
+    libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev libsoup-3.0-dev libxdo-dev libssl-dev
+    xvfb xauth webkit2gtk-driver dunst imagemagick
+    haskell-status-notifier-item-utils)
 # Node.js runs the OpenID Connect provider of the login tests; a machine may
 # already have it from elsewhere (with its own npm).
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || apt_packages+=(nodejs npm)
@@ -26,6 +32,16 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# The login tests' OpenID Connect provider (npm oidc-provider, run by node):
+# node_modules exactly as tests/oidc/package-lock.json says, npm's cache
+# outside the clone. oidc-provider 8 runs on Debian 12's Node 18 and on newer.
+oidc_dir="$hourglass_root/tests/oidc"
+if [ ! -f "$oidc_dir/node_modules/.package-lock.json" ] || [ "$oidc_dir/package-lock.json" -nt "$oidc_dir/node_modules/.package-lock.json" ]; then
+    echo "setup: installing the tests' OpenID Connect provider (npm ci in tests/oidc)" >&2
+    (cd "$oidc_dir" && npm_config_cache="${npm_config_cache:-$HOME/.cache/hourglass/npm}" \
+        npm ci --no-audit --no-fund --loglevel=error >&2)
+fi
+
 # Rust: the toolchain the workspace declares (rust-version in Cargo.toml).
 if ! command -v cargo >/dev/null 2>&1; then
     [ -x "$HOME/.cargo/bin/cargo" ] || {
@@ -34,6 +50,13 @@ if ! command -v cargo >/dev/null 2>&1; then
     }
     export PATH="$HOME/.cargo/bin:$PATH"
 fi
+
+# tauri-driver bridges WebDriver to WebKitWebDriver for the desktop tests.
+if ! command -v tauri-driver >/dev/null 2>&1; then
+    echo "setup: installing tauri-driver (cargo install)" >&2
+    cargo install tauri-driver --locked --quiet >&2
+fi
+export PATH="$HOME/.cargo/bin:$PATH"
 
 # mold links several times faster than the default linker; builds are the
 # slow part of every run on a small machine.

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod keyring;
 pub mod oidc;
 pub mod postgres;
 pub mod shell;
@@ -62,6 +63,12 @@ impl DevBroker {
     /// Starts (or restarts) a dev broker on an existing data directory.
     pub fn start_in(data_dir: &Path) -> DevBroker {
         DevBroker::launch(data_dir, None, &[])
+    }
+
+    /// Restarts a dev broker started with [`DevBroker::start_with_policy`]
+    /// on its data directory (`data_dir`), with the same policy and `env`.
+    pub fn start_in_with_policy(data_dir: &Path, policy_dir: &Path, env: &[(&str, &str)]) -> DevBroker {
+        DevBroker::launch(data_dir, Some(policy_dir), env)
     }
 
     fn launch(data_dir: &Path, policy_dir: Option<&Path>, env: &[(&str, &str)]) -> DevBroker {

@@ -1,14 +1,34 @@
-//! Who is calling: bearer tokens from trusted issuers, verified (issuer,
-//! audience, signature, expiry) and mapped to a [`Principal`].
+//! Who is calling: bearer tokens verified (issuer, audience, signature,
+//! expiry) and mapped to a [`Principal`], and the broker's own sessions.
+//!
+//! Two kinds of bearer token are accepted:
+//!
+//! - **Sessions** the broker signed itself (`POST /v1/auth/token`, an RFC 8693
+//!   token exchange of an ID token): `iss` is the broker's URL, `aud` is
+//!   [`SESSION_AUDIENCE`], signed with `DATA/keys/session.pem`.
+//! - **Tokens of trusted issuers**, as they are: the login issuer's ID tokens,
+//!   `[[broker.issuers]]` (people's IdPs, CI pipelines), the dev issuer.
+//!
+//! An issuer's keys come from a JWKS file, or from its OpenID Connect
+//! discovery document; discovered keys are cached, fetched again when a token
+//! names a key id the cache does not know (at most once per
+//! [`REFETCH_COOLDOWN`] per issuer) and periodically, so IdP key rotation
+//! needs no restart.
 
 use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration as StdDuration, Instant};
 
-use hourglass_core::Principal;
-use jsonwebtoken::jwk::JwkSet;
+use hourglass_core::api::{AuthConfig, SessionToken};
+use hourglass_core::{Duration, Principal, Timestamp};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::keys::Ed25519Key;
+use crate::settings::{IssuerKind, IssuerSettings, LoginSettings};
 
 /// Tokens longer than this are refused before any parsing.
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -16,24 +36,47 @@ const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// Tolerated clock difference with the issuer.
 const LEEWAY_SECONDS: u64 = 30;
 
+/// The audience of the broker's own sessions.
+pub const SESSION_AUDIENCE: &str = "hourglass";
+
+/// Marks a session token, so that no other token the broker signs (or
+/// might sign one day) passes for one.
+const SESSION_TOKEN_USE: &str = "session";
+
+/// RFC 8693 token type URIs.
+pub const TOKEN_TYPE_ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
+pub const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+pub const TOKEN_TYPE_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+/// A token naming an unknown key id fetches the issuer's keys again at most
+/// this often, so that garbage tokens cannot make the broker hammer an IdP.
+pub const REFETCH_COOLDOWN: StdDuration = StdDuration::from_secs(30);
+
+/// How often discovered keys are fetched again in the background.
+pub const REFRESH_INTERVAL: StdDuration = StdDuration::from_secs(15 * 60);
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     #[error(
         "no bearer token: send `Authorization: Bearer <token>` (log in with `hourglass login`, or in dev mode use a token `hourglassd dev` printed)"
     )]
     Missing,
-    #[error("the bearer token is malformed")]
+    #[error("the token is malformed")]
     Malformed,
-    #[error("the bearer token has expired; log in again")]
+    #[error("the token has expired; log in again")]
     Expired,
-    #[error("the bearer token's issuer is not trusted by this broker")]
+    #[error("the token's issuer is not trusted by this broker")]
     UntrustedIssuer,
-    #[error("the bearer token was issued for another audience")]
+    #[error("the token was issued for another audience")]
     WrongAudience,
-    #[error("the bearer token's signature does not verify")]
+    #[error("the token's signature does not verify")]
     BadSignature,
-    #[error("the bearer token names no principal (claim `{0}` is missing)")]
+    #[error("the token names no principal (claim `{0}` is missing)")]
     NoPrincipal(String),
+    #[error("a broker session cannot be exchanged for another: exchange an ID token from your identity provider")]
+    SessionNotExchangeable,
+    #[error("this broker issues no sessions")]
+    NoSessions,
 }
 
 pub struct VerificationKey {
@@ -42,43 +85,333 @@ pub struct VerificationKey {
     pub algorithm: Algorithm,
 }
 
+/// Where an issuer's public keys come from.
+pub enum IssuerKeys {
+    /// Known at start (a JWKS file, the dev issuer's own key).
+    Fixed(Vec<VerificationKey>),
+    /// From the issuer's discovery document, cached and refreshed.
+    Discovered(Arc<DiscoveredKeys>),
+}
+
 /// An identity provider whose tokens the broker accepts.
 pub struct TrustedIssuer {
     pub issuer: String,
     pub audience: String,
-    pub keys: Vec<VerificationKey>,
+    pub keys: IssuerKeys,
+    pub kind: IssuerKind,
     /// The claim that identifies the principal (falls back to `sub`).
     pub id_claim: String,
+    /// A claim with groups; empty for none.
     pub groups_claim: String,
+    /// Groups every principal of this issuer is in.
+    pub groups: Vec<String>,
 }
 
 impl TrustedIssuer {
-    /// An issuer whose keys are in a JWKS file (RFC 7517).
-    pub fn from_jwks_file(
-        issuer: String,
-        audience: String,
-        path: &Path,
-        id_claim: String,
-        groups_claim: String,
-    ) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(Error::io(format!("reading JWKS {}", path.display())))?;
-        let set: JwkSet = serde_json::from_str(&text)
-            .map_err(|error| Error::Config(format!("{} is not a JWKS document: {error}", path.display())))?;
-        let mut keys = Vec::new();
-        for jwk in &set.keys {
-            let key = DecodingKey::from_jwk(jwk)
-                .map_err(|error| Error::Config(format!("{}: unusable key: {error}", path.display())))?;
-            let algorithm =
-                jwk.common.key_algorithm.and_then(|alg| alg.to_string().parse().ok()).unwrap_or(Algorithm::RS256);
-            keys.push(VerificationKey { kid: jwk.common.key_id.clone(), key, algorithm });
+    /// A person-issuer with fixed keys and the usual claims (`email`, `groups`).
+    pub fn with_keys(issuer: String, audience: String, keys: Vec<VerificationKey>) -> Self {
+        TrustedIssuer {
+            issuer,
+            audience,
+            keys: IssuerKeys::Fixed(keys),
+            kind: IssuerKind::Person,
+            id_claim: "email".into(),
+            groups_claim: "groups".into(),
+            groups: Vec::new(),
         }
-        Ok(TrustedIssuer { issuer, audience, keys, id_claim, groups_claim })
+    }
+
+    /// An issuer as `[[broker.issuers]]` describes it (`base`: the policy
+    /// directory, for a relative `jwks_file`).
+    pub fn from_settings(settings: &IssuerSettings, base: &Path) -> Result<Self> {
+        let keys = match &settings.jwks_file {
+            Some(file) => IssuerKeys::Fixed(keys_from_file(&crate::settings::BrokerSettings::resolve(base, file))?),
+            None => IssuerKeys::Discovered(Arc::new(DiscoveredKeys::new(&settings.issuer)?)),
+        };
+        Ok(TrustedIssuer {
+            issuer: settings.issuer.trim_end_matches('/').to_owned(),
+            audience: settings.audience.clone(),
+            keys,
+            kind: settings.kind,
+            id_claim: settings.id_claim.clone(),
+            groups_claim: settings.groups_claim.clone(),
+            groups: settings.groups.clone(),
+        })
+    }
+
+    /// The login issuer of `[broker.login]`: its ID tokens name the client
+    /// as their audience.
+    pub fn from_login(login: &LoginSettings) -> Result<Self> {
+        Ok(TrustedIssuer {
+            issuer: login.issuer.trim_end_matches('/').to_owned(),
+            audience: login.client_id.clone(),
+            keys: IssuerKeys::Discovered(Arc::new(DiscoveredKeys::new(&login.issuer)?)),
+            kind: IssuerKind::Person,
+            id_claim: login.id_claim.clone(),
+            groups_claim: login.groups_claim.clone(),
+            groups: Vec::new(),
+        })
+    }
+
+    /// Keys that may have signed a token with this header, fetching the
+    /// issuer's keys again when none is known for its key id.
+    async fn candidates(&self, kid: Option<&str>, alg: Algorithm) -> Arc<Vec<VerificationKey>> {
+        match &self.keys {
+            IssuerKeys::Fixed(keys) => Arc::new(
+                keys.iter()
+                    .filter(|key| key.algorithm == alg && (kid.is_none() || key.kid.as_deref() == kid))
+                    .map(VerificationKey::clone_key)
+                    .collect(),
+            ),
+            IssuerKeys::Discovered(discovered) => {
+                let matching = |keys: &[VerificationKey]| -> Vec<VerificationKey> {
+                    keys.iter()
+                        .filter(|key| key.algorithm == alg && (kid.is_none() || key.kid.as_deref() == kid))
+                        .map(VerificationKey::clone_key)
+                        .collect()
+                };
+                let found = matching(&discovered.keys());
+                if !found.is_empty() {
+                    return Arc::new(found);
+                }
+                discovered.refresh(false).await;
+                Arc::new(matching(&discovered.keys()))
+            }
+        }
+    }
+}
+
+impl VerificationKey {
+    fn clone_key(&self) -> VerificationKey {
+        VerificationKey { kid: self.kid.clone(), key: self.key.clone(), algorithm: self.algorithm }
+    }
+}
+
+/// The keys in a JWKS file (RFC 7517).
+pub fn keys_from_file(path: &Path) -> Result<Vec<VerificationKey>> {
+    let text = std::fs::read_to_string(path).map_err(Error::io(format!("reading JWKS {}", path.display())))?;
+    let set: JwkSet = serde_json::from_str(&text)
+        .map_err(|error| Error::Config(format!("{} is not a JWKS document: {error}", path.display())))?;
+    let keys = keys_from_set(&set);
+    if keys.is_empty() {
+        return Err(Error::Config(format!("{} holds no usable signing key", path.display())));
+    }
+    Ok(keys)
+}
+
+/// The signature keys of a JWKS. Each key verifies only with its own
+/// algorithm: the `alg` it states, else the one its type implies. Symmetric
+/// and encryption keys are left out.
+pub fn keys_from_set(set: &JwkSet) -> Vec<VerificationKey> {
+    set.keys
+        .iter()
+        .filter_map(|jwk| {
+            let algorithm = key_algorithm(jwk)?;
+            let key = DecodingKey::from_jwk(jwk).ok()?;
+            Some(VerificationKey { kid: jwk.common.key_id.clone(), key, algorithm })
+        })
+        .collect()
+}
+
+fn key_algorithm(jwk: &Jwk) -> Option<Algorithm> {
+    if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+        return None;
+    }
+    let implied = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => Algorithm::RS256,
+        AlgorithmParameters::EllipticCurve(params) => match params.curve {
+            EllipticCurve::P256 => Algorithm::ES256,
+            EllipticCurve::P384 => Algorithm::ES384,
+            _ => return None,
+        },
+        AlgorithmParameters::OctetKeyPair(params) if params.curve == EllipticCurve::Ed25519 => Algorithm::EdDSA,
+        // Shared secrets never verify identity tokens.
+        AlgorithmParameters::OctetKeyPair(_) | AlgorithmParameters::OctetKey(_) => return None,
+    };
+    let algorithm = match jwk.common.key_algorithm {
+        Some(stated) => stated.to_string().parse().ok()?,
+        None => implied,
+    };
+    let family_matches = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => matches!(
+            algorithm,
+            Algorithm::RS256
+                | Algorithm::RS384
+                | Algorithm::RS512
+                | Algorithm::PS256
+                | Algorithm::PS384
+                | Algorithm::PS512
+        ),
+        _ => algorithm == implied,
+    };
+    family_matches.then_some(algorithm)
+}
+
+/// An issuer's keys from its OpenID Connect discovery document.
+pub struct DiscoveredKeys {
+    issuer: String,
+    http: reqwest::Client,
+    keys: RwLock<Arc<Vec<VerificationKey>>>,
+    /// Held while fetching, so that concurrent misses fetch once; holds when
+    /// the last fetch was attempted.
+    last_fetch: tokio::sync::Mutex<Option<Instant>>,
+    cooldown: StdDuration,
+}
+
+#[derive(Deserialize)]
+struct DiscoveryDocument {
+    issuer: String,
+    jwks_uri: String,
+}
+
+impl DiscoveredKeys {
+    pub fn new(issuer: &str) -> Result<Self> {
+        let issuer = issuer.trim_end_matches('/').to_owned();
+        check_url(&issuer, "issuer")?;
+        // reqwest is built without a default TLS crypto provider; install
+        // ring's once per process (an error means one is installed already).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .connect_timeout(StdDuration::from_secs(5))
+            .timeout(StdDuration::from_secs(10))
+            .user_agent(concat!("hourglassd/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|error| Error::Config(format!("building the HTTP client: {error}")))?;
+        Ok(DiscoveredKeys {
+            issuer,
+            http,
+            keys: RwLock::new(Arc::new(Vec::new())),
+            last_fetch: tokio::sync::Mutex::new(None),
+            cooldown: REFETCH_COOLDOWN,
+        })
+    }
+
+    /// Changes the least time between two fetches caused by unknown key ids.
+    pub fn with_cooldown(mut self, cooldown: StdDuration) -> Self {
+        self.cooldown = cooldown;
+        self
+    }
+
+    pub fn keys(&self) -> Arc<Vec<VerificationKey>> {
+        match self.keys.read() {
+            Ok(keys) => Arc::clone(&keys),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Fetches the keys again: always when `forced`, otherwise unless the
+    /// last attempt is more recent than the cooldown. A failed fetch keeps
+    /// the keys there were and is logged.
+    pub async fn refresh(&self, forced: bool) {
+        let mut last = self.last_fetch.lock().await;
+        if !forced && last.is_some_and(|at| at.elapsed() < self.cooldown) {
+            return;
+        }
+        *last = Some(Instant::now());
+        match self.fetch().await {
+            Ok(keys) => {
+                tracing::debug!(issuer = %self.issuer, keys = keys.len(), "fetched the issuer's keys");
+                match self.keys.write() {
+                    Ok(mut slot) => *slot = Arc::new(keys),
+                    Err(poisoned) => *poisoned.into_inner() = Arc::new(keys),
+                }
+            }
+            Err(message) => tracing::warn!(issuer = %self.issuer, "cannot fetch the issuer's keys: {message}"),
+        }
+    }
+
+    async fn fetch(&self) -> std::result::Result<Vec<VerificationKey>, String> {
+        let url = format!("{}/.well-known/openid-configuration", self.issuer);
+        let document: DiscoveryDocument = self.get_json(&url).await?;
+        // OpenID Connect Discovery 1.0, section 4.3: the document must name
+        // the issuer it was fetched for.
+        if document.issuer.trim_end_matches('/') != self.issuer {
+            return Err(format!("{url} names another issuer ({})", document.issuer));
+        }
+        check_url(&document.jwks_uri, "jwks_uri").map_err(|error| error.to_string())?;
+        let set: JwkSet = self.get_json(&document.jwks_uri).await?;
+        let keys = keys_from_set(&set);
+        if keys.is_empty() {
+            return Err(format!("{} holds no usable signing key", document.jwks_uri));
+        }
+        Ok(keys)
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> std::result::Result<T, String> {
+        let response = self.http.get(url).send().await.map_err(|error| format!("GET {url}: {error}"))?;
+        if !response.status().is_success() {
+            return Err(format!("GET {url}: HTTP {}", response.status()));
+        }
+        response.json().await.map_err(|error| format!("GET {url}: {error}"))
+    }
+}
+
+/// Keys and issuers are fetched over HTTPS, or plain HTTP on loopback
+/// (a development IdP on the same machine).
+fn check_url(url: &str, what: &str) -> Result<()> {
+    let parsed = reqwest::Url::parse(url).map_err(|error| Error::Config(format!("{what} {url:?}: {error}")))?;
+    let loopback = matches!(parsed.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => Err(Error::Config(format!("{what} {url:?} must be an https:// URL (http:// only on loopback)"))),
+    }
+}
+
+/// A verified identity token and what it says.
+pub struct Identity {
+    pub principal: Principal,
+    pub issuer: String,
+    pub kind: IssuerKind,
+    pub email: Option<String>,
+    /// The token's own `exp` (Unix seconds).
+    pub expires_at: i64,
+}
+
+/// The claims of a broker session token.
+#[derive(Debug, Serialize, Deserialize)]
+struct SessionClaims {
+    iss: String,
+    aud: String,
+    sub: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+    /// The issuer whose token this session was exchanged for.
+    idp: String,
+    token_use: String,
+    iat: i64,
+    exp: i64,
+    jti: String,
+}
+
+/// The broker's own sessions: signed with their own key, never a grant
+/// token's or the dev issuer's.
+pub struct Sessions {
+    key: Ed25519Key,
+    /// The broker's URL: the sessions' `iss`.
+    issuer: String,
+    lifetime: Duration,
+}
+
+impl Sessions {
+    pub fn new(key: Ed25519Key, issuer: String, lifetime: Duration) -> Self {
+        Sessions { key, issuer: issuer.trim_end_matches('/').to_owned(), lifetime }
+    }
+
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
     }
 }
 
 #[derive(Default)]
 pub struct Authenticator {
     issuers: Vec<TrustedIssuer>,
+    sessions: Option<Sessions>,
+    login: Option<AuthConfig>,
 }
 
 impl Authenticator {
@@ -87,45 +420,108 @@ impl Authenticator {
         self
     }
 
+    /// Issue and accept broker sessions.
+    pub fn with_sessions(mut self, sessions: Sessions) -> Self {
+        self.sessions = Some(sessions);
+        self
+    }
+
+    /// What `GET /v1/auth/config` tells clients.
+    pub fn with_login(mut self, login: AuthConfig) -> Self {
+        self.login = Some(login);
+        self
+    }
+
+    pub fn login(&self) -> Option<&AuthConfig> {
+        self.login.as_ref()
+    }
+
     pub fn issuers(&self) -> impl Iterator<Item = &str> {
         self.issuers.iter().map(|issuer| issuer.issuer.as_str())
     }
 
-    /// Verifies a bearer token and returns the principal it names.
-    pub fn verify(&self, token: &str) -> std::result::Result<Principal, AuthError> {
-        if token.is_empty() {
-            return Err(AuthError::Missing);
+    /// Fetches the keys of every discovered issuer (`forced`: even when
+    /// fetched recently). Failures are logged; the previous keys stay.
+    pub async fn refresh_keys(&self, forced: bool) {
+        for issuer in &self.issuers {
+            if let IssuerKeys::Discovered(keys) = &issuer.keys {
+                keys.refresh(forced).await;
+            }
         }
-        if token.len() > MAX_TOKEN_BYTES {
-            return Err(AuthError::Malformed);
+    }
+
+    /// Verifies a bearer token (a broker session, or a trusted issuer's
+    /// token) and returns the principal it names.
+    pub async fn verify(&self, token: &str) -> std::result::Result<Principal, AuthError> {
+        let (header, issuer) = peek(token)?;
+        if let Some(sessions) = self.sessions.as_ref().filter(|sessions| sessions.issuer == issuer) {
+            return verify_session(sessions, token, &header);
         }
-        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
-        // Only to pick the issuer; the claims are trusted after verification below.
-        let unverified = jsonwebtoken::dangerous::insecure_decode::<Value>(token).map_err(|_| AuthError::Malformed)?;
-        let issuer_name = unverified.claims["iss"].as_str().ok_or(AuthError::Malformed)?;
+        Ok(self.verify_identity_with(token, &header, &issuer).await?.principal)
+    }
+
+    /// Verifies an identity token of a trusted issuer (not a broker session).
+    pub async fn verify_identity(&self, token: &str) -> std::result::Result<Identity, AuthError> {
+        let (header, issuer) = peek(token)?;
+        if self.sessions.as_ref().is_some_and(|sessions| sessions.issuer == issuer) {
+            return Err(AuthError::SessionNotExchangeable);
+        }
+        self.verify_identity_with(token, &header, &issuer).await
+    }
+
+    /// RFC 8693: an identity token of a trusted issuer for a broker session.
+    /// The session lasts the configured lifetime; a machine's session never
+    /// outlives the token it was exchanged for.
+    pub async fn exchange(&self, subject_token: &str, now: Timestamp) -> std::result::Result<SessionToken, AuthError> {
+        let sessions = self.sessions.as_ref().ok_or(AuthError::NoSessions)?;
+        let identity = self.verify_identity(subject_token).await?;
+        let mut expires_at = now.plus(sessions.lifetime).unix_seconds();
+        if identity.kind == IssuerKind::Machine {
+            expires_at = expires_at.min(identity.expires_at);
+        }
+        let claims = SessionClaims {
+            iss: sessions.issuer.clone(),
+            aud: SESSION_AUDIENCE.into(),
+            sub: identity.principal.id.clone(),
+            email: identity.email,
+            name: identity.principal.name.clone(),
+            groups: identity.principal.groups.iter().cloned().collect(),
+            idp: identity.issuer,
+            token_use: SESSION_TOKEN_USE.into(),
+            iat: now.unix_seconds(),
+            exp: expires_at,
+            jti: hourglass_core::audit::to_hex(&rand::random::<[u8; 16]>()),
+        };
+        let access_token = jsonwebtoken::encode(&sessions.key.header(), &claims, sessions.key.encoding())
+            .map_err(|_| AuthError::Malformed)?;
+        tracing::info!(principal = %claims.sub, idp = %claims.idp, "session issued");
+        Ok(SessionToken {
+            access_token,
+            issued_token_type: TOKEN_TYPE_JWT.into(),
+            token_type: "Bearer".into(),
+            expires_in: u64::try_from(expires_at - now.unix_seconds()).unwrap_or(0),
+        })
+    }
+
+    async fn verify_identity_with(
+        &self,
+        token: &str,
+        header: &jsonwebtoken::Header,
+        issuer_name: &str,
+    ) -> std::result::Result<Identity, AuthError> {
         let issuer = self.issuers.iter().find(|i| i.issuer == issuer_name).ok_or(AuthError::UntrustedIssuer)?;
-        let candidates = issuer
-            .keys
-            .iter()
-            .filter(|key| key.algorithm == header.alg && (header.kid.is_none() || key.kid == header.kid));
+        let candidates = issuer.candidates(header.kid.as_deref(), header.alg).await;
         let mut last = AuthError::BadSignature;
-        for key in candidates {
+        for key in candidates.iter() {
             let mut validation = Validation::new(key.algorithm);
             validation.set_issuer(&[&issuer.issuer]);
             validation.set_audience(&[&issuer.audience]);
             validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
             validation.leeway = LEEWAY_SECONDS;
             match jsonwebtoken::decode::<Value>(token, &key.key, &validation) {
-                Ok(data) => return principal_from(&data.claims, issuer),
+                Ok(data) => return identity_from(&data.claims, issuer),
                 Err(error) => {
-                    use jsonwebtoken::errors::ErrorKind;
-                    last = match error.kind() {
-                        ErrorKind::ExpiredSignature => AuthError::Expired,
-                        ErrorKind::InvalidAudience => AuthError::WrongAudience,
-                        ErrorKind::InvalidIssuer => AuthError::UntrustedIssuer,
-                        ErrorKind::InvalidSignature => AuthError::BadSignature,
-                        _ => AuthError::Malformed,
-                    };
+                    last = classify(&error);
                     if last != AuthError::BadSignature {
                         return Err(last);
                     }
@@ -136,16 +532,75 @@ impl Authenticator {
     }
 }
 
-fn principal_from(claims: &Value, issuer: &TrustedIssuer) -> std::result::Result<Principal, AuthError> {
+/// The header and the (unverified) issuer: only to pick the keys; nothing
+/// else is trusted before the signature verifies.
+fn peek(token: &str) -> std::result::Result<(jsonwebtoken::Header, String), AuthError> {
+    if token.is_empty() {
+        return Err(AuthError::Missing);
+    }
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(AuthError::Malformed);
+    }
+    let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
+    let unverified = jsonwebtoken::dangerous::insecure_decode::<Value>(token).map_err(|_| AuthError::Malformed)?;
+    let issuer = unverified.claims["iss"].as_str().ok_or(AuthError::Malformed)?.to_owned();
+    Ok((header, issuer))
+}
+
+fn classify(error: &jsonwebtoken::errors::Error) -> AuthError {
+    use jsonwebtoken::errors::ErrorKind;
+    match error.kind() {
+        ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::InvalidAudience => AuthError::WrongAudience,
+        ErrorKind::InvalidIssuer => AuthError::UntrustedIssuer,
+        ErrorKind::InvalidSignature => AuthError::BadSignature,
+        _ => AuthError::Malformed,
+    }
+}
+
+fn verify_session(
+    sessions: &Sessions,
+    token: &str,
+    header: &jsonwebtoken::Header,
+) -> std::result::Result<Principal, AuthError> {
+    if header.alg != Algorithm::EdDSA || header.kid.as_deref().is_some_and(|kid| kid != sessions.key.kid) {
+        return Err(AuthError::BadSignature);
+    }
+    let mut validation = Validation::new(Algorithm::EdDSA);
+    validation.set_issuer(&[&sessions.issuer]);
+    validation.set_audience(&[SESSION_AUDIENCE]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    validation.leeway = LEEWAY_SECONDS;
+    let claims = jsonwebtoken::decode::<SessionClaims>(token, sessions.key.decoding(), &validation)
+        .map_err(|error| classify(&error))?
+        .claims;
+    if claims.token_use != SESSION_TOKEN_USE {
+        return Err(AuthError::Malformed);
+    }
+    Ok(Principal { id: claims.sub, name: claims.name, groups: claims.groups.into_iter().collect() })
+}
+
+fn identity_from(claims: &Value, issuer: &TrustedIssuer) -> std::result::Result<Identity, AuthError> {
     let id = claims[issuer.id_claim.as_str()]
         .as_str()
         .or_else(|| claims["sub"].as_str())
         .filter(|id| !id.trim().is_empty())
         .ok_or_else(|| AuthError::NoPrincipal(issuer.id_claim.clone()))?;
-    let groups = match &claims[issuer.groups_claim.as_str()] {
-        Value::Array(items) => items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
-        Value::String(one) => std::iter::once(one.clone()).collect(),
-        _ => Default::default(),
-    };
-    Ok(Principal { id: id.to_ascii_lowercase(), name: claims["name"].as_str().map(str::to_owned), groups })
+    let mut groups: std::collections::BTreeSet<String> = issuer.groups.iter().cloned().collect();
+    if !issuer.groups_claim.is_empty() {
+        match &claims[issuer.groups_claim.as_str()] {
+            Value::Array(items) => groups.extend(items.iter().filter_map(Value::as_str).map(str::to_owned)),
+            Value::String(one) => {
+                groups.insert(one.clone());
+            }
+            _ => {}
+        }
+    }
+    Ok(Identity {
+        principal: Principal { id: id.to_ascii_lowercase(), name: claims["name"].as_str().map(str::to_owned), groups },
+        issuer: issuer.issuer.clone(),
+        kind: issuer.kind,
+        email: claims["email"].as_str().map(str::to_owned),
+        expires_at: claims["exp"].as_i64().unwrap_or(0),
+    })
 }

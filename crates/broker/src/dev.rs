@@ -1,7 +1,11 @@
 //! `hourglassd dev`: a complete broker for demos and tests, with the demo
-//! policy from the repository, demo identities and a development token
-//! issuer. Clearly not for production: anyone with the printed tokens is
-//! that user.
+//! policy from the repository, demo identities and a development OpenID
+//! Connect issuer at `{broker}/dev` (`oidc.rs`), so that the demo logs in
+//! through the same code path as production. Clearly not for production:
+//! anyone with the printed tokens, or who can reach the issuer's user
+//! picker, is any demo user.
+
+pub mod oidc;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -22,8 +26,10 @@ pub const DEMO_POLICY: &[(&str, &str)] = &[
 
 const DEMO_USERS: &str = include_str!("../../../demo/users.toml");
 
-/// The audience of identity tokens the broker accepts.
+/// The audience of identity tokens the broker accepts, and the client id
+/// of `hourglass login` at the dev issuer (so ID tokens have it too).
 pub const AUDIENCE: &str = "hourglass";
+pub const CLIENT_ID: &str = AUDIENCE;
 
 /// Dev tokens live long enough for a demo or a CI run to reuse them.
 pub const TOKEN_LIFETIME: Duration = Duration::from_hours(24 * 30);
@@ -84,6 +90,10 @@ struct IdentityClaims<'a> {
     groups: &'a [String],
     iat: i64,
     exp: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth_time: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nonce: Option<&'a str>,
 }
 
 impl DevIssuer {
@@ -92,20 +102,47 @@ impl DevIssuer {
     }
 
     pub fn trusted(&self) -> TrustedIssuer {
-        TrustedIssuer {
-            issuer: self.issuer.clone(),
-            audience: AUDIENCE.into(),
-            keys: vec![VerificationKey {
+        TrustedIssuer::with_keys(
+            self.issuer.clone(),
+            AUDIENCE.into(),
+            vec![VerificationKey {
                 kid: Some(self.key.kid.clone()),
                 key: self.key.decoding().clone(),
                 algorithm: jsonwebtoken::Algorithm::EdDSA,
             }],
-            id_claim: "email".into(),
-            groups_claim: "groups".into(),
-        }
+        )
     }
 
+    /// The issuer's public key as a JWKS document.
+    pub fn jwks(&self) -> serde_json::Value {
+        serde_json::json!({ "keys": [self.key.jwk()] })
+    }
+
+    /// A long-lived demo token (`dev-users.json`, the printed exports).
     pub fn mint(&self, user: &DevUser, now: Timestamp) -> Result<String> {
+        self.sign(user, now, TOKEN_LIFETIME, None, None)
+    }
+
+    /// An OpenID Connect ID token for `hourglass login`; `auth_time` is when
+    /// the user picked themselves.
+    pub fn mint_id_token(
+        &self,
+        user: &DevUser,
+        now: Timestamp,
+        nonce: Option<&str>,
+        auth_time: Timestamp,
+    ) -> Result<String> {
+        self.sign(user, now, oidc::ID_TOKEN_LIFETIME, nonce, Some(auth_time.unix_seconds()))
+    }
+
+    fn sign(
+        &self,
+        user: &DevUser,
+        now: Timestamp,
+        lifetime: Duration,
+        nonce: Option<&str>,
+        auth_time: Option<i64>,
+    ) -> Result<String> {
         let claims = IdentityClaims {
             iss: &self.issuer,
             aud: AUDIENCE,
@@ -114,7 +151,9 @@ impl DevIssuer {
             name: &user.name,
             groups: &user.groups,
             iat: now.unix_seconds(),
-            exp: now.plus(TOKEN_LIFETIME).unix_seconds(),
+            exp: now.plus(lifetime).unix_seconds(),
+            auth_time,
+            nonce,
         };
         jsonwebtoken::encode(&self.key.header(), &claims, self.key.encoding())
             .map_err(|_| Error::Internal("signing a dev token failed".into()))

@@ -11,7 +11,9 @@ use hourglass_policy::Policy;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::auth::{Authenticator, TrustedIssuer};
+use hourglass_core::api::AuthConfig;
+
+use crate::auth::{Authenticator, Sessions, TrustedIssuer};
 use crate::broker::{Broker, BrokerParts};
 use crate::clock::{Clock, SystemClock};
 use crate::dev::{DevIssuer, DevUser};
@@ -19,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::keys::Ed25519Key;
 use crate::provider::Providers;
 use crate::provider::token::TokenProvider;
-use crate::settings::{BrokerSettings, DEFAULT_LISTEN};
+use crate::settings::{BrokerSettings, DEFAULT_LISTEN, DEFAULT_SESSION_LIFETIME};
 use crate::store::Store;
 
 pub struct ServerOptions {
@@ -71,20 +73,12 @@ pub async fn start(options: ServerOptions) -> Result<Server> {
 
     let store = Store::open(&data_dir.join("hourglass.db")).await?;
     let token_key = Arc::new(Ed25519Key::load_or_create(&data_dir.join("keys/token-signing.pem"))?);
-    let mut authenticator = Authenticator::default();
-    for issuer in &settings.issuers {
-        authenticator = authenticator.trust(TrustedIssuer::from_jwks_file(
-            issuer.issuer.clone(),
-            issuer.audience.clone(),
-            &BrokerSettings::resolve(&options.policy_dir, &issuer.jwks_file),
-            issuer.id_claim.clone(),
-            issuer.groups_claim.clone(),
-        )?);
-    }
-    let dev_issuer = if options.dev { Some(DevIssuer::load_or_create(&data_dir, format!("{url}/dev"))?) } else { None };
-    if let Some(dev) = &dev_issuer {
-        authenticator = authenticator.trust(dev.trusted());
-    }
+    let dev_issuer =
+        if options.dev { Some(Arc::new(DevIssuer::load_or_create(&data_dir, format!("{url}/dev"))?)) } else { None };
+    let authenticator = authenticator(&settings, &options.policy_dir, &data_dir, &url, dev_issuer.as_deref())?;
+    // Keys of discovered issuers, before the first token arrives. An IdP
+    // that cannot be reached now is tried again when a token needs it.
+    authenticator.refresh_keys(true).await;
     let providers =
         Providers::standard(TokenProvider::new(Arc::clone(&token_key), url.clone()), &data_dir, &options.policy_dir)
             .map_err(Error::Config)?;
@@ -109,7 +103,12 @@ pub async fn start(options: ServerOptions) -> Result<Server> {
         None => Vec::new(),
     };
 
-    let app = crate::http::router(Arc::clone(&broker));
+    let mut app = crate::http::router(Arc::clone(&broker));
+    if let Some(issuer) = &dev_issuer {
+        let users = crate::dev::users()?;
+        let oidc = crate::dev::oidc::DevOidc::new(Arc::clone(issuer), users, Arc::clone(&broker.clock));
+        app = app.merge(crate::dev::oidc::router(Arc::new(oidc)));
+    }
     let serving = {
         let broker = Arc::clone(&broker);
         tokio::spawn(async move {
@@ -121,5 +120,60 @@ pub async fn start(options: ServerOptions) -> Result<Server> {
     };
     let scheduler = tokio::spawn(Arc::clone(&broker).run_scheduler());
     let watcher = tokio::spawn(crate::reload::watch_policy(Arc::clone(&broker), options.policy_dir));
-    Ok(Server { addr, url, broker, data_dir, dev_tokens, tasks: vec![serving, scheduler, watcher] })
+    let keys = tokio::spawn(refresh_issuer_keys(Arc::clone(&broker)));
+    Ok(Server { addr, url, broker, data_dir, dev_tokens, tasks: vec![serving, scheduler, watcher, keys] })
+}
+
+/// Who the broker trusts, and how people log in: `[broker.login]` (its
+/// issuer trusted for ID tokens), `[[broker.issuers]]`, and in dev mode the
+/// development issuer (also the login issuer when none is configured).
+fn authenticator(
+    settings: &BrokerSettings,
+    policy_dir: &std::path::Path,
+    data_dir: &std::path::Path,
+    url: &str,
+    dev: Option<&DevIssuer>,
+) -> Result<Authenticator> {
+    let mut authenticator = Authenticator::default();
+    for issuer in &settings.issuers {
+        authenticator = authenticator.trust(TrustedIssuer::from_settings(issuer, policy_dir)?);
+    }
+    if let Some(login) = &settings.login {
+        let listed =
+            settings.issuers.iter().any(|i| i.issuer.trim_end_matches('/') == login.issuer.trim_end_matches('/'));
+        if !listed {
+            authenticator = authenticator.trust(TrustedIssuer::from_login(login)?);
+        }
+        authenticator = authenticator.with_login(AuthConfig {
+            issuer: login.issuer.trim_end_matches('/').to_owned(),
+            client_id: login.client_id.clone(),
+            scopes: login.scopes.clone(),
+            dev: false,
+        });
+    }
+    if let Some(dev) = dev {
+        authenticator = authenticator.trust(dev.trusted());
+        if settings.login.is_none() {
+            authenticator = authenticator.with_login(AuthConfig {
+                issuer: dev.issuer.clone(),
+                client_id: crate::dev::CLIENT_ID.into(),
+                scopes: ["openid", "email", "profile", "groups", "offline_access"].map(String::from).to_vec(),
+                dev: true,
+            });
+        }
+    }
+    let lifetime = settings.login.as_ref().map_or(DEFAULT_SESSION_LIFETIME, |login| login.session_lifetime);
+    let session_key = Ed25519Key::load_or_create(&data_dir.join("keys/session.pem"))?;
+    Ok(authenticator.with_sessions(Sessions::new(session_key, url.to_owned(), lifetime)))
+}
+
+/// Fetches discovered issuers' keys now and then, so that keys an IdP
+/// retires stop verifying and new ones are known before a token needs them.
+async fn refresh_issuer_keys(broker: Arc<Broker>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(crate::auth::REFRESH_INTERVAL) => broker.auth.refresh_keys(true).await,
+            () = broker.stopping() => return,
+        }
+    }
 }

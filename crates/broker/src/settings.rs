@@ -21,23 +21,80 @@ pub struct BrokerSettings {
     pub data_dir: Option<PathBuf>,
     /// Longest a provider may take to issue, renew or revoke.
     pub provider_timeout: Option<Duration>,
+    /// How people log in: the OpenID Connect issuer whose ID tokens the
+    /// broker exchanges for its own sessions (`POST /v1/auth/token`).
+    pub login: Option<LoginSettings>,
+    /// Further issuers whose tokens the broker accepts (a second IdP, a CI
+    /// pipeline's OIDC issuer).
     #[serde(default)]
     pub issuers: Vec<IssuerSettings>,
 }
 
-/// An identity provider whose tokens the broker accepts.
-#[derive(Debug, Deserialize)]
+/// `[broker.login]`: the OpenID Connect issuer of this broker's people.
+///
+/// ```toml
+/// [broker.login]
+/// issuer = "https://login.acme.example"
+/// client_id = "hourglass"
+/// session_lifetime = "8h"
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginSettings {
+    pub issuer: String,
+    /// The public (native) client registered at the issuer for Hourglass;
+    /// also the audience of the ID tokens the broker accepts.
+    pub client_id: String,
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// How long a broker session lasts before the client renews it.
+    #[serde(default = "default_session_lifetime")]
+    pub session_lifetime: Duration,
+    #[serde(default = "default_id_claim")]
+    pub id_claim: String,
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+}
+
+/// Whose tokens an issuer signs: people's, or machines' (CI pipelines).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IssuerKind {
+    #[default]
+    Person,
+    Machine,
+}
+
+/// `[[broker.issuers]]`: an identity provider whose tokens the broker accepts.
+///
+/// ```toml
+/// [[broker.issuers]]              # a CI pipeline's OIDC tokens
+/// issuer = "https://token.actions.githubusercontent.com"
+/// audience = "hourglass"
+/// kind = "machine"
+/// id_claim = "sub"
+/// groups = ["ci"]
+/// ```
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IssuerSettings {
     pub issuer: String,
     #[serde(default = "default_audience")]
     pub audience: String,
-    /// A JWKS file with the issuer's public keys (relative: to the policy directory).
-    pub jwks_file: PathBuf,
+    /// A JWKS file with the issuer's public keys (relative: to the policy
+    /// directory). Without it the keys come from the issuer's OpenID
+    /// Connect discovery document and follow its key rotation.
+    pub jwks_file: Option<PathBuf>,
+    #[serde(default)]
+    pub kind: IssuerKind,
     #[serde(default = "default_id_claim")]
     pub id_claim: String,
+    /// A claim with more groups (an array or one string); empty for none.
     #[serde(default = "default_groups_claim")]
     pub groups_claim: String,
+    /// Groups every principal of this issuer is in (e.g. `["ci"]`).
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 fn default_audience() -> String {
@@ -50,6 +107,16 @@ fn default_id_claim() -> String {
 
 fn default_groups_claim() -> String {
     "groups".into()
+}
+
+fn default_scopes() -> Vec<String> {
+    ["openid", "email", "profile", "groups", "offline_access"].map(String::from).to_vec()
+}
+
+pub const DEFAULT_SESSION_LIFETIME: Duration = Duration::from_hours(8);
+
+fn default_session_lifetime() -> Duration {
+    DEFAULT_SESSION_LIFETIME
 }
 
 impl BrokerSettings {

@@ -6,7 +6,7 @@
 //! Test names start with their topic, so `cargo test -p hourglass-broker
 //! --test api renew` runs the renewal tests (topics: auto, credential,
 //! approval, inbox, visibility, events, break_glass, renew, revoke, expiry,
-//! bad_input, auth, audit, policy_reload, meta).
+//! bad_input, auth, audit, policy_reload, meta; `login` is in api/login.rs).
 //!
 //! The demo policy in `demo/policy` is the policy under test: alice is an
 //! engineer, dave an on-call engineer, bob and erin SRE, carol security.
@@ -36,6 +36,9 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tower::ServiceExt;
+
+#[path = "api/login.rs"]
+mod login;
 
 /// The broker's public URL: the `iss` of the grant tokens it signs.
 const BROKER_URL: &str = "http://hourglass.test";

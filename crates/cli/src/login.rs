@@ -1,6 +1,13 @@
-//! `hourglass login` and `logout`. (Being written: issue 4.)
+//! `hourglass login` and `logout`: OpenID Connect through the broker's
+//! configured issuer, the session kept in the OS keyring (or, with
+//! `--print-token`, only in the shell that evaluates the output).
 
 use std::process::ExitCode;
+
+use anyhow::Context;
+use hourglass_client::login::{Login, Prompt};
+use hourglass_client::session::SessionStore;
+use hourglass_client::{Client, broker_url};
 
 use crate::show::Output;
 
@@ -9,15 +16,101 @@ pub struct LoginArgs {
     /// Use the device authorization grant (for machines without a browser).
     #[arg(long)]
     pub device: bool,
+    /// Print the login URL instead of opening the system browser.
+    #[arg(long)]
+    pub no_browser: bool,
+    /// Keep the session out of the keyring: print `export HOURGLASS_TOKEN=…`
+    /// for `eval "$(hourglass login --print-token)"`; it lives only in that shell.
+    #[arg(long)]
+    pub print_token: bool,
 }
 
 #[derive(clap::Args)]
 pub struct LogoutArgs {}
 
-pub async fn login(_broker: Option<&str>, _args: LoginArgs, _out: &Output) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("login is not available yet")
+pub async fn login(broker: Option<&str>, args: LoginArgs, out: &Output) -> anyhow::Result<ExitCode> {
+    let base = broker_url(broker);
+    // Know before the browser dance whether the session can be kept.
+    let store = if args.print_token {
+        None
+    } else {
+        let store = SessionStore::for_broker(&base)?;
+        store.check()?;
+        Some(store)
+    };
+    let login = Login::start(&base).await.with_context(|| format!("cannot log in to {base}"))?;
+    if login.config().dev {
+        out.note("This broker runs `hourglassd dev`: its issuer is a DEVELOPMENT user picker, no passwords.");
+    }
+    let no_browser = args.no_browser;
+    let prompt = move |prompt: Prompt<'_>| show_prompt(prompt, no_browser);
+    let session = if args.device { login.with_device(prompt).await? } else { login.with_browser(prompt).await? };
+
+    let client = Client::new(&base, &session.session_token)?;
+    let me = client.whoami().await?;
+    match store {
+        Some(store) => {
+            store.save(&session)?;
+            out.logged_in(&me, &client.session_info().await, login.metadata().issuer.as_str(), true);
+        }
+        None => {
+            // The refresh token is not kept anywhere: end it at the IdP.
+            if let Err(error) = hourglass_client::login::revoke(&session).await {
+                out.note(&format!("note: the identity provider's refresh token was not revoked: {error}"));
+            }
+            println!("export HOURGLASS_TOKEN={}", session.session_token);
+            out.logged_in(&me, &client.session_info().await, login.metadata().issuer.as_str(), false);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
-pub async fn logout(_broker: Option<&str>, _args: LogoutArgs, _out: &Output) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("logout is not available yet")
+/// Tells the user what to do; opens the system browser unless asked not to.
+/// Everything goes to stderr, so that `--print-token` output stays clean.
+fn show_prompt(prompt: Prompt<'_>, no_browser: bool) {
+    match prompt {
+        Prompt::Browser { url } => {
+            if no_browser || !open_browser(url) {
+                eprintln!("Open this URL in a browser to log in:\n\n  {url}\n");
+            } else {
+                eprintln!("Your browser was opened to log in. If it was not, open this URL:\n\n  {url}\n");
+            }
+            eprintln!("Waiting for the login to complete…");
+        }
+        Prompt::Device { verification_uri, verification_uri_complete, user_code } => {
+            eprintln!("On any device, open\n\n  {verification_uri}\n\nand enter the code\n\n  {user_code}\n");
+            if let Some(complete) = verification_uri_complete {
+                eprintln!("(or open {complete} directly)");
+            }
+            eprintln!("Waiting for the login to complete…");
+        }
+    }
+}
+
+fn open_browser(url: &str) -> bool {
+    let opener = if cfg!(target_os = "macos") { "open" } else { "xdg-open" };
+    std::process::Command::new(opener)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .is_ok()
+}
+
+pub async fn logout(broker: Option<&str>, _args: LogoutArgs, out: &Output) -> anyhow::Result<ExitCode> {
+    let base = broker_url(broker);
+    let store = SessionStore::for_broker(&base)?;
+    let Some(session) = store.load()? else {
+        out.note(&format!("Not logged in to {base}; nothing to do."));
+        return Ok(ExitCode::SUCCESS);
+    };
+    match hourglass_client::login::revoke(&session).await {
+        Ok(true) => out.note("The identity provider revoked the refresh token."),
+        Ok(false) => {}
+        Err(error) => out.note(&format!("note: the refresh token was not revoked at the identity provider: {error}")),
+    }
+    store.delete()?;
+    out.note(&format!("Logged out of {base}: the session is removed from the keyring."));
+    Ok(ExitCode::SUCCESS)
 }

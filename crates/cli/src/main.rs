@@ -189,11 +189,12 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<ExitCode> {
     // Every other command talks to the broker.
     let client = Client::from_env(broker)?;
     match command {
-        Command::Whoami => out.whoami(&client.whoami().await?),
+        Command::Whoami => out.whoami(&client.whoami().await?, &client.session_info().await),
         Command::Resources => out.catalog(&client.catalog().await?),
         Command::Request { resource, role, duration, reason, ticket, break_glass, wait } => {
             let body = CreateRequest { resource, role, duration, reason, ticket, break_glass, client_material: None };
-            let outcome = client.create_request(&body).await?;
+            // PostgreSQL and SSH: the secret is made here and kept by the agent.
+            let outcome = inject::file_request(&client, body, out).await?;
             if wait && outcome.request.state == RequestState::Pending {
                 out.outcome(&outcome, true);
                 let done = wait::until_decided(&client, out, &outcome.request, None).await?;

@@ -1,6 +1,7 @@
 //! Everything `hourglass` prints: text for people, or with `--json` the
 //! broker's objects as they are (each carries `id` and `state`).
 
+use hourglass_client::SessionInfo;
 use hourglass_core::api::{Catalog, GrantList, RenewOutcome, RequestList, RequestOutcome, WhoAmI};
 use hourglass_core::audit::AuditRecord;
 use hourglass_core::{AccessRequest, ApprovalRule, Grant, GrantState, RequestState, RevocationStatus, Timestamp};
@@ -51,9 +52,14 @@ impl Output {
         if local.date() == today { time } else { format!("{} {time}", local.date()) }
     }
 
-    pub fn whoami(&self, me: &WhoAmI) {
+    /// The principal the broker sees, and where the session comes from.
+    pub fn whoami(&self, me: &WhoAmI, session: &SessionInfo) {
         if self.json {
-            return self.json_value(&me.principal);
+            let mut value = serde_json::to_value(&me.principal).unwrap_or(Value::Null);
+            if let Value::Object(map) = &mut value {
+                map.insert("session".into(), serde_json::to_value(session).unwrap_or(Value::Null));
+            }
+            return self.json_value(&value);
         }
         let principal = &me.principal;
         match &principal.name {
@@ -62,6 +68,28 @@ impl Output {
         }
         let groups: Vec<&str> = principal.groups.iter().map(String::as_str).collect();
         println!("groups: {}", if groups.is_empty() { "none".to_owned() } else { groups.join(", ") });
+        let until =
+            session.expires_at.map_or_else(|| "no stated expiry".to_owned(), |at| format!("until {}", self.clock(at)));
+        println!("session: {until}, from the {}", session.source);
+        if let Some(idp) = &session.idp {
+            println!("identity provider: {idp}");
+        }
+    }
+
+    /// After `hourglass login`: who, until when, and where the session is kept.
+    pub fn logged_in(&self, me: &WhoAmI, session: &SessionInfo, issuer: &str, in_keyring: bool) {
+        let until = session.expires_at.map_or_else(String::new, |at| format!(" until {}", self.clock(at)));
+        let kept = if in_keyring {
+            "kept in the OS keyring and renewed silently"
+        } else {
+            "not stored anywhere: it lives only in the shell that evaluates the export"
+        };
+        let groups: Vec<&str> = me.principal.groups.iter().map(String::as_str).collect();
+        eprintln!(
+            "Logged in as {} ({}) through {issuer}; session{until}, {kept}.",
+            me.principal.id,
+            if groups.is_empty() { "no groups".to_owned() } else { groups.join(", ") }
+        );
     }
 
     pub fn catalog(&self, catalog: &Catalog) {

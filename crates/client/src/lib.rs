@@ -4,10 +4,16 @@
 
 pub mod agent;
 pub mod env;
+pub mod hook;
 pub mod login;
 pub mod material;
+pub mod pgpass;
+pub mod readiness;
+pub mod secrets;
 pub mod session;
 pub mod sse;
+pub mod ssh_agent;
+pub mod tools;
 
 use std::time::Duration as StdDuration;
 
@@ -36,6 +42,9 @@ pub enum Error {
     Protocol(String),
     #[error("{0}")]
     Config(String),
+    /// The local agent refused or could not be reached: its code and message.
+    #[error("{0}")]
+    Agent(agent::AgentError),
 }
 
 impl Error {
@@ -55,11 +64,49 @@ pub type Result<T> = std::result::Result<T, Error>;
 pub struct Client {
     http: reqwest::Client,
     base: String,
-    token: std::sync::Arc<Zeroizing<String>>,
+    auth: std::sync::Arc<Auth>,
+}
+
+/// Where the bearer token comes from.
+enum Auth {
+    /// A token given as is (`HOURGLASS_TOKEN`, tests, `--print-token` sessions).
+    Token(Zeroizing<String>),
+    /// The session in the OS keyring, renewed before it ends.
+    Session { store: session::SessionStore, current: tokio::sync::Mutex<session::StoredSession> },
+}
+
+/// Where the session of a client comes from, and what it says of itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionInfo {
+    /// `keyring` or `environment`.
+    pub source: &'static str,
+    /// When the bearer token expires, when it says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<hourglass_core::Timestamp>,
+    /// The identity provider the session was exchanged from, or the token's issuer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idp: Option<String>,
+}
+
+/// The broker URL: `broker` if given, else `HOURGLASS_BROKER`, else [`DEFAULT_BROKER`].
+pub fn broker_url(broker: Option<&str>) -> String {
+    let from_env = std::env::var("HOURGLASS_BROKER").ok().filter(|url| !url.trim().is_empty());
+    let base = broker.map(str::to_owned).or(from_env).unwrap_or_else(|| DEFAULT_BROKER.to_owned());
+    base.trim().trim_end_matches('/').to_owned()
 }
 
 impl Client {
     pub fn new(base: &str, token: &str) -> Result<Client> {
+        Client::with_auth(base, Auth::Token(Zeroizing::new(token.trim().to_owned())))
+    }
+
+    /// A client using the session stored in the OS keyring, renewed
+    /// silently (refresh token, then a new exchange) near its end.
+    pub fn with_session(base: &str, store: session::SessionStore, current: session::StoredSession) -> Result<Client> {
+        Client::with_auth(base, Auth::Session { store, current: tokio::sync::Mutex::new(current) })
+    }
+
+    fn with_auth(base: &str, auth: Auth) -> Result<Client> {
         let base = base.trim().trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(Error::Config(format!("broker URL \"{base}\" must start with http:// or https://")));
@@ -72,21 +119,73 @@ impl Client {
             .user_agent(concat!("hourglass/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|error| Error::Config(format!("building the HTTP client: {error}")))?;
-        Ok(Client { http, base, token: std::sync::Arc::new(Zeroizing::new(token.trim().to_owned())) })
+        Ok(Client { http, base, auth: std::sync::Arc::new(auth) })
     }
 
-    /// `HOURGLASS_BROKER` (default [`DEFAULT_BROKER`]) and `HOURGLASS_TOKEN`.
+    /// The broker (`broker`, else `HOURGLASS_BROKER`, else [`DEFAULT_BROKER`])
+    /// and credentials: `HOURGLASS_TOKEN` when set (scripts, CI, a
+    /// `--print-token` session), else the session `hourglass login` keeps in
+    /// the OS keyring for that broker.
     pub fn from_env(broker: Option<&str>) -> Result<Client> {
-        let from_env = std::env::var("HOURGLASS_BROKER").ok().filter(|url| !url.trim().is_empty());
-        let base = broker.map(str::to_owned).or(from_env).unwrap_or_else(|| DEFAULT_BROKER.to_owned());
+        let base = broker_url(broker);
         let token = Zeroizing::new(std::env::var("HOURGLASS_TOKEN").unwrap_or_default());
-        if token.trim().is_empty() {
-            return Err(Error::Config(
-                "no credentials: set HOURGLASS_TOKEN (with `hourglassd dev`, use `export HOURGLASS_TOKEN=$(hourglass dev-token alice)`)"
-                    .into(),
-            ));
+        if !token.trim().is_empty() {
+            return Client::new(&base, &token);
         }
-        Client::new(&base, &token)
+        let store = session::SessionStore::for_broker(&base)?;
+        match store.load()? {
+            Some(current) => Client::with_session(&base, store, current),
+            None => Err(Error::Config(format!(
+                "not logged in to {base}: run `hourglass login --broker {base}` (scripts and CI: set HOURGLASS_TOKEN; \
+                 with `hourglassd dev`, `export HOURGLASS_TOKEN=$(hourglass dev-token alice)` also works)"
+            ))),
+        }
+    }
+
+    /// The bearer token for the next call; a keyring session is renewed
+    /// first when it is about to end.
+    async fn bearer(&self) -> Result<Zeroizing<String>> {
+        let (store, current) = match &*self.auth {
+            Auth::Token(token) => return Ok(token.clone()),
+            Auth::Session { store, current } => (store, current),
+        };
+        let mut current = current.lock().await;
+        let now = login::time_now();
+        if !current.needs_renewal(now) {
+            return Ok(Zeroizing::new(current.session_token.clone()));
+        }
+        match login::renew(&self.base, &current).await {
+            Ok(renewed) => {
+                // The IdP rotated the refresh token: keep the new one, or the
+                // next renewal fails.
+                store.save(&renewed)?;
+                *current = renewed;
+                Ok(Zeroizing::new(current.session_token.clone()))
+            }
+            Err(error) if current.expires_at <= now => Err(Error::Config(format!(
+                "your session with {} has ended and could not be renewed ({error}): log in again with `hourglass login`",
+                self.base
+            ))),
+            // Still valid for a little while: use it, renew next time.
+            Err(_) => Ok(Zeroizing::new(current.session_token.clone())),
+        }
+    }
+
+    /// Where this client's session comes from and when it ends.
+    pub async fn session_info(&self) -> SessionInfo {
+        let source = match &*self.auth {
+            Auth::Token(_) => "environment",
+            Auth::Session { .. } => "keyring",
+        };
+        let claims = match self.bearer().await {
+            Ok(token) => session::unverified_claims(&token).unwrap_or_default(),
+            Err(_) => session::TokenClaims::default(),
+        };
+        SessionInfo {
+            source,
+            expires_at: claims.exp.map(|exp| hourglass_core::Timestamp::from_unix_millis(exp.saturating_mul(1000))),
+            idp: claims.idp.or(claims.iss),
+        }
     }
 
     pub fn base_url(&self) -> &str {
@@ -105,8 +204,9 @@ impl Client {
     }
 
     async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T> {
+        let token = self.bearer().await?;
         let response = request
-            .bearer_auth(self.token.as_str())
+            .bearer_auth(token.as_str())
             .timeout(StdDuration::from_secs(60))
             .send()
             .await
@@ -200,10 +300,11 @@ impl Client {
     /// clock. The stream ends when the connection does; reconnecting (and
     /// reloading state, since events may have been missed) is the caller's.
     pub async fn events(&self) -> Result<impl Stream<Item = Result<Event>> + Send + 'static> {
+        let token = self.bearer().await?;
         let response = self
             .http
             .get(format!("{}/v1/events", self.base))
-            .bearer_auth(self.token.as_str())
+            .bearer_auth(token.as_str())
             .header(reqwest::header::ACCEPT, "text/event-stream")
             .send()
             .await

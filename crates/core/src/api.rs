@@ -12,6 +12,7 @@ use crate::{AccessRequest, Duration, Grant, GrantId, Principal, Timestamp};
 /// a `message` for people. Codes are added only when a client needs one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(optional_fields = nullable))]
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
@@ -19,6 +20,7 @@ pub struct ApiError {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The body or a parameter is malformed.
@@ -90,6 +92,7 @@ impl std::fmt::Display for ApiError {
 /// `POST /v1/requests`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(optional_fields = nullable))]
 #[serde(deny_unknown_fields)]
 pub struct CreateRequest {
     pub resource: String,
@@ -114,6 +117,7 @@ pub struct CreateRequest {
 /// credential around it and never sees the secret itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(optional_fields = nullable))]
 #[serde(deny_unknown_fields)]
 pub struct ClientMaterial {
     /// PostgreSQL: the SCRAM-SHA-256 verifier of a password the client
@@ -129,6 +133,7 @@ pub struct ClientMaterial {
 /// The secret the client holds to complete a credential.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum ClientSecret {
     /// The password whose verifier was sent: export it as `PGPASSWORD`.
@@ -141,6 +146,7 @@ pub enum ClientSecret {
 /// works (for example, it logged in with the password only it holds).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(optional_fields = nullable))]
 #[serde(deny_unknown_fields)]
 pub struct ReadyBody {
     /// What the client checked, for the audit log.
@@ -151,6 +157,7 @@ pub struct ReadyBody {
 /// A request and, once approved, the grant it produced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(optional_fields = nullable))]
 pub struct RequestOutcome {
     pub request: AccessRequest,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -160,6 +167,7 @@ pub struct RequestOutcome {
 /// `GET /v1/requests`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(optional_fields = nullable))]
 pub struct RequestList {
     /// Requests I filed.
     pub mine: Vec<AccessRequest>,
@@ -171,6 +179,7 @@ pub struct RequestList {
 /// `POST /v1/requests/{id}/approve`, `/deny`
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(optional_fields = nullable))]
 #[serde(deny_unknown_fields)]
 pub struct DecisionBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -180,6 +189,7 @@ pub struct DecisionBody {
 /// `GET /v1/grants`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(optional_fields = nullable))]
 pub struct GrantList {
     pub grants: Vec<Grant>,
     /// The broker's clock, the reference for every deadline.
@@ -189,6 +199,7 @@ pub struct GrantList {
 /// `POST /v1/grants/{id}/renew`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(optional_fields = nullable))]
 #[serde(deny_unknown_fields)]
 pub struct RenewBody {
     /// The grant's new time left, counted from now.
@@ -203,6 +214,7 @@ pub struct RenewBody {
 /// pending approval while the grant keeps its current deadline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(optional_fields = nullable))]
 pub struct RenewOutcome {
     pub grant: Grant,
     pub request: AccessRequest,
@@ -211,6 +223,7 @@ pub struct RenewOutcome {
 /// `POST /v1/grants/{id}/revoke`
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(optional_fields = nullable))]
 #[serde(deny_unknown_fields)]
 pub struct RevokeBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -220,12 +233,14 @@ pub struct RevokeBody {
 /// `GET /v1/resources`: what can be requested.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(optional_fields = nullable))]
 pub struct Catalog {
     pub resources: Vec<CatalogResource>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(optional_fields = nullable))]
 pub struct CatalogResource {
     pub name: String,
     #[serde(default)]
@@ -236,6 +251,7 @@ pub struct CatalogResource {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(optional_fields = nullable))]
 pub struct CatalogRole {
     pub name: String,
     #[serde(default)]
@@ -257,6 +273,7 @@ pub struct CatalogRole {
 /// `GET /v1/whoami`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(optional_fields = nullable))]
 pub struct WhoAmI {
     pub principal: Principal,
     pub server_time: Timestamp,
@@ -266,6 +283,7 @@ pub struct WhoAmI {
 /// for its owner only. Zeroized when dropped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(optional_fields = nullable))]
 pub struct Credential {
     #[zeroize(skip)]
     pub grant_id: GrantId,
@@ -291,6 +309,7 @@ pub struct Credential {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(optional_fields = nullable))]
 pub struct EnvVar {
     pub name: String,
     pub value: String,
@@ -303,6 +322,7 @@ pub struct EnvVar {
 /// (Authorization Code with PKCE, or the device grant).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(optional_fields = nullable))]
 pub struct AuthConfig {
     /// The issuer URL; its discovery document is at
     /// `{issuer}/.well-known/openid-configuration`.
@@ -319,6 +339,7 @@ pub struct AuthConfig {
 /// OIDC token) names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(optional_fields = nullable))]
 pub struct SessionToken {
     pub access_token: String,
     #[zeroize(skip)]
@@ -333,6 +354,7 @@ pub struct SessionToken {
 /// `GET /healthz`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(optional_fields = nullable))]
 pub struct Health {
     pub status: String,
     pub version: String,
@@ -343,6 +365,7 @@ pub struct Health {
 /// field carries [`EventKind`], `data:` this object as JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(optional_fields = nullable))]
 pub struct Event {
     pub kind: EventKind,
     /// The broker's clock when the event happened.
@@ -355,6 +378,7 @@ pub struct Event {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub enum EventKind {
     /// First message on every connection: carries the broker's clock.
     #[serde(rename = "hello")]

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 /// `count` approvals from members of `group`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(optional_fields = nullable))]
 pub struct ApprovalRule {
     pub group: String,
     pub count: u32,

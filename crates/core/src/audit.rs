@@ -14,6 +14,7 @@ use crate::Timestamp;
 /// What happened. Dotted names keep SIEM queries simple (`action:grant.*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub enum AuditAction {
     #[serde(rename = "broker.started")]
     BrokerStarted,
@@ -90,6 +91,7 @@ impl AuditAction {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum AuditResult {
     Ok,
@@ -102,6 +104,7 @@ pub enum AuditResult {
 /// One audit event, before it is chained. `seq` is assigned by the store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(optional_fields = nullable))]
 pub struct AuditEvent {
     pub seq: u64,
     pub at: Timestamp,
@@ -119,12 +122,14 @@ pub struct AuditEvent {
     pub result: AuditResult,
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "ts", ts(type = "Record<string, unknown>"))]
     pub details: serde_json::Map<String, serde_json::Value>,
 }
 
 /// An event as stored and exported: the event plus its place in the chain.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(optional_fields = nullable))]
 pub struct AuditRecord {
     #[serde(flatten)]
     pub event: AuditEvent,

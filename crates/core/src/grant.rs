@@ -15,6 +15,7 @@ use crate::{AccessRequest, Duration, GrantId, Timestamp};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum GrantState {
     /// The provider is creating the credential.
@@ -60,6 +61,7 @@ impl std::fmt::Display for GrantState {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum RevocationStatus {
     /// The provider has not yet confirmed the credential is gone.
@@ -70,6 +72,7 @@ pub enum RevocationStatus {
 /// The provider-side removal of a grant's credential, retried until done.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(optional_fields = nullable))]
 pub struct Revocation {
     pub status: RevocationStatus,
     pub attempts: u32,
@@ -83,6 +86,7 @@ pub struct Revocation {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(optional_fields = nullable))]
 pub struct Grant {
     pub id: GrantId,
     pub request_id: crate::RequestId,

@@ -24,6 +24,7 @@ macro_rules! id_type {
     ($name:ident, $prefix:literal, $noun:literal, $example:literal) => {
         #[doc = concat!("Identifies a ", $noun, ", e.g. `", $example, "`.")]
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(type = "string"))]
         pub struct $name(String);
 
         impl $name {

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 /// group change at the IdP takes effect with the next token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(optional_fields = nullable))]
 pub struct Principal {
     pub id: String,
     /// A name for people to read, when the IdP provides one.

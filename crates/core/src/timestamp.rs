@@ -13,6 +13,7 @@ use crate::Duration;
 /// (`2026-11-23T14:32:00.000Z`). Milliseconds keep the store's integer
 /// columns and the JSON form exactly equal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(type = "string"))]
 pub struct Timestamp(i64);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,206 +1,354 @@
-//! The exec provider running a real hook script, driven through the CLI.
+//! The exec provider running a real hook (`tests/hooks/record.sh`) under a
+//! real `hourglassd dev`, driven by the `hourglass` CLI.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
 use hourglass_e2e::{DevBroker, eventually, policy_dir};
-use serde_json::Value;
+use serde_json::{Value, json};
 
+/// Engineers may request `orders-cloud/deploy` and get it at once.
 const CEDAR: &str = r#"
-permit (principal in Group::"engineers", action in [Action::"request", Action::"auto_approve"], resource);
+@id("engineers-may-request")
+permit (principal in Group::"engineers", action == Action::"request", resource);
+
+@id("orders-cloud-is-automatic")
+permit (principal in Group::"engineers", action == Action::"auto_approve", resource in Resource::"orders-cloud");
 "#;
 
-/// A hook that logs each call (action, then its JSON input) and answers
-/// with credentials; `fail-issue`/`fail-revoke`/`hang` marker files in its
-/// directory make it fail or hang, so a test can break and mend it.
-const HOOK: &str = r#"#!/bin/sh
-dir=$(dirname "$0")
-action=$HOURGLASS_ACTION
-input=$(cat)
-printf '%s\t%s\t%s\t%s\n' "$action" "$input" "$(env | tr '\n' ' ')" "$*" >> "$dir/calls.log"
-[ -e "$dir/hang" ] && sleep 60
-if [ -e "$dir/fail-$action" ]; then
-    echo "cloud says: AccessDenied for $action" >&2
-    exit 2
-fi
-case "$action" in
-    issue|renew)
-        echo '{"state": {"session": "s-1"}, "env": {"CLOUD_TOKEN": "tok-secret-42", "CLOUD_REGION": "eu-west-1"}, "public": ["CLOUD_REGION"], "verification": {"checked": "session s-1"}}' ;;
-    revoke)
-        echo '{"verification": {"session": "ended"}}' ;;
-esac
-"#;
-
-struct Setup {
+/// A broker whose `orders-cloud` resource runs the recording hook, which
+/// logs to and takes its orders from `work`.
+struct Exec {
     broker: DevBroker,
+    work: tempfile::TempDir,
     policy: tempfile::TempDir,
 }
 
-impl Setup {
-    fn new(timeout: &str) -> Setup {
+impl Exec {
+    fn start(timeout: &str, env: &[(&str, &str)]) -> Exec {
+        let work = tempfile::tempdir().expect("work dir");
         let toml = format!(
             r#"
 [defaults]
-workflow = "review"
+workflow = "sre-review"
 min_duration = "5s"
-renewals_without_approval = 5
+max_duration = "1h"
+default_duration = "15m"
+max_total = "4h"
+renewals_without_approval = 2
+pending_timeout = "30m"
+reason_required = true
 
-[workflows.review]
+[workflows.sre-review]
 approvals = [{{ group = "sre", count = 1 }}]
 
-[resources.cloud]
+[resources.orders-cloud]
+description = "Orders cloud account, through a team's hook"
 provider = "exec"
-settings = {{ command = ["./hook.sh", "--account", "prod"], timeout = "{timeout}", pass_env = ["CLOUD_PROFILE"] }}
+labels = ["production"]
+settings = {{ command = ["hooks/record.sh", "{work}"], timeout = "{timeout}", pass_env = ["PASSED_TO_HOOK"] }}
 
-[resources.cloud.roles.admin]
-settings = {{ role_arn = "arn:cloud:role/admin" }}
-"#
+[resources.orders-cloud.roles.deploy]
+description = "Deploy orders"
+settings = {{ cloud_role = "orders-deployer", max_session = 3600 }}
+"#,
+            work = work.path().display()
         );
         let policy = policy_dir(&toml, CEDAR);
-        let hook = policy.path().join("hook.sh");
-        std::fs::write(&hook, HOOK).expect("hook");
-        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        let broker = DevBroker::start_with_policy(
-            policy.path(),
-            &[("CLOUD_PROFILE", "prod-profile"), ("ORDERS_DB_ADMIN_DSN", "host=db password=broker-only-secret")],
-        );
-        Setup { broker, policy }
+        // The hook lives in the policy directory, where `hooks/record.sh` resolves.
+        let hook = policy.path().join("hooks/record.sh");
+        std::fs::create_dir_all(hook.parent().unwrap()).unwrap();
+        std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("hooks/record.sh"), &hook).expect("hook copied");
+        set_executable(&hook);
+        let broker = DevBroker::start_with_policy(policy.path(), env);
+        Exec { broker, work, policy }
     }
 
-    /// Each hook call: (action, its JSON input, its environment, its arguments).
-    fn calls(&self) -> Vec<(String, Value, String, String)> {
-        let log = std::fs::read_to_string(self.policy.path().join("calls.log")).unwrap_or_default();
+    /// Makes the hook fail `action` with `stderr`, or succeed again (`None`).
+    fn fail(&self, action: &str, stderr: Option<&str>) {
+        let marker = self.work.path().join(format!("fail-{action}"));
+        match stderr {
+            Some(text) => std::fs::write(marker, text).unwrap(),
+            None => std::fs::remove_file(marker).unwrap(),
+        }
+    }
+
+    /// Every call the hook logged: its action and its stdin.
+    fn calls(&self) -> Vec<(String, Value)> {
+        let log = std::fs::read_to_string(self.work.path().join("calls.log")).unwrap_or_default();
         log.lines()
             .map(|line| {
-                let mut parts = line.splitn(4, '\t');
-                let action = parts.next().unwrap_or_default().to_owned();
-                let input = serde_json::from_str(parts.next().unwrap_or("null")).expect("the hook got JSON");
-                let env = parts.next().unwrap_or_default().to_owned();
-                (action, input, env, parts.next().unwrap_or_default().to_owned())
+                let (action, input) = line.split_once(' ').expect("ACTION JSON");
+                (action.to_owned(), serde_json::from_str(input).expect("the hook got JSON on stdin"))
             })
             .collect()
     }
 
-    fn marker(&self, name: &str) -> std::path::PathBuf {
-        self.policy.path().join(name)
+    fn actions(&self) -> Vec<String> {
+        self.calls().into_iter().map(|(action, _)| action).collect()
+    }
+
+    fn request(&self) -> Value {
+        let request = self.broker.json(
+            "alice",
+            &["request", "orders-cloud", "--role", "deploy", "--for", "15m", "--reason", "deploy orders"],
+        );
+        assert_eq!(request["grant"]["state"], "active", "issued at once through the hook: {request}");
+        request["grant"].clone()
+    }
+
+    /// alice's grant `id` among her ended grants, once `done` says so.
+    fn ended(&self, id: &str, done: impl Fn(&Value) -> bool) -> Option<Value> {
+        eventually(Duration::from_secs(30), || {
+            let all = self.broker.json("alice", &["grants", "--ended"]);
+            let grant = all.as_array()?.iter().find(|g| g["id"] == id)?.clone();
+            done(&grant).then_some(grant)
+        })
+    }
+
+    /// The audit log, one JSON event per line.
+    fn audit(&self) -> Vec<Value> {
+        let data_dir = self.broker.data_dir.to_str().unwrap();
+        let export = self.broker.hourglassd(&["audit", "export", "--data-dir", data_dir]);
+        assert!(export.ok, "audit export runs: {}", export.stderr);
+        export.stdout.lines().map(|line| serde_json::from_str(line).expect("JSON line")).collect()
     }
 }
 
-fn touch(path: &Path) {
-    std::fs::write(path, "").expect("marker");
-}
-
-fn request(setup: &Setup, duration: &str) -> Value {
-    setup.broker.json("alice", &["request", "cloud", "--role", "admin", "--for", duration, "--reason", "rotate keys"])
-}
-
 #[test]
-fn exec_hook_receives_the_grant_as_json_and_serves_its_credentials() {
-    let setup = Setup::new("10s");
-    let request = request(&setup, "10m");
-    let grant = &request["grant"];
-    assert_eq!(grant["state"], "active", "the hook issued it: {request}");
-    let id = grant["id"].as_str().expect("grant id").to_owned();
+fn exec_credentials_are_never_stored_and_are_minted_again_after_a_restart() {
+    let mut exec = Exec::start("10s", &[]);
+    let grant = exec.request();
+    let grant_id = id(&grant);
+    let env = exec.broker.hourglass("alice", &["env", &grant_id, "--shell", "bash"]);
+    assert!(env.stdout.contains("export ORDERS_CLOUD_KEY='key-issue-1'"), "issued: {}{}", env.stdout, env.stderr);
 
-    let calls = setup.calls();
-    let (action, input, env, args) = &calls[0];
-    assert_eq!(action, "issue", "the action is in HOURGLASS_ACTION");
-    assert_eq!(args, "--account prod issue", "the configured arguments, then the action");
-    assert_eq!(input["version"], 1, "protocol version");
-    assert_eq!(input["action"], "issue");
-    assert_eq!(input["grant"]["id"], id.as_str(), "the grant as JSON");
-    assert_eq!(input["grant"]["owner"], "alice@acme.example");
-    assert_eq!(input["grant"]["expires_at"], grant["expires_at"], "the deadline the credential must honour");
-    assert_eq!(input["role"]["settings"]["role_arn"], "arn:cloud:role/admin", "role settings reach the hook");
-    assert_eq!(input["state"], Value::Null, "no state before issue");
-    assert!(env.contains("CLOUD_PROFILE=prod-profile"), "pass_env variables reach the hook: {env}");
-    assert!(env.contains("HOURGLASS_ACTION=issue"), "the action is in the environment too");
-    assert!(!env.contains("broker-only-secret"), "the broker's own environment never reaches a hook: {env}");
-
-    let exports = setup.broker.hourglass("alice", &["env", &id, "--shell", "bash"]);
-    assert!(exports.ok, "{}", exports.stderr);
+    // Killed hard: nothing is written on the way out.
+    exec.broker.kill();
+    let data_dir = exec.broker.data_dir.clone();
+    let mut stored = Vec::new();
+    for file in std::fs::read_dir(&data_dir).unwrap().flatten() {
+        if file.file_name().to_string_lossy().starts_with("hourglass.db") {
+            stored.extend(std::fs::read(file.path()).unwrap());
+        }
+    }
+    assert!(!stored.is_empty(), "the store is in {}", data_dir.display());
+    let needle = b"key-issue-1";
+    assert!(!stored.windows(needle.len()).any(|w| w == needle), "the hook's credential is not in the store");
     assert!(
-        exports.stdout.contains("export CLOUD_TOKEN='tok-secret-42'"),
-        "the hook's credentials: {}",
-        exports.stdout
+        stored.windows(grant_id.len()).any(|w| w == grant_id.as_bytes()),
+        "while the grant is (the search above can find what is there)"
     );
-    assert!(exports.stdout.contains("export CLOUD_REGION='eu-west-1'"), "{}", exports.stdout);
 
-    let renewed = setup.broker.json("alice", &["renew", &id, "--for", "20m"]);
-    let (action, input, _, _) = setup.calls().pop().expect("a renew call");
-    assert_eq!(action, "renew");
-    assert_eq!(input["grant"]["expires_at"], renewed["expires_at"], "renew carries the new deadline");
-    assert_eq!(input["state"]["session"], "s-1", "the hook gets back the state it returned");
+    let restarted = DevBroker::start_in_with_policy(&data_dir, exec.policy.path(), &[]);
+    let env = restarted.hourglass("alice", &["env", &grant_id, "--shell", "bash"]);
+    assert!(env.ok, "credentials after a restart: {}", env.stderr);
+    assert!(env.stdout.contains("export ORDERS_CLOUD_KEY='key-renew-2'"), "minted again: {}", env.stdout);
+    let calls = exec.calls();
+    let (action, input) = calls.last().unwrap();
+    assert_eq!(action, "renew", "a reissue runs renew");
+    assert_eq!(input["reissue"], true, "marked as a reissue: {input}");
+    assert_eq!(input["grant"]["expires_at"], grant["expires_at"], "for the same deadline: {input}");
+    assert_eq!(input["state"], json!({"account": format!("acct-{grant_id}")}), "with the stored state: {input}");
+    let again = restarted.hourglass("alice", &["env", &grant_id, "--shell", "bash"]);
+    assert!(again.stdout.contains("key-renew-2") && exec.calls().len() == 2, "then served from memory again");
+    drop(restarted);
+}
 
-    let revoked = setup.broker.json("alice", &["revoke", &id]);
-    assert_eq!(revoked["revocation"]["status"], "done", "{revoked}");
-    let (action, input, _, _) = setup.calls().pop().expect("a revoke call");
-    assert_eq!(action, "revoke");
-    assert_eq!(input["state"]["session"], "s-1", "revoke knows what to undo");
+fn set_executable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("hook made executable");
+}
 
-    let data_dir = setup.broker.data_dir.to_str().expect("utf-8 path").to_owned();
-    let export = setup.broker.hourglassd(&["audit", "export", "--data-dir", &data_dir]);
-    assert!(export.stdout.contains("\"checked\":\"session s-1\""), "the hook's verification is audited");
-    assert!(!export.stdout.contains("tok-secret-42"), "the credentials never reach the audit log");
-    let mut store = std::fs::read(setup.broker.data_dir.join("hourglass.db")).expect("store");
-    store.extend(std::fs::read(setup.broker.data_dir.join("hourglass.db-wal")).unwrap_or_default());
-    assert!(!String::from_utf8_lossy(&store).contains("tok-secret-42"), "nor the broker's store");
+fn id(grant: &Value) -> String {
+    grant["id"].as_str().expect("a grant id").to_owned()
+}
+
+/// Whether process `pid` is gone; a zombie (killed, not yet reaped by
+/// init) counts as gone.
+fn process_gone(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
 }
 
 #[test]
-fn exec_failing_issue_ends_the_grant_failed_with_the_hooks_stderr() {
-    let setup = Setup::new("10s");
-    touch(&setup.marker("fail-issue"));
-    let run = setup
-        .broker
-        .hourglass("alice", &["request", "cloud", "--role", "admin", "--for", "10m", "--reason", "rotate keys"]);
-    assert!(!run.ok, "the request fails with the hook");
-    assert!(run.stderr.contains("cloud says: AccessDenied for issue"), "the hook's stderr explains it: {}", run.stderr);
-    let grants = setup.broker.json("alice", &["grants", "--ended"]);
-    assert_eq!(grants[0]["state"], "failed", "nothing is left active: {grants}");
-    let data_dir = setup.broker.data_dir.to_str().expect("utf-8 path").to_owned();
-    let export = setup.broker.hourglassd(&["audit", "export", "--data-dir", &data_dir]);
-    let failed = export.stdout.lines().find(|l| l.contains("grant.issue_failed")).expect("audited");
-    assert!(failed.contains("AccessDenied for issue"), "stderr in the audit log: {failed}");
+fn exec_hook_receives_the_grant_as_json_and_its_credentials_reach_the_owner() {
+    let exec = Exec::start("10s", &[]);
+    let grant = exec.request();
+    let grant_id = id(&grant);
+
+    // issue: the hook got the grant, the resource and the role's settings.
+    let calls = exec.calls();
+    assert_eq!(exec.actions(), ["issue"], "one hook run for the issue");
+    let (_, input) = &calls[0];
+    assert_eq!(input["version"], 1, "protocol version: {input}");
+    assert_eq!(input["action"], "issue", "{input}");
+    assert_eq!(input["reissue"], false, "{input}");
+    assert_eq!(input["grant"]["id"], grant_id.as_str(), "the grant: {input}");
+    assert_eq!(input["grant"]["owner"], "alice@acme.example", "its owner: {input}");
+    assert_eq!(input["grant"]["role"], "deploy", "{input}");
+    assert_eq!(input["grant"]["expires_at"], grant["expires_at"], "its deadline: {input}");
+    assert_eq!(input["resource"]["name"], "orders-cloud", "{input}");
+    assert_eq!(input["resource"]["labels"], json!(["production"]), "{input}");
+    assert_eq!(input["role"]["name"], "deploy", "{input}");
+    assert_eq!(
+        input["role"]["settings"],
+        json!({"cloud_role": "orders-deployer", "max_session": 3600}),
+        "role settings, so one hook serves several roles: {input}"
+    );
+    assert_eq!(input["state"], Value::Null, "nothing before issue: {input}");
+    assert!(input["now"].as_str().is_some_and(|now| now.ends_with('Z')), "the broker's time: {input}");
+
+    // The owner gets the hook's credentials; the broker holds them in memory.
+    let env = exec.broker.hourglass("alice", &["env", &grant_id, "--shell", "bash"]);
+    assert!(env.ok, "hourglass env works: {}", env.stderr);
+    assert!(env.stdout.contains("export ORDERS_CLOUD_KEY='key-issue-1'"), "the hook's key: {}", env.stdout);
+    assert!(env.stdout.contains("export ORDERS_CLOUD_REGION='eu-west-1'"), "and region: {}", env.stdout);
+    let credential = exec.broker.json("alice", &["env", &grant_id]);
+    let secret = |name: &str| {
+        credential["env"].as_array().unwrap().iter().find(|v| v["name"] == name).map(|v| v["secret"].clone())
+    };
+    assert_eq!(secret("ORDERS_CLOUD_KEY"), Some(json!(true)), "secret by default: {credential}");
+    assert_eq!(secret("ORDERS_CLOUD_REGION"), Some(json!(false)), "public when the hook says so: {credential}");
+    assert_eq!(exec.actions(), ["issue"], "fetching credentials runs no hook while the broker has them");
+
+    // renew: the hook gets the new deadline and its own state back.
+    let renewed = exec.broker.json("alice", &["renew", &grant_id, "--for", "30m"]);
+    assert!(renewed["expires_at"].as_str() > grant["expires_at"].as_str(), "the deadline moved: {renewed}");
+    let (action, input) = exec.calls().pop().unwrap();
+    assert_eq!(action, "renew", "renew runs the hook");
+    assert_eq!(input["grant"]["expires_at"], renewed["expires_at"], "with the new deadline: {input}");
+    assert_eq!(input["state"], json!({"account": format!("acct-{grant_id}")}), "and the issue's state: {input}");
+    let env = exec.broker.hourglass("alice", &["env", &grant_id, "--shell", "bash"]);
+    assert!(env.stdout.contains("export ORDERS_CLOUD_KEY='key-renew-2'"), "renew's credentials: {}", env.stdout);
+
+    // revoke: the hook removes the credential; the broker forgets it.
+    let revoked = exec.broker.json("alice", &["revoke", &grant_id, "--reason", "deployed"]);
+    assert_eq!(revoked["state"], "revoked", "{revoked}");
+    assert_eq!(revoked["revocation"]["status"], "done", "the hook confirmed at once: {revoked}");
+    let (action, input) = exec.calls().pop().unwrap();
+    assert_eq!(action, "revoke", "revoke runs the hook");
+    assert_eq!(input["state"], json!({"account": format!("acct-{grant_id}")}), "with the state: {input}");
+    let gone = exec.broker.hourglass("alice", &["env", &grant_id]);
+    assert!(!gone.ok && gone.stderr.contains("revoked"), "no credential after revoke: {}", gone.stderr);
+
+    // What the hook verified is in the audit log; its credentials are not.
+    let audit = exec.audit();
+    let verified = |action: &str| {
+        audit.iter().find(|e| e["action"] == action && e["target"] == grant_id.as_str()).map(|e| e.to_string())
+    };
+    let issued = verified("grant.issued").expect("grant.issued audited");
+    assert!(issued.contains(&format!("acct-{grant_id}")), "the hook's verification is audited: {issued}");
+    let attempt = verified("grant.revocation_attempt").expect("revocation audited");
+    assert!(attempt.contains(&format!("\"removed\":\"acct-{grant_id}\"")), "what revoke verified: {attempt}");
+    let everything: String = audit.iter().map(Value::to_string).collect();
+    assert!(!everything.contains("key-issue-1") && !everything.contains("key-renew-2"), "no credential audited");
+}
+
+#[test]
+fn exec_hook_never_sees_the_brokers_secret_environment() {
+    let admin_dsn = "postgres://admin:hunter2-admin@db.internal/orders";
+    let exec = Exec::start("10s", &[("ORDERS_DB_ADMIN_DSN", admin_dsn), ("PASSED_TO_HOOK", "visible")]);
+    exec.request();
+    let env = std::fs::read_to_string(exec.work.path().join("env.issue")).expect("the hook recorded its environment");
+    assert!(!env.contains("ORDERS_DB_ADMIN_DSN") && !env.contains("hunter2"), "the broker's secret stays out: {env}");
+    assert!(!env.contains("HOURGLASS_LOG"), "nothing of the broker's own environment is passed: {env}");
+    assert!(env.lines().any(|line| line == "PASSED_TO_HOOK=visible"), "pass_env passes what it lists: {env}");
+    assert!(env.lines().any(|line| line == "HOURGLASS_ACTION=issue"), "the action is in the environment: {env}");
+}
+
+#[test]
+fn exec_failing_issue_fails_the_grant_with_the_hooks_stderr() {
+    let exec = Exec::start("10s", &[]);
+    exec.fail("issue", Some("quota exceeded for team orders\n"));
+    let run = exec.broker.hourglass(
+        "alice",
+        &["request", "orders-cloud", "--role", "deploy", "--for", "15m", "--reason", "deploy orders"],
+    );
+    assert!(!run.ok, "the request fails when the hook does");
+    assert!(
+        run.stderr.contains("orders-cloud: exec hook issue failed (exit status 3): quota exceeded for team orders"),
+        "the CLI names the hook's complaint: {}",
+        run.stderr
+    );
+    assert_eq!(exec.broker.json("alice", &["grants"]).as_array().map(Vec::len), Some(0), "no live grant");
+    let ended = exec.broker.json("alice", &["grants", "--ended"]);
+    let grant = ended.as_array().and_then(|all| all.first()).cloned().expect("the failed grant is listed");
+    assert_eq!(grant["state"], "failed", "{grant}");
+
+    // The hook is asked to undo whatever the failed issue half-did.
+    let grant =
+        exec.ended(&id(&grant), |g| g["revocation"]["status"] == "done").expect("the failed grant's cleanup completes");
+    assert_eq!(grant["state"], "failed", "{grant}");
+    let calls = exec.calls();
+    let actions: Vec<&str> = calls.iter().map(|(action, _)| action.as_str()).collect();
+    assert_eq!(actions, ["issue", "revoke"], "issue failed, then revoke cleaned up");
+    assert_eq!(calls[1].1["state"], Value::Null, "with no state, as none was stored: {}", calls[1].1);
+
+    let audit = exec.audit();
+    let failed = audit.iter().find(|e| e["action"] == "grant.issue_failed").expect("grant.issue_failed audited");
+    assert!(
+        failed["reason"].as_str().is_some_and(|reason| reason.contains("quota exceeded for team orders")),
+        "the hook's stderr is in the audit log: {failed}"
+    );
 }
 
 #[test]
 fn exec_failing_revoke_is_retried_until_it_succeeds() {
-    let setup = Setup::new("10s");
-    let id = request(&setup, "10m")["grant"]["id"].as_str().expect("id").to_owned();
-    touch(&setup.marker("fail-revoke"));
-    let revoked = setup.broker.json("alice", &["revoke", &id]);
-    assert_eq!(revoked["state"], "revoked", "the grant ends at once");
-    assert_eq!(revoked["revocation"]["status"], "pending", "the hook failed: {revoked}");
-    assert!(
-        revoked["revocation"]["last_error"].as_str().is_some_and(|e| e.contains("AccessDenied for revoke")),
-        "{revoked}"
-    );
-    let retried = eventually(Duration::from_secs(15), || {
-        let grants = setup.broker.json("alice", &["grants", "--ended"]);
-        (grants[0]["revocation"]["attempts"].as_u64() >= Some(2)).then_some(())
-    });
-    assert!(retried.is_some(), "the broker retries a failed revocation");
+    let exec = Exec::start("10s", &[]);
+    let grant_id = id(&exec.request());
+    exec.fail("revoke", Some("cloud api unavailable"));
 
-    std::fs::remove_file(setup.marker("fail-revoke")).expect("mend the hook");
-    let done = eventually(Duration::from_secs(20), || {
-        let grants = setup.broker.json("alice", &["grants", "--ended"]);
-        (grants[0]["revocation"]["status"] == "done").then(|| grants[0].clone())
-    })
-    .expect("once the hook works again the revocation completes");
-    assert!(done["revocation"]["attempts"].as_u64() >= Some(3), "{done}");
+    let revoked = exec.broker.json("alice", &["revoke", &grant_id]);
+    assert_eq!(revoked["state"], "revoked", "revoked at once in the broker: {revoked}");
+    assert_ne!(revoked["revocation"]["status"], "done", "but not confirmed by the hook: {revoked}");
+    assert!(
+        revoked["revocation"]["last_error"].as_str().is_some_and(|e| e.contains("cloud api unavailable")),
+        "the hook's stderr says why: {revoked}"
+    );
+    let gone = exec.broker.hourglass("alice", &["env", &grant_id]);
+    assert!(!gone.ok, "no credential while the revocation is pending: {}", gone.stdout);
+
+    let retried = exec.ended(&grant_id, |g| g["revocation"]["attempts"].as_u64() > Some(1));
+    let retried = retried.expect("the scheduler retries the failed revocation");
+    assert_ne!(retried["revocation"]["status"], "done", "still failing while the hook fails: {retried}");
+
+    exec.fail("revoke", None);
+    let done = exec.ended(&grant_id, |g| g["revocation"]["status"] == "done").expect("retried until it succeeds");
+    assert_eq!(done["state"], "revoked", "{done}");
+
+    let attempts: Vec<Value> = exec
+        .audit()
+        .into_iter()
+        .filter(|e| e["action"] == "grant.revocation_attempt" && e["target"] == grant_id.as_str())
+        .collect();
+    assert!(attempts.len() >= 3, "every attempt is audited: {attempts:?}");
+    let (last, failures) = attempts.split_last().unwrap();
+    assert!(
+        failures.iter().all(|e| e["reason"].as_str().is_some_and(|r| r.contains("cloud api unavailable"))),
+        "each failure records the hook's stderr: {failures:?}"
+    );
+    assert!(last["reason"].is_null() && last.to_string().contains("removed"), "the last one succeeded: {last}");
 }
 
 #[test]
-fn exec_hanging_hook_times_out_with_a_clear_error() {
-    let setup = Setup::new("2s");
-    touch(&setup.marker("hang"));
-    let run = setup
-        .broker
-        .hourglass("alice", &["request", "cloud", "--role", "admin", "--for", "10m", "--reason", "rotate keys"]);
-    assert!(!run.ok && run.stderr.contains("timed out after 2s"), "{}", run.stderr);
-    let leftover = std::process::Command::new("pgrep").args(["-f", "sleep 60"]).output().expect("pgrep");
-    let mine = String::from_utf8_lossy(&leftover.stdout).lines().count();
-    assert_eq!(mine, 0, "the hung hook and its sleep were killed");
+fn exec_hanging_hook_times_out_and_leaves_no_process_behind() {
+    let exec = Exec::start("2s", &[]);
+    std::fs::write(exec.work.path().join("hang-issue"), "").unwrap();
+    let run = exec.broker.hourglass(
+        "alice",
+        &["request", "orders-cloud", "--role", "deploy", "--for", "15m", "--reason", "deploy orders"],
+    );
+    assert!(!run.ok, "a hook that hangs fails the request");
+    assert!(run.stderr.contains("exec hook issue timed out after 2s"), "says it timed out: {}", run.stderr);
+    let pid = std::fs::read_to_string(exec.work.path().join("sleep.pid")).expect("the hook started its sleep");
+    let pid = pid.trim();
+    assert!(
+        eventually(Duration::from_secs(10), || process_gone(pid).then_some(())).is_some(),
+        "the hook's own child (sleep, pid {pid}) was killed with it"
+    );
+    let ended = exec.broker.json("alice", &["grants", "--ended"]);
+    assert_eq!(ended[0]["state"], "failed", "the grant failed: {ended}");
 }

@@ -1,1 +1,296 @@
-//! Logging in against a real OpenID Connect provider. (Being written.)
+//! Logging in with `hourglass login` against a real OpenID Connect provider
+//! (npm oidc-provider) and against `hourglassd dev`'s development issuer,
+//! with sessions kept in a real Secret Service (gnome-keyring on a private
+//! session bus). A headless browser plays the person at the login pages.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hourglass_e2e::keyring::SessionBus;
+use hourglass_e2e::oidc::{Browser, OidcProvider};
+use hourglass_e2e::{DevBroker, Run, bin};
+use serde_json::Value;
+
+/// `hourglassd serve` with the demo policy whose people log in at `idp`.
+fn broker_for(idp: &OidcProvider, session_lifetime: &str) -> (DevBroker, tempfile::TempDir) {
+    let config = tempfile::tempdir().expect("temp dir");
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo/policy");
+    for entry in std::fs::read_dir(&demo).expect("demo policy") {
+        let entry = entry.expect("an entry");
+        std::fs::copy(entry.path(), config.path().join(entry.file_name())).expect("copied");
+    }
+    let toml = std::fs::read_to_string(config.path().join("hourglass.toml")).expect("hourglass.toml");
+    let broker = format!(
+        "[broker]\ndata_dir = \"data\"\n\n[broker.login]\nissuer = \"{}\"\nclient_id = \"hourglass\"\nsession_lifetime = \"{session_lifetime}\"\n\n",
+        idp.issuer
+    );
+    std::fs::write(config.path().join("hourglass.toml"), broker + &toml).expect("hourglass.toml");
+    let broker = DevBroker::serve(config.path(), Default::default());
+    (broker, config)
+}
+
+/// `hourglass ARGS` against `broker`, with no token in the environment:
+/// whatever it knows comes from the keyring on `bus`.
+fn hourglass(broker: &str, env: &[(String, String)], args: &[&str]) -> Command {
+    let mut command = Command::new(bin("hourglass"));
+    command
+        .args(args)
+        .env_remove("HOURGLASS_TOKEN")
+        .env("HOURGLASS_BROKER", broker)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    command
+}
+
+fn run(mut command: Command) -> Run {
+    Run::from(command.output().expect("hourglass runs"))
+}
+
+fn json(run: &Run, what: &str) -> Value {
+    assert!(run.ok, "{what} failed: {}", run.stderr);
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{what} printed no JSON ({e}): {}", run.stdout))
+}
+
+/// A `hourglass login` in progress: killed if the test fails before it ends.
+struct LoginProcess {
+    child: Option<Child>,
+    stderr_lines: std::io::Lines<BufReader<std::process::ChildStderr>>,
+    seen: String,
+}
+
+impl LoginProcess {
+    fn start(mut command: Command) -> LoginProcess {
+        let mut child =
+            command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("login starts");
+        let stderr_lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        LoginProcess { child: Some(child), stderr_lines, seen: String::new() }
+    }
+
+    /// The first line of stderr (trimmed) for which `pick` says yes.
+    fn line(&mut self, pick: impl Fn(&str) -> Option<String>) -> String {
+        for line in self.stderr_lines.by_ref() {
+            let line = line.expect("stderr");
+            self.seen.push_str(&line);
+            self.seen.push('\n');
+            if let Some(found) = pick(line.trim()) {
+                return found;
+            }
+        }
+        panic!("hourglass login ended without printing what the test waits for:\n{}", self.seen)
+    }
+
+    /// The authorization URL it prints.
+    fn authorization_url(&mut self) -> String {
+        self.line(|line| line.starts_with("http").then(|| line.to_owned()))
+    }
+
+    /// The device grant's complete verification URI it prints.
+    fn verification_uri_complete(&mut self) -> String {
+        self.line(|line| {
+            line.strip_prefix("(or open ").and_then(|rest| rest.strip_suffix(" directly)")).map(str::to_owned)
+        })
+    }
+
+    fn finish(mut self) -> Run {
+        let mut child = self.child.take().expect("running");
+        let mut stdout = String::new();
+        child.stdout.take().expect("stdout").read_to_string(&mut stdout).expect("stdout");
+        let mut stderr = std::mem::take(&mut self.seen);
+        for line in self.stderr_lines.by_ref() {
+            stderr.push_str(&line.expect("stderr"));
+            stderr.push('\n');
+        }
+        let status = child.wait().expect("login ends");
+        Run { ok: status.success(), stdout, stderr }
+    }
+}
+
+impl Drop for LoginProcess {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `hourglass login --no-browser` as `login` at oidc-provider, driven by the headless browser.
+fn log_in_with_browser(broker: &str, env: &[(String, String)], login: &str, extra: &[&str]) -> Run {
+    let mut args = vec!["login", "--no-browser"];
+    args.extend_from_slice(extra);
+    let mut process = LoginProcess::start(hourglass(broker, env, &args));
+    let url = process.authorization_url();
+    assert!(url.contains("code_challenge_method=S256"), "the login uses PKCE S256: {url}");
+    assert!(url.contains("redirect_uri=http%3A%2F%2F127.0.0.1%3A"), "a loopback redirect (RFC 8252): {url}");
+    let last = Browser::new().log_in_at_provider(&url, login);
+    assert!(
+        last.body.contains("You are logged in to Hourglass"),
+        "the loopback page confirms the login: {}",
+        last.body
+    );
+    process.finish()
+}
+
+#[test]
+fn login_with_browser_keeps_the_session_in_the_keyring_for_new_processes_until_logout() {
+    let idp = OidcProvider::start();
+    let (broker, _config) = broker_for(&idp, "8h");
+    let bus = SessionBus::with_keyring();
+    let env = bus.env();
+
+    let login = log_in_with_browser(&broker.url, &env, "alice", &[]);
+    assert!(login.ok, "the login succeeds: {}", login.stderr);
+    assert!(
+        login.stderr.contains("Logged in as alice@acme.example"),
+        "the login names the principal: {}",
+        login.stderr
+    );
+    assert!(login.stdout.is_empty(), "no token is printed when the keyring keeps it: {}", login.stdout);
+    let stored = bus.stored_session(&broker.url).expect("the Secret Service holds the session");
+    assert!(
+        stored.contains("session_token") && stored.contains("refresh_token"),
+        "the entry holds the session and the refresh token (as JSON)"
+    );
+
+    // A new process knows nothing but what the keyring holds.
+    let me = json(&run(hourglass(&broker.url, &env, &["whoami", "--json"])), "whoami");
+    assert_eq!(me["id"], "alice@acme.example", "the email claim names the principal: {me}");
+    assert_eq!(me["groups"], serde_json::json!(["engineers"]), "groups come from the IdP: {me}");
+    assert_eq!(me["session"]["source"], "keyring", "the session came from the keyring: {me}");
+    assert_eq!(me["session"]["idp"], serde_json::json!(idp.issuer), "whoami names the IdP: {me}");
+    let text = run(hourglass(&broker.url, &env, &["whoami"]));
+    assert!(text.ok && text.stdout.contains("session: until"), "whoami shows the session's end: {}", text.stdout);
+
+    let request = json(
+        &run(hourglass(
+            &broker.url,
+            &env,
+            &["request", "orders-api", "--role", "read", "--for", "5m", "--reason", "reports", "--json"],
+        )),
+        "request",
+    );
+    assert_eq!(request["state"], "approved", "an engineer (by the IdP's groups) reads orders at once: {request}");
+
+    let logout = run(hourglass(&broker.url, &env, &["logout"]));
+    assert!(logout.ok, "logout succeeds: {}", logout.stderr);
+    assert!(logout.stderr.contains("revoked the refresh token"), "logout revokes at the IdP: {}", logout.stderr);
+    assert!(bus.stored_session(&broker.url).is_none(), "logout removes the keyring entry");
+    let after = run(hourglass(&broker.url, &env, &["whoami"]));
+    assert!(!after.ok && after.stderr.contains("not logged in"), "no session after logout: {}", after.stderr);
+}
+
+#[test]
+fn login_with_device_grant_maps_groups_to_policy_and_renews_the_session_silently() {
+    let idp = OidcProvider::start();
+    let (broker, _config) = broker_for(&idp, "10s");
+    let bus = SessionBus::with_keyring();
+    let env = bus.env();
+
+    let mut process = LoginProcess::start(hourglass(&broker.url, &env, &["login", "--device"]));
+    let complete = process.verification_uri_complete();
+    let last = Browser::new().log_in_at_provider(&complete, "mallory");
+    assert!(last.body.contains("Sign-in Success"), "the IdP confirms the device login: {}", last.body);
+    let login = process.finish();
+    assert!(login.ok, "the device login succeeds: {}", login.stderr);
+
+    let me = json(&run(hourglass(&broker.url, &env, &["whoami", "--json"])), "whoami");
+    assert_eq!(me["groups"], serde_json::json!(["contractors"]), "mallory is a contractor at the IdP: {me}");
+    let refused = run(hourglass(
+        &broker.url,
+        &env,
+        &["request", "orders-api", "--role", "read", "--for", "5m", "--reason", "reports"],
+    ));
+    assert!(!refused.ok && refused.stderr.contains("policy"), "no Cedar permit for contractors: {}", refused.stderr);
+
+    // The session lasts 10 s: once it has ended, the next command renews
+    // it with the (rotating) refresh token, without a word to the user.
+    let first_end = me["session"]["expires_at"].as_str().expect("the session's end").to_owned();
+    let stored_before = bus.stored_session(&broker.url).expect("a stored session");
+    std::thread::sleep(Duration::from_secs(11));
+    let renewed = json(&run(hourglass(&broker.url, &env, &["whoami", "--json"])), "whoami after the end");
+    assert_eq!(renewed["id"], "mallory@acme.example", "the renewed session is the same principal: {renewed}");
+    assert_ne!(renewed["session"]["expires_at"].as_str(), Some(first_end.as_str()), "a new session: {renewed}");
+    let stored_after = bus.stored_session(&broker.url).expect("a stored session");
+    assert_ne!(stored_before, stored_after, "the renewed session and rotated refresh token are stored");
+
+    // When renewal is impossible (the IdP is gone), the user is told to log in again.
+    drop(idp);
+    std::thread::sleep(Duration::from_secs(11));
+    let ended = run(hourglass(&broker.url, &env, &["whoami"]));
+    assert!(!ended.ok && ended.stderr.contains("log in again"), "a clear way out: {}", ended.stderr);
+}
+
+#[test]
+fn login_without_a_secret_service_says_so_and_offers_a_session_in_memory() {
+    let idp = OidcProvider::start();
+    let (broker, _config) = broker_for(&idp, "8h");
+    let bus = SessionBus::without_keyring();
+    let env = bus.env();
+
+    let refused = run(hourglass(&broker.url, &env, &["login", "--no-browser"]));
+    assert!(!refused.ok, "login refuses to run when the session cannot be kept: {}", refused.stderr);
+    assert!(refused.stderr.contains("keyring is unavailable"), "it says why: {}", refused.stderr);
+    assert!(refused.stderr.contains("--print-token"), "and offers the in-memory session: {}", refused.stderr);
+    assert!(!refused.stderr.contains("http://"), "before sending anyone to a browser: {}", refused.stderr);
+
+    let printed = log_in_with_browser(&broker.url, &env, "alice", &["--print-token"]);
+    assert!(printed.ok, "--print-token logs in without a keyring: {}", printed.stderr);
+    let token = printed
+        .stdout
+        .trim()
+        .strip_prefix("export HOURGLASS_TOKEN=")
+        .unwrap_or_else(|| panic!("it prints one export line: {}", printed.stdout))
+        .to_owned();
+    let mut whoami = hourglass(&broker.url, &env, &["whoami", "--json"]);
+    whoami.env("HOURGLASS_TOKEN", &token);
+    let me = json(&run(whoami), "whoami with the printed token");
+    assert_eq!(me["id"], "alice@acme.example", "the printed session works: {me}");
+    assert_eq!(me["session"]["source"], "environment", "it came from the environment: {me}");
+
+    let no_bus = [("DBUS_SESSION_BUS_ADDRESS".to_owned(), "unix:path=/nonexistent/hourglass-test-bus".to_owned())];
+    let without = run(hourglass(&broker.url, &no_bus, &["whoami"]));
+    assert!(
+        !without.ok && without.stderr.contains("keyring is unavailable") && without.stderr.contains("--print-token"),
+        "with no session bus at all, the same clear advice: {}",
+        without.stderr
+    );
+}
+
+#[test]
+fn login_at_the_dev_issuer_goes_through_the_same_code_and_device_flows() {
+    let broker = DevBroker::start();
+    let bus = SessionBus::with_keyring();
+    let env = bus.env();
+    let browser = Browser::new();
+
+    let mut process = LoginProcess::start(hourglass(&broker.url, &env, &["login", "--no-browser"]));
+    let url = process.authorization_url();
+    assert!(url.starts_with(&format!("{}/dev/authorize?", broker.url)), "the dev issuer's authorize page: {url}");
+    let picker = browser.get(&url);
+    assert!(picker.body.contains("Development only — no passwords"), "the picker is clearly marked: {}", picker.body);
+    let done = browser.submit(&picker, &[("user", "bob@acme.example")]);
+    assert!(done.body.contains("You are logged in to Hourglass"), "back at the loopback listener: {}", done.body);
+    let login = process.finish();
+    assert!(login.ok, "the dev login succeeds: {}", login.stderr);
+    assert!(login.stderr.contains("DEVELOPMENT"), "the CLI says it is the dev issuer: {}", login.stderr);
+    let me = json(&run(hourglass(&broker.url, &env, &["whoami", "--json"])), "whoami");
+    assert_eq!(me["id"], "bob@acme.example", "the picked user: {me}");
+    assert_eq!(me["groups"], serde_json::json!(["sre"]), "with the demo user's groups: {me}");
+    assert_eq!(me["session"]["idp"], serde_json::json!(format!("{}/dev", broker.url)), "from the dev issuer: {me}");
+
+    let mut process = LoginProcess::start(hourglass(&broker.url, &env, &["login", "--device"]));
+    let complete = process.verification_uri_complete();
+    let page = browser.get(&complete);
+    assert!(page.body.contains("Development only"), "the device page is clearly marked: {}", page.body);
+    let approved = browser.submit(&page, &[("user", "carol@acme.example")]);
+    assert!(approved.body.contains("signed in as"), "the device is approved: {}", approved.body);
+    let login = process.finish();
+    assert!(login.ok, "the dev device login succeeds: {}", login.stderr);
+    let me = json(&run(hourglass(&broker.url, &env, &["whoami", "--json"])), "whoami");
+    assert_eq!(me["id"], "carol@acme.example", "the device login replaced the session: {me}");
+
+    // The printed demo tokens keep working for scripts.
+    let scripted = broker.json("alice", &["whoami"]);
+    assert_eq!(scripted["id"], "alice@acme.example", "HOURGLASS_TOKEN still wins: {scripted}");
+}

@@ -24,6 +24,7 @@ impl FromRequestParts<AppState> for Caller {
         state
             .auth
             .verify(token)
+            .await
             .map(Caller)
             .map_err(|error| AppError::new(ErrorCode::Unauthenticated, error.to_string()))
     }

@@ -2,6 +2,7 @@
 //! the event stream, health, metrics and the token JWKS. Handlers are thin:
 //! they extract, call the broker, and shape the answer.
 
+mod auth;
 mod error;
 mod events;
 mod extract;
@@ -76,6 +77,8 @@ pub fn router(broker: Arc<Broker>) -> Router {
 fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(healthz))
+        .routes(routes!(auth::config))
+        .routes(routes!(auth::token))
         .routes(routes!(v1::whoami))
         .routes(routes!(v1::catalog))
         .routes(routes!(v1::create_request, v1::list_requests))

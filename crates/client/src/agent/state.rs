@@ -1,0 +1,746 @@
+//! What the agent holds, and the rules that change it. No I/O and no clock
+//! here: callers pass `now` (this machine's clock) and what the broker said.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use hourglass_core::api::{ClientSecret, Credential, EnvVar};
+use hourglass_core::{Grant, GrantId, GrantState, RequestId, Timestamp};
+use zeroize::Zeroizing;
+
+use super::protocol::{
+    AgentError, AgentErrorCode, GitAnswer, HeldCredential, HeldGrant, HookGrant, HookSnapshot, Selector, VERSION,
+};
+use crate::pgpass;
+use crate::secrets::ClientSecretValue;
+use crate::tools;
+
+/// Ended grants remembered, so that asking for one gets "it expired"
+/// rather than "never heard of it".
+const ENDED_KEPT: usize = 64;
+/// A secret whose request was never decided is dropped after this long.
+const WAITING_MAX_MILLIS: i64 = 24 * 3600 * 1000;
+
+/// A client-made secret, parsed. Both variants zeroize on drop.
+pub(crate) enum Secret {
+    Postgres(Zeroizing<String>),
+    Ssh(Box<ssh_key::PrivateKey>),
+}
+
+impl Secret {
+    fn parse(value: &ClientSecretValue) -> Result<Secret, AgentError> {
+        match value {
+            ClientSecretValue::PostgresPassword(password) => {
+                if password.is_empty() || password.contains(['\n', '\0']) {
+                    return Err(invalid("the PostgreSQL password is empty or has control characters"));
+                }
+                Ok(Secret::Postgres(Zeroizing::new(password.clone())))
+            }
+            ClientSecretValue::SshPrivateKey(pem) => {
+                let key = ssh_key::PrivateKey::from_openssh(pem.as_bytes())
+                    .map_err(|_| invalid("the SSH private key is not an OpenSSH private key"))?;
+                if key.is_encrypted() {
+                    return Err(invalid("the SSH private key is encrypted; the agent needs it in the clear"));
+                }
+                Ok(Secret::Ssh(Box::new(key)))
+            }
+        }
+    }
+
+    /// Whether this secret completes credentials of `kind`.
+    fn completes(&self, kind: ClientSecret) -> bool {
+        matches!(
+            (self, kind),
+            (Secret::Postgres(_), ClientSecret::PostgresPassword) | (Secret::Ssh(_), ClientSecret::SshPrivateKey)
+        )
+    }
+
+    fn provider(&self) -> &'static str {
+        match self {
+            Secret::Postgres(_) => "postgres",
+            Secret::Ssh(_) => "ssh",
+        }
+    }
+}
+
+fn invalid(message: &str) -> AgentError {
+    AgentError::new(AgentErrorCode::InvalidRequest, message)
+}
+
+/// One grant the agent holds.
+pub(crate) struct Held {
+    pub grant: Grant,
+    /// `None` until fetched, and again once the deadline passed here.
+    pub credential: Option<Credential>,
+    /// The deadline passed on this machine's clock: the credential is
+    /// dropped. The client's secret stays until the broker confirms the
+    /// end, in case a renewal was missed while offline.
+    pub expired_locally: bool,
+    pub secret: Option<Arc<Secret>>,
+    /// The agent checks the credential works and tells the broker.
+    pub confirm_ready: bool,
+    /// A readiness check ran (or runs) for this deadline.
+    pub confirming: bool,
+    /// Why the credential cannot be fetched or completed, when it cannot.
+    pub problem: Option<String>,
+}
+
+struct Waiting {
+    secret: Arc<Secret>,
+    confirm_ready: bool,
+    stored_at: Timestamp,
+}
+
+/// Why a grant is no longer held.
+#[derive(Debug, Clone)]
+pub(crate) struct Ended {
+    pub id: GrantId,
+    pub resource: String,
+    pub role: String,
+    /// `None` when the broker did not say (the grant left the list).
+    pub state: Option<GrantState>,
+    pub at: Timestamp,
+}
+
+/// What the effects should look like now: the hook file's line, the
+/// identities in ssh-agent, the lines of the managed `.pgpass` block.
+#[derive(Clone)]
+pub(crate) struct Desired {
+    pub hook_line: String,
+    pub ssh: Vec<SshIdentity>,
+    pub pgpass: Vec<pgpass::Entry>,
+}
+
+#[derive(Clone)]
+pub(crate) struct SshIdentity {
+    pub grant: GrantId,
+    pub comment: String,
+    pub key: Arc<Secret>,
+    pub certificate: String,
+    pub local_deadline: Timestamp,
+}
+
+/// A PostgreSQL login the agent makes once to confirm a grant works.
+pub(crate) struct ReadyCheck {
+    pub grant: GrantId,
+    pub env: Vec<EnvVar>,
+    pub password: Zeroizing<String>,
+}
+
+pub(crate) struct State {
+    /// Distinguishes this agent's hook lines from a previous run's.
+    boot: String,
+    generation: u64,
+    /// The broker's clock minus this machine's, in milliseconds.
+    pub skew_ms: i64,
+    pub principal: Option<String>,
+    pub online: bool,
+    held: BTreeMap<GrantId, Held>,
+    waiting: HashMap<RequestId, Waiting>,
+    ended: VecDeque<Ended>,
+}
+
+impl State {
+    pub fn new(boot: String) -> State {
+        State {
+            boot,
+            generation: 0,
+            skew_ms: 0,
+            principal: None,
+            online: false,
+            held: BTreeMap::new(),
+            waiting: HashMap::new(),
+            ended: VecDeque::new(),
+        }
+    }
+
+    /// The hook file's content: changes whenever what shells export changes.
+    pub fn hook_line(&self) -> String {
+        format!("{VERSION}:{}:{}", self.boot, self.generation)
+    }
+
+    pub fn bump(&mut self) {
+        self.generation += 1;
+    }
+
+    /// A broker instant on this machine's clock.
+    pub fn local(&self, at: Timestamp) -> Timestamp {
+        at.plus_millis(-self.skew_ms)
+    }
+
+    pub fn set_skew(&mut self, server_time: Timestamp, local_now: Timestamp) -> bool {
+        let skew = local_now.millis_until(server_time);
+        // Jitter of a few hundred milliseconds is the network, not the clock.
+        if (skew - self.skew_ms).abs() < 500 {
+            return false;
+        }
+        self.skew_ms = skew;
+        true
+    }
+
+    pub fn is_mine(&self, grant: &Grant) -> bool {
+        self.principal.as_deref() == Some(grant.owner.as_str())
+    }
+
+    pub fn held_ids(&self) -> Vec<GrantId> {
+        self.held.keys().cloned().collect()
+    }
+
+    /// Whether `grant` (live on the broker) needs its credential fetched.
+    pub fn needs_credential(&self, grant: &Grant) -> bool {
+        match self.held.get(&grant.id) {
+            None => true,
+            Some(held) => {
+                held.grant.expires_at != grant.expires_at || (held.credential.is_none() && !held.expired_locally)
+            }
+        }
+    }
+
+    /// Takes in a live grant and, when fetched, its credential. Returns
+    /// whether what tools see changed.
+    pub fn upsert(&mut self, grant: Grant, credential: Option<Credential>, now: Timestamp) -> bool {
+        let waiting = self.waiting.remove(&grant.request_id);
+        let local_deadline = self.local(grant.expires_at);
+        let held = self.held.entry(grant.id.clone()).or_insert_with(|| Held {
+            grant: grant.clone(),
+            credential: None,
+            expired_locally: false,
+            secret: None,
+            confirm_ready: false,
+            confirming: false,
+            problem: None,
+        });
+        let mut changed = false;
+        if let Some(waiting) = waiting
+            && held.secret.is_none()
+        {
+            held.secret = Some(waiting.secret);
+            held.confirm_ready = waiting.confirm_ready;
+            changed = true;
+        }
+        if held.grant.expires_at != grant.expires_at {
+            held.confirming = false; // a new deadline (a new certificate): check again
+            changed = true;
+        }
+        held.grant = grant;
+        if let Some(credential) = credential {
+            changed |= held.credential.as_ref() != Some(&credential) || held.expired_locally;
+            held.credential = Some(credential);
+            held.expired_locally = false;
+            held.problem = None;
+        }
+        if held.credential.is_some() && now >= local_deadline {
+            held.credential = None;
+            held.expired_locally = true;
+        }
+        changed
+    }
+
+    /// Records why a grant's credential could not be fetched.
+    pub fn set_problem(&mut self, id: &GrantId, problem: String) {
+        if let Some(held) = self.held.get_mut(id) {
+            held.problem = Some(problem);
+        }
+    }
+
+    /// The broker says the grant ended: forget it, secrets and all.
+    pub fn end(&mut self, id: &GrantId, state: Option<GrantState>, now: Timestamp) -> bool {
+        let Some(held) = self.held.remove(id) else { return false };
+        let had_credential = held.credential.is_some();
+        if !held.expired_locally {
+            self.remember_end(&held.grant, state, now);
+        } else if let Some(state) = state
+            && let Some(ended) = self.ended.iter_mut().find(|ended| ended.id == *id)
+        {
+            ended.state = Some(state);
+        }
+        had_credential
+    }
+
+    fn remember_end(&mut self, grant: &Grant, state: Option<GrantState>, at: Timestamp) {
+        self.ended.retain(|ended| ended.id != grant.id);
+        self.ended.push_back(Ended {
+            id: grant.id.clone(),
+            resource: grant.resource.clone(),
+            role: grant.role.clone(),
+            state,
+            at,
+        });
+        while self.ended.len() > ENDED_KEPT {
+            self.ended.pop_front();
+        }
+    }
+
+    /// Drops every credential whose deadline passed on this machine's
+    /// clock. Works with the broker unreachable.
+    pub fn expire_due(&mut self, now: Timestamp) -> bool {
+        let skew = self.skew_ms;
+        let due: Vec<Grant> = self
+            .held
+            .values_mut()
+            .filter(|held| held.credential.is_some() && now >= held.grant.expires_at.plus_millis(-skew))
+            .map(|held| {
+                held.credential = None;
+                held.expired_locally = true;
+                held.grant.clone()
+            })
+            .collect();
+        for grant in &due {
+            self.remember_end(grant, Some(GrantState::Expired), now);
+        }
+        // Secrets of requests nobody decided do not wait forever.
+        self.waiting.retain(|_, waiting| waiting.stored_at.millis_until(now) < WAITING_MAX_MILLIS);
+        !due.is_empty()
+    }
+
+    /// The next local deadline of a credential held.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        self.held.values().filter(|held| held.credential.is_some()).map(|held| self.local(held.grant.expires_at)).min()
+    }
+
+    /// Keeps a client-made secret for `request` (and its grant).
+    pub fn store_secret(
+        &mut self,
+        request: RequestId,
+        grant: Option<GrantId>,
+        value: &ClientSecretValue,
+        confirm_ready: bool,
+        now: Timestamp,
+    ) -> Result<bool, AgentError> {
+        let secret = Arc::new(Secret::parse(value)?);
+        let held = self
+            .held
+            .values_mut()
+            .find(|held| grant.as_ref() == Some(&held.grant.id) || held.grant.request_id == request);
+        match held {
+            Some(held) => {
+                if held.grant.provider != secret.provider() {
+                    return Err(invalid(&format!(
+                        "grant {} is a {} grant; a {} secret does not complete it",
+                        held.grant.id,
+                        held.grant.provider,
+                        secret.provider()
+                    )));
+                }
+                held.secret = Some(secret);
+                held.confirm_ready = confirm_ready;
+                held.confirming = false;
+                Ok(held.credential.is_some())
+            }
+            None => {
+                self.waiting.insert(request, Waiting { secret, confirm_ready, stored_at: now });
+                Ok(false)
+            }
+        }
+    }
+
+    /// A request that will never produce a grant: its secret goes.
+    pub fn forget_request(&mut self, request: &RequestId) {
+        self.waiting.remove(request);
+    }
+
+    fn find(&self, selector: &Selector) -> Result<&Held, AgentError> {
+        match selector {
+            Selector::Grant { grant } => match self.held.get(grant) {
+                Some(held) if held.credential.is_some() => Ok(held),
+                Some(held) if held.expired_locally => Err(self.ended_error(grant)),
+                Some(held) => Err(AgentError::new(
+                    AgentErrorCode::NotFound,
+                    match &held.problem {
+                        Some(problem) => format!("the agent has no credential for grant {grant} yet: {problem}"),
+                        None => format!("the agent has no credential for grant {grant} yet (it is being issued)"),
+                    },
+                )),
+                None if self.ended.iter().any(|ended| ended.id == *grant) => Err(self.ended_error(grant)),
+                None => Err(AgentError::new(
+                    AgentErrorCode::NotFound,
+                    format!("no live grant {grant} is held by the agent (see `hourglass grants`)"),
+                )),
+            },
+            Selector::Resource { resource, role } => {
+                let mut matching: Vec<&Held> = self
+                    .held
+                    .values()
+                    .filter(|held| held.credential.is_some())
+                    .filter(|held| held.grant.resource == *resource)
+                    .filter(|held| role.as_ref().is_none_or(|role| held.grant.role == *role))
+                    .collect();
+                matching.sort_by_key(|held| held.grant.expires_at);
+                match matching.as_slice() {
+                    [] => Err(AgentError::new(
+                        AgentErrorCode::NotFound,
+                        format!(
+                            "no live grant on {selector} is held by the agent (request one with `hourglass request`)"
+                        ),
+                    )),
+                    [only] => Ok(only),
+                    several => {
+                        let roles: std::collections::BTreeSet<&str> =
+                            several.iter().map(|held| held.grant.role.as_str()).collect();
+                        if role.is_none() && roles.len() > 1 {
+                            let ids: Vec<String> = several.iter().map(|held| held.grant.id.to_string()).collect();
+                            return Err(AgentError::new(
+                                AgentErrorCode::Ambiguous,
+                                format!(
+                                    "several live grants on {resource} ({}): name one, or RESOURCE/ROLE",
+                                    ids.join(", ")
+                                ),
+                            ));
+                        }
+                        // Same role twice (a grant and its successor): the
+                        // one that lasts longest.
+                        several.last().copied().ok_or_else(|| AgentError::new(AgentErrorCode::NotFound, "none"))
+                    }
+                }
+            }
+        }
+    }
+
+    fn ended_error(&self, id: &GrantId) -> AgentError {
+        let how = match self.ended.iter().find(|ended| ended.id == *id) {
+            Some(ended) => {
+                let what = format!("{}/{}", ended.resource, ended.role);
+                match ended.state {
+                    Some(GrantState::Expired) => format!("expired at {} ({what})", ended.at),
+                    Some(GrantState::Revoked) => format!("was revoked ({what})"),
+                    Some(GrantState::Failed) => format!("failed ({what})"),
+                    _ => format!("has ended ({what})"),
+                }
+            }
+            None => "has ended".to_owned(),
+        };
+        AgentError::new(
+            AgentErrorCode::Ended,
+            format!("grant {id} {how}: request access again with `hourglass request`"),
+        )
+    }
+
+    /// The credential of `held`, completed with the client's own secret.
+    fn complete(held: &Held) -> Result<Credential, AgentError> {
+        let Some(credential) = held.credential.as_ref() else {
+            return Err(AgentError::new(AgentErrorCode::NotFound, format!("no credential for {}", held.grant.id)));
+        };
+        let mut credential = credential.clone();
+        let Some(kind) = credential.client_secret else { return Ok(credential) };
+        match held.secret.as_deref() {
+            Some(secret) if secret.completes(kind) => {
+                if let Secret::Postgres(password) = secret {
+                    credential.env.push(EnvVar {
+                        name: "PGPASSWORD".into(),
+                        value: password.to_string(),
+                        secret: true,
+                    });
+                }
+                Ok(credential)
+            }
+            _ => {
+                let what = match kind {
+                    ClientSecret::PostgresPassword => "password",
+                    ClientSecret::SshPrivateKey => "SSH key",
+                };
+                Err(AgentError::new(
+                    AgentErrorCode::Incomplete,
+                    format!(
+                        "the agent does not hold the {what} of grant {} (it was made by another client, or before the agent restarted): request access again from this machine",
+                        held.grant.id
+                    ),
+                ))
+            }
+        }
+    }
+
+    pub fn credential(&self, selector: &Selector) -> Result<HeldCredential, AgentError> {
+        let held = self.find(selector)?;
+        Ok(HeldCredential {
+            credential: State::complete(held)?,
+            local_expires_at: self.local(held.grant.expires_at),
+            owner: held.grant.owner.clone(),
+        })
+    }
+
+    /// Every complete live credential, oldest grant first: what shells export.
+    pub fn hook_snapshot(&self) -> HookSnapshot {
+        let mut held: Vec<&Held> = self.held.values().filter(|held| held.credential.is_some()).collect();
+        held.sort_by_key(|held| (held.grant.issued_at, held.grant.id.clone()));
+        let grants = held
+            .into_iter()
+            .filter_map(|held| {
+                let credential = State::complete(held).ok()?;
+                Some(HookGrant {
+                    id: held.grant.id.clone(),
+                    deadline: self.local(held.grant.expires_at).unix_seconds(),
+                    env: credential.env.clone(),
+                })
+            })
+            .collect();
+        HookSnapshot { state: self.hook_line(), grants }
+    }
+
+    pub fn held_grants(&self) -> Vec<HeldGrant> {
+        self.held
+            .values()
+            .filter(|held| held.credential.is_some() || !held.expired_locally)
+            .map(|held| {
+                let complete = State::complete(held);
+                HeldGrant {
+                    id: held.grant.id.clone(),
+                    resource: held.grant.resource.clone(),
+                    role: held.grant.role.clone(),
+                    provider: held.grant.provider.clone(),
+                    state: held.grant.state,
+                    expires_at: held.grant.expires_at,
+                    local_expires_at: self.local(held.grant.expires_at),
+                    ready: held.grant.ready_at.is_some(),
+                    complete: complete.is_ok(),
+                    env: held
+                        .credential
+                        .as_ref()
+                        .map(|c| c.env.iter().map(|v| v.name.clone()).collect())
+                        .unwrap_or_default(),
+                    problem: held.problem.clone().or_else(|| complete.err().map(|e| e.message)),
+                }
+            })
+            .collect()
+    }
+
+    pub fn waiting_secrets(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// The token grant whose audience is the git server at `host`.
+    pub fn git(&self, protocol: Option<&str>, host: &str) -> Option<GitAnswer> {
+        let mut matching: Vec<(&Held, Credential)> = self
+            .held
+            .values()
+            .filter_map(|held| State::complete(held).ok().map(|credential| (held, credential)))
+            .filter(|(_, credential)| tools::git::serves(credential, protocol, host))
+            .collect();
+        matching.sort_by_key(|(held, _)| held.grant.expires_at);
+        let (held, credential) = matching.pop()?;
+        let token = tools::token(&credential).ok()?;
+        Some(GitAnswer {
+            username: held.grant.owner.clone(),
+            password: token.to_owned(),
+            expires: self.local(held.grant.expires_at).unix_seconds(),
+            grant: held.grant.id.clone(),
+        })
+    }
+
+    /// What ssh-agent, `.pgpass` and the hook file should show now.
+    pub fn desired(&self) -> Desired {
+        let mut ssh = Vec::new();
+        let mut pgpass = Vec::new();
+        for held in self.held.values() {
+            let (Some(credential), Some(secret)) = (&held.credential, &held.secret) else { continue };
+            match &**secret {
+                Secret::Ssh(_) => {
+                    if let Some(certificate) = &credential.ssh_certificate {
+                        ssh.push(SshIdentity {
+                            grant: held.grant.id.clone(),
+                            comment: format!("hourglass {} {}/{}", held.grant.id, held.grant.resource, held.grant.role),
+                            key: secret.clone(),
+                            certificate: certificate.clone(),
+                            local_deadline: self.local(held.grant.expires_at),
+                        });
+                    }
+                }
+                Secret::Postgres(password) => {
+                    let var = |name: &str| credential.env.iter().find(|v| v.name == name).map(|v| v.value.clone());
+                    if let (Some(host), Some(user)) = (var("PGHOST"), var("PGUSER")) {
+                        pgpass.push(pgpass::Entry {
+                            host,
+                            port: var("PGPORT").unwrap_or_else(|| "5432".into()),
+                            database: var("PGDATABASE").unwrap_or_else(|| "*".into()),
+                            user,
+                            password: password.clone(),
+                            grant: held.grant.id.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        Desired { hook_line: self.hook_line(), ssh, pgpass }
+    }
+
+    /// PostgreSQL grants the agent should log in to once and confirm
+    /// ready; each is handed out once per deadline.
+    pub fn take_ready_checks(&mut self) -> Vec<ReadyCheck> {
+        let mut checks = Vec::new();
+        for held in self.held.values_mut() {
+            if !held.confirm_ready || held.confirming || held.grant.ready_at.is_some() {
+                continue;
+            }
+            let (Some(credential), Some(secret)) = (&held.credential, &held.secret) else { continue };
+            if let Secret::Postgres(password) = &**secret {
+                held.confirming = true;
+                checks.push(ReadyCheck {
+                    grant: held.grant.id.clone(),
+                    env: credential.env.clone(),
+                    password: password.clone(),
+                });
+            }
+        }
+        checks
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hourglass_core::api::EnvVar;
+    use hourglass_core::{Duration, RequestId};
+
+    use super::*;
+
+    const NOW: Timestamp = Timestamp::from_unix_millis(1_800_000_000_000);
+
+    fn grant(n: u64, provider: &str, expires: Timestamp) -> Grant {
+        let request = hourglass_core::AccessRequest::file(
+            RequestId::from_random(n),
+            hourglass_core::NewRequest {
+                requester: "alice@acme.example".into(),
+                resource: format!("res{n}"),
+                role: "read".into(),
+                duration: Duration::from_mins(5),
+                reason: "r".into(),
+                ticket: None,
+                break_glass: false,
+                renews: None,
+            },
+            Vec::new(),
+            Duration::from_mins(5),
+            NOW,
+        );
+        let mut grant = Grant::start(GrantId::from_random(n), &request, provider, NOW);
+        grant.activate(false, NOW);
+        grant.expires_at = expires;
+        grant
+    }
+
+    fn credential(grant: &Grant, env: &[(&str, &str)], client_secret: Option<ClientSecret>) -> Credential {
+        Credential {
+            grant_id: grant.id.clone(),
+            resource: grant.resource.clone(),
+            role: grant.role.clone(),
+            provider: grant.provider.clone(),
+            expires_at: grant.expires_at,
+            env: env.iter().map(|(n, v)| EnvVar { name: (*n).into(), value: (*v).into(), secret: false }).collect(),
+            ssh_certificate: None,
+            client_secret,
+        }
+    }
+
+    fn state() -> State {
+        let mut state = State::new("boot".into());
+        state.principal = Some("alice@acme.example".into());
+        state
+    }
+
+    #[test]
+    fn credentials_are_dropped_at_the_local_deadline_with_the_broker_clock_ahead() {
+        let mut state = state();
+        // The broker's clock is 10 s ahead of ours: its deadline comes 10 s earlier here.
+        state.set_skew(NOW.plus_millis(10_000), NOW);
+        let g = grant(1, "token", NOW.plus_millis(60_000));
+        let c = credential(&g, &[("A_TOKEN", "t")], None);
+        assert!(state.upsert(g.clone(), Some(c), NOW), "a new credential is a change");
+        assert_eq!(state.next_deadline(), Some(NOW.plus_millis(50_000)), "the deadline on our clock");
+        assert!(!state.expire_due(NOW.plus_millis(49_999)), "not before");
+        assert!(state.expire_due(NOW.plus_millis(50_000)), "dropped at the local deadline");
+        let error = state.credential(&Selector::Grant { grant: g.id.clone() }).expect_err("gone");
+        assert_eq!(error.code, AgentErrorCode::Ended, "says it ended: {error}");
+        assert!(error.message.contains("expired"), "says how: {error}");
+        assert!(state.hook_snapshot().grants.is_empty(), "shells drop it");
+    }
+
+    #[test]
+    fn a_renewal_seen_after_a_local_expiry_brings_the_credential_back_with_its_secret() {
+        let mut state = state();
+        let g = grant(2, "postgres", NOW.plus_millis(5_000));
+        let value = ClientSecretValue::PostgresPassword("pw".into());
+        state.store_secret(g.request_id.clone(), None, &value, false, NOW).expect("stored while pending");
+        assert_eq!(state.waiting_secrets(), 1, "waits for the grant");
+        let c = credential(&g, &[("PGHOST", "h"), ("PGUSER", "u")], Some(ClientSecret::PostgresPassword));
+        state.upsert(g.clone(), Some(c.clone()), NOW);
+        assert_eq!(state.waiting_secrets(), 0, "attached to the grant");
+        let held = state.credential(&Selector::Grant { grant: g.id.clone() }).expect("complete");
+        assert!(
+            held.credential.env.iter().any(|v| v.name == "PGPASSWORD" && v.value == "pw" && v.secret),
+            "PGPASSWORD completes it"
+        );
+        assert!(state.expire_due(NOW.plus_millis(6_000)), "expired here while offline");
+        let mut renewed = g.clone();
+        renewed.expires_at = NOW.plus_millis(600_000);
+        assert!(state.needs_credential(&renewed), "a moved deadline is fetched again");
+        assert!(!state.needs_credential(&g), "the same deadline is not brought back");
+        let c2 = credential(&renewed, &[("PGHOST", "h"), ("PGUSER", "u")], Some(ClientSecret::PostgresPassword));
+        assert!(state.upsert(renewed, Some(c2), NOW.plus_millis(7_000)), "back");
+        assert!(
+            state.credential(&Selector::Grant { grant: g.id.clone() }).is_ok(),
+            "the password survived the local expiry"
+        );
+        assert!(state.end(&g.id, Some(GrantState::Revoked), NOW), "the broker's end removes it");
+        let error = state.credential(&Selector::Grant { grant: g.id }).expect_err("ended");
+        assert!(error.message.contains("revoked"), "{error}");
+    }
+
+    #[test]
+    fn a_client_secret_grant_without_its_secret_is_incomplete_and_not_exported() {
+        let mut state = state();
+        let g = grant(3, "postgres", NOW.plus_millis(60_000));
+        let c = credential(&g, &[("PGUSER", "u")], Some(ClientSecret::PostgresPassword));
+        state.upsert(g.clone(), Some(c), NOW);
+        let error = state.credential(&Selector::Grant { grant: g.id }).expect_err("incomplete");
+        assert_eq!(error.code, AgentErrorCode::Incomplete, "{error}");
+        assert!(state.hook_snapshot().grants.is_empty(), "no half credential in shells");
+    }
+
+    #[test]
+    fn a_secret_of_the_wrong_kind_is_refused() {
+        let mut state = state();
+        let g = grant(4, "token", NOW.plus_millis(60_000));
+        state.upsert(g.clone(), Some(credential(&g, &[], None)), NOW);
+        let value = ClientSecretValue::PostgresPassword("pw".into());
+        let error = state.store_secret(g.request_id.clone(), Some(g.id), &value, false, NOW).expect_err("refused");
+        assert_eq!(error.code, AgentErrorCode::InvalidRequest, "{error}");
+    }
+
+    #[test]
+    fn hook_snapshots_list_grants_oldest_first_and_the_line_changes_with_them() {
+        let mut state = state();
+        let first_line = state.hook_line();
+        let mut a = grant(5, "token", NOW.plus_millis(60_000));
+        let mut b = grant(6, "token", NOW.plus_millis(30_000));
+        a.issued_at = NOW;
+        b.issued_at = NOW.plus_millis(1);
+        state.upsert(b.clone(), Some(credential(&b, &[("X", "b")], None)), NOW);
+        state.upsert(a.clone(), Some(credential(&a, &[("X", "a")], None)), NOW);
+        state.bump();
+        let snapshot = state.hook_snapshot();
+        assert_ne!(snapshot.state, first_line, "a change moves the line");
+        let ids: Vec<&GrantId> = snapshot.grants.iter().map(|g| &g.id).collect();
+        assert_eq!(ids, [&a.id, &b.id], "oldest first, so the newest wins a shared name");
+        assert_eq!(snapshot.grants[1].deadline, NOW.plus_millis(30_000).unix_seconds(), "local deadline");
+    }
+
+    #[test]
+    fn a_resource_selector_picks_the_one_live_grant_or_asks() {
+        let mut state = state();
+        let mut a = grant(7, "token", NOW.plus_millis(60_000));
+        let mut b = grant(8, "token", NOW.plus_millis(90_000));
+        a.resource = "api".into();
+        b.resource = "api".into();
+        b.role = "write".into();
+        state.upsert(a.clone(), Some(credential(&a, &[], None)), NOW);
+        let one = state.credential(&Selector::Resource { resource: "api".into(), role: None }).expect("one");
+        assert_eq!(one.credential.grant_id, a.id, "the only grant on api");
+        state.upsert(b.clone(), Some(credential(&b, &[], None)), NOW);
+        let error = state.credential(&Selector::Resource { resource: "api".into(), role: None }).expect_err("two");
+        assert_eq!(error.code, AgentErrorCode::Ambiguous, "{error}");
+        let write = state
+            .credential(&Selector::Resource { resource: "api".into(), role: Some("write".into()) })
+            .expect("by role");
+        assert_eq!(write.credential.grant_id, b.id, "the role decides");
+        let none = state.credential(&Selector::Resource { resource: "nope".into(), role: None }).expect_err("none");
+        assert_eq!(none.code, AgentErrorCode::NotFound, "{none}");
+    }
+}

@@ -1,0 +1,100 @@
+// A real OpenID Connect provider for Hourglass's login tests: npm
+// `oidc-provider` with its development interactions (any password; the login
+// name becomes the subject). Started by tests/src/oidc.rs as
+//
+//     node tests/oidc/provider.mjs PORT
+//
+// and stopped by killing it. Listens on 127.0.0.1 only. Not for anything but tests.
+
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { createServer } from 'node:http';
+
+import Provider from 'oidc-provider';
+
+const port = Number.parseInt(process.argv[2] ?? '', 10);
+if (!Number.isInteger(port) || port <= 0) {
+  console.error('usage: node provider.mjs PORT');
+  process.exit(2);
+}
+const issuer = `http://127.0.0.1:${port}`;
+
+// Groups by login name; everyone else is a contractor.
+const GROUPS = {
+  alice: ['engineers'],
+  dave: ['engineers', 'oncall'],
+  bob: ['sre'],
+  erin: ['sre'],
+  carol: ['security'],
+};
+
+function account(login) {
+  const name = login.includes('@') ? login.split('@')[0] : login;
+  const email = login.includes('@') ? login : `${login}@acme.example`;
+  return {
+    accountId: login,
+    async claims() {
+      return {
+        sub: login,
+        email,
+        email_verified: true,
+        name: name.charAt(0).toUpperCase() + name.slice(1),
+        groups: GROUPS[name] ?? ['contractors'],
+      };
+    },
+  };
+}
+
+// A fresh RS256 key per run: nothing to keep, nothing to leak.
+const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+const signing = { ...privateKey.export({ format: 'jwk' }), kid: `test-${randomBytes(4).toString('hex')}`, alg: 'RS256', use: 'sig' };
+
+const nativeClient = (clientId) => ({
+  client_id: clientId,
+  application_type: 'native',
+  token_endpoint_auth_method: 'none',
+  redirect_uris: ['http://127.0.0.1/callback'],
+  response_types: ['code'],
+  grant_types: ['authorization_code', 'refresh_token', 'urn:ietf:params:oauth:grant-type:device_code'],
+});
+
+const configuration = {
+  clients: [nativeClient('hourglass'), nativeClient('another-app')],
+  jwks: { keys: [signing] },
+  cookies: { keys: [randomBytes(16).toString('hex')] },
+  findAccount: async (ctx, id) => account(id),
+  scopes: ['openid', 'offline_access', 'email', 'profile', 'groups'],
+  claims: {
+    openid: ['sub'],
+    email: ['email', 'email_verified'],
+    profile: ['name'],
+    groups: ['groups'],
+  },
+  // Put the scopes' claims in the ID token (the broker reads them there).
+  conformIdTokenClaims: false,
+  pkce: { methods: ['S256'], required: () => true },
+  features: {
+    devInteractions: { enabled: true },
+    deviceFlow: { enabled: true },
+    revocation: { enabled: true },
+    introspection: { enabled: true },
+  },
+  async issueRefreshToken(ctx, client) {
+    return client.grantTypeAllowed('refresh_token');
+  },
+  ttl: {
+    AccessToken: 3600,
+    AuthorizationCode: 60,
+    DeviceCode: 600,
+    IdToken: 3600,
+    RefreshToken: 86400,
+    Grant: 86400,
+    Interaction: 3600,
+    Session: 86400,
+  },
+};
+
+const provider = new Provider(issuer, configuration);
+provider.on('server_error', (ctx, error) => console.error('oidc-provider server_error:', error));
+createServer(provider.callback()).listen(port, '127.0.0.1', () => {
+  console.error(`oidc-provider listening on ${issuer}`);
+});
