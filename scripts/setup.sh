@@ -58,6 +58,16 @@ if ! command -v tauri-driver >/dev/null 2>&1; then
 fi
 export PATH="$HOME/.cargo/bin:$PATH"
 
+# The desktop app's front end: the Tauri crate embeds ui/dist when it
+# compiles, so it is built before cargo runs.
+ui_dir="$hourglass_root/ui"
+if [ ! -f "$ui_dir/node_modules/.package-lock.json" ] || [ "$ui_dir/package-lock.json" -nt "$ui_dir/node_modules/.package-lock.json" ]; then
+    echo "setup: installing the desktop front end's packages (npm ci in ui)" >&2
+    (cd "$ui_dir" && npm_config_cache="${npm_config_cache:-$HOME/.cache/hourglass/npm}" \
+        npm ci --no-audit --no-fund --loglevel=error >&2)
+fi
+(cd "$ui_dir" && npm run --silent build -- --logLevel error >&2)
+
 # mold links several times faster than the default linker; builds are the
 # slow part of every run on a small machine.
 if command -v mold >/dev/null 2>&1; then

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod desktop;
 pub mod keyring;
 pub mod oidc;
 pub mod postgres;

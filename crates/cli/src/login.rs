@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use hourglass_client::login::{Login, Prompt};
+use hourglass_client::login::{Login, Prompt, open_browser};
 use hourglass_client::session::SessionStore;
 use hourglass_client::{Client, broker_url};
 
@@ -85,17 +85,6 @@ fn show_prompt(prompt: Prompt<'_>, no_browser: bool) {
             eprintln!("Waiting for the login to complete…");
         }
     }
-}
-
-fn open_browser(url: &str) -> bool {
-    let opener = if cfg!(target_os = "macos") { "open" } else { "xdg-open" };
-    std::process::Command::new(opener)
-        .arg(url)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .is_ok()
 }
 
 pub async fn logout(broker: Option<&str>, _args: LogoutArgs, out: &Output) -> anyhow::Result<ExitCode> {

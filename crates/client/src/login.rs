@@ -50,6 +50,22 @@ pub enum Prompt<'a> {
     Device { verification_uri: &'a str, verification_uri_complete: Option<&'a str>, user_code: &'a str },
 }
 
+/// Opens `url` in the user's browser: `$BROWSER` when set (the convention
+/// of xdg-utils and most CLIs, and how a test stands in for a browser), else
+/// the desktop's default (`xdg-open`, `open` on macOS). False when nothing
+/// could be started; the caller then shows the URL.
+pub fn open_browser(url: &str) -> bool {
+    let from_env = std::env::var("BROWSER").ok().filter(|browser| !browser.trim().is_empty());
+    let opener = from_env.unwrap_or_else(|| if cfg!(target_os = "macos") { "open" } else { "xdg-open" }.to_owned());
+    std::process::Command::new(opener.trim())
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .is_ok()
+}
+
 /// The OpenID Connect endpoints this client uses, from discovery.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ProviderMetadata {

@@ -1,0 +1,128 @@
+//! The tray icon's state and menu, from the view: what needs attention first.
+
+use hourglass_core::{Duration, GrantId, Timestamp};
+use serde::Serialize;
+
+use crate::view::AppView;
+
+/// Which icon the tray shows, most pressing first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ts_rs::TS)]
+#[serde(rename_all = "snake_case")]
+pub enum TrayStatus {
+    /// Teammates wait for my decision.
+    ApprovalsWaiting,
+    /// A grant of mine ends within the first warning time.
+    ExpiringSoon,
+    Active,
+    Idle,
+}
+
+impl TrayStatus {
+    pub fn icon_name(self) -> &'static str {
+        match self {
+            TrayStatus::ApprovalsWaiting => "tray-approvals",
+            TrayStatus::ExpiringSoon => "tray-expiring",
+            TrayStatus::Active => "tray-active",
+            TrayStatus::Idle => "tray-idle",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrayGrant {
+    pub id: GrantId,
+    /// `orders-api · read — 41 min left`: minutes, so the menu changes at
+    /// most once a minute (the window shows seconds).
+    pub label: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrayModel {
+    pub status: TrayStatus,
+    pub approvals: usize,
+    pub grants: Vec<TrayGrant>,
+    pub tooltip: String,
+}
+
+/// `1 h 02 min left`, `41 min left`, `under a minute left`.
+pub fn minutes_left(left: Duration) -> String {
+    let minutes = left.as_secs() / 60;
+    match (minutes / 60, minutes % 60) {
+        (0, 0) => "under a minute left".into(),
+        (0, m) => format!("{m} min left"),
+        (h, m) => format!("{h} h {m:02} min left"),
+    }
+}
+
+/// The tray for `view` at the broker's `now`; `soon` is the first warning time.
+pub fn tray_model(view: &AppView, now: Timestamp, soon: Duration) -> TrayModel {
+    let live: Vec<_> = view.grants.iter().filter(|g| g.expires_at > now).collect();
+    let approvals = view.awaiting_me.len();
+    let expiring = live.iter().any(|g| now.until(g.expires_at) <= soon);
+    let status = if approvals > 0 {
+        TrayStatus::ApprovalsWaiting
+    } else if expiring {
+        TrayStatus::ExpiringSoon
+    } else if !live.is_empty() {
+        TrayStatus::Active
+    } else {
+        TrayStatus::Idle
+    };
+    let grants: Vec<TrayGrant> = live
+        .iter()
+        .map(|g| TrayGrant {
+            id: g.id.clone(),
+            label: format!("{} · {} — {}", g.resource, g.role, minutes_left(now.until(g.expires_at))),
+        })
+        .collect();
+    let mut parts = Vec::new();
+    match live.len() {
+        0 => parts.push("no live access".to_owned()),
+        1 => parts.push("1 live grant".to_owned()),
+        n => parts.push(format!("{n} live grants")),
+    }
+    if approvals > 0 {
+        parts.push(format!("{approvals} waiting for you"));
+    }
+    TrayModel { status, approvals, grants, tooltip: format!("Hourglass: {}", parts.join(", ")) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{grant, request};
+
+    const NOW: Timestamp = Timestamp::from_unix_millis(1_800_000_000_000);
+
+    #[test]
+    fn time_left_is_said_in_minutes() {
+        assert_eq!(minutes_left(Duration::from_secs(3723)), "1 h 02 min left");
+        assert_eq!(minutes_left(Duration::from_secs(2467)), "41 min left");
+        assert_eq!(minutes_left(Duration::from_secs(59)), "under a minute left");
+    }
+
+    #[test]
+    fn tray_status_shows_what_needs_attention_first() {
+        let soon = Duration::from_mins(10);
+        let mut view = AppView::new("http://b");
+        assert_eq!(tray_model(&view, NOW, soon).status, TrayStatus::Idle, "nothing live");
+        view.grants = vec![grant("orders-api", NOW.plus(Duration::from_hours(1)))];
+        assert_eq!(tray_model(&view, NOW, soon).status, TrayStatus::Active);
+        view.grants.push(grant("bastion", NOW.plus(Duration::from_mins(5))));
+        assert_eq!(tray_model(&view, NOW, soon).status, TrayStatus::ExpiringSoon, "one within the warning time");
+        view.awaiting_me = vec![request("dave@acme.example")];
+        let model = tray_model(&view, NOW, soon);
+        assert_eq!(model.status, TrayStatus::ApprovalsWaiting, "a teammate waiting beats a countdown");
+        assert_eq!(model.approvals, 1);
+        assert_eq!(model.tooltip, "Hourglass: 2 live grants, 1 waiting for you");
+        assert_eq!(model.grants[1].label, "bastion · read — 5 min left");
+    }
+
+    #[test]
+    fn grants_past_their_deadline_leave_the_tray() {
+        let mut view = AppView::new("http://b");
+        view.grants = vec![grant("orders-api", NOW)];
+        let model = tray_model(&view, NOW, Duration::from_mins(10));
+        assert_eq!((model.status, model.grants.len()), (TrayStatus::Idle, 0), "ended at its deadline");
+    }
+}

@@ -1,0 +1,354 @@
+//! The desktop app, for real: `hourglass-desktop` in a private X display
+//! with a notification daemon, a keyring and a tray host, driven over
+//! WebDriver and its tray menu over D-Bus, against a real `hourglassd dev`.
+//! Screenshots of each view are saved under `target/screenshots`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use hourglass_e2e::desktop::{Desktop, Driver, screenshots_dir, target_dir};
+use hourglass_e2e::oidc::Browser;
+use hourglass_e2e::{DevBroker, bin, eventually};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn open_app(driver: &Driver, app: &Path) -> Client {
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert("browserName".into(), json!("wry"));
+    capabilities.insert("tauri:options".into(), json!({ "application": app }));
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(&driver.url())
+        .await
+        .expect("a WebDriver session with the app")
+}
+
+async fn text(client: &Client, css: &str) -> String {
+    let element =
+        client.wait().at_most(WAIT).for_element(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}"));
+    element.text().await.unwrap_or_default()
+}
+
+async fn click(client: &Client, css: &str) {
+    let element =
+        client.wait().at_most(WAIT).for_element(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}"));
+    element.click().await.unwrap_or_else(|e| panic!("click {css}: {e}"));
+}
+
+/// Polls the page until `css` shows text containing `wanted`.
+async fn until_text(client: &Client, css: &str, wanted: &str) -> String {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if let Ok(element) = client.find(Locator::Css(css)).await {
+            let found = element.text().await.unwrap_or_default();
+            if found.contains(wanted) {
+                return found;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "{css} never showed {wanted:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn screenshot(client: &Client, name: &str) {
+    let png = client.screenshot().await.expect("a WebDriver screenshot");
+    std::fs::write(screenshots_dir().join(format!("desktop-{name}.png")), png).expect("saved");
+}
+
+/// Settings that make warnings observable in a test: a grant of one minute
+/// gets its first warning ten seconds after issue.
+fn write_settings(desktop: &Desktop, broker: &str) {
+    let dir = desktop.home.path().join(".config/hourglass");
+    std::fs::create_dir_all(&dir).expect("config dir");
+    let settings = json!({ "broker_url": broker, "warn_before": ["50s", "20s"] });
+    std::fs::write(dir.join("desktop.json"), settings.to_string()).expect("settings");
+}
+
+/// A stand-in for the system browser (`$BROWSER`): it writes down the page
+/// the app opened, for the test's headless browser to visit.
+fn fake_browser(desktop: &Desktop) -> (String, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let opened = desktop.home.path().join("opened-url");
+    let script = desktop.home.path().join("browser.sh");
+    std::fs::write(&script, format!("#!/bin/sh\nprintf '%s' \"$1\" > '{}'\n", opened.display())).expect("script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("executable");
+    (script.display().to_string(), opened)
+}
+
+/// What `hourglass agent --status` says, as the app's user (same runtime dir).
+fn agent_status(desktop: &Desktop, broker: &str) -> Option<serde_json::Value> {
+    let output = desktop
+        .command(bin("hourglass"))
+        .args(["agent", "--status", "--json"])
+        .env("HOURGLASS_BROKER", broker)
+        .env_remove("HOURGLASS_TOKEN")
+        .output()
+        .expect("hourglass runs");
+    output.status.success().then(|| serde_json::from_slice(&output.stdout).expect("status JSON"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn desktop_login_request_approve_countdown_warn_renew_revoke_and_approve_from_the_app() {
+    let desktop = Desktop::start();
+    let broker = DevBroker::start();
+    write_settings(&desktop, &broker.url);
+    let (browser, opened) = fake_browser(&desktop);
+    let driver = Driver::start(&desktop, &[("HOURGLASS_BROKER", &broker.url), ("BROWSER", &browser)]);
+    let app = open_app(&driver, &bin("hourglass-desktop")).await;
+
+    // Log in: the app sends the system browser to the broker's (dev) issuer;
+    // bob, an SRE, picks himself there; the session goes to the keyring.
+    until_text(&app, "[data-testid=signed-out]", "Log in").await;
+    screenshot(&app, "signed-out").await;
+    click(&app, "[data-testid=login]").await;
+    let url = eventually(WAIT, || std::fs::read_to_string(&opened).ok()).expect("the app opened the browser");
+    assert!(url.starts_with(&format!("{}/dev/authorize?", broker.url)), "the issuer's authorize page: {url}");
+    assert!(url.contains("code_challenge_method=S256"), "code flow with PKCE: {url}");
+    until_text(&app, "[data-testid=login-url]", &url).await;
+    let login = tokio::task::spawn_blocking(move || {
+        let browser = Browser::new();
+        let picker = browser.get(&url);
+        browser.submit(&picker, &[("user", "bob@acme.example")]).body
+    })
+    .await
+    .expect("the browser");
+    assert!(login.contains("You are logged in to Hourglass"), "the loopback redirect reached the app: {login}");
+    until_text(&app, "[data-testid=connection]", "online").await;
+    assert!(text(&app, "[data-testid=identity]").await.contains("Bob"), "the app shows who is logged in");
+    until_text(&app, "[data-testid=no-grants]", "No live access").await;
+    screenshot(&app, "grants-empty").await;
+    let stored = desktop
+        .command("secret-tool")
+        .args(["lookup", "service", "hourglass", "username", &broker.url])
+        .output()
+        .expect("secret-tool");
+    assert!(!stored.stdout.is_empty(), "the session is in the keyring");
+
+    // The app serves the local agent: shells and tools ask it.
+    let status = eventually(WAIT, || agent_status(&desktop, &broker.url)).expect("the app's agent answers");
+    assert_eq!(status["broker"], broker.url.as_str(), "it follows the app's broker: {status}");
+
+    // Request write access; it waits for another SRE.
+    click(&app, "[data-testid=tab-request]").await;
+    until_text(&app, "[data-testid=resource]", "orders-api").await;
+    click(&app, "input[name=role][value=write]").await;
+    app.find(Locator::Css("[data-testid=reason]"))
+        .await
+        .expect("reason")
+        .send_keys("fix order 42")
+        .await
+        .expect("typed");
+    screenshot(&app, "request").await;
+    click(&app, "[data-testid=submit-request]").await;
+    until_text(&app, "[data-testid=request-state]", "pending").await;
+    assert!(text(&app, "[data-testid=request-progress]").await.contains("Waiting for 1 approval"), "progress is shown");
+
+    // erin approves from the CLI: the app shows the grant counting down.
+    let inbox = broker.json("erin", &["requests"]);
+    let request = inbox["awaiting_me"][0]["id"].as_str().expect("bob's request reached erin").to_owned();
+    broker.json("erin", &["approve", &request]);
+    until_text(&app, "[data-testid=request-state]", "approved").await;
+    click(&app, "[data-testid=tab-grants]").await;
+    let first = text(&app, "[data-testid=time-left]").await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let later = text(&app, "[data-testid=time-left]").await;
+    assert_ne!(first, later, "the countdown moves ({first} → {later})");
+    screenshot(&app, "grants").await;
+    let approved = desktop.notifications();
+    assert!(approved.iter().any(|n| n.contains("Access approved")), "bob heard his request was approved: {approved:?}");
+
+    let held = eventually(WAIT, || {
+        agent_status(&desktop, &broker.url).filter(|s| s["grants"].as_array().is_some_and(|g| !g.is_empty()))
+    });
+    assert!(held.is_some(), "the app's agent holds the new grant for shells and tools");
+
+    // Renew from the app moves the deadline.
+    let deadline = broker.json("bob", &["grants"])[0]["expires_at"].as_str().expect("deadline").to_owned();
+    click(&app, "[data-testid=renew]").await;
+    until_text(&app, "[data-testid=note]", "Renewed").await;
+    let renewed = broker.json("bob", &["grants"]);
+    assert!(renewed[0]["expires_at"].as_str().expect("deadline") > deadline.as_str(), "renewing moved the deadline");
+
+    // Revoke from the app.
+    click(&app, "[data-testid=revoke]").await;
+    until_text(&app, "[data-testid=no-grants]", "No live access").await;
+    assert_eq!(broker.json("bob", &["grants", "--ended"])[0]["state"], "revoked", "the broker revoked it");
+
+    // An expiry warning reaches the notification daemon.
+    broker.json("bob", &["request", "staging-api", "--role", "deploy", "--for", "1m", "--reason", "quick look"]);
+    let warned = eventually(Duration::from_secs(30), || {
+        desktop.notifications().into_iter().find(|n| n.contains("staging-api · deploy expires in 50 seconds"))
+    });
+    assert!(warned.is_some(), "the 50 s warning was shown: {:?}", desktop.notifications());
+
+    // dave asks for write access: it appears in Approvals and bob approves it there.
+    let filed =
+        broker.json("dave", &["request", "orders-api", "--role", "write", "--for", "30m", "--reason", "hotfix"]);
+    let daves = filed["id"].as_str().expect("id").to_owned();
+    until_text(&app, "[data-testid=tab-approvals]", "1").await;
+    click(&app, "[data-testid=tab-approvals]").await;
+    until_text(&app, "[data-testid=approval]", "hotfix").await;
+    screenshot(&app, "approvals").await;
+    let asked = desktop.notifications();
+    assert!(asked.iter().any(|n| n.contains("dave@acme.example asks for access")), "bob was notified: {asked:?}");
+    click(&app, "[data-testid=approve]").await;
+    until_text(&app, "[data-testid=no-approvals]", "Nobody is waiting").await;
+    let decided = broker.json("dave", &["requests"]);
+    let request = decided["mine"].as_array().expect("mine").iter().find(|r| r["id"] == daves.as_str()).expect("dave's");
+    assert_eq!(request["state"], "approved", "approved from the app: {request}");
+
+    // alice asks too, and erin decides first from the CLI: the request leaves
+    // bob's Approvals view at once, and bob is told who decided.
+    let filed =
+        broker.json("alice", &["request", "orders-api", "--role", "write", "--for", "30m", "--reason", "refund 7"]);
+    let alices = filed["id"].as_str().expect("id").to_owned();
+    until_text(&app, "[data-testid=approval]", "refund 7").await;
+    broker.json("erin", &["approve", &alices]);
+    until_text(&app, "[data-testid=no-approvals]", "Nobody is waiting").await;
+    let told = eventually(WAIT, || {
+        desktop
+            .notifications()
+            .into_iter()
+            .find(|n| n.contains("erin@acme.example approved alice@acme.example's request"))
+    });
+    assert!(told.is_some(), "bob heard erin decided first: {:?}", desktop.notifications());
+
+    click(&app, "[data-testid=tab-history]").await;
+    until_text(&app, "[data-testid=history]", "request approved").await;
+    screenshot(&app, "history").await;
+    // Settings: the agent runs in the app; one click adds the bash hook.
+    click(&app, "[data-testid=tab-settings]").await;
+    until_text(&app, "[data-testid=agent-state]", "runs in this app").await;
+    click(&app, "[data-testid=install-hook-bash]").await;
+    until_text(&app, "[data-testid=hook-bash]", "✓").await;
+    let bashrc = std::fs::read_to_string(desktop.home.path().join(".bashrc")).expect("a .bashrc");
+    assert!(bashrc.contains("eval \"$(hourglass hook bash)\""), "the hook line was added: {bashrc}");
+    screenshot(&app, "settings").await;
+
+    // Log out: the keyring forgets the session, the agent and its credentials go.
+    click(&app, "[data-testid=logout]").await;
+    until_text(&app, "[data-testid=signed-out]", "Log in").await;
+    let stored = desktop
+        .command("secret-tool")
+        .args(["lookup", "service", "hourglass", "username", &broker.url])
+        .output()
+        .expect("secret-tool");
+    assert!(stored.stdout.is_empty(), "the keyring no longer holds the session");
+    let gone = eventually(WAIT, || agent_status(&desktop, &broker.url).is_none().then_some(()));
+    assert!(gone.is_some(), "the app's agent stopped");
+    let _ = app.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn desktop_tray_registers_with_a_status_notifier_host_and_its_menu_works_over_dbus() {
+    let mut desktop = Desktop::start();
+    desktop.start_tray_host();
+    let broker = DevBroker::start();
+    write_settings(&desktop, &broker.url);
+    let driver =
+        Driver::start(&desktop, &[("HOURGLASS_BROKER", &broker.url), ("HOURGLASS_TOKEN", broker.token("bob"))]);
+    let app = open_app(&driver, &bin("hourglass-desktop")).await;
+    until_text(&app, "[data-testid=connection]", "online").await;
+
+    let tray = desktop.tray();
+    let labels: Vec<String> = tray.menu().into_iter().map(|(_, label)| label).collect();
+    for wanted in ["No live access", "Request access…", "Approvals", "Open Hourglass", "Quit"] {
+        assert!(labels.iter().any(|l| l == wanted), "the menu has {wanted:?}: {labels:?}");
+    }
+    let idle = tray.icon();
+    assert!(idle.starts_with(b"\x89PNG"), "the icon is an image the host can load");
+
+    // A teammate's request: the menu counts it and the icon changes.
+    broker.json("dave", &["request", "orders-api", "--role", "write", "--for", "30m", "--reason", "hotfix"]);
+    let counted = eventually(WAIT, || tray.find("Approvals (1)"));
+    assert!(counted.is_some(), "the menu counts the waiting approval: {:?}", tray.menu());
+    assert_ne!(tray.icon(), idle, "the icon says approvals are waiting");
+
+    // bob's own grant: listed with its time left.
+    broker.json("bob", &["request", "staging-api", "--role", "deploy", "--for", "1h", "--reason", "deploy"]);
+    let listed = eventually(WAIT, || tray.find("staging-api"));
+    let label = tray.menu().into_iter().find(|(_, l)| l.contains("staging-api")).map(|(_, l)| l).unwrap_or_default();
+    assert!(listed.is_some() && label.contains("left"), "the grant and its time left: {label:?}");
+
+    // Clicking "Approvals (1)" opens the window on the Approvals view (the
+    // menu was rebuilt since: item ids are looked up again).
+    let approvals = tray.find("Approvals (1)").expect("still counted");
+    assert!(tray.click(approvals), "the menu took the click");
+    let selected =
+        app.wait().at_most(WAIT).for_element(Locator::Css("[data-testid=tab-approvals][aria-selected=true]")).await;
+    assert!(selected.is_ok(), "the tray's Approvals item opened the Approvals view");
+    until_text(&app, "[data-testid=approval]", "hotfix").await;
+
+    // Quit leaves the tray.
+    let _ = tray.click(tray.find("Quit").expect("Quit"));
+    let gone = eventually(WAIT, || desktop.tray_items().is_empty().then_some(()));
+    assert!(gone.is_some(), "the icon unregistered when the app quit");
+}
+
+/// The newest package `scripts/package-deb` built.
+fn built_deb() -> std::path::PathBuf {
+    let dir = target_dir().join("release/bundle/deb");
+    let mut debs: Vec<_> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "deb")).collect()
+        })
+        .unwrap_or_default();
+    debs.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+    debs.pop()
+        .unwrap_or_else(|| panic!("no .deb in {}: run scripts/package-deb first (scripts/test does)", dir.display()))
+}
+
+fn run(program: &str, args: &[&str]) -> String {
+    let output = std::process::Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(output.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn is_root() -> bool {
+    run("id", &["-u"]).trim() == "0"
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn desktop_deb_package_installs_and_the_installed_app_starts() {
+    let deb = built_deb();
+    let deb = deb.to_str().expect("a UTF-8 path");
+    let fields = run("dpkg-deb", &["--field", deb, "Package", "Depends"]);
+    assert!(fields.contains("Package: hourglass\n"), "the package's name: {fields}");
+    assert!(fields.contains("libwebkit2gtk-4.1-0"), "it depends on the WebKitGTK it links: {fields}");
+    let listing = run("dpkg-deb", &["--contents", deb]);
+    let paths: Vec<&str> =
+        listing.lines().filter_map(|l| l.split_whitespace().last()).map(|p| p.trim_start_matches("./")).collect();
+    for path in ["usr/bin/hourglass-desktop", "usr/bin/hourglass", "usr/share/applications/Hourglass.desktop"] {
+        assert!(paths.contains(&path), "the package has {path}: {paths:?}");
+    }
+    assert!(paths.iter().any(|p| p.starts_with("usr/share/icons/hicolor/")), "and the app's icons: {paths:?}");
+
+    // Installed for real where the test may (CI runs as root); elsewhere
+    // unpacked, which runs the same files.
+    let unpacked = tempfile::tempdir().expect("dir");
+    let root = if is_root() {
+        run("dpkg", &["--install", deb]);
+        std::path::PathBuf::from("/")
+    } else {
+        run("dpkg-deb", &["--extract", deb, unpacked.path().to_str().expect("path")]);
+        unpacked.path().to_path_buf()
+    };
+    let cli = run(root.join("usr/bin/hourglass").to_str().expect("path"), &["--version"]);
+    assert!(cli.starts_with("hourglass "), "the packaged CLI runs: {cli}");
+
+    let desktop = Desktop::start();
+    let broker = DevBroker::start();
+    write_settings(&desktop, &broker.url);
+    let driver =
+        Driver::start(&desktop, &[("HOURGLASS_BROKER", &broker.url), ("HOURGLASS_TOKEN", broker.token("bob"))]);
+    let app = open_app(&driver, &root.join("usr/bin/hourglass-desktop")).await;
+    until_text(&app, "[data-testid=connection]", "online").await;
+    assert!(text(&app, "[data-testid=identity]").await.contains("Bob"), "the installed app works");
+    screenshot(&app, "installed").await;
+    let _ = app.close().await;
+    if is_root() {
+        run("dpkg", &["--remove", "hourglass"]);
+    }
+}
