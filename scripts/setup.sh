@@ -70,7 +70,11 @@ fi
 
 # mold links several times faster than the default linker; builds are the
 # slow part of every run on a small machine.
+# Added once: flags that differ between runs make cargo rebuild everything.
 if command -v mold >/dev/null 2>&1; then
-    export RUSTFLAGS="${RUSTFLAGS:-} -C link-arg=-fuse-ld=mold"
+    case "${RUSTFLAGS:-}" in
+        *fuse-ld=mold*) ;;
+        *) export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-C link-arg=-fuse-ld=mold" ;;
+    esac
 fi
 cd "$hourglass_root"

@@ -178,11 +178,20 @@ mod tests {
         host.start(offline_client());
         let state = until(&host, |s| matches!(s, AgentState::InApp { .. })).await;
         assert!(matches!(state, AgentState::InApp { .. }), "the app serves the agent: {state:?}");
-        let probe = paths.clone();
-        let status = tokio::task::spawn_blocking(move || AgentClient::connect(&probe).and_then(|mut a| a.status()))
-            .await
-            .expect("join")
-            .expect("the agent answers on its socket");
+        // The state says "started"; the socket is bound a moment later.
+        let mut answer = None;
+        for _ in 0..200 {
+            let probe = paths.clone();
+            let status = tokio::task::spawn_blocking(move || AgentClient::connect(&probe).and_then(|mut a| a.status()))
+                .await
+                .expect("join");
+            if let Ok(status) = status {
+                answer = Some(status);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        let status = answer.expect("the agent answers on its socket");
         assert_eq!(status.pid, std::process::id(), "it is this process");
 
         // Logged out: the socket goes before stop_and_wait returns.
