@@ -99,14 +99,14 @@ pub async fn login(app: AppHandle, desktop: State<'_, Desktop>) -> Answer<Accoun
         Ok(()) => {
             store.save(&session).map_err(error)?;
             let client = Client::with_session(&base, store, session).map_err(error)?;
-            desktop.use_client(&app, client, false);
+            desktop.use_client(&app, client, SessionKind::Keyring);
         }
         Err(no_keyring) => {
             tracing::warn!("{no_keyring}: the session lives in memory until the app quits");
             // Nothing keeps the refresh token: end it at the identity provider.
             let _ = hourglass_client::login::revoke(&session).await;
             let client = Client::new(&base, &session.session_token).map_err(error)?;
-            desktop.use_client(&app, client, true);
+            desktop.use_client(&app, client, SessionKind::Memory);
         }
     }
     crate::desktop::show_window(&app);

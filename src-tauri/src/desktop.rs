@@ -3,7 +3,6 @@
 //! tray updates and notifications.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use hourglass_app::agent_host::AgentHost;
@@ -22,13 +21,12 @@ use zeroize::Zeroizing;
 pub struct Desktop {
     pub settings: RwLock<Settings>,
     settings_path: Option<PathBuf>,
-    client: RwLock<Option<Client>>,
+    /// The client, and how its session is kept; None when logged out.
+    client: RwLock<Option<(Client, SessionKind)>>,
     /// The running sync; replaced when the broker or the session changes.
     sync: Mutex<Option<SyncHandle>>,
     /// The latest view, for commands and the tray.
     pub view: Arc<RwLock<AppView>>,
-    /// The session lives only in this process (no Secret Service).
-    memory_session: AtomicBool,
     /// The user's local agent, served by the app while it is logged in.
     pub agent: AgentHost,
     /// Wakes a login waiting for the browser, to cancel it.
@@ -81,7 +79,6 @@ impl Desktop {
             settings_path,
             client: RwLock::new(None),
             sync: Mutex::new(None),
-            memory_session: AtomicBool::new(false),
             agent: AgentHost::spawn(Paths::from_env(), tauri::async_runtime::handle().inner()),
             login_cancel: tokio::sync::Notify::new(),
         };
@@ -91,7 +88,7 @@ impl Desktop {
     }
 
     pub fn client(&self) -> Option<Client> {
-        self.client.read().ok().and_then(|client| client.clone())
+        self.client.read().ok().and_then(|slot| slot.as_ref().map(|(client, _)| client.clone()))
     }
 
     pub fn settings(&self) -> Settings {
@@ -115,14 +112,7 @@ impl Desktop {
 
     /// How the current session is kept; None when logged out.
     pub fn session_kind(&self) -> Option<SessionKind> {
-        self.client()?;
-        Some(if self.memory_session.load(Ordering::Relaxed) {
-            SessionKind::Memory
-        } else if std::env::var("HOURGLASS_TOKEN").is_ok_and(|t| !t.trim().is_empty()) {
-            SessionKind::Environment
-        } else {
-            SessionKind::Keyring
-        })
+        self.client.read().ok().and_then(|slot| slot.as_ref().map(|(_, kind)| *kind))
     }
 
     /// (Re)creates the client for the configured broker from the keyring
@@ -135,26 +125,27 @@ impl Desktop {
             // app logs in itself.
             let stored = SessionStore::for_broker(&broker).and_then(|store| Ok((store.load()?, store)));
             match stored {
-                Ok((Some(session), store)) => Client::with_session(&broker, store, session),
+                Ok((Some(session), store)) => {
+                    Client::with_session(&broker, store, session).map(|c| (c, SessionKind::Keyring))
+                }
                 Ok((None, _)) => {
                     return self.sign_out(app, "Log in with your company account to see and request access.".into());
                 }
                 Err(error) => Err(error),
             }
         } else {
-            Client::new(&broker, &token)
+            Client::new(&broker, &token).map(|c| (c, SessionKind::Environment))
         };
         match client {
-            Ok(client) => self.use_client(app, client, false),
+            Ok((client, kind)) => self.use_client(app, client, kind),
             Err(error) => self.sign_out(app, error.to_string()),
         }
     }
 
     /// Follows the broker as `client`, and serves the local agent with it.
-    pub fn use_client(&self, app: &AppHandle, client: Client, in_memory: bool) {
-        self.memory_session.store(in_memory, Ordering::Relaxed);
+    pub fn use_client(&self, app: &AppHandle, client: Client, kind: SessionKind) {
         if let Ok(mut slot) = self.client.write() {
-            *slot = Some(client.clone());
+            *slot = Some((client.clone(), kind));
         }
         // Called from Tauri's setup too, outside any runtime: the sync's
         // tasks live on Tauri's Tokio runtime.
@@ -171,7 +162,6 @@ impl Desktop {
     /// Forgets the client: the view says why, and the agent stops (its
     /// credentials go with it).
     pub fn sign_out(&self, app: &AppHandle, reason: String) {
-        self.memory_session.store(false, Ordering::Relaxed);
         if let Ok(mut slot) = self.client.write() {
             *slot = None;
         }

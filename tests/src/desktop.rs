@@ -5,12 +5,13 @@
 //! its tray menu over D-Bus. Everything is started here and stopped on drop;
 //! nothing of the developer's own desktop is touched.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::eventually;
+use crate::keyring::{bus_has_owner, spawn_secret_service};
 
 /// A private display and session bus, with a notification daemon on it.
 pub struct Desktop {
@@ -42,34 +43,13 @@ impl Desktop {
         assert!(ready.is_some(), "dunst serves notifications on the private bus");
         // Started here, in the test's home, before anything asks for it: the
         // bus would otherwise activate one in the real user's home.
-        let mut keyring = desktop
-            .command("gnome-keyring-daemon")
-            .args(["--foreground", "--unlock", "--components=secrets"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("gnome-keyring-daemon starts");
-        let mut stdin = keyring.stdin.take().expect("stdin");
-        stdin.write_all(b"test-password").expect("the keyring's password");
-        drop(stdin);
+        let keyring = spawn_secret_service(desktop.command("gnome-keyring-daemon"), &desktop.bus);
         desktop.extra.push(keyring);
-        let owned = eventually(Duration::from_secs(20), || desktop.has_owner("org.freedesktop.secrets").then_some(()));
-        assert!(owned.is_some(), "gnome-keyring serves the Secret Service on the private bus");
         desktop
     }
 
     fn has_owner(&self, name: &str) -> bool {
-        self.gdbus(&[
-            "--dest",
-            "org.freedesktop.DBus",
-            "--object-path",
-            "/org/freedesktop/DBus",
-            "--method",
-            "org.freedesktop.DBus.NameHasOwner",
-            name,
-        ])
-        .is_some_and(|answer| answer.contains("true"))
+        bus_has_owner(&self.bus, name)
     }
 
     /// `gdbus call --session ARGS` on the private bus; its output when it succeeds.

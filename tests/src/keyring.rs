@@ -22,23 +22,9 @@ impl SessionBus {
     /// A bus with gnome-keyring's Secret Service on it, its login keyring unlocked.
     pub fn with_keyring() -> SessionBus {
         let mut bus = SessionBus::start();
-        let mut keyring = Command::new("gnome-keyring-daemon")
-            .args(["--foreground", "--unlock", "--components=secrets"])
-            .env_clear()
-            .envs(bus.env())
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("gnome-keyring-daemon starts (apt-get install gnome-keyring; scripts/setup.sh does)");
-        // --unlock reads the new login keyring's password from stdin, to its end.
-        let mut stdin = keyring.stdin.take().expect("stdin");
-        stdin.write_all(b"test-password").expect("the password is written");
-        drop(stdin);
-        bus.keyring = Some(keyring);
-        let owned = eventually(Duration::from_secs(20), || bus.has_owner("org.freedesktop.secrets").then_some(()));
-        assert!(owned.is_some(), "gnome-keyring-daemon took the Secret Service name on the private bus");
+        let mut daemon = Command::new("gnome-keyring-daemon");
+        daemon.env_clear().envs(bus.env()).env("PATH", std::env::var_os("PATH").unwrap_or_default());
+        bus.keyring = Some(spawn_secret_service(daemon, &bus.address));
         bus
     }
 
@@ -84,17 +70,6 @@ impl SessionBus {
         ]
     }
 
-    fn has_owner(&self, name: &str) -> bool {
-        let output = Command::new("dbus-send")
-            .args(["--session", "--print-reply", "--dest=org.freedesktop.DBus", "/org/freedesktop/DBus"])
-            .arg("org.freedesktop.DBus.NameHasOwner")
-            .arg(format!("string:{name}"))
-            .env("DBUS_SESSION_BUS_ADDRESS", &self.address)
-            .output()
-            .expect("dbus-send runs");
-        String::from_utf8_lossy(&output.stdout).contains("boolean true")
-    }
-
     /// What the Secret Service holds for `hourglass` at `broker`, read with
     /// libsecret's own tool (not through Hourglass).
     pub fn stored_session(&self, broker: &str) -> Option<String> {
@@ -115,6 +90,39 @@ impl Drop for SessionBus {
             let _ = child.wait();
         }
     }
+}
+
+/// Starts gnome-keyring's Secret Service as `daemon` (`gnome-keyring-daemon`
+/// with the caller's private bus and throwaway home in its environment), its
+/// login keyring created and unlocked, and waits until it serves on the bus
+/// at `address`.
+pub(crate) fn spawn_secret_service(mut daemon: Command, address: &str) -> Child {
+    let mut keyring = daemon
+        .args(["--foreground", "--unlock", "--components=secrets"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("gnome-keyring-daemon starts (apt-get install gnome-keyring; scripts/setup.sh does)");
+    // --unlock reads the new login keyring's password from stdin, to its end.
+    let mut stdin = keyring.stdin.take().expect("stdin");
+    stdin.write_all(b"test-password").expect("the password is written");
+    drop(stdin);
+    let owned = eventually(Duration::from_secs(20), || bus_has_owner(address, "org.freedesktop.secrets").then_some(()));
+    assert!(owned.is_some(), "gnome-keyring-daemon took the Secret Service name on the private bus");
+    keyring
+}
+
+/// Whether someone owns `name` on the bus at `address`.
+pub(crate) fn bus_has_owner(address: &str, name: &str) -> bool {
+    let output = Command::new("dbus-send")
+        .args(["--session", "--print-reply", "--dest=org.freedesktop.DBus", "/org/freedesktop/DBus"])
+        .arg("org.freedesktop.DBus.NameHasOwner")
+        .arg(format!("string:{name}"))
+        .env("DBUS_SESSION_BUS_ADDRESS", address)
+        .output()
+        .expect("dbus-send runs");
+    String::from_utf8_lossy(&output.stdout).contains("boolean true")
 }
 
 fn bus_config(socket: &Path) -> String {

@@ -20,6 +20,11 @@ fn bin_dir() -> PathBuf {
     versions.pop().expect("a PostgreSQL server with initdb").1
 }
 
+/// The newest installed `psql`.
+pub fn psql() -> PathBuf {
+    bin_dir().join("psql")
+}
+
 fn is_root() -> bool {
     Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
 }

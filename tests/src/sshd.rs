@@ -80,29 +80,42 @@ impl Sshd {
     /// certificate `cert`, and nothing else: no agent, no other identity,
     /// no config file, no prompts.
     pub fn ssh(&self, user: &str, key: &Path, cert: &Path, command: &str) -> Run {
-        let output = Command::new(SSH)
-            .args(["-F", "/dev/null", "-T", "-p", &self.port.to_string(), "-i"])
-            .arg(key)
-            .arg("-o")
-            .arg(format!("CertificateFile={}", cert.display()))
-            .args([
-                "-o",
-                "IdentitiesOnly=yes",
-                "-o",
-                "IdentityAgent=none",
-                "-o",
-                "PreferredAuthentications=publickey",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "LogLevel=ERROR",
-                "-o",
-                "ConnectTimeout=10",
-            ])
+        let mut ssh = self.client();
+        ssh.arg("-i").arg(key).arg("-o").arg(format!("CertificateFile={}", cert.display()));
+        ssh.args(["-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none"]);
+        self.run(ssh, user, command)
+    }
+
+    /// Runs `COMMAND` over ssh as `user` with only what the ssh-agent at
+    /// `agent` holds: no key file, no config file, no prompts.
+    pub fn ssh_through_agent(&self, user: &str, agent: &Path, command: &str) -> Run {
+        let mut ssh = self.client();
+        ssh.arg("-o").arg(format!("IdentityAgent={}", agent.display()));
+        self.run(ssh, user, command)
+    }
+
+    /// `ssh` to this server with no config file, publickey only, never asking.
+    fn client(&self) -> Command {
+        let mut ssh = Command::new(SSH);
+        ssh.args(["-F", "/dev/null", "-T", "-p", &self.port.to_string()]).args([
+            "-o",
+            "PreferredAuthentications=publickey",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "ConnectTimeout=10",
+        ]);
+        ssh
+    }
+
+    fn run(&self, mut ssh: Command, user: &str, command: &str) -> Run {
+        let output = ssh
             .arg(format!("{user}@127.0.0.1"))
             .arg(command)
             .stdin(Stdio::null())

@@ -181,6 +181,16 @@ mod tests {
         Event { kind, at: NOW, request, grant }
     }
 
+    fn sre_decision(approver: &str, verdict: Verdict, comment: Option<&str>) -> Decision {
+        Decision {
+            approver: approver.into(),
+            approver_groups: vec!["sre".into()],
+            verdict,
+            comment: comment.map(Into::into),
+            at: NOW,
+        }
+    }
+
     #[test]
     fn approvers_hear_of_new_requests_and_break_glass() {
         let filed = event(EventKind::RequestFiled, Some(request("dave@acme.example")), None);
@@ -198,13 +208,7 @@ mod tests {
     fn requesters_hear_of_decisions_with_the_comment() {
         let mut denied = request("alice@acme.example");
         denied.state = RequestState::Denied;
-        denied.decisions.push(Decision {
-            approver: "bob@acme.example".into(),
-            approver_groups: vec!["sre".into()],
-            verdict: Verdict::Deny,
-            comment: Some("use read".into()),
-            at: NOW,
-        });
+        denied.decisions.push(sre_decision("bob@acme.example", Verdict::Deny, Some("use read")));
         let alert =
             from_event(&event(EventKind::RequestDenied, Some(denied), None), "alice@acme.example").expect("told");
         assert_eq!(alert.kind, AlertKind::Denied);
@@ -221,13 +225,7 @@ mod tests {
     fn other_approvers_hear_when_a_teammate_decided() {
         let mut approved = request("dave@acme.example");
         approved.state = RequestState::Approved;
-        approved.decisions.push(Decision {
-            approver: "erin@acme.example".into(),
-            approver_groups: vec!["sre".into()],
-            verdict: Verdict::Approve,
-            comment: None,
-            at: NOW,
-        });
+        approved.decisions.push(sre_decision("erin@acme.example", Verdict::Approve, None));
         let approved = event(EventKind::RequestApproved, Some(approved), None);
         let alert = from_event(&approved, "bob@acme.example").expect("bob, also asked, is told");
         assert_eq!(alert.kind, AlertKind::DecidedByOther);

@@ -34,10 +34,25 @@ pub fn sources(count: usize) -> Vec<(String, String)> {
     vec![("hourglass.toml".into(), toml), ("teams.cedar".into(), cedar)]
 }
 
+const REQUESTER: &str = "alice@acme.example";
+
+/// alice asking for 30 minutes, as every decision here does.
+fn request_context() -> AccessContext<'static> {
+    AccessContext {
+        requester: REQUESTER,
+        duration: hourglass_core::Duration::from_mins(30),
+        reason: "benchmark",
+        ticket: None,
+        renewal: false,
+        break_glass: false,
+        now: Timestamp::from_unix_millis(1_800_000_000_000),
+    }
+}
+
 /// Decision time over `runs` decisions (after as many to warm up).
 pub fn decisions(runs: usize) -> anyhow::Result<Summary> {
     let policy = Policy::from_sources(sources(POLICIES)).map_err(|e| anyhow::anyhow!("the generated policy: {e}"))?;
-    let now = Timestamp::from_unix_millis(1_800_000_000_000);
+    let context = request_context();
     let mut samples = Vec::with_capacity(runs);
     let mut allowed = 0usize;
     // A cheap deterministic spread over resources and teams (no rand needed).
@@ -47,16 +62,7 @@ pub fn decisions(runs: usize) -> anyhow::Result<Summary> {
         x ^= x >> 7;
         x ^= x << 17;
         let resource = format!("svc-{:04}", x % POLICIES as u64);
-        let principal = Principal::new("alice@acme.example", [format!("team-{}", (x >> 20) % 50)]);
-        let context = AccessContext {
-            requester: &principal.id,
-            duration: hourglass_core::Duration::from_mins(30),
-            reason: "benchmark",
-            ticket: None,
-            renewal: false,
-            break_glass: false,
-            now,
-        };
+        let principal = Principal::new(REQUESTER, [format!("team-{}", (x >> 20) % 50)]);
         let started = Instant::now();
         let decision = policy.authorize(&principal, Action::Request, &resource, "read", &context);
         let took = started.elapsed();
@@ -77,20 +83,10 @@ mod tests {
     #[test]
     fn generated_policy_allows_the_resource_team_only() {
         let policy = Policy::from_sources(sources(100)).expect("valid");
-        let now = Timestamp::from_unix_millis(1_800_000_000_000);
-        let context = |_: &Principal| AccessContext {
-            requester: "alice@acme.example",
-            duration: hourglass_core::Duration::from_mins(30),
-            reason: "benchmark",
-            ticket: None,
-            renewal: false,
-            break_glass: false,
-            now,
-        };
-        let team = Principal::new("alice@acme.example", ["team-7"]);
-        let decision = policy.authorize(&team, Action::Request, "svc-0057", "read", &context(&team));
+        let team = Principal::new(REQUESTER, ["team-7"]);
+        let decision = policy.authorize(&team, Action::Request, "svc-0057", "read", &request_context());
         assert!(decision.allowed, "{decision:?}");
-        let other = Principal::new("alice@acme.example", ["team-8"]);
-        assert!(!policy.authorize(&other, Action::Request, "svc-0057", "read", &context(&other)).allowed);
+        let other = Principal::new(REQUESTER, ["team-8"]);
+        assert!(!policy.authorize(&other, Action::Request, "svc-0057", "read", &request_context()).allowed);
     }
 }

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use hourglass_core::{GrantId, Timestamp};
-use hourglass_e2e::postgres::PostgresCluster;
+use hourglass_e2e::postgres::{PostgresCluster, psql};
 use hourglass_e2e::shell::{TmuxShell, Workstation};
 use hourglass_e2e::sshd::{Sshd, current_user};
 use hourglass_e2e::{DevBroker, Run, bin, eventually, policy_dir};
@@ -295,34 +295,6 @@ impl Drop for SshAgent {
     }
 }
 
-/// `ssh` with no key file and no config: only what the agent at `agent` holds.
-fn ssh_through_agent(sshd: &Sshd, user: &str, agent: &Path) -> Run {
-    let output = Command::new("ssh")
-        .args(["-F", "/dev/null", "-T", "-p", &sshd.port.to_string()])
-        .arg("-o")
-        .arg(format!("IdentityAgent={}", agent.display()))
-        .args([
-            "-o",
-            "PreferredAuthentications=publickey",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            "ConnectTimeout=10",
-        ])
-        .arg(format!("{user}@127.0.0.1"))
-        .arg("echo ok")
-        .stdin(Stdio::null())
-        .output()
-        .expect("ssh runs");
-    Run::from(output)
-}
-
 #[test]
 fn ssh_agent_holds_the_grant_key_with_its_lifetime_and_ssh_logs_in() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -370,7 +342,7 @@ settings = {{ principals = ["{user}"] }}
     assert!(ssh_agent.fingerprints().contains("ED25519-CERT"), "listed as a certificate: {}", ssh_agent.fingerprints());
     assert!(!ssh_agent.listed().lines().any(|l| l.starts_with("ssh-ed25519 ")), "no bare key is added");
 
-    let login = ssh_through_agent(&sshd, &user, &ssh_agent.socket);
+    let login = sshd.ssh_through_agent(&user, &ssh_agent.socket, "echo ok");
     assert!(
         login.ok && login.stdout.trim() == "ok",
         "ssh logs in with the key in ssh-agent: {}\n--- sshd log ---\n{}",
@@ -397,21 +369,6 @@ settings = {{ principals = ["{user}"] }}
         now_millis() + 1500 >= millis(&short_deadline),
         "and not before the grant's deadline (the lifetime is the time left)"
     );
-}
-
-/// The newest installed `psql`.
-fn psql() -> PathBuf {
-    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .expect("PostgreSQL is installed")
-        .flatten()
-        .filter_map(|entry| {
-            let version = entry.file_name().to_string_lossy().parse().ok()?;
-            let psql = entry.path().join("bin/psql");
-            psql.exists().then_some((version, psql))
-        })
-        .collect();
-    found.sort();
-    found.pop().expect("psql").1
 }
 
 #[test]
