@@ -7,12 +7,14 @@ mod commands;
 mod desktop;
 mod notify;
 mod tray;
+mod webview;
 
 use tauri::Manager;
 
 /// Starts the app. `--hidden` (used when it starts at login) keeps the window
 /// closed: the tray is enough.
 pub fn run() {
+    webview::choose_rendering();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HOURGLASS_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)

@@ -21,11 +21,14 @@ pub struct Desktop {
     dbus: Child,
     extra: Vec<Child>,
     pub home: tempfile::TempDir,
+    /// Where Xvfb keeps the screen's pixels, as an XWD file (`-fbdir`).
+    framebuffer: tempfile::TempDir,
 }
 
 impl Desktop {
     pub fn start() -> Desktop {
-        let (display, xvfb) = start_xvfb();
+        let framebuffer = tempfile::tempdir().expect("a framebuffer dir");
+        let (display, xvfb) = start_xvfb(framebuffer.path());
         let mut dbus = Command::new("dbus-daemon")
             .args(["--session", "--nofork", "--print-address=1"])
             .stdout(Stdio::piped())
@@ -36,7 +39,7 @@ impl Desktop {
         BufReader::new(dbus.stdout.take().expect("stdout")).read_line(&mut address).expect("the bus address");
         let bus = address.trim().to_owned();
         let home = tempfile::tempdir().expect("a home");
-        let mut desktop = Desktop { display, bus, xvfb, dbus, extra: Vec::new(), home };
+        let mut desktop = Desktop { display, bus, xvfb, dbus, extra: Vec::new(), home, framebuffer };
         let dunst = desktop.command("dunst").stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("dunst starts");
         desktop.extra.push(dunst);
         let ready = eventually(Duration::from_secs(10), || desktop.dunstctl(&["count", "displayed"]).map(|_| ()));
@@ -157,6 +160,65 @@ impl Desktop {
         let _ = self.command("import").args(["-window", "root"]).arg(&path).status();
         path
     }
+
+    /// The screen's pixels now, read from Xvfb's framebuffer file: no X
+    /// request and no helper process, so it can be polled every few
+    /// milliseconds without disturbing what is being watched.
+    pub fn screen(&self) -> Option<Screen> {
+        Screen::from_xwd(&std::fs::read(self.framebuffer.path().join("Xvfb_screen0")).ok()?)
+    }
+}
+
+/// A snapshot of the screen: `width` × `height` pixels, row by row, each
+/// `0xRRGGBB`.
+pub struct Screen {
+    pub width: usize,
+    pub height: usize,
+    pub pixels: Vec<u32>,
+}
+
+impl Screen {
+    /// Parses an XWD image as Xvfb writes it (24-bit colour, 32 bits per
+    /// pixel); None for anything else.
+    fn from_xwd(file: &[u8]) -> Option<Screen> {
+        // The header is 25 big-endian 32-bit fields, then the window name.
+        let field = |index: usize| -> Option<usize> {
+            let bytes = file.get(index * 4..index * 4 + 4)?;
+            Some(u32::from_be_bytes(bytes.try_into().ok()?) as usize)
+        };
+        let (header_size, width, height, byte_order) = (field(0)?, field(4)?, field(5)?, field(7)?);
+        let (bits_per_pixel, bytes_per_line, colormap_entries) = (field(11)?, field(12)?, field(19)?);
+        if bits_per_pixel != 32 {
+            return None;
+        }
+        let start = header_size + colormap_entries * 12;
+        let data = file.get(start..start + height * bytes_per_line)?;
+        let mut pixels = Vec::with_capacity(width * height);
+        for row in data.chunks_exact(bytes_per_line) {
+            for pixel in row.chunks_exact(4).take(width) {
+                let bytes: [u8; 4] = pixel.try_into().ok()?;
+                let value = if byte_order == 0 { u32::from_le_bytes(bytes) } else { u32::from_be_bytes(bytes) };
+                pixels.push(value & 0x00ff_ffff);
+            }
+        }
+        Some(Screen { width, height, pixels })
+    }
+
+    /// How many different colours the screen shows, counting up to `limit`:
+    /// an empty screen has one, a window's plain background adds one, and
+    /// rendered text (antialiased) adds dozens.
+    pub fn colours(&self, limit: usize) -> usize {
+        let mut seen: Vec<u32> = Vec::new();
+        for pixel in &self.pixels {
+            if !seen.contains(pixel) {
+                seen.push(*pixel);
+                if seen.len() >= limit {
+                    break;
+                }
+            }
+        }
+        seen.len()
+    }
 }
 
 impl Drop for Desktop {
@@ -168,7 +230,7 @@ impl Drop for Desktop {
     }
 }
 
-fn start_xvfb() -> (String, Child) {
+fn start_xvfb(framebuffer: &Path) -> (String, Child) {
     // Tests of one process run in parallel: each takes its own numbers, so
     // two never race for one display (the loser's Xvfb would exit while the
     // winner's socket made it look up).
@@ -183,7 +245,8 @@ fn start_xvfb() -> (String, Child) {
         }
         let display = format!(":{number}");
         let mut child = Command::new("Xvfb")
-            .args([&display, "-screen", "0", "1280x800x24", "-nolisten", "tcp"])
+            .args([&display, "-screen", "0", "1280x800x24", "-nolisten", "tcp", "-fbdir"])
+            .arg(framebuffer)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -293,7 +356,9 @@ impl TrayItem<'_> {
 /// Cargo's target directory, where the test binaries are.
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable");
-    exe.ancestors().nth(3).expect("target directory").to_path_buf()
+    // A test runs from target/<profile>/deps/, a benchmark from target/<profile>/.
+    let profile = exe.parent().map(|dir| if dir.ends_with("deps") { dir.parent() } else { Some(dir) });
+    profile.flatten().and_then(Path::parent).expect("target directory").to_path_buf()
 }
 
 /// `target/screenshots`, next to the test binaries (kept as CI artifacts, not committed).

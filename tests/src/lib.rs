@@ -14,16 +14,22 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod desktop;
+pub mod issuer;
 pub mod keyring;
 pub mod oidc;
 pub mod postgres;
 pub mod shell;
 pub mod sshd;
 
-/// A binary of this workspace, built next to the running test.
+/// A binary of this workspace, built next to the running test (or next to
+/// the running benchmark).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> → target/<profile>/<name>
+    // A benchmark runs from target/<profile>/; a test from target/<profile>/deps/.
+    let beside = exe.parent().expect("target directory").join(name);
+    if beside.exists() {
+        return beside;
+    }
     let dir = exe.parent().and_then(Path::parent).expect("target directory");
     let path = dir.join(name);
     assert!(
@@ -155,6 +161,11 @@ impl DevBroker {
         let mut command = Command::new(bin("hourglass"));
         command.args(args).env("HOURGLASS_BROKER", &self.url).env("HOURGLASS_TOKEN", self.token(user));
         command
+    }
+
+    /// The broker's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Stops the broker the hard way: no shutdown work happens.

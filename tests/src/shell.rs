@@ -4,13 +4,14 @@
 //! tests.
 
 use std::cell::Cell;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::{DevBroker, Run, bin, eventually};
+use crate::{DevBroker, Run, bin, eventually, policy_dir};
 
 /// A user's machine: its own `XDG_RUNTIME_DIR` (so its own agent socket)
 /// and `HOME`, and the broker and token in the environment. Every command
@@ -156,6 +157,61 @@ impl Drop for Workstation {
     fn drop(&mut self) {
         self.kill_agent();
     }
+}
+
+/// A policy with one grant per credential helper, approved at once for
+/// engineers: `cloud/admin` (an exec hook that prints fixed AWS-style
+/// keys: `AKIAHOURGLASSTEST`, `wJalr/secret+key`, `session-token-1`),
+/// `git/push` (a token whose audience is `https://git.example.test`) and
+/// `k8s/view` (a token in `K8S_TOKEN`).
+pub fn helpers_policy() -> tempfile::TempDir {
+    const TOML: &str = r#"
+[defaults]
+workflow = "review"
+min_duration = "5s"
+max_duration = "1h"
+reason_required = false
+
+[workflows.review]
+approvals = [{ group = "sre", count = 1 }]
+
+[resources.cloud]
+provider = "exec"
+settings = { command = ["./aws-hook.sh"] }
+
+[resources.cloud.roles.admin]
+description = "AWS keys"
+
+[resources.git]
+provider = "token"
+settings = { audience = "https://git.example.test" }
+
+[resources.git.roles.push]
+description = "push"
+
+[resources.k8s]
+provider = "token"
+settings = { audience = "https://k8s.example.test", env_prefix = "K8S" }
+
+[resources.k8s.roles.view]
+description = "view"
+"#;
+    const CEDAR: &str = r#"
+permit (principal in Group::"engineers", action in [Action::"request", Action::"auto_approve"], resource);
+"#;
+    const AWS_HOOK: &str = r#"#!/bin/sh
+cat > /dev/null
+case "$HOURGLASS_ACTION" in
+    issue|renew)
+        echo '{"state": {"key": 1}, "env": {"AWS_ACCESS_KEY_ID": "AKIAHOURGLASSTEST", "AWS_SECRET_ACCESS_KEY": "wJalr/secret+key", "AWS_SESSION_TOKEN": "session-token-1"}, "public": ["AWS_ACCESS_KEY_ID"]}' ;;
+    revoke) echo '{}' ;;
+esac
+"#;
+    let policy = policy_dir(TOML, CEDAR);
+    let hook = policy.path().join("aws-hook.sh");
+    std::fs::write(&hook, AWS_HOOK).expect("aws-hook.sh");
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod aws-hook.sh");
+    policy
 }
 
 /// An interactive bash, zsh or fish in its own tmux server, with the

@@ -48,7 +48,7 @@ pub fn machine() -> String {
 
 /// The report: a table of `figures`, then the figures `pending` (targets
 /// with no measurement yet), named so that nobody mistakes them for met.
-pub fn render(date: &str, machine: &str, figures: &[Figure], pending: &[&str]) -> String {
+pub fn render(date: &str, machine: &str, figures: &[Figure], pending: &[String]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# Benchmarks\n");
     let _ = writeln!(
@@ -103,7 +103,7 @@ mod tests {
             peer: "—".into(),
             note: "1,000 policies".into(),
         }];
-        let text = render("2026-11-23", "a machine", &figures, &["Prompt hook vs direnv"]);
+        let text = render("2026-11-23", "a machine", &figures, &["Prompt hook vs direnv".to_owned()]);
         assert!(
             text.contains(
                 "| Policy decision | 10.0 µs | 20.0 µs | 30.0 µs | 3 | p99 < 100 µs | yes | — | 1,000 policies |"

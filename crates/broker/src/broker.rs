@@ -2,6 +2,7 @@
 //! The lifecycle operations are in `lifecycle.rs`, expiry in `expiry.rs`.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration as StdDuration;
 
@@ -19,6 +20,9 @@ use crate::keys::Ed25519Key;
 use crate::metrics::Metrics;
 use crate::provider::Providers;
 use crate::store::Store;
+
+/// `planned_wake` while the scheduler runs a pass.
+pub(crate) const SCHEDULER_RUNNING: i64 = i64::MIN;
 
 pub struct BrokerParts {
     pub store: Store,
@@ -46,6 +50,10 @@ pub struct Broker {
     pub(crate) provider_timeout: StdDuration,
     /// Wakes the expiry scheduler when a nearer deadline appears.
     pub(crate) wake: Notify,
+    /// When the scheduler means to wake next (unix ms), or
+    /// [`SCHEDULER_RUNNING`] during a pass: a new deadline later than this
+    /// needs no wake-up (`Broker::schedule`).
+    pub(crate) planned_wake: AtomicI64,
     /// Set once when the broker shuts down; long-lived tasks and event
     /// streams end on it.
     stopping: watch::Sender<bool>,
@@ -84,6 +92,7 @@ impl Broker {
             metrics: Metrics::default(),
             provider_timeout: parts.provider_timeout,
             wake: Notify::new(),
+            planned_wake: AtomicI64::new(SCHEDULER_RUNNING),
             stopping: watch::channel(false).0,
         }))
     }
@@ -91,6 +100,16 @@ impl Broker {
     /// Ends event streams and background tasks.
     pub fn stop(&self) {
         self.stopping.send_replace(true);
+    }
+
+    /// Has the scheduler look again by `at`: wakes it only when `at` is
+    /// earlier than its next planned pass, so that a burst of requests does
+    /// not make a burst of empty passes.
+    pub(crate) fn schedule(&self, at: Timestamp) {
+        let planned = self.planned_wake.load(Ordering::SeqCst);
+        if planned == SCHEDULER_RUNNING || at.unix_millis() < planned {
+            self.wake.notify_one();
+        }
     }
 
     /// Resolves once [`Broker::stop`] was called.

@@ -8,7 +8,7 @@ pub enum Error {
     #[error("{message}")]
     Refused { code: ErrorCode, message: String },
     #[error("store: {0}")]
-    Store(#[from] sqlx::Error),
+    Store(#[from] rusqlite::Error),
     #[error("{0}")]
     Provider(#[from] crate::provider::ProviderError),
     #[error("policy: {0}")]
@@ -39,7 +39,7 @@ impl Error {
         match self {
             Error::Refused { code, message } => ApiError { code: *code, message: message.clone() },
             Error::Provider(error) => ApiError { code: ErrorCode::ProviderFailed, message: error.to_string() },
-            Error::Store(error) if is_unavailable(error) => ApiError {
+            Error::Store(error) if refuses_writes(error) => ApiError {
                 code: ErrorCode::Unavailable,
                 message: "the broker's store cannot take writes right now; try again shortly".into(),
             },
@@ -53,13 +53,10 @@ impl Error {
 }
 
 /// Disk full, read-only or locked: the store is there but refuses writes.
-fn is_unavailable(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Database(db) => {
-            let message = db.message().to_ascii_lowercase();
-            ["readonly", "read-only", "disk", "full", "locked", "busy"].iter().any(|word| message.contains(word))
-        }
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
-        _ => false,
-    }
+fn refuses_writes(error: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode::{CannotOpen, DatabaseBusy, DatabaseLocked, DiskFull, ReadOnly, SystemIoFailure};
+    matches!(
+        error.sqlite_error_code(),
+        Some(DatabaseBusy | DatabaseLocked | ReadOnly | DiskFull | SystemIoFailure | CannotOpen)
+    )
 }

@@ -13,7 +13,9 @@ use hourglass_core::principal::SYSTEM_ACTOR;
 use hourglass_core::{GrantId, Timestamp};
 use rand::Rng;
 
-use crate::broker::Broker;
+use std::sync::atomic::Ordering;
+
+use crate::broker::{Broker, SCHEDULER_RUNNING};
 use crate::error::Result;
 use crate::lifecycle::lease;
 use crate::provider::Verification;
@@ -30,6 +32,7 @@ impl Broker {
     /// Runs until the broker stops.
     pub async fn run_scheduler(self: Arc<Self>) {
         loop {
+            self.planned_wake.store(SCHEDULER_RUNNING, Ordering::SeqCst);
             if let Err(error) = self.run_due_work().await {
                 tracing::error!("expiry pass failed, retrying in 1s: {error}");
                 tokio::select! {
@@ -48,6 +51,8 @@ impl Broker {
                     StdDuration::from_secs(1)
                 }
             };
+            let wake_at = self.now().plus_millis(i64::try_from(sleep.as_millis()).unwrap_or(i64::MAX));
+            self.planned_wake.store(wake_at.unix_millis(), Ordering::SeqCst);
             tokio::select! {
                 () = tokio::time::sleep(sleep) => {}
                 () = self.wake.notified() => {}
@@ -120,6 +125,9 @@ impl Broker {
         let now = self.now();
         let mut tx = self.store.begin().await?;
         let due = tx.due_requests(now, BATCH).await?;
+        if due.is_empty() {
+            return Ok(0); // nothing changed: no commit, no flush
+        }
         let mut expired = Vec::with_capacity(due.len());
         for request in due {
             expired.push(self.expire_request(&mut tx, request, now).await?);
@@ -137,6 +145,9 @@ impl Broker {
         let lease_until = now.plus_millis(lease(self.provider_timeout));
         let mut tx = self.store.begin().await?;
         let mut due = tx.due_revocations(now, BATCH).await?;
+        if due.is_empty() {
+            return Ok(0);
+        }
         for record in &mut due {
             record.grant.lease_revocation(lease_until);
             tx.update_grant(record).await?;
@@ -212,7 +223,11 @@ impl Broker {
             updated.push(current);
         }
         tx.commit().await?;
-        self.wake.notify_one();
+        // A failed attempt is due again at its next attempt time.
+        let retry = updated.iter().filter_map(|r| r.grant.revocation.as_ref()?.next_attempt_at).min();
+        if let Some(retry) = retry {
+            self.schedule(retry);
+        }
         Ok(updated)
     }
 

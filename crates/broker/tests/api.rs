@@ -1411,7 +1411,6 @@ async fn audit_chain_verifies_and_records_refusals() {
 
 #[tokio::test]
 async fn audit_tampering_names_the_altered_seq() {
-    use sqlx::Connection;
     let h = Harness::new().await;
     full_run(&h).await;
     let links = audit_links(&h).await;
@@ -1422,17 +1421,16 @@ async fn audit_tampering_names_the_altered_seq() {
         .expect("the write request's filing is in the log");
     assert!(target < links.len() as u64, "a link after the altered one exists, so this is not just the head");
 
-    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&h.db_path);
-    let mut raw = sqlx::SqliteConnection::connect_with(&options).await.expect("a second connection to the store");
-    let changed =
-        sqlx::query("UPDATE audit SET event = replace(event, 'stuck in checkout', 'as agreed') WHERE seq = ?")
-            .bind(i64::try_from(target).expect("seq"))
-            .execute(&mut raw)
-            .await
-            .expect("the row is rewritten behind the broker's back")
-            .rows_affected();
+    let raw = rusqlite::Connection::open(&h.db_path).expect("a second connection to the store");
+    raw.busy_timeout(std::time::Duration::from_secs(10)).expect("busy timeout");
+    let changed = raw
+        .execute(
+            "UPDATE audit SET event = replace(event, 'stuck in checkout', 'as agreed') WHERE seq = ?1",
+            [i64::try_from(target).expect("seq")],
+        )
+        .expect("the row is rewritten behind the broker's back");
     assert_eq!(changed, 1, "exactly one row altered");
-    raw.close().await.expect("closed");
+    drop(raw);
 
     let broken = verify_chain(audit_links(&h).await).expect_err("an altered event breaks the chain");
     assert_eq!(broken.seq, target, "verification names the altered event: {broken}");

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use hourglass_core::{GrantId, Timestamp};
 use hourglass_e2e::postgres::{PostgresCluster, psql};
-use hourglass_e2e::shell::{TmuxShell, Workstation};
+use hourglass_e2e::shell::{TmuxShell, Workstation, helpers_policy};
 use hourglass_e2e::sshd::{Sshd, current_user};
 use hourglass_e2e::{DevBroker, Run, bin, eventually, policy_dir};
 use serde_json::Value;
@@ -479,16 +479,6 @@ settings = {{ grant = ["orders_read"] }}
     );
 }
 
-/// The exec hook of the helpers test: AWS-style keys.
-const AWS_HOOK: &str = r#"#!/bin/sh
-cat > /dev/null
-case "$HOURGLASS_ACTION" in
-    issue|renew)
-        echo '{"state": {"key": 1}, "env": {"AWS_ACCESS_KEY_ID": "AKIAHOURGLASSTEST", "AWS_SECRET_ACCESS_KEY": "wJalr/secret+key", "AWS_SESSION_TOKEN": "session-token-1"}, "public": ["AWS_ACCESS_KEY_ID"]}' ;;
-    revoke) echo '{}' ;;
-esac
-"#;
-
 /// An HTTPS server (kubectl runs exec plugins for TLS servers only) that
 /// answers every request with a version document and writes each
 /// `Authorization` header it sees to `seen`: python3's `ssl` with a
@@ -572,41 +562,7 @@ fn has(program: &str, check: &[&str]) -> bool {
 
 #[test]
 fn credential_helpers_answer_in_the_formats_tools_parse() {
-    let toml = r#"
-[defaults]
-workflow = "review"
-min_duration = "5s"
-max_duration = "1h"
-reason_required = false
-
-[workflows.review]
-approvals = [{ group = "sre", count = 1 }]
-
-[resources.cloud]
-provider = "exec"
-settings = { command = ["./aws-hook.sh"] }
-
-[resources.cloud.roles.admin]
-description = "AWS keys"
-
-[resources.git]
-provider = "token"
-settings = { audience = "https://git.example.test" }
-
-[resources.git.roles.push]
-description = "push"
-
-[resources.k8s]
-provider = "token"
-settings = { audience = "https://k8s.example.test", env_prefix = "K8S" }
-
-[resources.k8s.roles.view]
-description = "view"
-"#;
-    let policy = policy_dir(toml, CEDAR);
-    let hook = policy.path().join("aws-hook.sh");
-    std::fs::write(&hook, AWS_HOOK).expect("hook");
-    chmod(&hook, 0o755);
+    let policy = helpers_policy();
     let broker = DevBroker::start_with_policy(policy.path(), &[]);
     let mut station = Workstation::new(&broker, "alice");
     station.start_agent();

@@ -4,55 +4,17 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use base64::Engine;
-use ed25519_dalek::SigningKey;
-use ed25519_dalek::pkcs8::EncodePrivateKey;
 use hourglass_e2e::DevBroker;
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use hourglass_e2e::issuer::JwtIssuer as Idp;
 
-const ISSUER: &str = "https://idp.acme.example";
-
-struct Idp {
-    key: SigningKey,
-    kid: String,
-}
-
-impl Idp {
-    fn new(kid: &str) -> Idp {
-        Idp { key: SigningKey::generate(&mut rand::rngs::OsRng), kid: kid.to_owned() }
-    }
-
-    fn jwks(&self) -> String {
-        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.key.verifying_key().to_bytes());
-        serde_json::json!({ "keys": [{ "kty": "OKP", "crv": "Ed25519", "x": x, "kid": self.kid, "alg": "EdDSA", "use": "sig" }] })
-            .to_string()
-    }
-
-    fn token(&self, email: &str, groups: &[&str], audience: &str, lifetime_secs: i64) -> String {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-        let claims = serde_json::json!({
-            "iss": ISSUER, "aud": audience, "sub": format!("id-{email}"), "email": email,
-            "groups": groups, "iat": now, "exp": now + lifetime_secs,
-        });
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(self.kid.clone());
-        let der = self.key.to_pkcs8_der().unwrap();
-        encode(&header, &claims, &EncodingKey::from_ed_der(der.as_bytes())).unwrap()
-    }
-}
-
+/// The demo policy, trusting `idp`.
 fn policy_dir(into: &Path, idp: &Idp) {
     let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo/policy");
     for entry in std::fs::read_dir(&demo).unwrap() {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), into.join(entry.file_name())).unwrap();
     }
-    let toml = std::fs::read_to_string(into.join("hourglass.toml")).unwrap();
-    let broker = format!(
-        "[broker]\ndata_dir = \"data\"\n\n[[broker.issuers]]\nissuer = \"{ISSUER}\"\njwks_file = \"idp-jwks.json\"\n\n"
-    );
-    std::fs::write(into.join("hourglass.toml"), broker + &toml).unwrap();
-    std::fs::write(into.join("idp-jwks.json"), idp.jwks()).unwrap();
+    idp.trust_in(into);
 }
 
 #[test]

@@ -120,7 +120,9 @@ impl Broker {
             tx.insert_grant(record).await?;
         }
         tx.commit().await?;
-        self.wake.notify_one();
+        if let Some(record) = &started {
+            self.schedule(record.grant.expires_at);
+        }
         self.metrics.request(match outcome {
             DecisionOutcome::Recorded { .. } => "approval_recorded",
             DecisionOutcome::Approved => "approved",

@@ -140,7 +140,7 @@ impl Broker {
         )
         .await?;
         tx.commit().await?;
-        self.wake.notify_one();
+        self.schedule(current.grant.expires_at);
         self.metrics.grant("renewed");
         self.publish_grant(&current.grant, EventKind::GrantRenewed, &[]);
         Ok(current.grant)
@@ -248,7 +248,9 @@ impl Broker {
             .await?;
         }
         tx.commit().await?;
-        self.wake.notify_one();
+        if request.is_pending() {
+            self.schedule(request.pending_until);
+        }
         if request.is_pending() {
             self.metrics.request("pending");
             self.publish_request(&request, EventKind::RequestFiled, &[]);

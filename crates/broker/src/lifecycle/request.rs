@@ -146,7 +146,11 @@ impl Broker {
             tx.insert_grant(record).await?;
         }
         tx.commit().await?;
-        self.wake.notify_one();
+        let grant_deadline = started.as_ref().map(|(record, _)| record.grant.expires_at);
+        let pending_deadline = request.is_pending().then_some(request.pending_until);
+        if let Some(next) = grant_deadline.into_iter().chain(pending_deadline).min() {
+            self.schedule(next);
+        }
 
         if let Some(waiting) = &superseded {
             self.publish_request(waiting, EventKind::RequestCancelled, &[]);

@@ -24,7 +24,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
 use base64::Engine;
@@ -33,15 +33,19 @@ use hourglass_core::{Duration, Grant, Timestamp};
 use hourglass_policy::Resource;
 use postgres_protocol::escape::{escape_identifier, escape_literal};
 use serde::{Deserialize, Serialize};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls, Statement};
 use zeroize::Zeroizing;
 
 use super::{IssueInput, Issued, MaterialKind, Provider, ProviderError, Verification};
 
 pub const KIND: &str = "postgres";
 
-/// Idle admin connections kept per resource.
-const POOL_SIZE: usize = 8;
+/// Admin connections per resource, at most; idle ones are kept. Work
+/// beyond that waits for one rather than opening more: a new connection
+/// costs a SCRAM login (milliseconds of CPU on both sides) and a server
+/// process, and the scheduler revokes up to 64 grants at once.
+const CONNECTIONS: usize = 8;
 /// How long revocation waits for terminated sessions to exit.
 const SESSION_EXIT_WAIT: StdDuration = StdDuration::from_secs(5);
 
@@ -227,9 +231,40 @@ fn check_verifier(verifier: &str) -> Result<(), String> {
 
 #[derive(Default)]
 pub struct PostgresProvider {
-    /// Idle admin connections, by resource.
-    pool: Mutex<HashMap<String, Vec<Client>>>,
+    /// Admin connections, by resource.
+    pools: Mutex<HashMap<String, Arc<Pool>>>,
 }
+
+/// One resource's admin connections: a permit per connection in use, and
+/// the idle ones.
+struct Pool {
+    permits: tokio::sync::Semaphore,
+    idle: Mutex<Vec<Admin>>,
+}
+
+/// An admin connection and the queries the provider runs on it, prepared
+/// once per connection: planning the `pg_roles` and `pg_stat_activity`
+/// queries costs more than running them.
+struct Admin {
+    client: Client,
+    role_facts: Statement,
+    /// Sessions of a role: found, and of those terminated.
+    terminate: Statement,
+    session_count: Statement,
+    /// Whether a role exists, and its sessions.
+    leftovers: Statement,
+}
+
+const ROLE_FACTS: &str = "SELECT r.rolcanlogin,
+        (extract(epoch FROM r.rolvaliduntil) * 1000)::float8,
+        ARRAY(SELECT b.rolname::text FROM pg_auth_members m JOIN pg_roles b ON b.oid = m.roleid
+              WHERE m.member = r.oid ORDER BY 1)
+    FROM pg_roles r WHERE r.rolname = $1";
+const TERMINATE: &str =
+    "SELECT count(*), count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = $1";
+const SESSION_COUNT: &str = "SELECT count(*) FROM pg_stat_activity WHERE usename = $1";
+const LEFTOVERS: &str = "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1),
+        (SELECT count(*) FROM pg_stat_activity WHERE usename = $1)";
 
 fn failed(resource: &str, message: impl Into<String>) -> ProviderError {
     ProviderError::failed(resource, message)
@@ -257,11 +292,17 @@ fn db_error(error: &tokio_postgres::Error) -> String {
 }
 
 impl PostgresProvider {
-    async fn connect(&self, resource: &str, settings: &Settings) -> Result<Client, ProviderError> {
-        let idle = self.pool.lock().ok().and_then(|mut pool| pool.get_mut(resource).and_then(Vec::pop));
-        if let Some(client) = idle.filter(|client| !client.is_closed()) {
-            return Ok(client);
-        }
+    fn pool(&self, resource: &str) -> Arc<Pool> {
+        let mut pools = self.pools.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        pools
+            .entry(resource.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Pool { permits: tokio::sync::Semaphore::new(CONNECTIONS), idle: Mutex::new(Vec::new()) })
+            })
+            .clone()
+    }
+
+    async fn connect(resource: &str, settings: &Settings) -> Result<Admin, ProviderError> {
         let config = settings.admin_config().map_err(|message| failed(resource, message))?;
         let target = describe(&config);
         let (client, connection) = config.connect(NoTls).await.map_err(|error| {
@@ -271,33 +312,41 @@ impl PostgresProvider {
             // Ends when the client is dropped or the server goes away.
             let _ = connection.await;
         });
-        Ok(client)
+        // Sent together: one round trip, not four.
+        let (role_facts, terminate, session_count, leftovers) = tokio::try_join!(
+            client.prepare(ROLE_FACTS),
+            client.prepare(TERMINATE),
+            client.prepare(SESSION_COUNT),
+            client.prepare(LEFTOVERS),
+        )
+        .map_err(|error| failed(resource, format!("preparing the admin queries: {}", db_error(&error))))?;
+        Ok(Admin { client, role_facts, terminate, session_count, leftovers })
     }
 
-    fn release(&self, resource: &str, client: Client) {
-        if client.is_closed() {
-            return;
-        }
-        if let Ok(mut pool) = self.pool.lock() {
-            let idle = pool.entry(resource.to_owned()).or_default();
-            if idle.len() < POOL_SIZE {
-                idle.push(client);
-            }
-        }
-    }
-
-    /// Runs `work` on an admin connection and returns the connection to the
-    /// pool if it is still healthy.
+    /// Runs `work` on an admin connection (an idle one, else a new one once
+    /// fewer than [`CONNECTIONS`] are in use) and keeps the connection if
+    /// the work succeeded.
     async fn with_admin<T>(
         &self,
         resource: &str,
         settings: &Settings,
-        work: impl AsyncFnOnce(&mut Client) -> Result<T, ProviderError>,
+        work: impl AsyncFnOnce(&mut Admin) -> Result<T, ProviderError>,
     ) -> Result<T, ProviderError> {
-        let mut client = self.connect(resource, settings).await?;
-        let result = work(&mut client).await;
-        if result.is_ok() {
-            self.release(resource, client);
+        let pool = self.pool(resource);
+        // INVARIANT: the semaphore is never closed, so acquiring only waits.
+        let _permit = pool.permits.acquire().await.map_err(|_| failed(resource, "the connection pool closed"))?;
+        let idle = {
+            let mut idle = pool.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            idle.retain(|admin| !admin.client.is_closed());
+            idle.pop()
+        };
+        let mut admin = match idle {
+            Some(admin) => admin,
+            None => Self::connect(resource, settings).await?,
+        };
+        let result = work(&mut admin).await;
+        if result.is_ok() && !admin.client.is_closed() {
+            pool.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(admin);
         }
         result
     }
@@ -323,16 +372,10 @@ struct RoleFacts {
     member_of: Vec<String>,
 }
 
-async fn role_facts(client: &Client, resource: &str, role: &str) -> Result<Option<RoleFacts>, ProviderError> {
-    let row = client
-        .query_opt(
-            "SELECT r.rolcanlogin,
-                    (extract(epoch FROM r.rolvaliduntil) * 1000)::float8,
-                    ARRAY(SELECT b.rolname::text FROM pg_auth_members m JOIN pg_roles b ON b.oid = m.roleid
-                          WHERE m.member = r.oid ORDER BY 1)
-             FROM pg_roles r WHERE r.rolname = $1",
-            &[&role],
-        )
+async fn role_facts(admin: &Admin, resource: &str, role: &str) -> Result<Option<RoleFacts>, ProviderError> {
+    let row = admin
+        .client
+        .query_opt(&admin.role_facts, &[&role])
         .await
         .map_err(|error| failed(resource, format!("reading role {role}: {}", db_error(&error))))?;
     Ok(row.map(|row| RoleFacts {
@@ -342,9 +385,10 @@ async fn role_facts(client: &Client, resource: &str, role: &str) -> Result<Optio
     }))
 }
 
-async fn session_count(client: &Client, resource: &str, role: &str) -> Result<i64, ProviderError> {
-    let row = client
-        .query_one("SELECT count(*) FROM pg_stat_activity WHERE usename = $1", &[&role])
+async fn session_count(admin: &Admin, resource: &str, role: &str) -> Result<i64, ProviderError> {
+    let row = admin
+        .client
+        .query_one(&admin.session_count, &[&role])
         .await
         .map_err(|error| failed(resource, format!("counting sessions of {role}: {}", db_error(&error))))?;
     Ok(row.get(0))
@@ -440,28 +484,32 @@ impl Provider for PostgresProvider {
         };
         let limit = settings.connection_limit.map(|n| format!(" CONNECTION LIMIT {n}")).unwrap_or_default();
         let verification = self
-            .with_admin(name, &settings, async |client| {
+            .with_admin(name, &settings, async |admin| {
                 let quoted = escape_identifier(&role);
-                let exists = role_facts(client, name, &role).await?.is_some();
-                // One transaction: a mapped role that does not exist leaves
-                // nothing behind.
-                let tx = client.transaction().await.map_err(|e| failed(name, db_error(&e)))?;
-                let verb = if exists { "ALTER" } else { "CREATE" };
-                let create = format!(
-                    "{verb} ROLE {quoted} LOGIN INHERIT PASSWORD {} VALID UNTIL {}{limit}",
+                let attributes = format!(
+                    "LOGIN INHERIT PASSWORD {} VALID UNTIL {}{limit}",
                     escape_literal(&verifier),
                     until(deadline)
                 );
-                tx.batch_execute(&create)
-                    .await
-                    .map_err(|e| failed(name, format!("creating role {role}: {}", db_error(&e))))?;
-                for granted in &grants {
-                    tx.batch_execute(&format!("GRANT {} TO {quoted}", escape_identifier(granted)))
+                let memberships: String = grants
+                    .iter()
+                    .map(|granted| format!("; GRANT {} TO {quoted}", escape_identifier(granted)))
+                    .collect();
+                let what = || format!("creating role {role} as a member of {}", grants.join(", "));
+                // One round trip and one transaction: the statements of one
+                // query commit together, so a mapped role that does not
+                // exist leaves nothing behind.
+                match admin.client.batch_execute(&format!("CREATE ROLE {quoted} {attributes}{memberships}")).await {
+                    Ok(()) => {}
+                    // Issued before (again after a restart): make it what this issue asks.
+                    Err(error) if error.code() == Some(&SqlState::DUPLICATE_OBJECT) => admin
+                        .client
+                        .batch_execute(&format!("ALTER ROLE {quoted} {attributes}{memberships}"))
                         .await
-                        .map_err(|e| failed(name, format!("granting {granted} to {role}: {}", db_error(&e))))?;
+                        .map_err(|e| failed(name, format!("{}: {}", what(), db_error(&e))))?,
+                    Err(error) => return Err(failed(name, format!("{}: {}", what(), db_error(&error)))),
                 }
-                tx.commit().await.map_err(|e| failed(name, format!("creating role {role}: {}", db_error(&e))))?;
-                let facts = role_facts(client, name, &role).await?;
+                let facts = role_facts(admin, name, &role).await?;
                 verify_role(name, &role, facts, deadline, &grants)
             })
             .await?;
@@ -476,8 +524,9 @@ impl Provider for PostgresProvider {
             serde_json::from_value(state.clone()).map_err(|e| failed(name, format!("stored state: {e}")))?;
         let deadline = input.grant.expires_at;
         let verification = self
-            .with_admin(name, &stored.settings(), async |client| {
-                client
+            .with_admin(name, &stored.settings(), async |admin| {
+                admin
+                    .client
                     .batch_execute(&format!(
                         "ALTER ROLE {} VALID UNTIL {}",
                         escape_identifier(&stored.role),
@@ -485,7 +534,7 @@ impl Provider for PostgresProvider {
                     ))
                     .await
                     .map_err(|e| failed(name, format!("extending role {}: {}", stored.role, db_error(&e))))?;
-                let facts = role_facts(client, name, &stored.role).await?;
+                let facts = role_facts(admin, name, &stored.role).await?;
                 verify_role(name, &stored.role, facts, deadline, &stored.member_of)
             })
             .await?;
@@ -510,57 +559,60 @@ impl Provider for PostgresProvider {
         let settings = stored.settings();
         let owned = settings.owned().map_err(|message| failed(name, message))?;
         let role = stored.role.clone();
-        self.with_admin(name, &settings, async |client| {
+        self.with_admin(name, &settings, async |admin| {
             let quoted = escape_identifier(&role);
             let mut terminated = 0_i64;
-            if let Some(facts) = role_facts(client, name, &role).await? {
-                // 1. No new logins, 2. end the open sessions.
+            if let Some(facts) = role_facts(admin, name, &role).await? {
+                // 1. No new logins, committed before 2. the open sessions end.
                 if facts.can_login {
-                    client
+                    admin
+                        .client
                         .batch_execute(&format!("ALTER ROLE {quoted} NOLOGIN"))
                         .await
                         .map_err(|e| failed(name, format!("stopping logins of {role}: {}", db_error(&e))))?;
                 }
-                let row = client
-                    .query_one(
-                        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = $1",
-                        &[&role],
-                    )
+                let row = admin
+                    .client
+                    .query_one(&admin.terminate, &[&role])
                     .await
                     .map_err(|e| failed(name, format!("terminating sessions of {role}: {}", db_error(&e))))?;
-                terminated = row.get(0);
+                let found: i64 = row.get(0);
+                terminated = row.get(1);
                 // Termination is a signal: wait until the backends are gone.
-                let waited = tokio::time::Instant::now();
-                while session_count(client, name, &role).await? > 0 {
-                    if waited.elapsed() > SESSION_EXIT_WAIT {
-                        return Err(failed(name, format!("sessions of {role} did not end after termination")));
+                if found > 0 {
+                    let waited = tokio::time::Instant::now();
+                    while session_count(admin, name, &role).await? > 0 {
+                        if waited.elapsed() > SESSION_EXIT_WAIT {
+                            return Err(failed(name, format!("sessions of {role} did not end after termination")));
+                        }
+                        tokio::time::sleep(StdDuration::from_millis(20)).await;
                     }
-                    tokio::time::sleep(StdDuration::from_millis(20)).await;
                 }
-                // 3. Memberships, owned objects and the role, all or nothing.
-                let tx = client.transaction().await.map_err(|e| failed(name, db_error(&e)))?;
-                for member_of in &facts.member_of {
-                    tx.batch_execute(&format!("REVOKE {} FROM {quoted}", escape_identifier(member_of)))
-                        .await
-                        .map_err(|e| failed(name, format!("revoking {member_of} from {role}: {}", db_error(&e))))?;
+                // 3. Memberships, owned objects and the role: one query, so
+                // one round trip and one transaction, all or nothing.
+                let mut removal: String = facts
+                    .member_of
+                    .iter()
+                    .map(|member_of| format!("REVOKE {} FROM {quoted}; ", escape_identifier(member_of)))
+                    .collect();
+                if let Owned::Reassign(to) = &owned {
+                    removal.push_str(&format!("REASSIGN OWNED BY {quoted} TO {}; ", escape_identifier(to)));
                 }
-                let owned_sql = match &owned {
-                    Owned::Drop => format!("DROP OWNED BY {quoted}"),
-                    Owned::Reassign(to) => format!("REASSIGN OWNED BY {quoted} TO {}; DROP OWNED BY {quoted}", escape_identifier(to)),
-                };
-                tx.batch_execute(&owned_sql)
-                    .await
-                    .map_err(|e| failed(name, format!("removing what {role} owns: {}", db_error(&e))))?;
-                tx.batch_execute(&format!("DROP ROLE {quoted}"))
-                    .await
-                    .map_err(|e| failed(name, format!("dropping role {role}: {}", db_error(&e))))?;
-                tx.commit().await.map_err(|e| failed(name, format!("dropping role {role}: {}", db_error(&e))))?;
+                removal.push_str(&format!("DROP OWNED BY {quoted}; DROP ROLE {quoted}"));
+                admin.client.batch_execute(&removal).await.map_err(|e| {
+                    failed(name, format!("dropping role {role} with its memberships and objects: {}", db_error(&e)))
+                })?;
             }
             // Verified, not assumed: the role and every session of it are gone.
-            if role_facts(client, name, &role).await?.is_some() {
+            let row = admin
+                .client
+                .query_one(&admin.leftovers, &[&role])
+                .await
+                .map_err(|e| failed(name, format!("checking that role {role} is gone: {}", db_error(&e))))?;
+            if row.get::<_, bool>(0) {
                 return Err(failed(name, format!("role {role} still exists after it was dropped")));
             }
-            let sessions = session_count(client, name, &role).await?;
+            let sessions: i64 = row.get(1);
             if sessions > 0 {
                 return Err(failed(name, format!("{sessions} session(s) of {role} remain")));
             }

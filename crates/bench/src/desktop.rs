@@ -1,0 +1,735 @@
+//! The desktop app against a Chromium `--app` window showing the same UI:
+//! memory (PSS summed over every process of each), idle CPU with the window
+//! open and hidden, cold start to first paint, and the sizes of what ships.
+//!
+//! Both run in one private desktop from the testkit (Xvfb, a session bus
+//! with a notification daemon, a keyring and a StatusNotifier host). The
+//! app is the release build, logged in to a real `hourglassd dev` as a user
+//! holding 20 grants, all counting down in its window. Chromium (the engine
+//! Electron apps ship) loads the same built front end (`ui/dist`) from a
+//! loopback HTTP server; it has no Tauri IPC, so it shows the UI's frame
+//! without data and nothing in it ticks.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hourglass_e2e::DevBroker;
+use hourglass_e2e::desktop::Desktop;
+
+use crate::Options;
+use crate::report::Figure;
+use crate::stats::{Summary, human};
+
+/// Grants the app's user holds while it is measured.
+const GRANTS: usize = 20;
+/// Colours on the screen that mean something was rendered: an empty screen
+/// has one, a window's plain background a second, text dozens more.
+const PAINTED: usize = 16;
+/// How often the screen is read while waiting for the first paint.
+const POLL: Duration = Duration::from_millis(20);
+/// `/proc/PID/stat` counts CPU time in clock ticks of 1/100 s (Linux's
+/// USER_HZ, the same on every architecture it supports).
+const TICK: Duration = Duration::from_millis(10);
+/// Time between memory samples.
+const PSS_EVERY: Duration = Duration::from_secs(2);
+/// Chromium's window, the size of the app's (tauri.conf.json).
+const WINDOW_SIZE: &str = "--window-size=400,620";
+
+pub fn figures(options: &Options) -> anyhow::Result<Vec<Figure>> {
+    // The testkit fails loudly (it panics); here that becomes this topic's
+    // error, and the other benchmarks are still reported.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| measure(options))).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "the desktop testkit failed".into());
+        Err(anyhow::anyhow!(message))
+    })
+}
+
+/// How long each part runs, full or quick.
+struct Plan {
+    /// Cold starts of each, after one uncounted start that fills the page cache.
+    starts: usize,
+    /// From the window showing its countdowns to the first memory sample.
+    settle: Duration,
+    pss_samples: usize,
+    /// The idle CPU window.
+    idle: Duration,
+}
+
+fn measure(options: &Options) -> anyhow::Result<Vec<Figure>> {
+    let plan = Plan {
+        starts: options.runs(10, 3),
+        settle: if options.quick { Duration::from_secs(3) } else { Duration::from_secs(10) },
+        pss_samples: options.runs(5, 3),
+        idle: if options.quick { Duration::from_secs(5) } else { Duration::from_secs(60) },
+    };
+    let app_binary = built("hourglass-desktop")?;
+    built("hourglassd")?;
+    built("hourglass")?;
+    let chromium = chromium();
+    let ui = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ui/dist");
+    anyhow::ensure!(ui.join("index.html").exists(), "{} is missing: scripts/setup.sh builds it", ui.display());
+
+    let mut desktop = Desktop::start();
+    desktop.start_tray_host();
+    let (toml, cedar) = policy();
+    let policy = hourglass_e2e::policy_dir(&toml, &cedar);
+    let broker = DevBroker::start_with_policy(policy.path(), &[]);
+    for n in 1..=GRANTS {
+        let duration = format!("{}h", 1 + n % 8);
+        let service = service(n);
+        broker.json("bob", &["request", &service, "--role", "deploy", "--for", &duration]);
+    }
+    let url = serve_directory(ui)?;
+    let peer_profile = tempfile::tempdir()?;
+
+    let app = Launcher::App { binary: &app_binary, broker: &broker };
+    let peer = chromium.as_deref().map(|binary| Launcher::Chromium { binary, profile: peer_profile.path(), url: &url });
+
+    eprintln!("desktop: cold start to first paint, {} starts each…", plan.starts);
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load = load.split_whitespace().next().unwrap_or("?").to_owned();
+    let (app_starts, peer_starts) = cold_starts(&desktop, &app, peer.as_ref(), plan.starts)?;
+
+    eprintln!("desktop: the app with {GRANTS} grants: memory, idle CPU open and hidden…");
+    let app_run = app_idle(&desktop, &app, &broker, &plan)?;
+    let peer_run = match &peer {
+        Some(peer) => {
+            eprintln!("desktop: Chromium --app: memory, idle CPU…");
+            Some(peer_idle(&desktop, peer, &plan)?)
+        }
+        None => None,
+    };
+
+    let mut figures = Vec::new();
+    figures.push(memory_figure(&app_run, peer_run.as_ref()));
+    figures.extend(cpu_figures(&app_run, peer_run.as_ref(), plan.idle));
+    figures.push(start_figure(app_starts, peer_starts, &load));
+    figures.extend(size_figures(&app_binary)?);
+    Ok(figures)
+}
+
+/// A workspace binary of this release build, next to the benchmark's.
+fn built(name: &str) -> anyhow::Result<PathBuf> {
+    let path = std::env::current_exe()?.with_file_name(name);
+    anyhow::ensure!(path.exists(), "{} is missing: scripts/bench builds it (scripts/package-deb)", path.display());
+    Ok(path)
+}
+
+/// The Chromium binary itself (Debian's `chromium` is a script that runs it).
+fn chromium() -> Option<PathBuf> {
+    ["/usr/lib/chromium/chromium", "/usr/bin/chromium"].into_iter().map(PathBuf::from).find(|path| path.exists())
+}
+
+fn service(n: usize) -> String {
+    format!("service-{n:02}")
+}
+
+/// A policy of `GRANTS` services that anyone may use at once, so one user
+/// can hold a grant on each.
+fn policy() -> (String, String) {
+    let mut toml = String::from(
+        "[defaults]\nworkflow = \"one-sre\"\nmin_duration = \"5m\"\nmax_duration = \"8h\"\n\
+         default_duration = \"1h\"\nmax_total = \"12h\"\nrenewals_without_approval = 2\n\
+         pending_timeout = \"30m\"\nreason_required = false\n\n\
+         [workflows.one-sre]\ndescription = \"One SRE\"\napprovals = [{ group = \"sre\", count = 1 }]\n",
+    );
+    for n in 1..=GRANTS {
+        let name = service(n);
+        let _ = write!(
+            toml,
+            "\n[resources.{name}]\ndescription = \"Service {n}\"\nprovider = \"token\"\n\n\
+             [resources.{name}.roles.deploy]\ndescription = \"Deploy, approved at once\"\n"
+        );
+    }
+    let cedar = "permit (principal, action == Action::\"request\", resource);\n\
+                 permit (principal, action == Action::\"auto_approve\", resource);\n";
+    (toml, cedar.to_owned())
+}
+
+/// What is measured: the app, or the Chromium window.
+enum Launcher<'a> {
+    App { binary: &'a Path, broker: &'a DevBroker },
+    Chromium { binary: &'a Path, profile: &'a Path, url: &'a str },
+}
+
+impl Launcher<'_> {
+    fn start(&self, desktop: &Desktop) -> anyhow::Result<Running> {
+        let (mut command, marker) = match self {
+            Launcher::App { binary, broker } => {
+                let mut command = desktop.command(binary);
+                command.env("HOURGLASS_BROKER", &broker.url).env("HOURGLASS_TOKEN", broker.token("bob"));
+                (command, None)
+            }
+            Launcher::Chromium { binary, profile, url } => {
+                let home = profile.join("home");
+                std::fs::create_dir_all(&home)?;
+                let mut command = desktop.command(binary);
+                command
+                    .env("HOME", &home)
+                    .env("XDG_CONFIG_HOME", home.join(".config"))
+                    .env("XDG_CACHE_HOME", home.join(".cache"))
+                    .arg(format!("--app={url}"))
+                    .arg(format!("--user-data-dir={}", profile.join("profile").display()))
+                    // Root in a container: no sandbox, and no bar warning about it.
+                    .args(["--no-sandbox", "--test-type", "--no-first-run", "--no-default-browser-check"])
+                    // What an app window does not do: talk to Google.
+                    .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
+                    .arg(WINDOW_SIZE);
+                // Its crash handler leaves the process tree; it names the profile.
+                (command, Some(profile.display().to_string()))
+            }
+        };
+        let child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().context("starting the window")?;
+        Ok(Running { child, marker })
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Launcher::App { .. } => "the app",
+            Launcher::Chromium { .. } => "Chromium",
+        }
+    }
+}
+
+/// A running app or browser, stopped (with every process it started) on drop.
+struct Running {
+    child: Child,
+    /// Text in the command line of its processes that left its tree.
+    marker: Option<String>,
+}
+
+impl Running {
+    /// Every process it runs now.
+    fn processes(&self) -> Vec<u32> {
+        let mut roots = vec![self.child.id()];
+        if let Some(marker) = &self.marker {
+            roots.extend(processes_with_argument(|argument| argument.contains(marker.as_str())));
+        }
+        let mut all: Vec<u32> = roots.into_iter().flat_map(process_tree).collect();
+        all.sort_unstable();
+        all.dedup();
+        all
+    }
+
+    /// Stops it as a session ending would (SIGTERM), then waits until all its
+    /// processes are gone, so the next start finds nothing of it.
+    fn stop(&mut self) {
+        let processes = self.processes();
+        signal("-TERM", &[self.child.id()]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while processes.iter().any(|&pid| alive(pid)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let left: Vec<u32> = processes.into_iter().filter(|&pid| alive(pid)).collect();
+        signal("-KILL", &left);
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.stop();
+        }
+    }
+}
+
+fn signal(which: &str, pids: &[u32]) {
+    if pids.is_empty() {
+        return;
+    }
+    let _ = Command::new("kill").arg(which).args(pids.iter().map(u32::to_string)).stderr(Stdio::null()).status();
+}
+
+/// Whether a process runs (a zombie does not: it waits to be reaped).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()))
+        .is_some_and(|state| state != 'Z')
+}
+
+/// A process and all its descendants, as `/proc` lists them now.
+fn process_tree(root: u32) -> Vec<u32> {
+    let mut found = vec![root];
+    let mut next = 0;
+    while let Some(&pid) = found.get(next) {
+        next += 1;
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
+        for task in tasks.flatten() {
+            let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            found.extend(children.split_whitespace().filter_map(|child| child.parse::<u32>().ok()));
+        }
+    }
+    found
+}
+
+/// Processes (not zombies) with an argument for which `wanted` holds.
+fn processes_with_argument(wanted: impl Fn(&str) -> bool) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let line = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            line.split(|&byte| byte == 0).any(|argument| wanted(&String::from_utf8_lossy(argument))) && alive(*pid)
+        })
+        .collect()
+}
+
+/// This desktop's X server.
+fn x_server(desktop: &Desktop) -> Vec<u32> {
+    processes_with_argument(|argument| argument == desktop.display)
+        .into_iter()
+        .filter(|&pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == "Xvfb"))
+        .collect()
+}
+
+/// The name of the program a process runs (not cut to 15 characters, as `comm` is).
+fn process_name(pid: u32) -> String {
+    let line = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let program = line.split(|&byte| byte == 0).next().unwrap_or_default();
+    let program = String::from_utf8_lossy(program);
+    program.rsplit('/').next().unwrap_or_default().to_owned()
+}
+
+/// Proportional set size: the process's private memory plus its share of
+/// what it shares, so that summing over processes counts each page once.
+fn pss_kib(pid: u32) -> Option<u64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    rollup.lines().find_map(|line| line.strip_prefix("Pss:"))?.trim().trim_end_matches("kB").trim().parse().ok()
+}
+
+/// CPU time used so far (user + system), in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After "pid (comm) ": state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// CPU time each set of processes uses over the same `window`. A process
+/// that starts meanwhile counts from its start; one that ends meanwhile
+/// loses its share.
+fn cpu_over(sets: &[&dyn Fn() -> Vec<u32>], window: Duration) -> Vec<Duration> {
+    let ticks = |set: &dyn Fn() -> Vec<u32>| -> BTreeMap<u32, u64> {
+        set().into_iter().filter_map(|pid| Some((pid, cpu_ticks(pid)?))).collect()
+    };
+    let before: Vec<BTreeMap<u32, u64>> = sets.iter().map(|set| ticks(*set)).collect();
+    std::thread::sleep(window);
+    sets.iter()
+        .zip(before)
+        .map(|(set, before)| {
+            let used: u64 = ticks(*set)
+                .into_iter()
+                .map(|(pid, now)| now.saturating_sub(before.get(&pid).copied().unwrap_or(0)))
+                .sum();
+            TICK * u32::try_from(used).unwrap_or(u32::MAX)
+        })
+        .collect()
+}
+
+/// Memory samples of a running window: total PSS (KiB) each time, and the
+/// last sample by process name.
+struct Memory {
+    totals: Vec<u64>,
+    by_process: BTreeMap<String, u64>,
+    processes: usize,
+}
+
+impl Memory {
+    fn sample(running: &Running, samples: usize, every: Duration) -> Memory {
+        let mut totals = Vec::new();
+        let mut by_process = BTreeMap::new();
+        let mut processes = 0;
+        for sample in 0..samples {
+            if sample > 0 {
+                std::thread::sleep(every);
+            }
+            by_process.clear();
+            let mut total = 0;
+            let pids = running.processes();
+            processes = pids.len();
+            for pid in pids {
+                let pss = pss_kib(pid).unwrap_or(0);
+                total += pss;
+                *by_process.entry(process_name(pid)).or_insert(0) += pss;
+            }
+            totals.push(total);
+        }
+        totals.sort_unstable();
+        Memory { totals, by_process, processes }
+    }
+
+    fn median(&self) -> u64 {
+        self.totals.get(self.totals.len() / 2).copied().unwrap_or(0)
+    }
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+/// Starts the window and waits for its first paint: the first screen, read
+/// from Xvfb's framebuffer every `POLL`, that shows rendered content.
+/// Measured from just before the process is spawned.
+fn start_to_first_paint(desktop: &Desktop, launcher: &Launcher) -> anyhow::Result<(Duration, Running)> {
+    let empty = hourglass_e2e::eventually(Duration::from_secs(10), || {
+        desktop.screen().filter(|screen| screen.colours(2) == 1).map(|_| ())
+    });
+    anyhow::ensure!(empty.is_some(), "the screen did not clear before starting {}", launcher.name());
+    let spawned = Instant::now();
+    let running = launcher.start(desktop)?;
+    loop {
+        if desktop.screen().is_some_and(|screen| screen.colours(PAINTED) >= PAINTED) {
+            return Ok((spawned.elapsed(), running));
+        }
+        anyhow::ensure!(spawned.elapsed() < Duration::from_secs(30), "{} never painted", launcher.name());
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Cold starts of the app and of Chromium, taken in turns so that both see
+/// the same machine, after one uncounted start of each (which fills the page
+/// cache and creates Chromium's profile, as any start after the first finds).
+fn cold_starts(
+    desktop: &Desktop,
+    app: &Launcher,
+    peer: Option<&Launcher>,
+    starts: usize,
+) -> anyhow::Result<(Summary, Option<Summary>)> {
+    let mut app_times = Vec::new();
+    let mut peer_times = Vec::new();
+    for start in 0..=starts {
+        let (time, mut running) = start_to_first_paint(desktop, app)?;
+        running.stop();
+        if start > 0 {
+            app_times.push(time);
+        }
+        if let Some(peer) = peer {
+            let (time, mut running) = start_to_first_paint(desktop, peer)?;
+            running.stop();
+            if start > 0 {
+                peer_times.push(time);
+            }
+        }
+    }
+    let peer = (!peer_times.is_empty()).then(|| Summary::of(&mut peer_times));
+    Ok((Summary::of(&mut app_times), peer))
+}
+
+/// What the idle runs found.
+struct Idle {
+    memory: Memory,
+    open: Duration,
+    /// None for a window that cannot hide (Chromium's).
+    hidden: Option<Duration>,
+    x_server_open: Duration,
+}
+
+/// The grants the app's agent holds: the app's own view of the broker.
+fn agent_grants(desktop: &Desktop, broker: &DevBroker) -> Option<usize> {
+    let output = desktop
+        .command(hourglass_e2e::bin("hourglass"))
+        .args(["agent", "--status", "--json"])
+        .env("HOURGLASS_BROKER", &broker.url)
+        .env_remove("HOURGLASS_TOKEN")
+        .output()
+        .ok()?;
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+    status["grants"].as_array().map(Vec::len)
+}
+
+/// Whether the screen changes within a little more than a second: the
+/// countdowns are ticking.
+fn ticking(desktop: &Desktop) -> bool {
+    let before = desktop.screen().map(|screen| screen.pixels);
+    std::thread::sleep(Duration::from_millis(1_200));
+    let after = desktop.screen().map(|screen| screen.pixels);
+    before.is_some() && before != after
+}
+
+fn app_idle(desktop: &Desktop, app: &Launcher, broker: &DevBroker, plan: &Plan) -> anyhow::Result<Idle> {
+    let (_, mut running) = start_to_first_paint(desktop, app)?;
+    let holds = hourglass_e2e::eventually(Duration::from_secs(30), || {
+        agent_grants(desktop, broker).filter(|&grants| grants == GRANTS)
+    });
+    anyhow::ensure!(holds.is_some(), "the app never held the {GRANTS} grants");
+    let ticks = hourglass_e2e::eventually(Duration::from_secs(30), || ticking(desktop).then_some(()));
+    anyhow::ensure!(ticks.is_some(), "the app's window shows no countdown moving");
+    desktop.screenshot("bench-desktop-app");
+    std::thread::sleep(plan.settle);
+    let memory = Memory::sample(&running, plan.pss_samples, PSS_EVERY);
+    let (open, x_server_open) = cpu_open(desktop, &running, plan.idle);
+
+    // Escape hides the window, as closing it does: the app stays in the tray.
+    let window = desktop.command("xdotool").args(["search", "--name", "^Hourglass$"]).output()?;
+    let window = String::from_utf8_lossy(&window.stdout).lines().next().unwrap_or_default().to_owned();
+    anyhow::ensure!(!window.is_empty(), "the app's window was not found");
+    desktop.command("xdotool").args(["windowfocus", "--sync", &window]).status()?;
+    desktop.command("xdotool").args(["key", "Escape"]).status()?;
+    let hidden = hourglass_e2e::eventually(Duration::from_secs(10), || {
+        let visible = desktop.command("xdotool").args(["search", "--onlyvisible", "--name", "^Hourglass$"]).output();
+        visible.is_ok_and(|found| found.stdout.is_empty()).then_some(())
+    });
+    anyhow::ensure!(hidden.is_some(), "the app's window did not hide on Escape");
+    std::thread::sleep(Duration::from_secs(2));
+    let hidden = cpu_over(&[&|| running.processes()], plan.idle).first().copied().unwrap_or_default();
+    running.stop();
+    Ok(Idle { memory, open, hidden: Some(hidden), x_server_open })
+}
+
+fn peer_idle(desktop: &Desktop, peer: &Launcher, plan: &Plan) -> anyhow::Result<Idle> {
+    let (_, mut running) = start_to_first_paint(desktop, peer)?;
+    // It has no data to wait for: the frame it paints is all it shows.
+    std::thread::sleep(Duration::from_secs(3));
+    desktop.screenshot("bench-desktop-chromium");
+    std::thread::sleep(plan.settle);
+    let memory = Memory::sample(&running, plan.pss_samples, PSS_EVERY);
+    let (open, x_server_open) = cpu_open(desktop, &running, plan.idle);
+    running.stop();
+    Ok(Idle { memory, open, hidden: None, x_server_open })
+}
+
+/// CPU time of a window's processes over `window`, and of the X server
+/// drawing what they send it.
+fn cpu_open(desktop: &Desktop, running: &Running, window: Duration) -> (Duration, Duration) {
+    let used = cpu_over(&[&|| running.processes(), &|| x_server(desktop)], window);
+    (used.first().copied().unwrap_or_default(), used.get(1).copied().unwrap_or_default())
+}
+
+fn percent_of_core(cpu: Duration, window: Duration) -> String {
+    format!("{:.2}% of a core", cpu.as_secs_f64() / window.as_secs_f64() * 100.0)
+}
+
+/// CPU time as `/proc` counts it: whole hundredths of a second.
+fn cpu_ms(cpu: Duration) -> String {
+    format!("{} ms", cpu.as_millis())
+}
+
+fn one(value: Duration) -> Summary {
+    Summary { runs: 1, min: value, median: value, p99: value }
+}
+
+fn memory_figure(app: &Idle, peer: Option<&Idle>) -> Figure {
+    let app_pss = app.memory.median();
+    let parts: Vec<String> = app.memory.by_process.iter().map(|(name, kib)| format!("{name} {}", mib(*kib))).collect();
+    let (spread_min, spread_max) =
+        (app.memory.totals.first().copied().unwrap_or(0), app.memory.totals.last().copied().unwrap_or(0));
+    let (met, peer_text, ratio) = match peer {
+        Some(peer) => {
+            let peer_pss = peer.memory.median();
+            (
+                Some(app_pss * 2 <= peer_pss),
+                format!(
+                    "Chromium `--app`, same UI without data: {} ({} processes)",
+                    mib(peer_pss),
+                    peer.memory.processes
+                ),
+                format!("; {:.2}× Chromium's", app_pss as f64 / peer_pss.max(1) as f64),
+            )
+        }
+        None => (None, "chromium not installed (scripts/bench installs it)".to_owned(), String::new()),
+    };
+    Figure {
+        name: format!("Desktop memory: PSS of the app and its WebKit processes, {GRANTS} grants counting down"),
+        summary: None,
+        target: "≤ half of Chromium's".into(),
+        met,
+        peer: peer_text,
+        note: format!(
+            "**{}** (median of {} samples {} s apart, {}–{}{ratio}): {}",
+            mib(app_pss),
+            app.memory.totals.len(),
+            PSS_EVERY.as_secs(),
+            mib(spread_min),
+            mib(spread_max),
+            parts.join(", ")
+        ),
+    }
+}
+
+fn cpu_figures(app: &Idle, peer: Option<&Idle>, window: Duration) -> Vec<Figure> {
+    let seconds = window.as_secs();
+    // One step of /proc's count is 10 ms: over a short (quick) window that
+    // is more than the hidden target itself.
+    let method =
+        format!("utime+stime of every process from `/proc`, in 10 ms steps ({:.2}% each)", 1.0 / seconds as f64);
+    let peer_open = match peer {
+        Some(peer) => format!(
+            "Chromium `--app`, same UI with nothing ticking: {} ({}); X server {}",
+            cpu_ms(peer.open),
+            percent_of_core(peer.open, window),
+            cpu_ms(peer.x_server_open)
+        ),
+        None => "chromium not installed (scripts/bench installs it)".into(),
+    };
+    let mut figures = vec![Figure {
+        name: format!("Desktop idle CPU time over {seconds} s, window open, {GRANTS} grants counting down"),
+        summary: Some(one(app.open)),
+        target: format!("< {} (1% of a core)", cpu_ms(window / 100)),
+        met: Some(app.open < window / 100),
+        peer: peer_open,
+        note: format!(
+            "{}; X server drawing it: {} more; {method}",
+            percent_of_core(app.open, window),
+            cpu_ms(app.x_server_open)
+        ),
+    }];
+    if let Some(hidden) = app.hidden {
+        figures.push(Figure {
+            name: format!("Desktop idle CPU time over {seconds} s, window hidden (tray only), {GRANTS} grants"),
+            summary: Some(one(hidden)),
+            target: format!("< {} (0.1% of a core)", cpu_ms(window / 1000)),
+            met: Some(hidden < window / 1000),
+            peer: "— (a Chromium `--app` window has no tray to hide in)".into(),
+            note: format!("{}; {method}", percent_of_core(hidden, window)),
+        });
+    }
+    figures
+}
+
+/// `load`: the 1-minute load average when the starts began (two processes
+/// starting at once compete with whatever else the machine runs).
+fn start_figure(app: Summary, peer: Option<Summary>, load: &str) -> Figure {
+    Figure {
+        name: "Desktop cold start to first paint".into(),
+        summary: Some(app),
+        target: "median < 1 s".into(),
+        met: Some(app.median < Duration::from_secs(1)),
+        peer: match peer {
+            Some(peer) => format!("Chromium `--app`, same UI: median {}, p99 {}", human(peer.median), human(peer.p99)),
+            None => "chromium not installed (scripts/bench installs it)".into(),
+        },
+        note: format!(
+            "release build, page cache warm; from spawn to the first screen showing rendered text \
+             (Xvfb's framebuffer read every {} ms); load average {load} when the starts began",
+            POLL.as_millis()
+        ),
+    }
+}
+
+fn size_figures(app_binary: &Path) -> anyhow::Result<Vec<Figure>> {
+    let binary = std::fs::metadata(app_binary)?.len();
+    let deb = match std::env::var_os("HOURGLASS_BENCH_DEB") {
+        Some(path) => Some(PathBuf::from(path)),
+        None => newest_deb(&app_binary.with_file_name("bundle").join("deb")),
+    };
+    let chromium = apt_sizes(&["chromium", "chromium-common"]);
+    let chromium_installed = chromium.map(|(_, installed)| format!("Chromium installed: {}", mib(installed)));
+    let chromium_debs = chromium.map(|(download, _)| format!("chromium + chromium-common .debs: {}", mib(download)));
+    let mut figures = vec![Figure {
+        name: "Desktop release binary".into(),
+        summary: None,
+        target: "reported".into(),
+        met: None,
+        peer: chromium_installed.unwrap_or_else(|| "—".into()),
+        note: format!("**{}** `hourglass-desktop` (stripped; WebKitGTK is the system's)", mib(binary / 1024)),
+    }];
+    match deb {
+        Some(deb) => {
+            let size = std::fs::metadata(&deb).with_context(|| format!("{}", deb.display()))?.len();
+            let name = deb.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            figures.push(Figure {
+                name: "Desktop .deb".into(),
+                summary: None,
+                target: "reported".into(),
+                met: None,
+                peer: chromium_debs.unwrap_or_else(|| "—".into()),
+                note: format!("**{}** `{name}` (the app and the CLI)", mib(size / 1024)),
+            });
+        }
+        None => eprintln!("desktop: no .deb found (scripts/package-deb builds it)"),
+    }
+    Ok(figures)
+}
+
+fn newest_deb(dir: &Path) -> Option<PathBuf> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    entries
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "deb"))
+        .max_by_key(|path| std::fs::metadata(path).and_then(|m| m.modified()).ok())
+}
+
+/// The packages' download size and installed size in KiB, from apt's lists.
+fn apt_sizes(packages: &[&str]) -> Option<(u64, u64)> {
+    let mut download = 0;
+    let mut installed = 0;
+    for package in packages {
+        let output = Command::new("apt-cache").args(["show", "--no-all-versions", package]).output().ok()?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        let field =
+            |name: &str| -> Option<u64> { text.lines().find_map(|line| line.strip_prefix(name))?.trim().parse().ok() };
+        download += field("Size:")? / 1024;
+        installed += field("Installed-Size:")?;
+    }
+    Some((download, installed))
+}
+
+/// Serves the files under `root` on a loopback port; returns its URL.
+fn serve_directory(root: PathBuf) -> anyhow::Result<String> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let url = format!("http://{}/", listener.local_addr()?);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let root = root.clone();
+            // One thread per connection: a browser opens some it uses later.
+            std::thread::spawn(move || serve_file(stream, &root));
+        }
+    });
+    Ok(url)
+}
+
+fn serve_file(mut stream: TcpStream, root: &Path) {
+    let mut request = String::new();
+    let mut reader = BufReader::new(&stream);
+    if reader.read_line(&mut request).is_err() {
+        return;
+    }
+    // The headers: nothing in them matters here.
+    let mut header = String::new();
+    while reader.read_line(&mut header).is_ok_and(|read| read > 2) {
+        header.clear();
+    }
+    let path = request.split(' ').nth(1).unwrap_or("/").split('?').next().unwrap_or("/");
+    let path = if path == "/" { "index.html" } else { path.trim_start_matches('/') };
+    let file = (!path.split('/').any(|part| part == "..")).then(|| root.join(path));
+    let response = match file.and_then(|file| Some((std::fs::read(&file).ok()?, file))) {
+        Some((body, file)) => {
+            let kind = match file.extension().and_then(|ext| ext.to_str()) {
+                Some("html") => "text/html; charset=utf-8",
+                Some("js") => "text/javascript",
+                Some("css") => "text/css",
+                Some("svg") => "image/svg+xml",
+                Some("png") => "image/png",
+                _ => "application/octet-stream",
+            };
+            let mut response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            response.extend(body);
+            response
+        }
+        None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
+    };
+    let _ = stream.write_all(&response);
+}

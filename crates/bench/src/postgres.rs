@@ -1,0 +1,734 @@
+//! PostgreSQL credentials, Hourglass against OpenBao, on one throwaway
+//! cluster: Hourglass's roles live in database `hourglass_bench` and are
+//! named `hg_…`, OpenBao's in `openbao_bench` and named `v-…`; both become
+//! members of the same NOLOGIN role `bench_read`.
+//!
+//! - Issue: Hourglass files `POST /v1/requests` under a policy that
+//!   approves at once and answers with an active grant whose role exists
+//!   (the timed part includes making the client's SCRAM verifier, as the
+//!   CLI does); OpenBao answers `GET database/creds/ROLE` once its role
+//!   exists. At 1 client and at 4 concurrent clients, on keep-alive
+//!   connections.
+//! - Revocation lag: grants whose deadlines fall within one second, each
+//!   role's disappearance from `pg_roles` (polled every few ms) against its
+//!   own deadline.
+//! - Mass revoke: from the first call until the calls returned and every
+//!   role is gone.
+//!
+//! Hourglass needs one principal per live grant of a role (a second
+//! request is refused as a duplicate): the broker runs in `serve` mode
+//! trusting a JWKS-file issuer, and the benchmark mints a token per
+//! principal.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::io::{BufRead, BufReader, Write};
+use std::panic::AssertUnwindSafe;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hourglass_client::material;
+use hourglass_core::api::{CreateRequest, RequestOutcome, RevokeBody};
+use hourglass_core::{Grant, GrantState, RevocationStatus, Timestamp};
+use hourglass_e2e::DevBroker;
+use hourglass_e2e::issuer::JwtIssuer;
+use hourglass_e2e::postgres::{PostgresCluster, psql};
+
+use crate::Options;
+use crate::openbao::{self, Bao};
+use crate::report::Figure;
+use crate::stats::{Summary, human};
+
+/// Concurrent clients in the multi-client figures.
+const CLIENTS: usize = 4;
+/// Per-grant revoke calls in flight in a mass revoke.
+const REVOKES_IN_FLIGHT: usize = 32;
+/// How often the benchmark looks at `pg_roles` while roles are dropped.
+const POLL_INTERVAL: Duration = Duration::from_millis(5);
+/// The NOLOGIN role both systems make their login roles members of.
+const MAPPED_ROLE: &str = "bench_read";
+
+/// How much of each figure a run measures.
+struct Sizes {
+    one_client: usize,
+    concurrent: usize,
+    expiring: usize,
+    revoked: usize,
+    /// Repetitions of the expiry and mass-revoke figures.
+    rounds: usize,
+    /// Shortest time from the first issue to the deadlines of the expiry figure.
+    min_lead: Duration,
+}
+
+pub fn figures(options: &Options) -> anyhow::Result<Vec<Figure>> {
+    let sizes = Sizes {
+        one_client: options.runs(300, 20),
+        concurrent: options.runs(800, 40),
+        expiring: options.runs(500, 50),
+        revoked: options.runs(700, 50),
+        rounds: options.runs(3, 1),
+        min_lead: Duration::from_secs(options.runs(10, 4) as u64),
+    };
+    let cluster = std::panic::catch_unwind(PostgresCluster::start)
+        .map_err(|_| anyhow::anyhow!("the throwaway PostgreSQL cluster did not start"))?;
+    let grant_table = format!("CREATE TABLE orders (id int); GRANT SELECT ON orders TO {MAPPED_ROLE}");
+    // One statement per psql call: CREATE DATABASE refuses a transaction block.
+    for (database, sql) in [
+        ("postgres", "CREATE DATABASE hourglass_bench"),
+        ("postgres", "CREATE DATABASE openbao_bench"),
+        ("postgres", &format!("CREATE ROLE {MAPPED_ROLE} NOLOGIN")),
+        ("hourglass_bench", &grant_table),
+        ("openbao_bench", &grant_table),
+    ] {
+        std::panic::catch_unwind(AssertUnwindSafe(|| cluster.sql(database, sql)))
+            .map_err(|_| anyhow::anyhow!("preparing the cluster failed"))?;
+    }
+    let bao_server = openbao::DevServer::start()?;
+    let hourglass = Arc::new(Hourglass::start(&cluster)?);
+    let watch: Watch = Arc::new(Mutex::new(RoleWatch::start(&cluster)?));
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async {
+        let bao = Arc::new(Bao::new(http_client()?, &bao_server.url));
+        bao.wait_ready().await?;
+        bao.configure_postgres(cluster.port, "openbao_bench", cluster.admin_password()).await?;
+        bao.create_role(HELD, Duration::from_secs(600), MAPPED_ROLE).await?;
+        let sides = Sides { hourglass, bao };
+        let mut figures = sides.issue_figures(&sizes, &watch).await?;
+        figures.push(sides.expiry_figure(&sizes, &watch).await?);
+        figures.push(sides.mass_revoke_figure(&sizes, &watch).await?);
+        Ok(figures)
+    })
+}
+
+/// The OpenBao role whose credentials last 10 minutes: held until revoked.
+const HELD: &str = "held";
+
+/// A reqwest client on keep-alive connections. reqwest is built without a
+/// TLS crypto provider; `hourglass_client::Client::new` installs ring's
+/// once per process, and building a reqwest client needs one even for
+/// plain HTTP.
+fn http_client() -> anyhow::Result<reqwest::Client> {
+    hourglass_client::Client::new("http://127.0.0.1", "").map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(reqwest::Client::builder().pool_max_idle_per_host(64).build()?)
+}
+
+// ---------------------------------------------------------------------------
+// Hourglass
+
+/// `hourglassd serve` with a policy that approves `bench-db/read` at once
+/// for engineers, trusting `issuer` for any principal's token.
+struct Hourglass {
+    // Dropped (killed) before its configuration directory is deleted.
+    broker: DevBroker,
+    _config: tempfile::TempDir,
+    issuer: JwtIssuer,
+    http: reqwest::Client,
+}
+
+/// A grant Hourglass issued, with what revoking it and watching its role take.
+#[derive(Clone)]
+struct IssuedGrant {
+    id: String,
+    token: Arc<str>,
+    role: String,
+    deadline: Timestamp,
+}
+
+impl Hourglass {
+    fn start(cluster: &PostgresCluster) -> anyhow::Result<Hourglass> {
+        let config = tempfile::tempdir()?;
+        // The admin connection string reaches the broker through a file
+        // readable by it only, never through the policy.
+        let dsn_file = config.path().join("admin-dsn");
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&dsn_file)?;
+            file.write_all(cluster.admin_dsn().as_bytes())?;
+        }
+        let toml = format!(
+            r#"
+[defaults]
+workflow = "review"
+min_duration = "1s"
+max_duration = "1h"
+
+[workflows.review]
+approvals = [{{ group = "sre", count = 1 }}]
+
+[resources.bench-db]
+provider = "postgres"
+settings = {{ admin_dsn_file = "{dsn}", host = "127.0.0.1", port = {port}, database = "hourglass_bench" }}
+
+[resources.bench-db.roles.read]
+settings = {{ grant = ["{MAPPED_ROLE}"] }}
+"#,
+            dsn = dsn_file.display(),
+            port = cluster.port
+        );
+        let cedar = r#"permit (principal in Group::"engineers", action in [Action::"request", Action::"auto_approve"], resource);"#;
+        std::fs::write(config.path().join("hourglass.toml"), toml)?;
+        std::fs::write(config.path().join("policy.cedar"), cedar)?;
+        let issuer = JwtIssuer::new("bench");
+        issuer.trust_in(config.path());
+        let broker = std::panic::catch_unwind(|| DevBroker::serve(config.path(), BTreeMap::new()))
+            .map_err(|_| anyhow::anyhow!("hourglassd serve did not start"))?;
+        Ok(Hourglass { broker, _config: config, issuer, http: http_client()? })
+    }
+
+    /// A token for a principal of its own, `NAME@bench.example`, in `engineers`.
+    fn token(&self, name: &str) -> Arc<str> {
+        self.issuer.token(&format!("{name}@bench.example"), &["engineers"], "hourglass", 3600).into()
+    }
+
+    /// Tokens for `count` principals named `prefix-N`, minted before any timing.
+    fn tokens(&self, prefix: &str, count: usize) -> Arc<Vec<Arc<str>>> {
+        Arc::new((0..count).map(|n| self.token(&format!("{prefix}-{n}"))).collect())
+    }
+
+    /// Asks for `bench-db/read` for `duration` with a fresh client-made
+    /// password (its verifier only is sent); returns once the grant is active.
+    async fn issue(&self, token: Arc<str>, duration: &str) -> anyhow::Result<IssuedGrant> {
+        let secret = material::postgres();
+        let body = CreateRequest {
+            resource: "bench-db".into(),
+            role: "read".into(),
+            duration: duration.into(),
+            reason: "benchmark".into(),
+            ticket: None,
+            break_glass: false,
+            client_material: Some(secret.material.clone()),
+        };
+        let response =
+            self.http.post(format!("{}/v1/requests", self.broker.url)).bearer_auth(&*token).json(&body).send().await?;
+        let status = response.status();
+        anyhow::ensure!(status.is_success(), "POST /v1/requests: HTTP {status}: {}", response.text().await?);
+        let outcome: RequestOutcome = response.json().await?;
+        let grant = outcome.grant.context("the request was not approved at once")?;
+        anyhow::ensure!(grant.state == GrantState::Active, "grant {} is {}", grant.id, grant.state);
+        Ok(IssuedGrant {
+            id: grant.id.as_str().to_owned(),
+            token,
+            role: hourglass_broker::provider::postgres::role_name(&grant.owner, &grant),
+            deadline: grant.expires_at,
+        })
+    }
+
+    /// Revokes one grant as its owner; whether the revocation was done
+    /// within the call (else the scheduler retries it).
+    async fn revoke(&self, grant: &IssuedGrant) -> anyhow::Result<bool> {
+        let body = RevokeBody { reason: Some("benchmark".into()) };
+        let response = self
+            .http
+            .post(format!("{}/v1/grants/{}/revoke", self.broker.url, grant.id))
+            .bearer_auth(&*grant.token)
+            .json(&body)
+            .send()
+            .await?;
+        let status = response.status();
+        anyhow::ensure!(
+            status.is_success(),
+            "POST /v1/grants/{}/revoke: HTTP {status}: {}",
+            grant.id,
+            response.text().await?
+        );
+        let revoked: Grant = response.json().await?;
+        Ok(revoked.revocation.is_some_and(|r| r.status == RevocationStatus::Done))
+    }
+
+    /// Revokes every grant in `grants`; how many revocations were left to
+    /// the scheduler's retries.
+    ///
+    /// There is no bulk revoke endpoint yet: this is one `POST
+    /// /v1/grants/{id}/revoke` per grant, [`REVOKES_IN_FLIGHT`] at a time.
+    /// When `POST /v1/grants/revoke` (bulk, by resource) lands, this is the
+    /// one function to change: a single call by an administrator.
+    async fn revoke_all(self: &Arc<Self>, grants: Vec<IssuedGrant>) -> anyhow::Result<usize> {
+        let grants = Arc::new(grants);
+        let hourglass = self.clone();
+        let list = grants.clone();
+        let done = drive(grants.len(), REVOKES_IN_FLIGHT, move |n| {
+            let (hourglass, list) = (hourglass.clone(), list.clone());
+            async move { hourglass.revoke(&list[n]).await }
+        })
+        .await?;
+        Ok(done.outputs.iter().filter(|done| !**done).count())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The figures
+
+struct Sides {
+    hourglass: Arc<Hourglass>,
+    bao: Arc<Bao>,
+}
+
+/// Issue latencies and throughput of one side.
+struct IssueRun {
+    one: Summary,
+    four: Summary,
+    per_second: f64,
+}
+
+impl Sides {
+    async fn issue_figures(&self, sizes: &Sizes, watch: &Watch) -> anyhow::Result<Vec<Figure>> {
+        eprintln!(
+            "postgres: issue latency, {} grants at 1 client and {} at {CLIENTS}, Hourglass then OpenBao…",
+            sizes.one_client, sizes.concurrent
+        );
+        let warm_up = 10;
+        // Hourglass.
+        let tokens = self.hourglass.tokens("issue", warm_up + sizes.one_client + sizes.concurrent);
+        let issue = |offset: usize| {
+            let (hourglass, tokens) = (self.hourglass.clone(), tokens.clone());
+            move |n: usize| {
+                let (hourglass, token) = (hourglass.clone(), tokens[offset + n].clone());
+                async move { hourglass.issue(token, "10m").await }
+            }
+        };
+        let warm = drive(warm_up, 1, issue(0)).await?;
+        let one = drive(sizes.one_client, 1, issue(warm_up)).await?;
+        let four = drive(sizes.concurrent, CLIENTS, issue(warm_up + sizes.one_client)).await?;
+        let mut issued: Vec<IssuedGrant> = warm.outputs;
+        issued.extend(one.outputs.iter().cloned());
+        issued.extend(four.outputs.iter().cloned());
+        lock(watch)?.ensure_present("hg\\_%", issued.iter().map(|g| g.role.as_str()))?;
+        let hourglass = IssueRun {
+            one: Summary::of(&mut one.latencies.clone()),
+            four: Summary::of(&mut four.latencies.clone()),
+            per_second: four.per_second(),
+        };
+        let left = self.hourglass.revoke_all(issued).await?;
+        anyhow::ensure!(left == 0, "{left} revocations after the issue figures were left to retries");
+
+        // OpenBao.
+        let issue = || {
+            let bao = self.bao.clone();
+            move |_: usize| {
+                let bao = bao.clone();
+                async move { bao.issue(HELD).await }
+            }
+        };
+        let warm = drive(warm_up, 1, issue()).await?;
+        let one = drive(sizes.one_client, 1, issue()).await?;
+        let four = drive(sizes.concurrent, CLIENTS, issue()).await?;
+        let names = warm.outputs.iter().chain(&one.outputs).chain(&four.outputs).map(|l| l.username.as_str());
+        lock(watch)?.ensure_present("v-%", names)?;
+        let bao = IssueRun {
+            one: Summary::of(&mut one.latencies.clone()),
+            four: Summary::of(&mut four.latencies.clone()),
+            per_second: four.per_second(),
+        };
+        self.bao.revoke_prefix(&format!("database/creds/{HELD}")).await?;
+
+        let verifier = verifier_cost();
+        let floor = tokio::task::block_in_place(|| create_role_floor(watch))?;
+        let latency = |clients: &str, ours: Summary, theirs: Summary| Figure {
+            name: format!("PostgreSQL grant issue, {clients} (request → role ready)"),
+            summary: Some(ours),
+            target: "median and p99 ≤ OpenBao's".into(),
+            met: Some(ours.median <= theirs.median && ours.p99 <= theirs.p99),
+            peer: format!("OpenBao `database/creds`: median {}, p99 {}", human(theirs.median), human(theirs.p99)),
+            note: format!(
+                "auto-approved; includes making the client's SCRAM verifier ({} median); keep-alive HTTP; \
+                 Hourglass flushes its store to disk, the OpenBao dev server keeps leases in memory; \
+                 floor: PostgreSQL's `CREATE ROLE … PASSWORD '<verifier>'` alone takes {} median (it checks the \
+                 verifier against the empty password: one PBKDF2, as costly as hashing a password)",
+                human(verifier.median),
+                human(floor.median)
+            ),
+        };
+        Ok(vec![
+            latency("1 client", hourglass.one, bao.one),
+            latency(&format!("{CLIENTS} concurrent clients"), hourglass.four, bao.four),
+            Figure {
+                name: format!("PostgreSQL grant throughput, {CLIENTS} clients"),
+                summary: None,
+                target: "≥ OpenBao's".into(),
+                met: Some(hourglass.per_second >= bao.per_second),
+                peer: format!("OpenBao: {:.0} grants/s", bao.per_second),
+                note: format!("Hourglass: **{:.0} grants/s** ({} grants)", hourglass.per_second, sizes.concurrent),
+            },
+        ])
+    }
+
+    /// `sizes.expiring` grants whose deadlines fall within one second; the
+    /// worst lag of a role's disappearance behind its grant's deadline.
+    async fn expiry_figure(&self, sizes: &Sizes, watch: &Watch) -> anyhow::Result<Figure> {
+        let n = sizes.expiring;
+        // Long enough to issue them all first, whoever is slower.
+        let lead = sizes.min_lead.max(Duration::from_secs(3 + 2 * n as u64 / 60));
+        let lead_secs = lead.as_secs() + 1;
+        // OpenBao's creds take their TTL from the role: one role per TTL.
+        for ttl in 1..=lead_secs {
+            self.bao.create_role(&format!("expiry-{ttl}"), Duration::from_secs(ttl), MAPPED_ROLE).await?;
+        }
+        eprintln!("postgres: revocation lag, {n} grants expiring in one second, {} rounds…", sizes.rounds);
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        let mut notes = Vec::new();
+        for round in 0..sizes.rounds {
+            // Hourglass.
+            let tokens = self.hourglass.tokens(&format!("expiry{round}"), n);
+            let window = now().plus_millis(lead.as_millis() as i64);
+            let hourglass = self.hourglass.clone();
+            let issued = drive(n, CLIENTS, move |i| {
+                let (hourglass, token) = (hourglass.clone(), tokens[i].clone());
+                async move { hourglass.issue(token, &format!("{}s", seconds_until(window))).await }
+            })
+            .await?;
+            let deadlines: HashMap<String, Timestamp> =
+                issued.outputs.iter().map(|g| (g.role.clone(), g.deadline)).collect();
+            let lags = watch_expiry(watch, "hg\\_%", deadlines).await?;
+            notes.push(format!("Hourglass: {lags}"));
+            ours.push(lags.worst);
+
+            // OpenBao.
+            let window = now().plus_millis(lead.as_millis() as i64);
+            let bao = self.bao.clone();
+            let issued = drive(n, CLIENTS, move |_| {
+                let bao = bao.clone();
+                async move { bao.issue(&format!("expiry-{}", seconds_until(window))).await }
+            })
+            .await?;
+            // The exact deadlines, as OpenBao scheduled them.
+            let leases = Arc::new(issued.outputs);
+            let (bao, list) = (self.bao.clone(), leases.clone());
+            let looked_up = drive(leases.len(), CLIENTS, move |i| {
+                let (bao, list) = (bao.clone(), list.clone());
+                async move { bao.expire_time(&list[i]).await }
+            })
+            .await?;
+            let deadlines = leases.iter().map(|l| l.username.clone()).zip(looked_up.outputs).collect();
+            let lags = watch_expiry(watch, "v-%", deadlines).await?;
+            notes.push(format!("OpenBao: {lags}"));
+            theirs.push(lags.worst);
+        }
+        let ours = Summary::of(&mut ours);
+        let theirs = Summary::of(&mut theirs);
+        Ok(Figure {
+            name: format!("Revocation lag: {n} PostgreSQL grants expiring in the same second, last role dropped"),
+            summary: Some(ours),
+            target: "≤ 1 s after its deadline (OpenBao: 8.5 s)".into(),
+            met: Some(ours.p99 <= Duration::from_secs(1)),
+            peer: format!("OpenBao, same runs: median {}, worst {}", human(theirs.median), human(theirs.p99)),
+            note: format!(
+                "per round, the largest lag from a grant's deadline to its role gone from pg_roles (polled every {} ms); {}",
+                POLL_INTERVAL.as_millis(),
+                notes.join("; ")
+            ),
+        })
+    }
+
+    /// `sizes.revoked` live grants revoked at once: from the first call
+    /// until the calls returned and every role is gone.
+    async fn mass_revoke_figure(&self, sizes: &Sizes, watch: &Watch) -> anyhow::Result<Figure> {
+        let n = sizes.revoked;
+        eprintln!("postgres: mass revoke of {n} grants, {} rounds…", sizes.rounds);
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        let mut retried = 0;
+        for round in 0..sizes.rounds {
+            // Hourglass.
+            let tokens = self.hourglass.tokens(&format!("revoke{round}"), n);
+            let hourglass = self.hourglass.clone();
+            let issued = drive(n, CLIENTS, move |i| {
+                let (hourglass, token) = (hourglass.clone(), tokens[i].clone());
+                async move { hourglass.issue(token, "10m").await }
+            })
+            .await?;
+            let roles: HashSet<String> = issued.outputs.iter().map(|g| g.role.clone()).collect();
+            let started = now();
+            let (gone, left) =
+                tokio::join!(wait_gone(watch, "hg\\_%", roles), self.hourglass.revoke_all(issued.outputs));
+            retried += left?;
+            let returned = now();
+            ours.push(elapsed(started, returned.max(last(&gone?))));
+
+            // OpenBao.
+            let bao = self.bao.clone();
+            let issued = drive(n, CLIENTS, move |_| {
+                let bao = bao.clone();
+                async move { bao.issue(HELD).await }
+            })
+            .await?;
+            let roles: HashSet<String> = issued.outputs.iter().map(|l| l.username.clone()).collect();
+            let started = now();
+            let prefix = format!("database/creds/{HELD}");
+            let (gone, revoked) = tokio::join!(wait_gone(watch, "v-%", roles), self.bao.revoke_prefix(&prefix));
+            revoked?;
+            let returned = now();
+            theirs.push(elapsed(started, returned.max(last(&gone?))));
+        }
+        let ours = Summary::of(&mut ours);
+        let theirs = Summary::of(&mut theirs);
+        Ok(Figure {
+            name: format!("Mass revoke of {n} PostgreSQL grants"),
+            summary: Some(ours),
+            target: "< 4 s (OpenBao: 16.4 s)".into(),
+            met: Some(ours.p99 < Duration::from_secs(4)),
+            peer: format!(
+                "OpenBao `revoke-prefix` (sync): median {}, worst {}",
+                human(theirs.median),
+                human(theirs.p99)
+            ),
+            note: format!(
+                "no bulk endpoint yet: {n} × `POST /v1/grants/{{id}}/revoke`, {REVOKES_IN_FLIGHT} in flight; until the calls \
+                 returned and every role is gone{}",
+                if retried > 0 { format!("; {retried} left to the scheduler's retries") } else { String::new() }
+            ),
+        })
+    }
+}
+
+/// How the roles of grants expiring together went.
+struct ExpiryLags {
+    /// The largest lag: the last role dropped, against its own deadline.
+    worst: Duration,
+    median: Duration,
+    /// From the earliest deadline to the latest.
+    spread: Duration,
+    count: usize,
+}
+
+impl std::fmt::Display for ExpiryLags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} deadlines within {}, lag median {} worst {}",
+            self.count,
+            human(self.spread),
+            human(self.median),
+            human(self.worst)
+        )
+    }
+}
+
+/// Waits until every role in `deadlines` is gone; each one's lag behind
+/// its deadline.
+async fn watch_expiry(watch: &Watch, like: &str, deadlines: HashMap<String, Timestamp>) -> anyhow::Result<ExpiryLags> {
+    let first = deadlines.values().min().copied().context("no grants")?;
+    let latest = deadlines.values().max().copied().context("no grants")?;
+    anyhow::ensure!(now() < first, "issuing took past the first deadline; the lead is too short");
+    let roles = deadlines.keys().cloned().collect();
+    let gone = wait_gone(watch, like, roles).await?;
+    let mut lags: Vec<Duration> = gone.iter().map(|(role, at)| elapsed(deadlines[role], *at)).collect();
+    let summary = Summary::of(&mut lags);
+    let worst = lags.last().copied().unwrap_or_default();
+    Ok(ExpiryLags { worst, median: summary.median, spread: elapsed(first, latest), count: lags.len() })
+}
+
+// ---------------------------------------------------------------------------
+// Driving calls and watching roles
+
+/// What [`drive`] measured: each call's latency and output (in call
+/// order), and the wall time of the whole.
+struct Driven<T> {
+    latencies: Vec<Duration>,
+    outputs: Vec<T>,
+    wall: Duration,
+}
+
+impl<T> Driven<T> {
+    fn per_second(&self) -> f64 {
+        self.outputs.len() as f64 / self.wall.as_secs_f64()
+    }
+}
+
+/// Makes `count` calls of `call(n)` from `clients` concurrent clients,
+/// each making its next call when its last one returned.
+async fn drive<T, F, Fut>(count: usize, clients: usize, call: F) -> anyhow::Result<Driven<T>>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<T>> + Send + 'static,
+{
+    let call = Arc::new(call);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..clients.min(count) {
+        let (call, next) = (call.clone(), next.clone());
+        tasks.spawn(async move {
+            let mut done = Vec::new();
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= count {
+                    return anyhow::Ok(done);
+                }
+                let sent = Instant::now();
+                let output = call(n).await?;
+                done.push((n, sent.elapsed(), output));
+            }
+        });
+    }
+    let mut all = Vec::with_capacity(count);
+    while let Some(done) = tasks.join_next().await {
+        all.extend(done??);
+    }
+    let wall = started.elapsed();
+    all.sort_by_key(|(n, _, _)| *n);
+    let (latencies, outputs) = all.into_iter().map(|(_, latency, output)| (latency, output)).unzip();
+    Ok(Driven { latencies, outputs, wall })
+}
+
+/// A `psql` session kept open as the superuser over the cluster's socket,
+/// so that `pg_roles` can be read every few milliseconds. Killed on drop.
+struct RoleWatch {
+    child: Child,
+    input: ChildStdin,
+    output: BufReader<ChildStdout>,
+}
+
+/// What psql prints after each answer, so that the end of one is known.
+const END_OF_ANSWER: &str = "-- end of answer --";
+
+impl RoleWatch {
+    fn start(cluster: &PostgresCluster) -> anyhow::Result<RoleWatch> {
+        let mut child = Command::new(psql())
+            .arg("-h")
+            .arg(cluster.socket_dir())
+            .args([
+                "-p",
+                &cluster.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-qAtX",
+                "-v",
+                "ON_ERROR_STOP=1",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting psql")?;
+        let input = child.stdin.take().context("psql's stdin")?;
+        let output = BufReader::new(child.stdout.take().context("psql's stdout")?);
+        Ok(RoleWatch { child, input, output })
+    }
+
+    /// Runs `sql`; the rows it printed.
+    fn answer(&mut self, sql: &str) -> anyhow::Result<Vec<String>> {
+        writeln!(self.input, "{sql};\n\\echo '{END_OF_ANSWER}'")?;
+        self.input.flush()?;
+        let mut rows = Vec::new();
+        loop {
+            let mut line = String::new();
+            anyhow::ensure!(self.output.read_line(&mut line)? > 0, "psql ended");
+            let line = line.trim_end();
+            if line == END_OF_ANSWER {
+                return Ok(rows);
+            }
+            rows.push(line.to_owned());
+        }
+    }
+
+    /// The roles whose names are `LIKE like` now.
+    fn roles(&mut self, like: &str) -> anyhow::Result<HashSet<String>> {
+        Ok(self.answer(&format!("SELECT rolname FROM pg_roles WHERE rolname LIKE '{like}'"))?.into_iter().collect())
+    }
+
+    /// Fails unless every one of `names` is a role now.
+    fn ensure_present<'a>(&mut self, like: &str, names: impl Iterator<Item = &'a str>) -> anyhow::Result<()> {
+        let present = self.roles(like)?;
+        let missing = names.filter(|name| !present.contains(*name)).count();
+        anyhow::ensure!(missing == 0, "{missing} issued roles are missing from pg_roles");
+        Ok(())
+    }
+
+    /// Polls until none of `roles` is left (at most 5 minutes); when each
+    /// was first seen gone.
+    fn wait_gone(&mut self, like: &str, mut roles: HashSet<String>) -> anyhow::Result<HashMap<String, Timestamp>> {
+        let limit = Instant::now() + Duration::from_secs(300);
+        let mut gone = HashMap::with_capacity(roles.len());
+        while !roles.is_empty() {
+            anyhow::ensure!(Instant::now() < limit, "{} roles still there after 5 minutes", roles.len());
+            // Gone by the time this poll started reading at the latest.
+            let polled = now();
+            let present = self.roles(like)?;
+            roles.retain(|role| {
+                let left = present.contains(role);
+                if !left {
+                    gone.insert(role.clone(), polled);
+                }
+                left
+            });
+            std::thread::sleep(POLL_INTERVAL);
+        }
+        Ok(gone)
+    }
+}
+
+/// The one [`RoleWatch`], shared with the blocking thread that polls.
+type Watch = Arc<Mutex<RoleWatch>>;
+
+fn lock(watch: &Watch) -> anyhow::Result<MutexGuard<'_, RoleWatch>> {
+    watch.lock().map_err(|_| anyhow::anyhow!("the role watch failed earlier"))
+}
+
+/// [`RoleWatch::wait_gone`] on a blocking thread, so that the calls
+/// removing the roles run meanwhile.
+async fn wait_gone(watch: &Watch, like: &str, roles: HashSet<String>) -> anyhow::Result<HashMap<String, Timestamp>> {
+    let (watch, like) = (watch.clone(), like.to_owned());
+    tokio::task::spawn_blocking(move || lock(&watch)?.wait_gone(&like, roles)).await?
+}
+
+impl Drop for RoleWatch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Time
+
+fn now() -> Timestamp {
+    Timestamp::from_offset_date_time(time::OffsetDateTime::now_utc())
+}
+
+/// From `from` to `to`, zero if `to` is earlier.
+fn elapsed(from: Timestamp, to: Timestamp) -> Duration {
+    Duration::from_millis(u64::try_from(from.millis_until(to)).unwrap_or(0))
+}
+
+/// Whole seconds from now to the window starting at `window`, rounded up:
+/// a grant that long, issued now, ends within the window's second.
+fn seconds_until(window: Timestamp) -> u64 {
+    u64::try_from(now().millis_until(window)).unwrap_or(0).div_ceil(1000).max(1)
+}
+
+fn last(gone: &HashMap<String, Timestamp>) -> Timestamp {
+    gone.values().max().copied().unwrap_or_else(now)
+}
+
+/// What PostgreSQL alone spends on an issue: `CREATE ROLE` with a
+/// client's verifier, then the membership, over the psql session.
+fn create_role_floor(watch: &Watch) -> anyhow::Result<Summary> {
+    let mut watch = lock(watch)?;
+    let mut samples = Vec::new();
+    for n in 0..30 {
+        let material = material::postgres().material;
+        let verifier = material.postgres_scram_verifier.context("no verifier")?;
+        let role = format!("floor_probe_{n}");
+        let started = Instant::now();
+        watch.answer(&format!("CREATE ROLE {role} LOGIN PASSWORD '{verifier}'; GRANT {MAPPED_ROLE} TO {role}"))?;
+        samples.push(started.elapsed());
+        watch.answer(&format!("DROP ROLE {role}"))?;
+    }
+    Ok(Summary::of(&mut samples))
+}
+
+/// What making a client's SCRAM verifier costs (4,096 PBKDF2 rounds).
+fn verifier_cost() -> Summary {
+    let mut samples: Vec<Duration> = (0..50)
+        .map(|_| {
+            let started = Instant::now();
+            drop(material::postgres());
+            started.elapsed()
+        })
+        .collect();
+    Summary::of(&mut samples)
+}
