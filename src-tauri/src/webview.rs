@@ -4,9 +4,9 @@
 //! a small page whose only motion is a few countdowns changing once a second
 //! then repaints just those rectangles, in software, at almost no cost. With
 //! compositing on, every tick re-rasterized and re-composited the page
-//! through GL; without a GPU (Mesa's llvmpipe) that cost about 7% of a core
-//! with 20 grants counting down, and about 90 MiB more memory across the
-//! app's processes (`scripts/bench --only desktop` measures both).
+//! through GL; without a GPU (Mesa's llvmpipe) that cost 3–7% of a core with
+//! 20 grants counting down, and about 90 MiB more memory across the app's
+//! processes (`scripts/bench --only desktop` measures both).
 
 /// Chooses the rendering mode. Call it first in `main`, before any thread
 /// starts: WebKitGTK reads the mode from the environment (its web process
@@ -16,9 +16,16 @@
 /// started loading, and WebKitGTK 2.50's web process crashes when the policy
 /// changes then.
 pub fn choose_rendering() {
+    // Driven over WebDriver (tauri-driver sets this), compositing stays on:
+    // WebKitGTK 2.50 takes a WebDriver screenshot after the page's next
+    // presentation update, which a non-composited page that is not changing
+    // never sends, so the screenshot would wait forever.
+    let automated = std::env::var_os("TAURI_WEBVIEW_AUTOMATION").is_some_and(|value| value == "true");
     // A value the user set is kept.
     #[cfg(target_os = "linux")]
-    if let Err(error) = glib::setenv("WEBKIT_DISABLE_COMPOSITING_MODE", "1", false) {
+    if !automated && let Err(error) = glib::setenv("WEBKIT_DISABLE_COMPOSITING_MODE", "1", false) {
         eprintln!("hourglass-desktop: cannot choose the web view's rendering: {error}");
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = automated;
 }
