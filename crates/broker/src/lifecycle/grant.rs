@@ -36,7 +36,15 @@ impl Broker {
                             now: grant.issued_at,
                             material: material.as_ref(),
                         };
-                        self.with_timeout(&resource.name, provider.issue(input)).await
+                        match provider.planned_state(input) {
+                            Ok(planned) => {
+                                if let Some(planned) = planned {
+                                    self.record_planned_state(&grant.id, planned).await?;
+                                }
+                                self.with_timeout(&resource.name, provider.issue(input)).await
+                            }
+                            Err(error) => Err(error),
+                        }
                     }
                     Err(error) => Err(error),
                 }
@@ -50,6 +58,9 @@ impl Broker {
             return Err(Error::Internal(format!("grant {} vanished while issuing", grant.id)));
         };
         match issued {
+            // INVARIANT: a grant is issued once. Another call finished this
+            // issue meanwhile (the provider is idempotent): nothing to add.
+            Ok(_) if current.grant.state == hourglass_core::GrantState::Active => Ok(current.grant),
             Ok(issued) => {
                 current.provider_state = issued.state;
                 current.grant.activate(issued.ready, now);
@@ -85,6 +96,20 @@ impl Broker {
                 Err(Error::Provider(error))
             }
         }
+    }
+
+    /// Stores what the provider is about to create before it does, so that
+    /// a failed or interrupted issue is revoked from it (`planned_state`).
+    async fn record_planned_state(&self, id: &GrantId, planned: serde_json::Value) -> Result<()> {
+        let mut tx = self.store.begin().await?;
+        if let Some(mut current) = tx.grant(id).await?
+            && current.provider_state.is_null()
+        {
+            current.provider_state = planned;
+            tx.update_grant(&current).await?;
+            tx.commit().await?;
+        }
+        Ok(())
     }
 
     /// Moves a live grant's deadline for an approved renewal request.

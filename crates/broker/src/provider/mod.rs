@@ -94,6 +94,17 @@ pub trait Provider: Send + Sync + 'static {
         check_material_present(self.material(), material)
     }
 
+    /// The state [`Provider::issue`] will record, known before it runs
+    /// (no I/O), for providers whose credential can be found and removed
+    /// from it alone. The broker stores it with the grant before issuing,
+    /// so that an issue that fails, times out or is cut short by a crash
+    /// can still be revoked: whatever it may have created at the target
+    /// (now or later, by a statement the target finishes after the broker
+    /// gave up) is removed, never orphaned.
+    fn planned_state(&self, _input: IssueInput<'_>) -> Result<Option<serde_json::Value>, ProviderError> {
+        Ok(None)
+    }
+
     /// Creates the credential, bound to `grant.expires_at`. Must be
     /// idempotent: after a crash the broker calls it again for the same
     /// grant. On error nothing may be left half-created.

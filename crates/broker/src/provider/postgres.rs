@@ -263,6 +263,12 @@ const ROLE_FACTS: &str = "SELECT r.rolcanlogin,
 const TERMINATE: &str =
     "SELECT count(*), count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = $1";
 const SESSION_COUNT: &str = "SELECT count(*) FROM pg_stat_activity WHERE usename = $1";
+/// Set on each admin connection: should the broker die mid-statement (the
+/// statement waiting on a lock, say), the server notices within a second
+/// that nobody waits for the answer and rolls the statement back, rather
+/// than committing a role nobody recorded (PostgreSQL 14 and later).
+const SESSION_SETTINGS: &str = "SELECT set_config('client_connection_check_interval', '1000', false)
+    WHERE current_setting('server_version_num')::int >= 140000";
 const LEFTOVERS: &str = "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1),
         (SELECT count(*) FROM pg_stat_activity WHERE usename = $1)";
 
@@ -312,12 +318,13 @@ impl PostgresProvider {
             // Ends when the client is dropped or the server goes away.
             let _ = connection.await;
         });
-        // Sent together: one round trip, not four.
-        let (role_facts, terminate, session_count, leftovers) = tokio::try_join!(
+        // Sent together: one round trip, not five.
+        let (role_facts, terminate, session_count, leftovers, ()) = tokio::try_join!(
             client.prepare(ROLE_FACTS),
             client.prepare(TERMINATE),
             client.prepare(SESSION_COUNT),
             client.prepare(LEFTOVERS),
+            client.batch_execute(SESSION_SETTINGS),
         )
         .map_err(|error| failed(resource, format!("preparing the admin queries: {}", db_error(&error))))?;
         Ok(Admin { client, role_facts, terminate, session_count, leftovers })
@@ -344,11 +351,39 @@ impl PostgresProvider {
             Some(admin) => admin,
             None => Self::connect(resource, settings).await?,
         };
+        // Should the broker give up on this work (its provider timeout),
+        // the statement running is cancelled at the server, not left to
+        // commit later what the broker no longer expects.
+        let cancel = CancelOnDrop(Some(admin.client.cancel_token()));
         let result = work(&mut admin).await;
+        cancel.disarm();
         if result.is_ok() && !admin.client.is_closed() {
             pool.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(admin);
         }
         result
+    }
+}
+
+/// Cancels the statement in progress on a connection when dropped armed.
+struct CancelOnDrop(Option<tokio_postgres::CancelToken>);
+
+impl CancelOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(token) = self.0.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                if let Err(error) = token.cancel_query(NoTls).await {
+                    tracing::warn!("cancelling an abandoned statement failed: {}", db_error(&error));
+                }
+            });
+        }
     }
 }
 
@@ -428,6 +463,35 @@ fn until(deadline: Timestamp) -> String {
     escape_literal(&deadline.to_string())
 }
 
+/// What issuing `input` creates, known before anything is: the settings,
+/// the mapped roles and the state recorded with the grant.
+fn plan(input: &IssueInput<'_>) -> Result<(Settings, Vec<String>, State), ProviderError> {
+    let name = &input.resource.name;
+    let settings = Settings::parse(input.resource).map_err(|message| failed(name, message))?;
+    let grants = RoleSettings::parse(&input.role.settings).map_err(|message| failed(name, message))?.grant;
+    let config = settings.admin_config().map_err(|message| failed(name, message))?;
+    let state = State {
+        role: role_name(&input.grant.owner, input.grant),
+        member_of: grants.clone(),
+        host: settings
+            .host
+            .clone()
+            .unwrap_or_else(|| describe(&config).rsplit_once(':').map_or_else(String::new, |(h, _)| h.to_owned())),
+        port: settings.port.or_else(|| config.get_ports().first().copied()).unwrap_or(5432),
+        database: settings
+            .database
+            .clone()
+            .or_else(|| config.get_dbname().map(str::to_owned))
+            .unwrap_or_else(|| "postgres".into()),
+        sslmode: settings.sslmode.clone(),
+        admin_dsn_env: settings.admin_dsn_env.clone(),
+        admin_dsn_file: settings.admin_dsn_file.clone(),
+        owned_objects: settings.owned_objects.clone(),
+        connect_timeout: settings.connect_timeout,
+    };
+    Ok((settings, grants, state))
+}
+
 #[async_trait::async_trait]
 impl Provider for PostgresProvider {
     fn kind(&self) -> &'static str {
@@ -451,37 +515,21 @@ impl Provider for PostgresProvider {
         check_verifier(material.and_then(|m| m.postgres_scram_verifier.as_deref()).unwrap_or_default())
     }
 
+    fn planned_state(&self, input: IssueInput<'_>) -> Result<Option<serde_json::Value>, ProviderError> {
+        let (_, _, state) = plan(&input)?;
+        serde_json::to_value(&state).map(Some).map_err(|e| failed(&input.resource.name, e.to_string()))
+    }
+
     async fn issue(&self, input: IssueInput<'_>) -> Result<Issued, ProviderError> {
         let name = &input.resource.name;
-        let settings = Settings::parse(input.resource).map_err(|message| failed(name, message))?;
-        let grants = RoleSettings::parse(&input.role.settings).map_err(|message| failed(name, message))?.grant;
+        let (settings, grants, state) = plan(&input)?;
         let verifier = input
             .material
             .and_then(|m| m.postgres_scram_verifier.clone())
             .ok_or_else(|| failed(name, "the request carries no SCRAM verifier"))?;
         check_verifier(&verifier).map_err(|message| failed(name, message))?;
-        let role = role_name(&input.grant.owner, input.grant);
+        let role = state.role.clone();
         let deadline = input.grant.expires_at;
-        let config = settings.admin_config().map_err(|message| failed(name, message))?;
-        let state = State {
-            role: role.clone(),
-            member_of: grants.clone(),
-            host: settings
-                .host
-                .clone()
-                .unwrap_or_else(|| describe(&config).rsplit_once(':').map_or_else(String::new, |(h, _)| h.to_owned())),
-            port: settings.port.or_else(|| config.get_ports().first().copied()).unwrap_or(5432),
-            database: settings
-                .database
-                .clone()
-                .or_else(|| config.get_dbname().map(str::to_owned))
-                .unwrap_or_else(|| "postgres".into()),
-            sslmode: settings.sslmode.clone(),
-            admin_dsn_env: settings.admin_dsn_env.clone(),
-            admin_dsn_file: settings.admin_dsn_file.clone(),
-            owned_objects: settings.owned_objects.clone(),
-            connect_timeout: settings.connect_timeout,
-        };
         let limit = settings.connection_limit.map(|n| format!(" CONNECTION LIMIT {n}")).unwrap_or_default();
         let verification = self
             .with_admin(name, &settings, async |admin| {
