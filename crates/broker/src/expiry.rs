@@ -231,20 +231,50 @@ impl Broker {
         Ok(updated)
     }
 
-    /// Finishes work a crash interrupted: grants left in `issuing` are
-    /// issued again (providers are idempotent) unless already past their
-    /// deadline, which the next expiry pass handles.
-    pub async fn recover(&self) -> Result<()> {
-        let now: Timestamp = self.now();
-        for record in self.store.issuing_grants().await? {
-            if record.grant.expires_at <= now {
-                continue;
+    /// Takes back revocations a previous run had claimed. Their lease kept
+    /// a second attempt from starting while the first was in flight; after
+    /// a restart no attempt of this process is, so waiting out the lease
+    /// (the provider timeout and more) would only let a credential live
+    /// past its deadline longer. Run before the scheduler starts.
+    pub async fn reclaim_revocations(&self) -> Result<usize> {
+        let now = self.now();
+        let mut reclaimed = 0;
+        loop {
+            let mut tx = self.store.begin().await?;
+            let leased = tx.leased_revocations(now, BATCH).await?;
+            let count = leased.len();
+            for mut record in leased {
+                record.grant.lease_revocation(now);
+                tx.update_grant(&record).await?;
             }
-            let id = record.grant.id.clone();
-            if let Err(error) = self.issue(record, SYSTEM_ACTOR).await {
-                tracing::warn!(grant = %id, "re-issuing after restart failed: {error}");
+            tx.commit().await?;
+            reclaimed += count;
+            if count < BATCH {
+                return Ok(reclaimed);
             }
         }
-        Ok(())
+    }
+
+    /// Grants a stop left in `issuing`, still before their deadline: work
+    /// a crash interrupted. Read before the server accepts requests, so
+    /// that none of this run's issues is among them.
+    pub async fn interrupted_issues(&self) -> Result<Vec<GrantRecord>> {
+        let now: Timestamp = self.now();
+        Ok(self.store.issuing_grants().await?.into_iter().filter(|r| r.grant.expires_at > now).collect())
+    }
+
+    /// Finishes issues a crash interrupted, concurrently (providers are
+    /// idempotent). Grants past their deadline meanwhile are left to the
+    /// expiry pass. Runs beside the server: a target that hangs delays
+    /// these grants, never the broker's start.
+    pub async fn recover(&self, interrupted: Vec<GrantRecord>) {
+        futures::stream::iter(interrupted)
+            .for_each_concurrent(CONCURRENCY, |record| async move {
+                let id = record.grant.id.clone();
+                if let Err(error) = self.issue(record, SYSTEM_ACTOR).await {
+                    tracing::warn!(grant = %id, "re-issuing after restart failed: {error}");
+                }
+            })
+            .await;
     }
 }

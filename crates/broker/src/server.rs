@@ -97,7 +97,11 @@ pub async fn start(options: ServerOptions) -> Result<Server> {
         tracing::warn!("policy: {warning}");
     }
     broker.record_start().await?;
-    broker.recover().await?;
+    let reclaimed = broker.reclaim_revocations().await?;
+    if reclaimed > 0 {
+        tracing::info!("{reclaimed} revocation(s) interrupted by the last stop are due again");
+    }
+    let interrupted = broker.interrupted_issues().await?;
     let dev_tokens = match &dev_issuer {
         Some(issuer) => crate::dev::write_tokens(&data_dir, issuer, broker.now())?,
         None => Vec::new(),
@@ -119,9 +123,13 @@ pub async fn start(options: ServerOptions) -> Result<Server> {
         })
     };
     let scheduler = tokio::spawn(Arc::clone(&broker).run_scheduler());
+    let recovery = {
+        let broker = Arc::clone(&broker);
+        tokio::spawn(async move { broker.recover(interrupted).await })
+    };
     let watcher = tokio::spawn(crate::reload::watch_policy(Arc::clone(&broker), options.policy_dir));
     let keys = tokio::spawn(refresh_issuer_keys(Arc::clone(&broker)));
-    Ok(Server { addr, url, broker, data_dir, dev_tokens, tasks: vec![serving, scheduler, watcher, keys] })
+    Ok(Server { addr, url, broker, data_dir, dev_tokens, tasks: vec![serving, scheduler, recovery, watcher, keys] })
 }
 
 /// Who the broker trusts, and how people log in: `[broker.login]` (its

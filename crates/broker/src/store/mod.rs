@@ -525,6 +525,16 @@ impl WriteTx {
         )
     }
 
+    /// Pending revocations not due before `now`: claimed by an attempt
+    /// (their lease) or waiting out a backoff.
+    pub async fn leased_revocations(&mut self, now: Timestamp, max: usize) -> Result<Vec<GrantRecord>> {
+        grant_rows(
+            self.connection(),
+            "SELECT doc, provider_state FROM grants WHERE revocation_due IS NOT NULL AND revocation_due > ?1 ORDER BY revocation_due LIMIT ?2",
+            rusqlite::params![now.unix_millis(), limit(max)],
+        )
+    }
+
     /// Appends an event to the chain; it commits with the transaction.
     pub async fn audit(&mut self, mut event: AuditEvent) -> Result<()> {
         let (last_seq, prev) = match self.head {
