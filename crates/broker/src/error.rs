@@ -39,11 +39,16 @@ impl Error {
         match self {
             Error::Refused { code, message } => ApiError { code: *code, message: message.clone() },
             Error::Provider(error) => ApiError { code: ErrorCode::ProviderFailed, message: error.to_string() },
-            Error::Store(error) if refuses_writes(error) => ApiError {
-                code: ErrorCode::Unavailable,
-                message: "the broker's store cannot take writes right now; try again shortly".into(),
+            Error::Store(error) => match refuses_writes(error) {
+                Some(why) => ApiError {
+                    code: ErrorCode::Unavailable,
+                    message: format!(
+                        "the broker's store refuses writes ({why}): nothing was changed; reads still work; try again later"
+                    ),
+                },
+                None => internal(),
             },
-            _ => ApiError { code: ErrorCode::Internal, message: "internal error; the broker's log has details".into() },
+            _ => internal(),
         }
     }
 
@@ -52,11 +57,19 @@ impl Error {
     }
 }
 
+fn internal() -> ApiError {
+    ApiError { code: ErrorCode::Internal, message: "internal error; the broker's log has details".into() }
+}
+
 /// Disk full, read-only or locked: the store is there but refuses writes.
-fn refuses_writes(error: &rusqlite::Error) -> bool {
+/// Why, in words for the caller (no path, no internals).
+fn refuses_writes(error: &rusqlite::Error) -> Option<&'static str> {
     use rusqlite::ErrorCode::{CannotOpen, DatabaseBusy, DatabaseLocked, DiskFull, ReadOnly, SystemIoFailure};
-    matches!(
-        error.sqlite_error_code(),
-        Some(DatabaseBusy | DatabaseLocked | ReadOnly | DiskFull | SystemIoFailure | CannotOpen)
-    )
+    match error.sqlite_error_code()? {
+        DiskFull => Some("its disk is full"),
+        ReadOnly => Some("it is read-only"),
+        DatabaseBusy | DatabaseLocked => Some("it is locked"),
+        SystemIoFailure | CannotOpen => Some("its disk failed a write"),
+        _ => None,
+    }
 }
