@@ -653,6 +653,38 @@ mod tests {
     }
 
     #[test]
+    fn time_left_follows_the_broker_clock_whatever_this_machine_says() {
+        // This machine's clock is an hour behind the broker's; then NTP
+        // corrects it while a grant is held.
+        let broker_now = NOW;
+        let local_now = NOW.plus_millis(-3_600_000);
+        let mut state = state();
+        assert!(state.set_skew(broker_now, local_now), "the offset is learned from the broker's time");
+        let g = grant(3, "token", broker_now.plus_millis(600_000));
+        let c = credential(&g, &[("A_TOKEN", "t")], None);
+        state.upsert(g.clone(), Some(c), local_now);
+        let held = state.held_grants();
+        assert_eq!(held[0].expires_at, g.expires_at, "the broker's deadline, as it said");
+        assert_eq!(
+            held[0].local_expires_at,
+            local_now.plus_millis(600_000),
+            "ten minutes left on this machine's clock, not an hour and ten"
+        );
+        assert_eq!(
+            state.hook_snapshot().grants[0].deadline,
+            local_now.plus_millis(600_000).unix_seconds(),
+            "shells count down to the same instant"
+        );
+        assert!(!state.expire_due(local_now.plus_millis(599_999)), "not before ten minutes pass");
+
+        // The local clock jumps to the right time: the offset follows at the next sync.
+        assert!(state.set_skew(broker_now.plus_millis(60_000), broker_now.plus_millis(60_000)), "a changed offset");
+        assert_eq!(state.held_grants()[0].local_expires_at, g.expires_at, "deadline re-read on the corrected clock");
+        assert!(!state.expire_due(broker_now.plus_millis(599_999)), "nine minutes on");
+        assert!(state.expire_due(g.expires_at), "ended at the broker's deadline");
+    }
+
+    #[test]
     fn a_renewal_seen_after_a_local_expiry_brings_the_credential_back_with_its_secret() {
         let mut state = state();
         let g = grant(2, "postgres", NOW.plus_millis(5_000));
