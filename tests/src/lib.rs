@@ -18,6 +18,7 @@ pub mod issuer;
 pub mod keyring;
 pub mod oidc;
 pub mod postgres;
+pub mod proxy;
 pub mod shell;
 pub mod sshd;
 
@@ -47,6 +48,9 @@ pub struct DevBroker {
     pub data_dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
     tokens: BTreeMap<String, String>,
+    /// How it was launched, for [`DevBroker::restart`].
+    policy_dir: Option<PathBuf>,
+    env: Vec<(String, String)>,
 }
 
 impl DevBroker {
@@ -62,25 +66,45 @@ impl DevBroker {
     /// `policy_dir`, with `env` added to its environment (an admin DSN, say).
     pub fn start_with_policy(policy_dir: &Path, env: &[(&str, &str)]) -> DevBroker {
         let temp = tempfile::tempdir().expect("temp dir");
-        let mut broker = DevBroker::launch(temp.path(), Some(policy_dir), env);
+        let mut broker = DevBroker::launch(temp.path(), Some(policy_dir), env, "127.0.0.1:0");
         broker._temp = Some(temp);
         broker
     }
 
     /// Starts (or restarts) a dev broker on an existing data directory.
     pub fn start_in(data_dir: &Path) -> DevBroker {
-        DevBroker::launch(data_dir, None, &[])
+        DevBroker::launch(data_dir, None, &[], "127.0.0.1:0")
     }
 
     /// Restarts a dev broker started with [`DevBroker::start_with_policy`]
     /// on its data directory (`data_dir`), with the same policy and `env`.
     pub fn start_in_with_policy(data_dir: &Path, policy_dir: &Path, env: &[(&str, &str)]) -> DevBroker {
-        DevBroker::launch(data_dir, Some(policy_dir), env)
+        DevBroker::launch(data_dir, Some(policy_dir), env, "127.0.0.1:0")
     }
 
-    fn launch(data_dir: &Path, policy_dir: Option<&Path>, env: &[(&str, &str)]) -> DevBroker {
+    /// Starts a dev broker in `data_dir` (made if missing, kept afterwards)
+    /// enforcing `policy_dir`, restartable on the same address.
+    pub fn start_at(data_dir: &Path, policy_dir: &Path, env: &[(&str, &str)]) -> DevBroker {
+        DevBroker::launch(data_dir, Some(policy_dir), env, "127.0.0.1:0")
+    }
+
+    /// Kills the broker if it runs (SIGKILL: no shutdown work), then starts
+    /// it again on the same data directory, policy, environment and
+    /// address, so that clients reconnect to the same URL. Returns once it
+    /// serves.
+    pub fn restart(&mut self) {
+        self.kill();
+        let listen = self.url.strip_prefix("http://").expect("an http:// URL").to_owned();
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let policy_dir = self.policy_dir.clone();
+        let mut fresh = DevBroker::launch(&self.data_dir, policy_dir.as_deref(), &env, &listen);
+        self.child = fresh.child.take();
+        self.tokens = std::mem::take(&mut fresh.tokens);
+    }
+
+    fn launch(data_dir: &Path, policy_dir: Option<&Path>, env: &[(&str, &str)], listen: &str) -> DevBroker {
         let mut command = Command::new(bin("hourglassd"));
-        command.args(["dev", "--listen", "127.0.0.1:0", "--data-dir"]).arg(data_dir);
+        command.args(["dev", "--listen", listen, "--data-dir"]).arg(data_dir);
         if let Some(dir) = policy_dir {
             command.arg("--config").arg(dir);
         }
@@ -108,7 +132,15 @@ impl DevBroker {
         let url = url.expect("hourglassd dev prints HOURGLASS_BROKER");
         let text = std::fs::read_to_string(data_dir.join("dev-users.json")).expect("dev-users.json");
         let tokens: BTreeMap<String, String> = serde_json::from_str(&text).expect("dev-users.json is a JSON object");
-        DevBroker { child: Some(child), url, data_dir: data_dir.to_path_buf(), _temp: None, tokens }
+        DevBroker {
+            child: Some(child),
+            url,
+            data_dir: data_dir.to_path_buf(),
+            _temp: None,
+            tokens,
+            policy_dir: policy_dir.map(Path::to_path_buf),
+            env: env.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect(),
+        }
     }
 
     /// Starts `hourglassd serve --config DIR` on a free loopback port; its
@@ -134,7 +166,15 @@ impl DevBroker {
         }
         std::thread::spawn(move || lines.for_each(drop));
         let url = url.expect("hourglassd serve says where it listens");
-        DevBroker { child: Some(child), url, data_dir: config.join("data"), _temp: None, tokens }
+        DevBroker {
+            child: Some(child),
+            url,
+            data_dir: config.join("data"),
+            _temp: None,
+            tokens,
+            policy_dir: None,
+            env: Vec::new(),
+        }
     }
 
     pub fn token(&self, user: &str) -> &str {
