@@ -6,6 +6,7 @@
 mod agent;
 mod desktop;
 mod exec;
+mod faults;
 mod lifecycle;
 mod login;
 mod postgres;
