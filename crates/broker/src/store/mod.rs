@@ -170,13 +170,21 @@ impl Store {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
         }
-        let mut connection = Connection::open(path)?;
+        // Opening for writing fails on a read-only or full disk: say where.
+        let cannot_open = |error: rusqlite::Error| {
+            Error::Config(format!(
+                "cannot open the store {} for writing (is its directory writable, its disk not full?): {error}",
+                path.display()
+            ))
+        };
+        let mut connection = Connection::open(path).map_err(cannot_open)?;
         connection.busy_timeout(StdDuration::from_secs(10))?;
         // NORMAL: SQLite writes the WAL without an fsync; `WriteTx::commit`
         // fsyncs it before returning, once for all concurrent commits, so an
         // acknowledged commit survives power loss as under FULL.
         connection
-            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")?;
+            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+            .map_err(cannot_open)?;
         connection.set_prepared_statement_cache_capacity(64);
         migrate(&mut connection, path)?;
         let durability = Arc::new(Durability::new(wal_path(path)));
