@@ -25,7 +25,7 @@ use super::{StoreFile, assert_audit_intact, audit_events, install_hook, now_mill
 /// Longest a grant may outlive its deadline (or its revocation) in broker
 /// uptime: the time the broker was down does not count, the time after a
 /// restart does.
-const LAG_MILLIS: i64 = 2_000;
+const LAG_MILLIS: i64 = 3_000;
 /// What each kill inside that span may add: the attempt it cut short (the
 /// hook's sleep and a process start), started again after the restart.
 const LAG_PER_KILL_MILLIS: i64 = 500;
@@ -397,7 +397,7 @@ fn broker_killed_at_random_points_loses_nothing_and_doubles_nothing() {
         let kills_meanwhile = down.iter().filter(|&&(killed, _)| killed > from && killed < done).count() as i64;
         let allowed = LAG_MILLIS + kills_meanwhile * LAG_PER_KILL_MILLIS;
         if lag > worst.0 {
-            worst = (lag, format!("{} {} ended {from} done {done}", grant.id, grant.state));
+            worst = (lag, format!("{}, {}, {kills_meanwhile} kills meanwhile", grant.id, grant.state));
         }
         assert!(
             lag <= allowed,

@@ -2,7 +2,8 @@
 //! test fills. The broker refuses new work with a clear `unavailable`
 //! (503) naming the store, keeps serving reads and the event stream, and
 //! once space returns carries on where it was, the store sound and the
-//! audit chain intact.
+//! audit chain intact. Then the disk read-only: the audit chain verifies,
+//! and no broker starts on it.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -36,6 +37,12 @@ impl Tmpfs {
         self.dir.path()
     }
 
+    /// Remounts it read-only (refused while a file is open for writing).
+    fn read_only(&self) {
+        let output = Command::new("mount").args(["-o", "remount,ro"]).arg(self.path()).output().expect("mount runs");
+        assert!(output.status.success(), "remounted read-only: {}", String::from_utf8_lossy(&output.stderr));
+    }
+
     /// Writes zeros to `name` until the disk is full.
     fn fill(&self, name: &str) -> PathBuf {
         let path = self.path().join(name);
@@ -57,9 +64,11 @@ impl Drop for Tmpfs {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn store_disk_full_refuses_writes_and_serves_reads() {
+async fn store_disk_full_refuses_writes_and_serves_reads_then_read_only_refuses_to_start() {
     let Some(disk) = Tmpfs::mount("16m") else {
-        eprintln!("store_disk_full_refuses_writes_and_serves_reads: SKIPPED, cannot mount a tmpfs (needs root)");
+        eprintln!(
+            "store_disk_full_refuses_writes_and_serves_reads_then_read_only_refuses_to_start: SKIPPED, cannot mount a tmpfs (needs root)"
+        );
         return;
     };
     let data = disk.path().join("data");
@@ -144,5 +153,29 @@ async fn store_disk_full_refuses_writes_and_serves_reads() {
     assert_audit_intact(&data);
     broker.restart();
     assert_audit_intact(&data);
-    drop(broker);
+
+    // Read-only (Linux remounts read-only only once no file is open for
+    // writing, so with the broker stopped): the audit log still verifies,
+    // and a broker refuses to start on it, saying why.
+    broker.kill();
+    disk.read_only();
+    assert_audit_intact(&data);
+    let mut start = Command::new(hourglass_e2e::bin("hourglassd"))
+        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("hourglassd runs");
+    let exited = eventually(Duration::from_secs(20), || start.try_wait().ok().flatten());
+    if exited.is_none() {
+        let _ = start.kill();
+    }
+    let output = start.wait_with_output().expect("hourglassd output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(exited.is_some_and(|status| !status.success()), "no broker on a read-only store: {stderr}");
+    // The first file it cannot write (a key or the store) is named, with why.
+    let named = stderr.contains(data.to_str().expect("a UTF-8 path"));
+    let why = stderr.contains("Read-only file system") || stderr.contains("for writing");
+    assert!(named && why, "names the file and what failed: {stderr}");
 }
