@@ -2,9 +2,9 @@
 //! request for the same grant), ended by revocation; and their credentials.
 
 use hourglass_core::api::{Credential, ErrorCode, EventKind, ReadyBody, RenewBody, RenewOutcome};
-use hourglass_core::audit::{AuditAction, AuditResult};
+use hourglass_core::audit::{AuditAction, AuditEvent, AuditResult};
 use hourglass_core::principal::SYSTEM_ACTOR;
-use hourglass_core::{AccessRequest, Grant, GrantId, NewRequest, Principal};
+use hourglass_core::{AccessRequest, Grant, GrantId, NewRequest, Principal, Timestamp};
 use hourglass_policy::{AccessContext, Action};
 
 use super::{
@@ -13,7 +13,7 @@ use super::{
 };
 use crate::broker::Broker;
 use crate::error::{Error, Result};
-use crate::provider::{IssueInput, ProviderError};
+use crate::provider::{IssueInput, Issued, ProviderError};
 use crate::store::GrantRecord;
 
 impl Broker {
@@ -51,18 +51,9 @@ impl Broker {
         };
         match issued {
             Ok(issued) => {
-                current.provider_state = issued.state;
-                current.grant.activate(issued.ready, now);
+                let event = Self::activate(&mut current, issued, actor, now);
                 tx.update_grant(&current).await?;
-                tx.audit(
-                    grant_event(now, actor, AuditAction::GrantIssued, &current.grant, AuditResult::Ok)
-                        .detail("request", current.grant.request_id.as_str())
-                        .detail("expires_at", current.grant.expires_at.to_string())
-                        .detail("ready", issued.ready)
-                        .detail("needs_review", current.grant.needs_review)
-                        .detail("verified", issued.verification),
-                )
-                .await?;
+                tx.audit(event).await?;
                 tx.commit().await?;
                 self.metrics.grant("issued");
                 self.publish_grant(&current.grant, EventKind::GrantIssued, &[]);
@@ -85,6 +76,19 @@ impl Broker {
                 Err(Error::Provider(error))
             }
         }
+    }
+
+    /// Activates a grant its provider issued; returns the audit event that
+    /// records it, for the caller's transaction.
+    pub(super) fn activate(record: &mut GrantRecord, issued: Issued, actor: &str, now: Timestamp) -> AuditEvent {
+        record.provider_state = issued.state;
+        record.grant.activate(issued.ready, now);
+        grant_event(now, actor, AuditAction::GrantIssued, &record.grant, AuditResult::Ok)
+            .detail("request", record.grant.request_id.as_str())
+            .detail("expires_at", record.grant.expires_at.to_string())
+            .detail("ready", issued.ready)
+            .detail("needs_review", record.grant.needs_review)
+            .detail("verified", issued.verification)
     }
 
     /// Moves a live grant's deadline for an approved renewal request.
