@@ -3,7 +3,8 @@
 //! the bench signs ID tokens for, so that thousands of distinct principals
 //! can each hold a grant.
 //!
-//! - token lifecycle: request → auto-approve → token, from many clients;
+//! - token lifecycle: request → auto-approve → token: the most a few
+//!   clients complete, and latency at the rate the target names;
 //! - approval latency: an approver's POST until the requester's event
 //!   stream delivers the grant;
 //! - fan-out: one request filed, every one of thousands of approvers'
@@ -11,7 +12,7 @@
 //! - revocation lag: thousands of grants with deadlines in the same second,
 //!   each deadline against the broker's own record of the revocation;
 //! - audit append: the store's write transaction with one audit event, at
-//!   the durability the broker ships (WAL, `synchronous = FULL`).
+//!   the durability the broker ships (group commit: on disk before it returns).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -203,7 +204,8 @@ fn pss_kib(pid: u32) -> anyhow::Result<u64> {
 pub fn figures(options: &Options) -> anyhow::Result<Vec<Figure>> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut figures = Vec::new();
-    figures.push(runtime.block_on(token_lifecycle(options))?);
+    figures.push(runtime.block_on(token_lifecycle_throughput(options))?);
+    figures.push(runtime.block_on(token_lifecycle_at_rate(options))?);
     figures.push(runtime.block_on(approval_latency(options))?);
     figures.extend(runtime.block_on(fan_out(options))?);
     figures.push(runtime.block_on(token_revocation_lag(options))?);
@@ -211,35 +213,48 @@ pub fn figures(options: &Options) -> anyhow::Result<Vec<Figure>> {
     Ok(figures)
 }
 
-/// Clients in flight at once for the lifecycle figure.
+/// Clients in flight at once for the lifecycle throughput figure.
 const CLIENTS: usize = 8;
+/// The rate the latency figure offers, as the target names it.
+const OFFERED_PER_SECOND: u32 = 1_000;
 
-async fn token_lifecycle(options: &Options) -> anyhow::Result<Figure> {
+/// One token lifecycle for a principal of its own (one live grant per
+/// principal and role): request, auto-approved, then the credential.
+async fn lifecycle(load: &LoadBroker, token: &str) -> anyhow::Result<()> {
+    let outcome = load.request(token, "read", "10m").await?;
+    let grant = outcome.grant.context("an auto-approved request carries its grant")?;
+    ensure!(grant.state == GrantState::Active, "grant {} is {}", grant.id, grant.state);
+    let response =
+        load.http.get(load.url(&format!("/v1/grants/{}/credential", grant.id))).bearer_auth(token).send().await?;
+    let credential: serde_json::Value = ok_json(response).await?;
+    ensure!(credential.get("env").is_some(), "no credential: {credential}");
+    Ok(())
+}
+
+/// Tokens for `count` new principals, signed before anything is timed.
+fn fresh_principals(load: &LoadBroker, prefix: &str, count: usize) -> Arc<Vec<String>> {
+    Arc::new((0..count).map(|n| load.token(&format!("{prefix}{n}"), "engineers")).collect())
+}
+
+/// The most lifecycles the broker completes: `CLIENTS` closed-loop clients,
+/// each starting the next lifecycle when the last one is answered.
+async fn token_lifecycle_throughput(options: &Options) -> anyhow::Result<Figure> {
     let load = Arc::new(LoadBroker::start()?);
     let window = Duration::from_secs(if options.quick { 2 } else { 10 });
     eprintln!("token lifecycle: {CLIENTS} clients for {window:?}…");
-    // Each lifecycle is a new principal: one live grant per principal and role.
+    // More than the broker can do in the window: a client never runs out.
+    let tokens = fresh_principals(&load, "u", 2_500 * window.as_secs() as usize);
     let next = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
     for _ in 0..CLIENTS {
-        let (load, next, done) = (load.clone(), next.clone(), done.clone());
+        let (load, tokens, next, done) = (load.clone(), tokens.clone(), next.clone(), done.clone());
         workers.push(tokio::spawn(async move {
             let mut samples = Vec::new();
             while !done.load(Ordering::Relaxed) {
-                let token = load.token(&format!("u{}", next.fetch_add(1, Ordering::Relaxed)), "engineers");
+                let token = tokens.get(next.fetch_add(1, Ordering::Relaxed)).context("out of principals")?;
                 let started = Instant::now();
-                let outcome = load.request(&token, "read", "10m").await?;
-                let grant = outcome.grant.context("an auto-approved request carries its grant")?;
-                ensure!(grant.state == GrantState::Active, "grant {} is {}", grant.id, grant.state);
-                let response = load
-                    .http
-                    .get(load.url(&format!("/v1/grants/{}/credential", grant.id)))
-                    .bearer_auth(&token)
-                    .send()
-                    .await?;
-                let credential: serde_json::Value = ok_json(response).await?;
-                ensure!(credential.get("env").is_some(), "no credential: {credential}");
+                lifecycle(&load, token).await?;
                 samples.push(started.elapsed());
             }
             anyhow::Ok(samples)
@@ -259,16 +274,66 @@ async fn token_lifecycle(options: &Options) -> anyhow::Result<Figure> {
     let rate = samples.len() as f64 / elapsed.as_secs_f64();
     let summary = Summary::of(&mut samples);
     Ok(Figure {
-        name: format!("Token lifecycle over HTTP, {CLIENTS} clients"),
+        name: format!("Token lifecycle throughput over HTTP, {CLIENTS} clients"),
         summary: Some(summary),
-        target: "≥ 1,000/s, p99 < 10 ms".into(),
-        met: Some(rate >= 1_000.0 && summary.p99 < Duration::from_millis(10)),
+        target: "≥ 1,000/s".into(),
+        met: Some(rate >= 1_000.0),
         peer: "—".into(),
         note: format!(
-            "**{rate:.0}/s**; request → auto-approve → credential: 2 calls, 3 commits, each on disk before the answer; broker CPU {} per lifecycle",
+            "**{rate:.0}/s**, as fast as {CLIENTS} clients go (latency here is queueing at saturation); request → \
+             auto-approve → credential: 2 calls, 2 commits, each on disk before the answer; broker CPU {} per lifecycle",
             human(cpu_each)
         ),
     })
+}
+
+/// Latency under the load the target names: lifecycles started at a fixed
+/// `OFFERED_PER_SECOND`, whether or not earlier ones were answered, each
+/// timed from when it was due (so a stall counts against every lifecycle
+/// it delayed, not only the one it hit).
+async fn token_lifecycle_at_rate(options: &Options) -> anyhow::Result<Figure> {
+    let load = Arc::new(LoadBroker::start()?);
+    let window = Duration::from_secs(if options.quick { 2 } else { 10 });
+    let count = OFFERED_PER_SECOND as usize * window.as_secs() as usize;
+    eprintln!("token lifecycle: {OFFERED_PER_SECOND}/s offered for {window:?}…");
+    let tokens = fresh_principals(&load, "r", count);
+    let every = Duration::from_secs(1) / OFFERED_PER_SECOND;
+    let started = Instant::now();
+    let cpu_before = load.broker_cpu()?;
+    let mut running = Vec::with_capacity(count);
+    for n in 0..count {
+        let due = started + every * u32::try_from(n)?;
+        tokio::time::sleep_until(due.into()).await;
+        let (load, tokens) = (load.clone(), tokens.clone());
+        running.push(tokio::spawn(async move {
+            lifecycle(&load, &tokens[n]).await?;
+            anyhow::Ok(due.elapsed())
+        }));
+    }
+    let mut samples = Vec::with_capacity(count);
+    for lifecycle in running {
+        samples.push(lifecycle.await??);
+    }
+    let elapsed = started.elapsed();
+    let cpu = load.broker_cpu()?.saturating_sub(cpu_before);
+    let rate = samples.len() as f64 / elapsed.as_secs_f64();
+    let summary = Summary::of(&mut samples);
+    Ok(Figure {
+        name: format!("Token lifecycle latency over HTTP at {OFFERED_PER_SECOND}/s offered"),
+        summary: Some(summary),
+        target: "p99 < 10 ms".into(),
+        met: Some(summary.p99 < Duration::from_millis(10)),
+        peer: "—".into(),
+        note: format!(
+            "{count} lifecycles, one due every {}, timed from when due; completed at {rate:.0}/s; broker CPU {} of a core",
+            human(every),
+            percent(cpu, elapsed)
+        ),
+    })
+}
+
+fn percent(cpu: Duration, over: Duration) -> String {
+    format!("{:.0}%", cpu.as_secs_f64() / over.as_secs_f64() * 100.0)
 }
 
 async fn approval_latency(options: &Options) -> anyhow::Result<Figure> {

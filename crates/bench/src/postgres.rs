@@ -31,8 +31,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hourglass_client::material;
-use hourglass_core::api::{CreateRequest, RequestOutcome, RevokeBody};
-use hourglass_core::{Grant, GrantState, RevocationStatus, Timestamp};
+use hourglass_core::api::{CreateRequest, RequestOutcome, RevokeMatchingBody, RevokedGrants};
+use hourglass_core::{GrantState, RevocationStatus, Timestamp};
 use hourglass_e2e::DevBroker;
 use hourglass_e2e::issuer::JwtIssuer;
 use hourglass_e2e::postgres::{PostgresCluster, psql};
@@ -44,8 +44,6 @@ use crate::stats::{Summary, human};
 
 /// Concurrent clients in the multi-client figures.
 const CLIENTS: usize = 4;
-/// Per-grant revoke calls in flight in a mass revoke.
-const REVOKES_IN_FLIGHT: usize = 32;
 /// How often the benchmark looks at `pg_roles` while roles are dropped.
 const POLL_INTERVAL: Duration = Duration::from_millis(5);
 /// The NOLOGIN role both systems make their login roles members of.
@@ -128,11 +126,10 @@ struct Hourglass {
     http: reqwest::Client,
 }
 
-/// A grant Hourglass issued, with what revoking it and watching its role take.
+/// A grant Hourglass issued: its id, its role in PostgreSQL, its deadline.
 #[derive(Clone)]
 struct IssuedGrant {
     id: String,
-    token: Arc<str>,
     role: String,
     deadline: Timestamp,
 }
@@ -168,7 +165,8 @@ settings = {{ grant = ["{MAPPED_ROLE}"] }}
             dsn = dsn_file.display(),
             port = cluster.port
         );
-        let cedar = r#"permit (principal in Group::"engineers", action in [Action::"request", Action::"auto_approve"], resource);"#;
+        let cedar = r#"permit (principal in Group::"engineers", action in [Action::"request", Action::"auto_approve"], resource);
+permit (principal in Group::"security", action == Action::"revoke", resource);"#;
         std::fs::write(config.path().join("hourglass.toml"), toml)?;
         std::fs::write(config.path().join("policy.cedar"), cedar)?;
         let issuer = JwtIssuer::new("bench");
@@ -210,51 +208,40 @@ settings = {{ grant = ["{MAPPED_ROLE}"] }}
         anyhow::ensure!(grant.state == GrantState::Active, "grant {} is {}", grant.id, grant.state);
         Ok(IssuedGrant {
             id: grant.id.as_str().to_owned(),
-            token,
             role: hourglass_broker::provider::postgres::role_name(&grant.owner, &grant),
             deadline: grant.expires_at,
         })
     }
 
-    /// Revokes one grant as its owner; whether the revocation was done
-    /// within the call (else the scheduler retries it).
-    async fn revoke(&self, grant: &IssuedGrant) -> anyhow::Result<bool> {
-        let body = RevokeBody { reason: Some("benchmark".into()) };
+    /// Revokes every live grant of `bench-db` in one call by a security
+    /// administrator, as in an incident; checks it ended all of `grants` and
+    /// returns how many revocations were left to the scheduler's retries.
+    async fn revoke_all(&self, grants: Vec<IssuedGrant>) -> anyhow::Result<usize> {
+        let admin = self.issuer.token("incident@bench.example", &["security"], "hourglass", 3600);
+        let body = RevokeMatchingBody {
+            resource: "bench-db".into(),
+            role: None,
+            owner: None,
+            reason: "benchmark incident".into(),
+        };
         let response = self
             .http
-            .post(format!("{}/v1/grants/{}/revoke", self.broker.url, grant.id))
-            .bearer_auth(&*grant.token)
+            .post(format!("{}/v1/grants/revoke", self.broker.url))
+            .bearer_auth(admin)
             .json(&body)
             .send()
             .await?;
         let status = response.status();
-        anyhow::ensure!(
-            status.is_success(),
-            "POST /v1/grants/{}/revoke: HTTP {status}: {}",
-            grant.id,
-            response.text().await?
-        );
-        let revoked: Grant = response.json().await?;
-        Ok(revoked.revocation.is_some_and(|r| r.status == RevocationStatus::Done))
-    }
-
-    /// Revokes every grant in `grants`; how many revocations were left to
-    /// the scheduler's retries.
-    ///
-    /// There is no bulk revoke endpoint yet: this is one `POST
-    /// /v1/grants/{id}/revoke` per grant, [`REVOKES_IN_FLIGHT`] at a time.
-    /// When `POST /v1/grants/revoke` (bulk, by resource) lands, this is the
-    /// one function to change: a single call by an administrator.
-    async fn revoke_all(self: &Arc<Self>, grants: Vec<IssuedGrant>) -> anyhow::Result<usize> {
-        let grants = Arc::new(grants);
-        let hourglass = self.clone();
-        let list = grants.clone();
-        let done = drive(grants.len(), REVOKES_IN_FLIGHT, move |n| {
-            let (hourglass, list) = (hourglass.clone(), list.clone());
-            async move { hourglass.revoke(&list[n]).await }
-        })
-        .await?;
-        Ok(done.outputs.iter().filter(|done| !**done).count())
+        anyhow::ensure!(status.is_success(), "POST /v1/grants/revoke: HTTP {status}: {}", response.text().await?);
+        let revoked: RevokedGrants = response.json().await?;
+        let ended: HashSet<&str> = revoked.grants.iter().map(|grant| grant.id.as_str()).collect();
+        let missed = grants.iter().filter(|grant| !ended.contains(grant.id.as_str())).count();
+        anyhow::ensure!(missed == 0, "{missed} of {} grants were not in the bulk revocation", grants.len());
+        Ok(revoked
+            .grants
+            .iter()
+            .filter(|g| g.revocation.as_ref().is_none_or(|r| r.status != RevocationStatus::Done))
+            .count())
     }
 }
 
@@ -474,8 +461,8 @@ impl Sides {
                 human(theirs.p99)
             ),
             note: format!(
-                "no bulk endpoint yet: {n} × `POST /v1/grants/{{id}}/revoke`, {REVOKES_IN_FLIGHT} in flight; until the calls \
-                 returned and every role is gone{}",
+                "one `POST /v1/grants/revoke` for the resource by a security administrator; until it returned and every \
+                 role is gone{}",
                 if retried > 0 { format!("; {retried} left to the scheduler's retries") } else { String::new() }
             ),
         })

@@ -29,7 +29,7 @@ use hourglass_broker::provider::Providers;
 use hourglass_broker::provider::token::TokenProvider;
 use hourglass_broker::store::Store;
 use hourglass_broker::{Broker, BrokerParts, Reload};
-use hourglass_core::audit::{AuditEvent, AuditResult, StoredLink, verify_chain};
+use hourglass_core::audit::{AuditAction, AuditEvent, AuditResult, StoredLink, verify_chain};
 use hourglass_core::{Duration, Timestamp};
 use hourglass_policy::Policy;
 use http_body_util::BodyExt;
@@ -981,6 +981,59 @@ async fn revoke_by_security_admin_allowed_by_engineer_forbidden() {
     assert_eq!(status, StatusCode::OK, "carol (security admin) may revoke alice's grant: {grant}");
     assert_eq!(grant["state"], "revoked", "the grant ends");
     assert_eq!(grant["ended_by"], "carol@acme.example", "attributed to carol");
+}
+
+#[tokio::test]
+async fn revoke_matching_ends_every_live_grant_on_a_resource_in_one_call() {
+    let h = Harness::new().await;
+    let alices = grant_id(&h.file("alice", read_orders("10m")).await);
+    let daves = grant_id(&h.file("dave", read_orders("10m")).await);
+    let write = approved_write(&h, "30m").await["id"].as_str().expect("a grant id").to_owned();
+    let token = h.grant_token("dave", &daves).await;
+
+    let bulk = json!({"resource": "orders-api", "role": "read", "reason": "incident 42: rotate everything"});
+    let (status, body) = h.post("carol", "/v1/grants/revoke", bulk).await;
+    assert_eq!(status, StatusCode::OK, "security may revoke everyone's read grants: {body}");
+    let mut revoked = ids(&body["grants"]);
+    revoked.sort();
+    let mut expected = vec![alices.clone(), daves.clone()];
+    expected.sort();
+    assert_eq!(revoked, expected, "both read grants, not alice's write grant");
+    for grant in body["grants"].as_array().expect("a list") {
+        assert_eq!(grant["state"], "revoked", "{grant}");
+        assert_eq!(grant["ended_by"], "carol@acme.example", "attributed to carol: {grant}");
+        assert_eq!(grant["end_reason"], "incident 42: rotate everything", "with the incident's reason: {grant}");
+        assert_eq!(grant["revocation"]["status"], "done", "its credential removed before the answer: {grant}");
+    }
+    assert_eq!(h.introspect(&token).await, json!({"active": false}), "dave's token is inactive at once");
+    assert_eq!(h.grant("alice", &write).await["state"], "active", "another role on the resource is untouched");
+    let events = audit_links(&h).await.iter().map(event_of).collect::<Vec<_>>();
+    let recorded = events.iter().filter(|e| e.action == AuditAction::GrantRevoked && e.actor == "carol@acme.example");
+    assert_eq!(recorded.count(), 2, "each revocation audited on its own");
+}
+
+#[tokio::test]
+async fn revoke_matching_is_all_or_nothing_and_needs_a_reason() {
+    let h = Harness::new().await;
+    let alices = grant_id(&h.file("alice", read_orders("10m")).await);
+    let daves = grant_id(&h.file("dave", read_orders("10m")).await);
+
+    let everyone = json!({"resource": "orders-api", "reason": "leaving"});
+    let refused = h.post("alice", "/v1/grants/revoke", everyone).await;
+    assert_refused(&refused, StatusCode::FORBIDDEN, "forbidden", "1 of the 2", "alice may not revoke dave's grant");
+    assert_eq!(h.grant("alice", &alices).await["state"], "active", "nothing revoked, not even alice's own");
+    assert_eq!(h.grant("dave", &daves).await["state"], "active", "dave's grant survives");
+
+    let unexplained = h.post("carol", "/v1/grants/revoke", json!({"resource": "orders-api", "reason": " "})).await;
+    assert_refused(&unexplained, StatusCode::BAD_REQUEST, "reason_required", "reason", "a bulk revocation says why");
+    let unknown = h.post("carol", "/v1/grants/revoke", json!({"resource": "no-such-api", "reason": "x"})).await;
+    assert_refused(&unknown, StatusCode::NOT_FOUND, "not_found", "no-such-api", "an unknown resource is named");
+
+    let mine = json!({"resource": "orders-api", "owner": "alice@acme.example", "reason": "leaving"});
+    let (status, body) = h.post("alice", "/v1/grants/revoke", mine).await;
+    assert_eq!(status, StatusCode::OK, "alice may revoke all of her own: {body}");
+    assert_eq!(ids(&body["grants"]), vec![alices], "only hers");
+    assert_eq!(h.grant("dave", &daves).await["state"], "active", "dave's grant survives");
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use anyhow::{Context, anyhow};
 use clap::{Parser, Subcommand};
 use hourglass_client::Client;
-use hourglass_core::api::CreateRequest;
+use hourglass_core::api::{CreateRequest, RevokeMatchingBody};
 use hourglass_core::{GrantId, RequestId, RequestState};
 
 use crate::show::Output;
@@ -94,9 +94,20 @@ enum Command {
         #[arg(long)]
         wait: bool,
     },
-    /// End a grant now.
+    /// End a grant now; or, with --resource, every live grant on a resource
+    /// (narrowed by --role and --owner), as in an incident.
     Revoke {
-        grant: String,
+        #[arg(required_unless_present = "resource", conflicts_with = "resource")]
+        grant: Option<String>,
+        /// Revoke every live grant on this resource (needs --reason).
+        #[arg(long, requires = "reason")]
+        resource: Option<String>,
+        /// With --resource: only grants of this role.
+        #[arg(long, requires = "resource")]
+        role: Option<String>,
+        /// With --resource: only this principal's grants.
+        #[arg(long, requires = "resource")]
+        owner: Option<String>,
         #[arg(long)]
         reason: Option<String>,
     },
@@ -218,7 +229,18 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<ExitCode> {
             }
             out.renewal(&renewed);
         }
-        Command::Revoke { grant, reason } => out.revoked(&client.revoke(&grant_id(&grant)?, reason).await?),
+        Command::Revoke { grant: Some(grant), reason, .. } => {
+            out.revoked(&client.revoke(&grant_id(&grant)?, reason).await?);
+        }
+        Command::Revoke { grant: None, resource, role, owner, reason } => {
+            let body = RevokeMatchingBody {
+                resource: resource.unwrap_or_default(),
+                role,
+                owner,
+                reason: reason.unwrap_or_default(),
+            };
+            out.revoked_all(&client.revoke_matching(&body).await?.grants);
+        }
         Command::History { limit } => out.history(&client.history(limit).await?),
         _ => {} // answered above
     }

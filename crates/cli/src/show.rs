@@ -312,6 +312,18 @@ impl Output {
         }
     }
 
+    pub fn revoked_all(&self, grants: &[Grant]) {
+        if self.json {
+            return self.json_value(&grants);
+        }
+        if grants.is_empty() {
+            println!("no live grant matched: nothing to revoke");
+        }
+        for grant in grants {
+            self.revoked(grant);
+        }
+    }
+
     pub fn history(&self, records: &[AuditRecord]) {
         if self.json {
             return self.json_value(&records);

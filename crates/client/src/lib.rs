@@ -20,7 +20,7 @@ use std::time::Duration as StdDuration;
 use futures::{Stream, StreamExt};
 use hourglass_core::api::{
     ApiError, Catalog, CreateRequest, Credential, DecisionBody, ErrorCode, Event, GrantList, Health, ReadyBody,
-    RenewBody, RenewOutcome, RequestList, RequestOutcome, RevokeBody, WhoAmI,
+    RenewBody, RenewOutcome, RequestList, RequestOutcome, RevokeBody, RevokeMatchingBody, RevokedGrants, WhoAmI,
 };
 use hourglass_core::audit::AuditRecord;
 use hourglass_core::{AccessRequest, Grant, GrantId, RequestId};
@@ -290,6 +290,12 @@ impl Client {
 
     pub async fn revoke(&self, id: &GrantId, reason: Option<String>) -> Result<Grant> {
         self.post(&format!("/v1/grants/{id}/revoke"), &RevokeBody { reason }).await
+    }
+
+    /// Ends every live grant on a resource (narrowed to a role or owner) at
+    /// once; all or nothing.
+    pub async fn revoke_matching(&self, body: &RevokeMatchingBody) -> Result<RevokedGrants> {
+        self.post("/v1/grants/revoke", body).await
     }
 
     pub async fn history(&self, limit: usize) -> Result<Vec<AuditRecord>> {

@@ -230,6 +230,29 @@ pub struct RevokeBody {
     pub reason: Option<String>,
 }
 
+/// `POST /v1/grants/revoke`: ends at once every live grant on a resource
+/// (for an incident), narrowed to a role or an owner.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RevokeMatchingBody {
+    pub resource: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Why, for the audit log and the owners: required.
+    pub reason: String,
+}
+
+/// The grants a bulk revocation ended, each after its first attempt to
+/// remove the credential (a failed one is retried in the background).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RevokedGrants {
+    pub grants: Vec<Grant>,
+}
+
 /// `GET /v1/resources`: what can be requested.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -92,6 +92,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(v1::ready))
         .routes(routes!(v1::renew))
         .routes(routes!(v1::revoke))
+        .routes(routes!(v1::revoke_matching))
         .routes(routes!(v1::history))
         .routes(routes!(events::events))
         .routes(routes!(introspect::introspect))

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use hourglass_core::api::{
     ApiError, Catalog, CreateRequest, Credential, DecisionBody, ErrorCode, GrantList, ReadyBody, RenewBody,
-    RenewOutcome, RequestList, RequestOutcome, RevokeBody, WhoAmI,
+    RenewOutcome, RequestList, RequestOutcome, RevokeBody, RevokeMatchingBody, RevokedGrants, WhoAmI,
 };
 use hourglass_core::audit::AuditRecord;
 use hourglass_core::{AccessRequest, Grant, GrantId, RequestId, Verdict};
@@ -200,6 +200,23 @@ pub async fn revoke(
     JsonBody(body): JsonBody<RevokeBody>,
 ) -> ApiResult<Grant> {
     Ok(Json(broker.revoke(&who, &grant_id(&id)?, body.reason).await?))
+}
+
+/// Ends every live grant on a resource at once, narrowed to a role or an
+/// owner: for an incident. All or nothing: refused if policy does not let
+/// me revoke one of them.
+#[utoipa::path(post, path = "/v1/grants/revoke", tag = "grants", security(("bearer" = [])), request_body = RevokeMatchingBody,
+    responses(
+        (status = 200, body = RevokedGrants),
+        (status = 400, body = ApiError, description = "no reason, malformed body"),
+        (status = 403, body = ApiError, description = "policy does not allow revoking one of the matching grants"),
+        (status = 404, body = ApiError, description = "unknown resource with no live grant")))]
+pub async fn revoke_matching(
+    State(broker): State<AppState>,
+    Caller(who): Caller,
+    JsonBody(body): JsonBody<RevokeMatchingBody>,
+) -> ApiResult<RevokedGrants> {
+    Ok(Json(RevokedGrants { grants: broker.revoke_matching(&who, body).await? }))
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]

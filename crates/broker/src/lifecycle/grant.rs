@@ -1,19 +1,21 @@
 //! Grants: issued by their provider, extended by renewals (a renewal is a
 //! request for the same grant), ended by revocation; and their credentials.
 
-use hourglass_core::api::{Credential, ErrorCode, EventKind, ReadyBody, RenewBody, RenewOutcome};
-use hourglass_core::audit::{AuditAction, AuditResult};
+use std::collections::BTreeMap;
+
+use hourglass_core::api::{Credential, ErrorCode, EventKind, ReadyBody, RenewBody, RenewOutcome, RevokeMatchingBody};
+use hourglass_core::audit::{AuditAction, AuditEvent, AuditResult};
 use hourglass_core::principal::SYSTEM_ACTOR;
-use hourglass_core::{AccessRequest, Grant, GrantId, NewRequest, Principal};
-use hourglass_policy::{AccessContext, Action};
+use hourglass_core::{AccessRequest, Grant, GrantId, NewRequest, Principal, Timestamp};
+use hourglass_policy::{AccessContext, Action, Authorization};
 
 use super::{
-    MAX_REASON, clean_optional, grant_event, grant_refused, lease, parse_duration, policies_detail, refused,
-    request_event, unknown,
+    MAX_REASON, clean_optional, clean_text, grant_event, grant_refused, lease, parse_duration, policies_detail,
+    refused, request_event, unknown,
 };
 use crate::broker::Broker;
 use crate::error::{Error, Result};
-use crate::provider::{IssueInput, ProviderError};
+use crate::provider::{IssueInput, Issued, ProviderError};
 use crate::store::GrantRecord;
 
 impl Broker {
@@ -62,18 +64,9 @@ impl Broker {
             // issue meanwhile (the provider is idempotent): nothing to add.
             Ok(_) if current.grant.state == hourglass_core::GrantState::Active => Ok(current.grant),
             Ok(issued) => {
-                current.provider_state = issued.state;
-                current.grant.activate(issued.ready, now);
+                let event = Self::activate(&mut current, issued, actor, now);
                 tx.update_grant(&current).await?;
-                tx.audit(
-                    grant_event(now, actor, AuditAction::GrantIssued, &current.grant, AuditResult::Ok)
-                        .detail("request", current.grant.request_id.as_str())
-                        .detail("expires_at", current.grant.expires_at.to_string())
-                        .detail("ready", issued.ready)
-                        .detail("needs_review", current.grant.needs_review)
-                        .detail("verified", issued.verification),
-                )
-                .await?;
+                tx.audit(event).await?;
                 tx.commit().await?;
                 self.metrics.grant("issued");
                 self.publish_grant(&current.grant, EventKind::GrantIssued, &[]);
@@ -110,6 +103,19 @@ impl Broker {
             tx.commit().await?;
         }
         Ok(())
+    }
+
+    /// Activates a grant its provider issued; returns the audit event that
+    /// records it, for the caller's transaction.
+    pub(super) fn activate(record: &mut GrantRecord, issued: Issued, actor: &str, now: Timestamp) -> AuditEvent {
+        record.provider_state = issued.state;
+        record.grant.activate(issued.ready, now);
+        grant_event(now, actor, AuditAction::GrantIssued, &record.grant, AuditResult::Ok)
+            .detail("request", record.grant.request_id.as_str())
+            .detail("expires_at", record.grant.expires_at.to_string())
+            .detail("ready", issued.ready)
+            .detail("needs_review", record.grant.needs_review)
+            .detail("verified", issued.verification)
     }
 
     /// Moves a live grant's deadline for an approved renewal request.
@@ -343,6 +349,79 @@ impl Broker {
         }
         let mut done = self.attempt_revocations(vec![record]).await?;
         done.pop().map(|record| record.grant).ok_or_else(|| Error::Internal("revocation lost its grant".into()))
+    }
+
+    /// `POST /v1/grants/revoke`: ends every live grant on a resource at once
+    /// (narrowed to a role or an owner), in one commit, then removes their
+    /// credentials concurrently. All or nothing: if policy does not let the
+    /// caller revoke one of them, none is revoked.
+    pub async fn revoke_matching(&self, who: &Principal, body: RevokeMatchingBody) -> Result<Vec<Grant>> {
+        let now = self.now();
+        let policy = self.policy();
+        let reason = clean_text(&body.reason, "reason", MAX_REASON)?;
+        if reason.is_empty() {
+            return Err(refused(ErrorCode::ReasonRequired, "revoking grants in bulk needs a reason"));
+        }
+        let role = clean_optional(body.role, "role", MAX_REASON)?;
+        let owner = clean_optional(body.owner, "owner", MAX_REASON)?;
+        let mut tx = self.store.begin().await?;
+        let mut records = tx.live_grants_on(&body.resource, role.as_deref(), owner.as_deref()).await?;
+        if records.is_empty() && policy.resource(&body.resource).is_err() {
+            return Err(refused(ErrorCode::NotFound, format!("no resource {} and no live grant on it", body.resource)));
+        }
+        // Authorization depends on resource, role and owner only: decide once per pair.
+        let key = |grant: &Grant| (grant.role.clone(), grant.owner.clone());
+        let mut decided: BTreeMap<(String, String), Authorization> = BTreeMap::new();
+        for record in &records {
+            let grant = &record.grant;
+            decided.entry(key(grant)).or_insert_with(|| {
+                policy.authorize_on_grant(who, Action::Revoke, &grant.resource, &grant.role, &grant.owner)
+            });
+        }
+        let forbidden = records.iter().filter(|record| !decided[&key(&record.grant)].allowed);
+        if let Some(first) = forbidden.clone().next() {
+            let count = forbidden.count();
+            let message = format!(
+                "policy does not allow you to revoke {count} of the {} matching grants (such as {}, {}'s {}); none was revoked",
+                records.len(),
+                first.grant.id,
+                first.grant.owner,
+                first.grant.role
+            );
+            let event = AuditEvent::new(now, &who.id, AuditAction::RevokeRefused, &body.resource, AuditResult::Refused)
+                .detail("role", role.clone())
+                .detail("owner", owner.clone())
+                .detail("matching", records.len());
+            drop(tx);
+            return Err(self.refuse(event, refused(ErrorCode::Forbidden, message)).await?);
+        }
+        // Past its deadline a grant is the scheduler's to expire, as for one revocation.
+        records.retain(|record| now < record.grant.expires_at);
+        for record in &mut records {
+            record.grant.revoke(&who.id, &reason, now).map_err(grant_refused)?;
+            record.grant.lease_revocation(now.plus_millis(lease(self.provider_timeout)));
+            tx.update_grant(record).await?;
+            let allowed = &decided[&key(&record.grant)];
+            tx.audit(
+                grant_event(now, &who.id, AuditAction::GrantRevoked, &record.grant, AuditResult::Ok)
+                    .reason(reason.clone())
+                    .detail("policies", policies_detail(allowed))
+                    .detail("bulk", true),
+            )
+            .await?;
+        }
+        let ids: Vec<GrantId> = records.iter().map(|record| record.grant.id.clone()).collect();
+        let withdrawn = self.withdraw_renewals(&mut tx, &ids, now).await?;
+        tx.commit().await?;
+        for record in &records {
+            self.metrics.grant("revoked");
+            self.publish_grant(&record.grant, EventKind::GrantRevoked, &[&who.id]);
+        }
+        for request in &withdrawn {
+            self.publish_request(request, EventKind::RequestCancelled, &[]);
+        }
+        let done = self.attempt_revocations(records).await?;
+        Ok(done.into_iter().map(|record| record.grant).collect())
     }
 
     /// `POST /v1/grants/{id}/ready`: the owner's client confirms the

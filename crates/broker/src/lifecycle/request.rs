@@ -4,7 +4,7 @@
 use hourglass_core::api::{CreateRequest, ErrorCode, EventKind, RequestOutcome};
 use hourglass_core::audit::{AuditAction, AuditResult};
 use hourglass_core::principal::SYSTEM_ACTOR;
-use hourglass_core::{AccessRequest, Grant, GrantId, NewRequest, Principal, RequestId, Timestamp};
+use hourglass_core::{AccessRequest, Grant, GrantId, GrantState, NewRequest, Principal, RequestId, Timestamp};
 use hourglass_policy::{AccessContext, Action};
 
 use super::{
@@ -13,6 +13,7 @@ use super::{
 };
 use crate::broker::Broker;
 use crate::error::Result;
+use crate::provider::IssueInput;
 use crate::store::{GrantRecord, WriteTx};
 
 impl Broker {
@@ -23,7 +24,8 @@ impl Broker {
         let role = policy.role(&body.resource, &body.role).map_err(unknown)?;
         let duration = parse_duration(&body.duration)?;
         role.limits.check_duration(duration).map_err(grant_refused)?;
-        let provider = self.providers.get(&policy.resource(&body.resource).map_err(unknown)?.provider)?;
+        let resource = policy.resource(&body.resource).map_err(unknown)?;
+        let provider = self.providers.get(&resource.provider)?;
         provider
             .check_material(body.client_material.as_ref())
             .map_err(|message| refused(ErrorCode::InvalidRequest, format!("{}: {message}", body.resource)))?;
@@ -77,6 +79,24 @@ impl Broker {
             Some(_) => None,
             None => Some(permitted.clone()),
         };
+        let mut started = None;
+        if let Some(approval) = approved_by {
+            request.approve_by_policy(now);
+            let grant = Grant::start(Self::new_grant_id(), &request, &resource.provider, now);
+            request.grant_id = Some(grant.id.clone());
+            started = Some((GrantRecord { grant, provider_state: serde_json::Value::Null }, approval));
+        }
+        // A credential made inside the broker is made now and stored active
+        // with the request, in one commit. Only success is taken here: a
+        // failure goes the usual way below, which records it.
+        let mut issued_here = None;
+        if let Some((record, _)) = &started
+            && provider.issues_in_broker()
+        {
+            let input =
+                IssueInput { grant: &record.grant, resource, role, now, material: body.client_material.as_ref() };
+            issued_here = provider.issue(input).await.ok();
+        }
 
         let mut tx = self.store.begin().await?;
         let mut superseded = None;
@@ -110,18 +130,6 @@ impl Broker {
                 ),
             ));
         }
-        let mut started = None;
-        if let Some(approval) = &approved_by {
-            request.approve_by_policy(now);
-            let grant = Grant::start(
-                Self::new_grant_id(),
-                &request,
-                &policy.resource(&request.resource).map_err(unknown)?.provider,
-                now,
-            );
-            request.grant_id = Some(grant.id.clone());
-            started = Some((GrantRecord { grant, provider_state: serde_json::Value::Null }, approval.clone()));
-        }
         tx.insert_request(&request, body.client_material.as_ref()).await?;
         tx.audit(
             request_event(now, &who.id, AuditAction::RequestFiled, &request, AuditResult::Ok)
@@ -133,7 +141,7 @@ impl Broker {
                 .detail("policy_digest", policy.digest.as_str()),
         )
         .await?;
-        if let Some((record, approval)) = &started {
+        if let Some((record, approval)) = &mut started {
             let how = if request.break_glass { "break-glass" } else { "approved automatically by policy" };
             tx.audit(
                 request_event(now, SYSTEM_ACTOR, AuditAction::RequestApproved, &request, AuditResult::Ok)
@@ -143,7 +151,14 @@ impl Broker {
                     .detail("needs_review", request.break_glass),
             )
             .await?;
-            tx.insert_grant(record).await?;
+            match issued_here.take() {
+                Some(issued) => {
+                    let event = Self::activate(record, issued, &who.id, now);
+                    tx.insert_grant(record).await?;
+                    tx.audit(event).await?;
+                }
+                None => tx.insert_grant(record).await?,
+            }
         }
         tx.commit().await?;
         let grant_deadline = started.as_ref().map(|(record, _)| record.grant.expires_at);
@@ -168,6 +183,12 @@ impl Broker {
             self.publish_request(&request, EventKind::RequestApproved, &[]);
         }
         let grant = match started {
+            // Issued in the commit above.
+            Some((record, _)) if record.grant.state == GrantState::Active => {
+                self.metrics.grant("issued");
+                self.publish_grant(&record.grant, EventKind::GrantIssued, &[]);
+                Some(record.grant)
+            }
             Some((record, _)) => Some(self.issue(record, &who.id).await?),
             None => None,
         };

@@ -105,6 +105,16 @@ pub trait Provider: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// Whether the credential is made entirely inside the broker (signed
+    /// here, nothing created on a target). Such a grant is issued before it
+    /// is first stored and recorded in the commit that files its request: if
+    /// the broker dies first, nothing exists anywhere and nobody was told.
+    /// A provider that touches a target must say `false`, so the grant is on
+    /// disk as `issuing` before the target changes and a crash is recovered.
+    fn issues_in_broker(&self) -> bool {
+        false
+    }
+
     /// Creates the credential, bound to `grant.expires_at`. Must be
     /// idempotent: after a crash the broker calls it again for the same
     /// grant. On error nothing may be left half-created.

@@ -672,6 +672,10 @@ impl Provider for SshProvider {
         parse_public_key(key).map(drop)
     }
 
+    fn issues_in_broker(&self) -> bool {
+        true
+    }
+
     async fn issue(&self, input: IssueInput<'_>) -> Result<Issued, ProviderError> {
         let failed = |message: String| ProviderError::Failed { resource: input.resource.name.clone(), message };
         let text = input

@@ -78,6 +78,10 @@ impl Provider for TokenProvider {
         }
     }
 
+    fn issues_in_broker(&self) -> bool {
+        true
+    }
+
     async fn issue(&self, input: IssueInput<'_>) -> Result<Issued, ProviderError> {
         let settings = Self::settings(input.resource)
             .map_err(|message| ProviderError::Failed { resource: input.resource.name.clone(), message })?;

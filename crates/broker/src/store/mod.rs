@@ -502,6 +502,20 @@ impl WriteTx {
             .pop())
     }
 
+    /// Live grants on `resource`, narrowed to a role and an owner when given.
+    pub async fn live_grants_on(
+        &mut self,
+        resource: &str,
+        role: Option<&str>,
+        owner: Option<&str>,
+    ) -> Result<Vec<GrantRecord>> {
+        grant_rows(
+            self.connection(),
+            "SELECT doc, provider_state FROM grants WHERE state IN ('issuing', 'active') AND resource = ?1 AND (?2 IS NULL OR role = ?2) AND (?3 IS NULL OR owner = ?3) ORDER BY expires_at",
+            rusqlite::params![resource, role, owner],
+        )
+    }
+
     pub async fn pending_renewals(&mut self, grant: &GrantId) -> Result<Vec<AccessRequest>> {
         docs(self.connection(), "SELECT doc FROM requests WHERE renews = ?1 AND state = 'pending'", [grant.as_str()])
     }

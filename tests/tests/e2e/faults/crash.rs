@@ -432,6 +432,5 @@ fn broker_killed_at_random_points_loses_nothing_and_doubles_nothing() {
         worst.1,
         events.len()
     );
-    eprintln!("downtime: {down:?}");
     assert!(ledger.approvals.len() >= kills / 3 && ended > kills, "the workload did real work between kills");
 }
