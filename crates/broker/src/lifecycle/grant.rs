@@ -230,6 +230,9 @@ impl Broker {
                 format!("renewal {} of {} is already waiting for approval", pending.id, grant.id),
             ));
         }
+        if request.is_pending() {
+            self.limits.check_pending(tx.pending_count(&who.id, now).await?)?;
+        }
         tx.insert_request(&request, None).await?;
         tx.audit(
             request_event(now, &who.id, AuditAction::RequestFiled, &request, AuditResult::Ok)

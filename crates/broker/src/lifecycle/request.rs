@@ -110,6 +110,11 @@ impl Broker {
                 ),
             ));
         }
+        if approved_by.is_none() {
+            // Counted under the write lock, so concurrent filings cannot
+            // together pass the limit.
+            self.limits.check_pending(tx.pending_count(&who.id, now).await?)?;
+        }
         let mut started = None;
         if let Some(approval) = &approved_by {
             request.approve_by_policy(now);
