@@ -6,10 +6,9 @@ use std::time::Duration as StdDuration;
 use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::{Stream, StreamExt};
+use hourglass_core::Principal;
 use hourglass_core::api::ApiError;
 use tokio::sync::broadcast::error::RecvError;
-
-use hourglass_core::Principal;
 
 use super::AppState;
 use super::error::AppError;
