@@ -9,5 +9,6 @@ mod exec;
 mod lifecycle;
 mod login;
 mod postgres;
+mod secrets;
 mod serve;
 mod ssh;
