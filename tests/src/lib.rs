@@ -177,6 +177,50 @@ impl DevBroker {
         }
     }
 
+    /// Like [`DevBroker::serve`], with `env` added to the broker's
+    /// environment and everything it writes to stderr (its log, at `level`,
+    /// and any panic) kept in the file `log`, for tests that read it.
+    pub fn serve_logged(
+        config: &Path,
+        tokens: BTreeMap<String, String>,
+        env: &[(&str, &str)],
+        log: &Path,
+        level: &str,
+    ) -> DevBroker {
+        let file = std::fs::File::create(log).expect("the broker's log file");
+        let child = Command::new(bin("hourglassd"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(config)
+            .envs(env.iter().copied())
+            .env("HOURGLASS_LOG", level)
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("hourglassd starts");
+        let listening = eventually(Duration::from_secs(30), || {
+            let text = std::fs::read_to_string(log).ok()?;
+            let line = text.lines().find_map(|line| line.strip_prefix("hourglassd listening on "))?;
+            Some(line.trim().to_owned())
+        });
+        let mut broker = DevBroker {
+            child: Some(child),
+            url: String::new(),
+            data_dir: config.join("data"),
+            _temp: None,
+            tokens,
+            policy_dir: None,
+            env: Vec::new(),
+        };
+        match listening {
+            Some(url) => broker.url = url,
+            None => {
+                broker.kill();
+                panic!("hourglassd serve did not start:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+            }
+        }
+        broker
+    }
+
     pub fn token(&self, user: &str) -> &str {
         self.tokens.get(user).unwrap_or_else(|| panic!("no dev user {user}"))
     }

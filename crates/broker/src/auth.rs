@@ -15,6 +15,8 @@
 //! [`REFETCH_COOLDOWN`] per issuer) and periodically, so IdP key rotation
 //! needs no restart.
 
+mod verified;
+
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration as StdDuration, Instant};
@@ -412,6 +414,7 @@ pub struct Authenticator {
     issuers: Vec<TrustedIssuer>,
     sessions: Option<Sessions>,
     login: Option<AuthConfig>,
+    verified: verified::VerifiedTokens,
 }
 
 impl Authenticator {
@@ -453,11 +456,24 @@ impl Authenticator {
     /// Verifies a bearer token (a broker session, or a trusted issuer's
     /// token) and returns the principal it names.
     pub async fn verify(&self, token: &str) -> std::result::Result<Principal, AuthError> {
-        let (header, issuer) = peek(token)?;
-        if let Some(sessions) = self.sessions.as_ref().filter(|sessions| sessions.issuer == issuer) {
-            return verify_session(sessions, token, &header);
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::Malformed);
         }
-        Ok(self.verify_identity_with(token, &header, &issuer).await?.principal)
+        let now = unix_now();
+        let digest = verified::digest(token);
+        if let Some(principal) = self.verified.get(&digest, now) {
+            return Ok(principal);
+        }
+        let (header, issuer) = peek(token)?;
+        let (principal, expires_at) = match self.sessions.as_ref().filter(|sessions| sessions.issuer == issuer) {
+            Some(sessions) => verify_session(sessions, token, &header)?,
+            None => {
+                let identity = self.verify_identity_with(token, &header, &issuer).await?;
+                (identity.principal, identity.expires_at)
+            }
+        };
+        self.verified.remember(digest, &principal, expires_at, now);
+        Ok(principal)
     }
 
     /// Verifies an identity token of a trusted issuer (not a broker session).
@@ -558,11 +574,12 @@ fn classify(error: &jsonwebtoken::errors::Error) -> AuthError {
     }
 }
 
+/// The principal of a broker session, and when it ends (`exp`).
 fn verify_session(
     sessions: &Sessions,
     token: &str,
     header: &jsonwebtoken::Header,
-) -> std::result::Result<Principal, AuthError> {
+) -> std::result::Result<(Principal, i64), AuthError> {
     if header.alg != Algorithm::EdDSA || header.kid.as_deref().is_some_and(|kid| kid != sessions.key.kid) {
         return Err(AuthError::BadSignature);
     }
@@ -577,7 +594,14 @@ fn verify_session(
     if claims.token_use != SESSION_TOKEN_USE {
         return Err(AuthError::Malformed);
     }
-    Ok(Principal { id: claims.sub, name: claims.name, groups: claims.groups.into_iter().collect() })
+    Ok((Principal { id: claims.sub, name: claims.name, groups: claims.groups.into_iter().collect() }, claims.exp))
+}
+
+/// The clock expiry is checked against: the system's, as `jsonwebtoken`'s.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| i64::try_from(since.as_secs()).unwrap_or(i64::MAX))
 }
 
 fn identity_from(claims: &Value, issuer: &TrustedIssuer) -> std::result::Result<Identity, AuthError> {

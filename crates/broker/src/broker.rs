@@ -17,8 +17,10 @@ use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::events::EventHub;
 use crate::keys::Ed25519Key;
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::provider::Providers;
+use crate::settings::LimitSettings;
 use crate::store::Store;
 
 /// `planned_wake` while the scheduler runs a pass.
@@ -35,6 +37,8 @@ pub struct BrokerParts {
     pub token_key: Arc<Ed25519Key>,
     pub clock: Arc<dyn Clock>,
     pub provider_timeout: StdDuration,
+    /// Per-principal limits (`[broker.limits]`).
+    pub limits: LimitSettings,
 }
 
 pub struct Broker {
@@ -48,6 +52,7 @@ pub struct Broker {
     pub(crate) events: EventHub,
     pub(crate) metrics: Metrics,
     pub(crate) provider_timeout: StdDuration,
+    pub(crate) limits: Limits,
     /// Wakes the expiry scheduler when a nearer deadline appears.
     pub(crate) wake: Notify,
     /// When the scheduler means to wake next (unix ms), or
@@ -91,6 +96,7 @@ impl Broker {
             events: EventHub::default(),
             metrics: Metrics::default(),
             provider_timeout: parts.provider_timeout,
+            limits: Limits::new(parts.limits),
             wake: Notify::new(),
             planned_wake: AtomicI64::new(SCHEDULER_RUNNING),
             stopping: watch::channel(false).0,

@@ -7,6 +7,10 @@ use hourglass_core::api::{ApiError, ErrorCode};
 pub enum Error {
     #[error("{message}")]
     Refused { code: ErrorCode, message: String },
+    /// A principal calling faster than `[broker.limits]` allows; the
+    /// answer's `Retry-After` says when the next call is admitted.
+    #[error("{message}")]
+    RateLimited { message: String, retry_after_secs: u64 },
     #[error("store: {0}")]
     Store(#[from] rusqlite::Error),
     #[error("{0}")]
@@ -38,6 +42,7 @@ impl Error {
     pub fn to_api(&self) -> ApiError {
         match self {
             Error::Refused { code, message } => ApiError { code: *code, message: message.clone() },
+            Error::RateLimited { message, .. } => ApiError { code: ErrorCode::RateLimited, message: message.clone() },
             Error::Provider(error) => ApiError { code: ErrorCode::ProviderFailed, message: error.to_string() },
             Error::Store(error) => match refuses_writes(error) {
                 Some(why) => ApiError {

@@ -12,6 +12,7 @@ pub mod http;
 mod introspection;
 pub mod keys;
 mod lifecycle;
+pub mod limits;
 pub mod metrics;
 pub mod provider;
 mod reload;

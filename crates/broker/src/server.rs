@@ -92,6 +92,7 @@ pub async fn start(options: ServerOptions) -> Result<Server> {
         token_key,
         clock,
         provider_timeout: settings.provider_timeout.map_or(StdDuration::from_secs(30), |d| d.as_std()),
+        limits: settings.limits,
     })?;
     for warning in &broker.policy().warnings {
         tracing::warn!("policy: {warning}");

@@ -28,6 +28,51 @@ pub struct BrokerSettings {
     /// pipeline's OIDC issuer).
     #[serde(default)]
     pub issuers: Vec<IssuerSettings>,
+    /// What one principal may do at once (`[broker.limits]`).
+    #[serde(default)]
+    pub limits: LimitSettings,
+}
+
+/// `[broker.limits]`: per-principal limits, so that one principal cannot
+/// take the broker from the others. The defaults are far above what a
+/// person or a pipeline does; a principal over one gets a 429 naming it.
+///
+/// ```toml
+/// [broker.limits]
+/// requests_per_second = 20   # sustained calls per principal
+/// request_burst = 60         # calls at once after a quiet spell
+/// pending_requests = 20      # requests waiting for approval
+/// event_streams = 16         # open GET /v1/events
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    pub requests_per_second: u32,
+    pub request_burst: u32,
+    pub pending_requests: u32,
+    pub event_streams: u32,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings { requests_per_second: 20, request_burst: 60, pending_requests: 20, event_streams: 16 }
+    }
+}
+
+impl LimitSettings {
+    /// Every limit must admit something: a zero would lock everyone out.
+    fn check(&self) -> Result<()> {
+        let named = [
+            ("requests_per_second", self.requests_per_second),
+            ("request_burst", self.request_burst),
+            ("pending_requests", self.pending_requests),
+            ("event_streams", self.event_streams),
+        ];
+        match named.iter().find(|(_, value)| *value == 0) {
+            Some((name, _)) => Err(Error::Config(format!("[broker.limits]: {name} must be at least 1"))),
+            None => Ok(()),
+        }
+    }
 }
 
 /// `[broker.login]`: the OpenID Connect issuer of this broker's people.
@@ -121,14 +166,43 @@ fn default_session_lifetime() -> Duration {
 
 impl BrokerSettings {
     pub fn from_table(table: &toml::Table) -> Result<Self> {
-        table
+        let settings: BrokerSettings = table
             .clone()
             .try_into()
-            .map_err(|error: toml::de::Error| Error::Config(format!("[broker]: {}", error.message())))
+            .map_err(|error: toml::de::Error| Error::Config(format!("[broker]: {}", error.message())))?;
+        settings.limits.check()?;
+        Ok(settings)
     }
 
     /// `path` as given, or relative to `base` when it is relative.
     pub fn resolve(base: &Path, path: &Path) -> PathBuf {
         if path.is_absolute() { path.to_path_buf() } else { base.join(path) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
+    use super::*;
+
+    fn settings(text: &str) -> Result<BrokerSettings> {
+        BrokerSettings::from_table(&text.parse::<toml::Table>().expect("TOML"))
+    }
+
+    #[test]
+    fn limits_default_when_left_out_and_are_set_one_by_one() {
+        assert_eq!(settings("").unwrap().limits, LimitSettings::default(), "no [broker.limits]: the defaults");
+        let limits = settings("[limits]\nrequests_per_second = 500\n").unwrap().limits;
+        assert_eq!(limits.requests_per_second, 500, "the limit set");
+        assert_eq!(limits.request_burst, LimitSettings::default().request_burst, "the others keep their defaults");
+    }
+
+    #[test]
+    fn limits_refuse_zero_and_unknown_keys() {
+        let zero = settings("[limits]\nevent_streams = 0\n").expect_err("a zero limit locks everyone out");
+        assert!(zero.to_string().contains("event_streams must be at least 1"), "names the key: {zero}");
+        let typo = settings("[limits]\npending = 3\n").expect_err("an unknown key is refused");
+        assert!(typo.to_string().contains("pending"), "names the key: {typo}");
     }
 }

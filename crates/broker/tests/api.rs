@@ -6,7 +6,9 @@
 //! Test names start with their topic, so `cargo test -p hourglass-broker
 //! --test api renew` runs the renewal tests (topics: auto, credential,
 //! approval, inbox, visibility, events, break_glass, renew, revoke, expiry,
-//! bad_input, auth, audit, policy_reload, meta; `login` is in api/login.rs).
+//! bad_input, auth, audit, policy_reload, meta; `login` is in api/login.rs,
+//! `authorization` (the matrix of every operation and principal) in
+//! api/authorization.rs, `limits` in api/limits.rs).
 //!
 //! The demo policy in `demo/policy` is the policy under test: alice is an
 //! engineer, dave an on-call engineer, bob and erin SRE, carol security.
@@ -21,14 +23,16 @@ use std::time::Duration as StdDuration;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use hourglass_broker::auth::Authenticator;
+use hourglass_broker::auth::{Authenticator, Sessions};
 use hourglass_broker::clock::{Clock, ManualClock, SystemClock};
 use hourglass_broker::dev::{self, DevIssuer};
 use hourglass_broker::keys::Ed25519Key;
 use hourglass_broker::provider::Providers;
 use hourglass_broker::provider::token::TokenProvider;
+use hourglass_broker::settings::LimitSettings;
 use hourglass_broker::store::Store;
 use hourglass_broker::{Broker, BrokerParts, Reload};
+use hourglass_core::api::AuthConfig;
 use hourglass_core::audit::{AuditAction, AuditEvent, AuditResult, StoredLink, verify_chain};
 use hourglass_core::{Duration, Timestamp};
 use hourglass_policy::Policy;
@@ -37,6 +41,10 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 use tower::ServiceExt;
 
+#[path = "api/authorization.rs"]
+mod authorization;
+#[path = "api/limits.rs"]
+mod limits;
 #[path = "api/login.rs"]
 mod login;
 
@@ -69,6 +77,11 @@ struct Harness {
 
 impl Harness {
     async fn new() -> Harness {
+        Harness::with_limits(LimitSettings::default()).await
+    }
+
+    /// A harness whose broker enforces `limits` (the others: the defaults).
+    async fn with_limits(limits: LimitSettings) -> Harness {
         let temp = tempfile::tempdir().expect("a temporary directory");
         let data_dir = temp.path().join("data");
         let policy_dir = temp.path().join("policy");
@@ -81,6 +94,7 @@ impl Harness {
         );
         let dev_issuer = format!("{BROKER_URL}/dev");
         let issuer = DevIssuer::load_or_create(&data_dir, dev_issuer.clone()).expect("a dev issuer");
+        let session_key = Ed25519Key::load_or_create(&data_dir.join("keys/session.pem")).expect("a session key");
         // Whole seconds, so that token `exp` (seconds) equals a deadline exactly.
         // Near the real time, because identity tokens are checked against it.
         let start = Timestamp::from_unix_millis(SystemClock.now().unix_seconds() * 1000);
@@ -91,10 +105,19 @@ impl Harness {
             policy_dir: Some(policy_dir.clone()),
             providers: Providers::default()
                 .with(Arc::new(TokenProvider::new(Arc::clone(&token_key), BROKER_URL.into()))),
-            authenticator: Authenticator::default().trust(issuer.trusted()),
+            authenticator: Authenticator::default()
+                .trust(issuer.trusted())
+                .with_sessions(Sessions::new(session_key, BROKER_URL.into(), Duration::from_hours(8)))
+                .with_login(AuthConfig {
+                    issuer: dev_issuer.clone(),
+                    client_id: "hourglass-cli".into(),
+                    scopes: vec!["openid".into()],
+                    dev: true,
+                }),
             token_key,
             clock: Arc::clone(&clock) as Arc<dyn Clock>,
             provider_timeout: StdDuration::from_secs(5),
+            limits,
         })
         .expect("the broker assembles with the demo policy");
         broker.record_start().await.expect("the start is recorded");
@@ -564,6 +587,32 @@ async fn approval_after_approved_is_not_pending() {
     assert_refused(&refused, StatusCode::CONFLICT, "not_pending", "approved", "the request was decided already");
     let grants = h.get_ok("alice", "/v1/grants?ended=true").await;
     assert_eq!(grants["grants"], json!([grant]), "a late approval issues no second grant");
+}
+
+#[tokio::test]
+async fn approval_replayed_decision_is_not_pending_and_changes_nothing() {
+    let h = Harness::new().await;
+    let approved = request_id(&h.file("alice", write_orders("30m")).await);
+    let denied = request_id(&h.file("dave", write_orders("30m")).await);
+    let path = |id: &str, verdict: &str| format!("/v1/requests/{id}/{verdict}");
+    let body = json!({"comment": "go"});
+    assert_eq!(h.post("bob", &path(&approved, "approve"), body.clone()).await.0, StatusCode::OK, "approved once");
+    assert_eq!(h.post("bob", &path(&denied, "deny"), body.clone()).await.0, StatusCode::OK, "denied once");
+    let before = h.snapshot(WATCHED).await;
+    let seen = audit_links(&h).await.len();
+
+    // The very same calls again, as a replayed or retried request would be.
+    let replay = h.post("bob", &path(&approved, "approve"), body.clone()).await;
+    assert_refused(&replay, StatusCode::CONFLICT, "not_pending", "approved", "an approval replayed after it completed");
+    let replay = h.post("bob", &path(&denied, "deny"), body).await;
+    assert_refused(&replay, StatusCode::CONFLICT, "not_pending", "denied", "a denial replayed");
+    assert_eq!(h.snapshot(WATCHED).await, before, "replays issue no second grant and change nothing");
+    let events: Vec<AuditEvent> = audit_links(&h).await.iter().skip(seen).map(event_of).collect();
+    assert_eq!(events.len(), 2, "each replay is audited once: {events:?}");
+    assert!(
+        events.iter().all(|e| e.action.as_str() == "request.decision_refused" && e.result == AuditResult::Refused),
+        "as a refused decision: {events:?}"
+    );
 }
 
 #[tokio::test]

@@ -51,6 +51,12 @@ pub enum ErrorCode {
     /// The endpoint exists but not with this HTTP method.
     MethodNotAllowed,
     PayloadTooLarge,
+    /// The caller makes calls faster than the broker admits per principal;
+    /// `Retry-After` says when to try again.
+    RateLimited,
+    /// The caller holds as many of something (requests waiting for approval,
+    /// open event streams) as one principal may; the message names which.
+    LimitReached,
     /// The credential provider failed; the grant was not issued.
     ProviderFailed,
     /// The broker cannot take new work now (store unavailable, shutting down).
@@ -76,6 +82,7 @@ impl ErrorCode {
             | ErrorCode::ApprovalNotNeeded => 409,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::RateLimited | ErrorCode::LimitReached => 429,
             ErrorCode::Internal => 500,
             ErrorCode::ProviderFailed => 502,
             ErrorCode::Unavailable => 503,

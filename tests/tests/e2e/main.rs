@@ -10,5 +10,6 @@ mod faults;
 mod lifecycle;
 mod login;
 mod postgres;
+mod secrets;
 mod serve;
 mod ssh;

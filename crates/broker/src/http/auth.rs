@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::error::AppError;
+use super::extract::form_refused;
 use crate::auth::{AuthError, SESSION_AUDIENCE, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT};
 
 pub const GRANT_TYPE_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -59,10 +60,7 @@ pub async fn token(
     form: Result<axum::Form<TokenExchangeForm>, FormRejection>,
 ) -> Result<Response, AppError> {
     let axum::Form(form) = form.map_err(|rejection| {
-        AppError::new(
-            ErrorCode::InvalidRequest,
-            format!("expected a form with grant_type, subject_token and subject_token_type: {}", rejection.body_text()),
-        )
+        form_refused(&rejection, "expected a form with grant_type, subject_token and subject_token_type")
     })?;
     if form.grant_type != GRANT_TYPE_TOKEN_EXCHANGE {
         return Err(invalid(format!("grant_type must be {GRANT_TYPE_TOKEN_EXCHANGE}")));

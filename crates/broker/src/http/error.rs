@@ -24,12 +24,23 @@ impl AppError {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let body = self.0.to_api();
-        match &self.0 {
-            Error::Refused { .. } => {}
-            Error::Provider(error) => tracing::warn!("provider failed: {error}"),
-            other => tracing::error!("request failed: {other}"),
+        let retry_after = match &self.0 {
+            Error::Refused { .. } => None,
+            Error::RateLimited { retry_after_secs, .. } => Some(*retry_after_secs),
+            Error::Provider(error) => {
+                tracing::warn!("provider failed: {error}");
+                None
+            }
+            other => {
+                tracing::error!("request failed: {other}");
+                None
+            }
+        };
+        let mut response = error_response(&body);
+        if let Some(seconds) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
-        error_response(&body)
+        response
     }
 }
 

@@ -6,26 +6,35 @@ use std::time::Duration as StdDuration;
 use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::{Stream, StreamExt};
+use hourglass_core::Principal;
 use hourglass_core::api::ApiError;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::AppState;
+use super::error::AppError;
 use super::extract::Caller;
 use crate::events::{hello, resync};
+use crate::limits::StreamPermit;
 
-/// Keeps the subscriber gauge true however the stream ends.
-struct Subscription(AppState);
+/// One open stream: keeps the subscriber gauge and the principal's count
+/// of open streams true however the stream ends.
+struct Subscription {
+    broker: AppState,
+    _permit: StreamPermit,
+}
 
 impl Subscription {
-    fn new(broker: AppState) -> Self {
+    /// Refused when the principal holds as many streams as the limit allows.
+    fn open(broker: AppState, who: &Principal) -> Result<Self, AppError> {
+        let permit = broker.limits.open_stream(&who.id)?;
         broker.metrics.subscribers.inc();
-        Subscription(broker)
+        Ok(Subscription { broker, _permit: permit })
     }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.0.metrics.subscribers.dec();
+        self.broker.metrics.subscribers.dec();
     }
 }
 
@@ -35,17 +44,19 @@ impl Drop for Subscription {
 #[utoipa::path(get, path = "/v1/events", tag = "access", security(("bearer" = [])),
     responses(
         (status = 200, content_type = "text/event-stream", description = "`event:` is the kind (e.g. `request.approved`), `data:` an Event as JSON"),
-        (status = 401, body = ApiError)))]
+        (status = 401, body = ApiError),
+        (status = 429, body = ApiError, description = "too many calls, or as many streams open as one principal may hold")))]
 pub async fn events(
     State(broker): State<AppState>,
     Caller(who): Caller,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, AppError> {
+    let subscription = Subscription::open(broker, &who)?;
+    let broker = &subscription.broker;
     let receiver = broker.events.subscribe();
     let first = SseEvent::default().event("hello").data(hello(broker.now()));
-    let subscription = Subscription::new(broker);
     let live = futures::stream::unfold((receiver, subscription, who), |(mut receiver, subscription, who)| async move {
         loop {
-            let broker = &subscription.0;
+            let broker = &subscription.broker;
             let received = tokio::select! {
                 received = receiver.recv() => received,
                 () = broker.stopping() => return None,
@@ -65,6 +76,6 @@ pub async fn events(
             }
         }
     });
-    Sse::new(futures::stream::once(async move { Ok(first) }).chain(live))
-        .keep_alive(KeepAlive::new().interval(StdDuration::from_secs(15)))
+    Ok(Sse::new(futures::stream::once(async move { Ok(first) }).chain(live))
+        .keep_alive(KeepAlive::new().interval(StdDuration::from_secs(15))))
 }

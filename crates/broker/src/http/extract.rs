@@ -2,7 +2,9 @@
 //! refusal instead of axum's plain-text rejections.
 
 use axum::body::Bytes;
+use axum::extract::rejection::FormRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use hourglass_core::Principal;
@@ -12,7 +14,7 @@ use serde::de::DeserializeOwned;
 use super::AppState;
 use super::error::AppError;
 
-/// The verified principal making the call.
+/// The verified principal making the call, admitted by its rate limit.
 pub struct Caller(pub Principal);
 
 impl FromRequestParts<AppState> for Caller {
@@ -21,12 +23,13 @@ impl FromRequestParts<AppState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let header = parts.headers.get(AUTHORIZATION).and_then(|value| value.to_str().ok()).unwrap_or("");
         let token = header.strip_prefix("Bearer ").or_else(|| header.strip_prefix("bearer ")).unwrap_or("").trim();
-        state
+        let principal = state
             .auth
             .verify(token)
             .await
-            .map(Caller)
-            .map_err(|error| AppError::new(ErrorCode::Unauthenticated, error.to_string()))
+            .map_err(|error| AppError::new(ErrorCode::Unauthenticated, error.to_string()))?;
+        state.limits.admit_call(&principal.id, state.now())?;
+        Ok(Caller(principal))
     }
 }
 
@@ -39,11 +42,8 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
-            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                AppError::new(
-                    ErrorCode::PayloadTooLarge,
-                    format!("the request body is larger than {} bytes", super::MAX_BODY_BYTES),
-                )
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                too_large()
             } else {
                 AppError::new(ErrorCode::InvalidRequest, format!("cannot read the request body: {rejection}"))
             }
@@ -52,6 +52,23 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         serde_json::from_slice(text)
             .map(JsonBody)
             .map_err(|error| AppError::new(ErrorCode::InvalidRequest, format!("invalid JSON body: {error}")))
+    }
+}
+
+fn too_large() -> AppError {
+    AppError::new(
+        ErrorCode::PayloadTooLarge,
+        format!("the request body is larger than {} bytes", super::MAX_BODY_BYTES),
+    )
+}
+
+/// A form body that could not be read: too large is a 413 as for JSON
+/// bodies, anything else a 400 saying what form was `expected`.
+pub fn form_refused(rejection: &FormRejection, expected: &str) -> AppError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        too_large()
+    } else {
+        AppError::new(ErrorCode::InvalidRequest, format!("{expected}: {}", rejection.body_text()))
     }
 }
 

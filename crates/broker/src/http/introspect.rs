@@ -3,11 +3,12 @@
 use axum::extract::State;
 use axum::extract::rejection::FormRejection;
 use axum::{Form, Json};
-use hourglass_core::api::{ApiError, ErrorCode};
+use hourglass_core::api::ApiError;
 use serde::Deserialize;
 
 use super::AppState;
 use super::error::AppError;
+use super::extract::form_refused;
 use crate::introspection::Introspection;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -22,13 +23,11 @@ pub struct IntrospectForm {
 /// authorization to ask.
 #[utoipa::path(post, path = "/v1/introspect", tag = "grants",
     request_body(content = IntrospectForm, content_type = "application/x-www-form-urlencoded"),
-    responses((status = 200, body = Introspection), (status = 400, body = ApiError)))]
+    responses((status = 200, body = Introspection), (status = 400, body = ApiError), (status = 413, body = ApiError)))]
 pub async fn introspect(
     State(broker): State<AppState>,
     form: Result<Form<IntrospectForm>, FormRejection>,
 ) -> Result<Json<Introspection>, AppError> {
-    let Form(form) = form.map_err(|rejection| {
-        AppError::new(ErrorCode::InvalidRequest, format!("expected a form with `token`: {}", rejection.body_text()))
-    })?;
+    let Form(form) = form.map_err(|rejection| form_refused(&rejection, "expected a form with `token`"))?;
     Ok(Json(broker.introspect(&form.token).await?))
 }

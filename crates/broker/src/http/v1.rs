@@ -47,7 +47,8 @@ pub async fn catalog(State(broker): State<AppState>, Caller(who): Caller) -> Jso
         (status = 403, body = ApiError, description = "policy does not allow it"),
         (status = 404, body = ApiError, description = "unknown resource or role"),
         (status = 409, body = ApiError, description = "the same access is already pending or active"),
-        (status = 413, body = ApiError)))]
+        (status = 413, body = ApiError),
+        (status = 429, body = ApiError, description = "too many calls, or as many requests waiting as one principal may have")))]
 pub async fn create_request(
     State(broker): State<AppState>,
     Caller(who): Caller,
@@ -179,7 +180,8 @@ pub async fn ready(
 /// a renewal request waiting for approval (the grant keeps its deadline).
 #[utoipa::path(post, path = "/v1/grants/{id}/renew", tag = "grants", security(("bearer" = [])),
     params(("id" = String, Path, description = "grant id")), request_body = RenewBody,
-    responses((status = 200, body = RenewOutcome), (status = 400, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+    responses((status = 200, body = RenewOutcome), (status = 400, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError),
+        (status = 429, body = ApiError, description = "too many calls, or as many requests waiting as one principal may have")))]
 pub async fn renew(
     State(broker): State<AppState>,
     Caller(who): Caller,

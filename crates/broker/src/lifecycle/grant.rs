@@ -261,6 +261,9 @@ impl Broker {
                 format!("renewal {} of {} is already waiting for approval", pending.id, grant.id),
             ));
         }
+        if request.is_pending() {
+            self.limits.check_pending(tx.pending_count(&who.id, now).await?)?;
+        }
         tx.insert_request(&request, None).await?;
         tx.audit(
             request_event(now, &who.id, AuditAction::RequestFiled, &request, AuditResult::Ok)
@@ -434,7 +437,12 @@ impl Broker {
             return Err(refused(ErrorCode::NotFound, format!("no grant {id}")));
         };
         if record.grant.owner != who.id {
-            return Err(refused(ErrorCode::Forbidden, "only the grant's owner can confirm it works"));
+            // Refused like every other change to someone else's grant: in
+            // the audit log, so an attempt on another's access is seen.
+            drop(tx);
+            let event = grant_event(now, &who.id, AuditAction::GrantVerified, &record.grant, AuditResult::Refused);
+            let error = refused(ErrorCode::Forbidden, "only the grant's owner can confirm it works");
+            return Err(self.refuse(event, error).await?);
         }
         if record.grant.state != hourglass_core::GrantState::Active || now >= record.grant.expires_at {
             return Err(refused(ErrorCode::NotActive, format!("grant {id} is {}", record.grant.state)));

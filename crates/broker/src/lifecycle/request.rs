@@ -130,6 +130,11 @@ impl Broker {
                 ),
             ));
         }
+        if started.is_none() {
+            // Counted under the write lock, so concurrent filings cannot
+            // together pass the limit.
+            self.limits.check_pending(tx.pending_count(&who.id, now).await?)?;
+        }
         tx.insert_request(&request, body.client_material.as_ref()).await?;
         tx.audit(
             request_event(now, &who.id, AuditAction::RequestFiled, &request, AuditResult::Ok)

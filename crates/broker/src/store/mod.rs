@@ -484,6 +484,16 @@ impl WriteTx {
         Ok(id.and_then(|id| RequestId::parse(&id).ok()))
     }
 
+    /// How many requests of `requester` wait for approval at `now`
+    /// (renewals included; one past its timeout no longer waits).
+    pub async fn pending_count(&mut self, requester: &str, now: Timestamp) -> Result<u64> {
+        let mut statement = self.connection().prepare_cached(
+            "SELECT count(*) FROM requests WHERE requester = ?1 AND state = 'pending' AND pending_until > ?2",
+        )?;
+        let count: i64 = statement.query_row(rusqlite::params![requester, now.unix_millis()], |row| row.get(0))?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
     /// A live grant `owner` holds for the same access, if any. One past its
     /// deadline at `now` no longer counts: it can no longer be renewed, and
     /// the scheduler expires it.

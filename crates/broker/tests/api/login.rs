@@ -19,7 +19,7 @@ use hourglass_broker::dev;
 use hourglass_broker::keys::Ed25519Key;
 use hourglass_broker::provider::Providers;
 use hourglass_broker::provider::token::TokenProvider;
-use hourglass_broker::settings::{IssuerKind, IssuerSettings, LoginSettings};
+use hourglass_broker::settings::{IssuerKind, IssuerSettings, LimitSettings, LoginSettings};
 use hourglass_broker::store::Store;
 use hourglass_broker::{Broker, BrokerParts};
 use hourglass_core::Duration;
@@ -167,6 +167,7 @@ impl LoginBroker {
             token_key,
             clock: Arc::new(SystemClock) as Arc<dyn Clock>,
             provider_timeout: StdDuration::from_secs(5),
+            limits: LimitSettings::default(),
         })
         .expect("the broker assembles");
         LoginBroker { app: hourglass_broker::http::router(broker), _temp: temp }
