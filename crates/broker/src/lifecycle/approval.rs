@@ -3,12 +3,11 @@
 
 use hourglass_core::api::{ErrorCode, EventKind, RequestOutcome};
 use hourglass_core::audit::{AuditAction, AuditResult};
-use hourglass_core::{Decision, DecisionOutcome, DecisionRefused, Grant, Principal, RequestId, Verdict};
+use hourglass_core::{Decision, DecisionOutcome, DecisionRefused, Principal, RequestId, Verdict};
 
 use super::{MAX_COMMENT, clean_optional, grant_refused, refused, request_event, unknown};
 use crate::broker::Broker;
 use crate::error::{Error, Result};
-use crate::store::GrantRecord;
 
 impl Broker {
     /// `POST /v1/requests/{id}/approve` and `/deny`
@@ -97,9 +96,9 @@ impl Broker {
                 }
                 None => {
                     let resource = policy.resource(&decided.resource).map_err(unknown)?;
-                    let grant = Grant::start(Self::new_grant_id(), &decided, &resource.provider, now);
-                    decided.grant_id = Some(grant.id.clone());
-                    started = Some(GrantRecord { grant, provider_state: serde_json::Value::Null });
+                    let record = self.start_grant(&decided, resource, role, now);
+                    decided.grant_id = Some(record.grant.id.clone());
+                    started = Some(record);
                 }
             }
         }

@@ -7,7 +7,7 @@ use hourglass_core::api::{Credential, ErrorCode, EventKind, ReadyBody, RenewBody
 use hourglass_core::audit::{AuditAction, AuditEvent, AuditResult};
 use hourglass_core::principal::SYSTEM_ACTOR;
 use hourglass_core::{AccessRequest, Grant, GrantId, NewRequest, Principal, Timestamp};
-use hourglass_policy::{AccessContext, Action, Authorization};
+use hourglass_policy::{AccessContext, Action, Authorization, Resource, Role};
 
 use super::{
     MAX_REASON, clean_optional, clean_text, grant_event, grant_refused, lease, parse_duration, policies_detail,
@@ -40,7 +40,8 @@ impl Broker {
                         };
                         match provider.planned_state(input) {
                             Ok(planned) => {
-                                if let Some(planned) = planned {
+                                // Stored with the grant when it started; older grants get it here.
+                                if let Some(planned) = planned.filter(|_| record.provider_state.is_null()) {
                                     self.record_planned_state(&grant.id, planned).await?;
                                 }
                                 self.with_timeout(&resource.name, provider.issue(input)).await
@@ -89,6 +90,24 @@ impl Broker {
                 Err(Error::Provider(error))
             }
         }
+    }
+
+    /// A grant starting for an approved request, with what its provider
+    /// plans to create (`planned_state`), stored `issuing` in the commit
+    /// that approves: an issue that fails or is cut short is revoked from it,
+    /// at no extra commit.
+    pub(super) fn start_grant(
+        &self,
+        request: &AccessRequest,
+        resource: &Resource,
+        role: &Role,
+        now: Timestamp,
+    ) -> GrantRecord {
+        let grant = Grant::start(Self::new_grant_id(), request, &resource.provider, now);
+        let input = IssueInput { grant: &grant, resource, role, now, material: None };
+        // A plan that cannot be made fails the issue itself, the usual way.
+        let planned = self.providers.get(&resource.provider).ok().and_then(|p| p.planned_state(input).ok().flatten());
+        GrantRecord { provider_state: planned.unwrap_or(serde_json::Value::Null), grant }
     }
 
     /// Stores what the provider is about to create before it does, so that

@@ -4,7 +4,7 @@
 use hourglass_core::api::{CreateRequest, ErrorCode, EventKind, RequestOutcome};
 use hourglass_core::audit::{AuditAction, AuditResult};
 use hourglass_core::principal::SYSTEM_ACTOR;
-use hourglass_core::{AccessRequest, Grant, GrantId, GrantState, NewRequest, Principal, RequestId, Timestamp};
+use hourglass_core::{AccessRequest, GrantId, GrantState, NewRequest, Principal, RequestId, Timestamp};
 use hourglass_policy::{AccessContext, Action};
 
 use super::{
@@ -14,7 +14,7 @@ use super::{
 use crate::broker::Broker;
 use crate::error::Result;
 use crate::provider::IssueInput;
-use crate::store::{GrantRecord, WriteTx};
+use crate::store::WriteTx;
 
 impl Broker {
     /// `POST /v1/requests`
@@ -82,9 +82,9 @@ impl Broker {
         let mut started = None;
         if let Some(approval) = approved_by {
             request.approve_by_policy(now);
-            let grant = Grant::start(Self::new_grant_id(), &request, &resource.provider, now);
-            request.grant_id = Some(grant.id.clone());
-            started = Some((GrantRecord { grant, provider_state: serde_json::Value::Null }, approval));
+            let record = self.start_grant(&request, resource, role, now);
+            request.grant_id = Some(record.grant.id.clone());
+            started = Some((record, approval));
         }
         // A credential made inside the broker is made now and stored active
         // with the request, in one commit. Only success is taken here: a

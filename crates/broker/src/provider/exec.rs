@@ -102,7 +102,8 @@
 //! never a place for secrets. Stdout is never quoted in an error. The hook
 //! runs in its own process group, killed when it times out and after it
 //! exits: a process it leaves behind dies with it (use `setsid` to detach
-//! on purpose).
+//! on purpose). It also dies with the broker (`setpriv --pdeathsig`), so a
+//! hook of a killed broker cannot act after the restarted one has moved on.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -656,7 +657,21 @@ impl ExecProvider {
         let Some((program, args)) = hook.command.split_first() else {
             return Err(HookFailure::NotStarted("the exec hook's command is empty".into()));
         };
-        let mut command = tokio::process::Command::new(self.program_path(program));
+        let path = self.program_path(program);
+        if program.contains('/') && !path.is_file() {
+            return Err(HookFailure::NotStarted(format!(
+                "cannot start exec hook \"{program}\": {} is not there",
+                path.display()
+            )));
+        }
+        let mut command = match dies_with_broker() {
+            Some(setpriv) => {
+                let mut command = tokio::process::Command::new(setpriv);
+                command.args(["--pdeathsig", "KILL", "--"]).arg(&path);
+                command
+            }
+            None => tokio::process::Command::new(&path),
+        };
         command
             .args(args)
             .arg(action.as_str())
@@ -1052,6 +1067,19 @@ impl Provider for ExecProvider {
         let minted = slot.minted.insert(Minted::new(env, answer.expires_at));
         Ok(credential_of(input.grant, minted))
     }
+}
+
+/// `setpriv --pdeathsig KILL`, when this system has it: a hook then dies
+/// with the broker (killed, crashed) instead of changing the target after a
+/// restarted broker has already revoked the grant it acts for. (The parent
+/// is the runtime worker thread that spawned it, which lives as long as the
+/// broker.) A hook's own children are still killed with its process group
+/// on timeout and exit.
+fn dies_with_broker() -> Option<&'static std::path::Path> {
+    static SETPRIV: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    SETPRIV
+        .get_or_init(|| ["/usr/bin/setpriv", "/bin/setpriv"].into_iter().map(PathBuf::from).find(|path| path.is_file()))
+        .as_deref()
 }
 
 #[cfg(test)]
