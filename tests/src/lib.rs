@@ -44,6 +44,9 @@ pub fn bin(name: &str) -> PathBuf {
 pub struct DevBroker {
     child: Option<Child>,
     pub url: String,
+    /// The CA that signs the broker's certificate (dev: `DATA/tls/ca.pem`);
+    /// None for a plain-HTTP broker.
+    pub ca: Option<PathBuf>,
     pub data_dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
     tokens: BTreeMap<String, String>,
@@ -93,11 +96,14 @@ impl DevBroker {
             .expect("hourglassd starts");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let mut url = None;
+        let (mut url, mut ca) = (None, None);
         for line in lines.by_ref() {
             let line = line.expect("hourglassd stdout");
             if let Some(found) = line.strip_prefix("export HOURGLASS_BROKER=") {
                 url = Some(found.trim().to_owned());
+            }
+            if let Some(found) = line.strip_prefix("export HOURGLASS_CA=") {
+                ca = Some(PathBuf::from(found.trim()));
             }
             if line.starts_with("export HOURGLASS_TOKEN=") {
                 break; // the tokens file is written before anything is printed
@@ -108,14 +114,20 @@ impl DevBroker {
         let url = url.expect("hourglassd dev prints HOURGLASS_BROKER");
         let text = std::fs::read_to_string(data_dir.join("dev-users.json")).expect("dev-users.json");
         let tokens: BTreeMap<String, String> = serde_json::from_str(&text).expect("dev-users.json is a JSON object");
-        DevBroker { child: Some(child), url, data_dir: data_dir.to_path_buf(), _temp: None, tokens }
+        DevBroker { child: Some(child), url, ca, data_dir: data_dir.to_path_buf(), _temp: None, tokens }
     }
 
     /// Starts `hourglassd serve --config DIR` on a free loopback port; its
     /// users bring their own tokens (`tokens` maps names to them).
     pub fn serve(config: &Path, tokens: BTreeMap<String, String>) -> DevBroker {
+        DevBroker::serve_on(config, "127.0.0.1:0", tokens)
+    }
+
+    /// Starts `hourglassd serve --config DIR --listen LISTEN`. Its clients
+    /// trust the system's roots until the test sets [`DevBroker::ca`].
+    pub fn serve_on(config: &Path, listen: &str, tokens: BTreeMap<String, String>) -> DevBroker {
         let mut child = Command::new(bin("hourglassd"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .args(["serve", "--listen", listen, "--config"])
             .arg(config)
             .env("HOURGLASS_LOG", "warn")
             .stdout(Stdio::null())
@@ -134,7 +146,7 @@ impl DevBroker {
         }
         std::thread::spawn(move || lines.for_each(drop));
         let url = url.expect("hourglassd serve says where it listens");
-        DevBroker { child: Some(child), url, data_dir: config.join("data"), _temp: None, tokens }
+        DevBroker { child: Some(child), url, ca: None, data_dir: config.join("data"), _temp: None, tokens }
     }
 
     pub fn token(&self, user: &str) -> &str {
@@ -159,8 +171,61 @@ impl DevBroker {
 
     pub fn command(&self, user: &str, args: &[&str]) -> Command {
         let mut command = Command::new(bin("hourglass"));
-        command.args(args).env("HOURGLASS_BROKER", &self.url).env("HOURGLASS_TOKEN", self.token(user));
+        command.args(args).env("HOURGLASS_TOKEN", self.token(user));
+        self.point_at(&mut command);
         command
+    }
+
+    /// Points a client process at this broker: `HOURGLASS_BROKER`, and
+    /// `HOURGLASS_CA` when it has a CA (removed otherwise, whatever the
+    /// test's own environment says).
+    pub fn point_at(&self, command: &mut Command) {
+        command.env("HOURGLASS_BROKER", &self.url);
+        match &self.ca {
+            Some(ca) => command.env("HOURGLASS_CA", ca),
+            None => command.env_remove("HOURGLASS_CA"),
+        };
+    }
+
+    /// `HOURGLASS_BROKER` and (when it has a CA) `HOURGLASS_CA` for this broker.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut vars = vec![("HOURGLASS_BROKER".to_owned(), self.url.clone())];
+        if let Some(ca) = &self.ca {
+            vars.push(("HOURGLASS_CA".to_owned(), ca.display().to_string()));
+        }
+        vars
+    }
+
+    /// What an in-process client trusts for this broker: its CA alone.
+    pub fn trust(&self) -> hourglass_client::Trust {
+        match &self.ca {
+            Some(ca) => hourglass_client::Trust::pinned(&self.url, ca).expect("the broker's CA loads"),
+            None => hourglass_client::Trust::system(),
+        }
+    }
+
+    /// `GET path` without a token, trusting the broker's CA; the body.
+    pub fn get(&self, path: &str) -> String {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = reqwest::blocking::Client::builder();
+        if let Some(ca) = &self.ca {
+            let pem = std::fs::read(ca).expect("the broker's CA file");
+            builder = builder.tls_certs_only(reqwest::Certificate::from_pem_bundle(&pem).expect("a PEM CA"));
+        }
+        let url = format!("{}{path}", self.url);
+        builder
+            .build()
+            .expect("an HTTP client")
+            .get(&url)
+            .send()
+            .and_then(reqwest::blocking::Response::error_for_status)
+            .and_then(reqwest::blocking::Response::text)
+            .unwrap_or_else(|error| panic!("GET {url}: {error}"))
+    }
+
+    /// An in-process client of this broker acting as `user`.
+    pub fn client(&self, user: &str) -> hourglass_client::Client {
+        hourglass_client::Client::with_trust(&self.url, self.trust(), self.token(user)).expect("a client")
     }
 
     /// The broker's process id, while it runs.

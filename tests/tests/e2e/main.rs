@@ -11,3 +11,4 @@ mod login;
 mod postgres;
 mod serve;
 mod ssh;
+mod tls;

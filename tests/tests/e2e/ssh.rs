@@ -80,7 +80,7 @@ settings = {{ principals = ["hourglass-nobody"] }}
     }
 
     fn client(&self, who: &str) -> Client {
-        Client::new(&self.broker.url, self.broker.token(who)).expect("a client")
+        self.broker.client(who)
     }
 
     fn krl(&self) -> PathBuf {
