@@ -4,8 +4,7 @@
 //! real PostgreSQL, and the real tools that read credential helpers
 //! (kubectl, git, botocore when installed).
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
