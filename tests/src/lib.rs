@@ -204,8 +204,19 @@ impl DevBroker {
         }
     }
 
-    /// `GET path` without a token, trusting the broker's CA; the body.
+    /// `GET path` without a token, trusting the broker's CA; the body,
+    /// which must come with a success status.
     pub fn get(&self, path: &str) -> String {
+        let (status, body) = self.http("GET", path, None, None);
+        let body = String::from_utf8(body).expect("a text body");
+        assert!((200..300).contains(&status), "GET {path}: HTTP {status}: {body}");
+        body
+    }
+
+    /// One HTTP request to the broker (JSON `body`, bearer `token`),
+    /// trusting its CA: (status, body). For the broker's public documents
+    /// and for status codes the client library hides.
+    pub fn http(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, Vec<u8>) {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut builder = reqwest::blocking::Client::builder();
         if let Some(ca) = &self.ca {
@@ -213,14 +224,17 @@ impl DevBroker {
             builder = builder.tls_certs_only(reqwest::Certificate::from_pem_bundle(&pem).expect("a PEM CA"));
         }
         let url = format!("{}{path}", self.url);
-        builder
-            .build()
-            .expect("an HTTP client")
-            .get(&url)
-            .send()
-            .and_then(reqwest::blocking::Response::error_for_status)
-            .and_then(reqwest::blocking::Response::text)
-            .unwrap_or_else(|error| panic!("GET {url}: {error}"))
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+        let mut request = builder.build().expect("an HTTP client").request(method, &url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.header("content-type", "application/json").body(body.to_owned());
+        }
+        let response = request.send().unwrap_or_else(|error| panic!("{url}: {error}"));
+        let status = response.status().as_u16();
+        (status, response.bytes().expect("a response body").to_vec())
     }
 
     /// An in-process client of this broker acting as `user`.
