@@ -7,7 +7,7 @@ use hourglass_app::view::{Account, AppView, SessionKind};
 use hourglass_client::env::{Shell, exports};
 use hourglass_client::login::{Login, Prompt, open_browser};
 use hourglass_client::session::SessionStore;
-use hourglass_client::{Client, broker_url};
+use hourglass_client::{Client, Trust, broker_url};
 use hourglass_core::api::{ApiError, Catalog, CreateRequest, ErrorCode, RenewOutcome, RequestOutcome};
 use hourglass_core::audit::AuditRecord;
 use hourglass_core::{AccessRequest, Grant, GrantId, RequestId};
@@ -83,7 +83,8 @@ pub async fn login(app: AppHandle, desktop: State<'_, Desktop>) -> Answer<Accoun
     let base = broker_url(Some(&desktop.settings().broker_url));
     let store = SessionStore::for_broker(&base).map_err(error)?;
     let keyring = store.check();
-    let login = Login::start(&base).await.map_err(error)?;
+    let trust = Trust::for_broker(&base, None).map_err(error)?;
+    let login = Login::start(&base, &trust).await.map_err(error)?;
     let emitter = app.clone();
     let prompt = move |prompt: Prompt<'_>| {
         if let Prompt::Browser { url } = prompt {
@@ -104,7 +105,7 @@ pub async fn login(app: AppHandle, desktop: State<'_, Desktop>) -> Answer<Accoun
         Err(no_keyring) => {
             tracing::warn!("{no_keyring}: the session lives in memory until the app quits");
             // Nothing keeps the refresh token: end it at the identity provider.
-            let _ = hourglass_client::login::revoke(&session).await;
+            let _ = hourglass_client::login::revoke(&session, &trust).await;
             let client = Client::new(&base, &session.session_token).map_err(error)?;
             desktop.use_client(&app, client, SessionKind::Memory);
         }
@@ -126,7 +127,8 @@ pub async fn logout(app: AppHandle, desktop: State<'_, Desktop>) -> Answer<Accou
     if desktop.session_kind() == Some(SessionKind::Keyring) {
         let store = SessionStore::for_broker(&base).map_err(error)?;
         if let Some(session) = store.load().map_err(error)? {
-            if let Err(failed) = hourglass_client::login::revoke(&session).await {
+            let trust = Trust::for_broker(&base, None).map_err(error)?;
+            if let Err(failed) = hourglass_client::login::revoke(&session, &trust).await {
                 tracing::warn!("the refresh token was not revoked at the identity provider: {failed}");
             }
             store.delete().map_err(error)?;

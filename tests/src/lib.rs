@@ -45,6 +45,9 @@ pub fn bin(name: &str) -> PathBuf {
 pub struct DevBroker {
     child: Option<Child>,
     pub url: String,
+    /// The CA that signs the broker's certificate (dev: `DATA/tls/ca.pem`);
+    /// None for a plain-HTTP broker.
+    pub ca: Option<PathBuf>,
     pub data_dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
     tokens: BTreeMap<String, String>,
@@ -94,7 +97,12 @@ impl DevBroker {
     /// serves.
     pub fn restart(&mut self) {
         self.kill();
-        let listen = self.url.strip_prefix("http://").expect("an http:// URL").to_owned();
+        let listen = self
+            .url
+            .strip_prefix("https://")
+            .or_else(|| self.url.strip_prefix("http://"))
+            .expect("an http(s):// URL")
+            .to_owned();
         let env: Vec<(&str, &str)> = self.env.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
         let policy_dir = self.policy_dir.clone();
         let mut fresh = DevBroker::launch(&self.data_dir, policy_dir.as_deref(), &env, &listen);
@@ -117,11 +125,14 @@ impl DevBroker {
             .expect("hourglassd starts");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let mut url = None;
+        let (mut url, mut ca) = (None, None);
         for line in lines.by_ref() {
             let line = line.expect("hourglassd stdout");
             if let Some(found) = line.strip_prefix("export HOURGLASS_BROKER=") {
                 url = Some(found.trim().to_owned());
+            }
+            if let Some(found) = line.strip_prefix("export HOURGLASS_CA=") {
+                ca = Some(PathBuf::from(found.trim()));
             }
             if line.starts_with("export HOURGLASS_TOKEN=") {
                 break; // the tokens file is written before anything is printed
@@ -135,6 +146,7 @@ impl DevBroker {
         DevBroker {
             child: Some(child),
             url,
+            ca,
             data_dir: data_dir.to_path_buf(),
             _temp: None,
             tokens,
@@ -146,8 +158,14 @@ impl DevBroker {
     /// Starts `hourglassd serve --config DIR` on a free loopback port; its
     /// users bring their own tokens (`tokens` maps names to them).
     pub fn serve(config: &Path, tokens: BTreeMap<String, String>) -> DevBroker {
+        DevBroker::serve_on(config, "127.0.0.1:0", tokens)
+    }
+
+    /// Starts `hourglassd serve --config DIR --listen LISTEN`. Its clients
+    /// trust the system's roots until the test sets [`DevBroker::ca`].
+    pub fn serve_on(config: &Path, listen: &str, tokens: BTreeMap<String, String>) -> DevBroker {
         let mut child = Command::new(bin("hourglassd"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .args(["serve", "--listen", listen, "--config"])
             .arg(config)
             .env("HOURGLASS_LOG", "warn")
             .stdout(Stdio::null())
@@ -169,6 +187,7 @@ impl DevBroker {
         DevBroker {
             child: Some(child),
             url,
+            ca: None,
             data_dir: config.join("data"),
             _temp: None,
             tokens,
@@ -205,6 +224,7 @@ impl DevBroker {
         let mut broker = DevBroker {
             child: Some(child),
             url: String::new(),
+            ca: None,
             data_dir: config.join("data"),
             _temp: None,
             tokens,
@@ -243,8 +263,75 @@ impl DevBroker {
 
     pub fn command(&self, user: &str, args: &[&str]) -> Command {
         let mut command = Command::new(bin("hourglass"));
-        command.args(args).env("HOURGLASS_BROKER", &self.url).env("HOURGLASS_TOKEN", self.token(user));
+        command.args(args).env("HOURGLASS_TOKEN", self.token(user));
+        self.point_at(&mut command);
         command
+    }
+
+    /// Points a client process at this broker: `HOURGLASS_BROKER`, and
+    /// `HOURGLASS_CA` when it has a CA (removed otherwise, whatever the
+    /// test's own environment says).
+    pub fn point_at(&self, command: &mut Command) {
+        command.env("HOURGLASS_BROKER", &self.url);
+        match &self.ca {
+            Some(ca) => command.env("HOURGLASS_CA", ca),
+            None => command.env_remove("HOURGLASS_CA"),
+        };
+    }
+
+    /// `HOURGLASS_BROKER` and (when it has a CA) `HOURGLASS_CA` for this broker.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut vars = vec![("HOURGLASS_BROKER".to_owned(), self.url.clone())];
+        if let Some(ca) = &self.ca {
+            vars.push(("HOURGLASS_CA".to_owned(), ca.display().to_string()));
+        }
+        vars
+    }
+
+    /// What an in-process client trusts for this broker: its CA alone.
+    pub fn trust(&self) -> hourglass_client::Trust {
+        match &self.ca {
+            Some(ca) => hourglass_client::Trust::pinned(&self.url, ca).expect("the broker's CA loads"),
+            None => hourglass_client::Trust::system(),
+        }
+    }
+
+    /// `GET path` without a token, trusting the broker's CA; the body,
+    /// which must come with a success status.
+    pub fn get(&self, path: &str) -> String {
+        let (status, body) = self.http("GET", path, None, None);
+        let body = String::from_utf8(body).expect("a text body");
+        assert!((200..300).contains(&status), "GET {path}: HTTP {status}: {body}");
+        body
+    }
+
+    /// One HTTP request to the broker (JSON `body`, bearer `token`),
+    /// trusting its CA: (status, body). For the broker's public documents
+    /// and for status codes the client library hides.
+    pub fn http(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, Vec<u8>) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = reqwest::blocking::Client::builder();
+        if let Some(ca) = &self.ca {
+            let pem = std::fs::read(ca).expect("the broker's CA file");
+            builder = builder.tls_certs_only(reqwest::Certificate::from_pem_bundle(&pem).expect("a PEM CA"));
+        }
+        let url = format!("{}{path}", self.url);
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+        let mut request = builder.build().expect("an HTTP client").request(method, &url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.header("content-type", "application/json").body(body.to_owned());
+        }
+        let response = request.send().unwrap_or_else(|error| panic!("{url}: {error}"));
+        let status = response.status().as_u16();
+        (status, response.bytes().expect("a response body").to_vec())
+    }
+
+    /// An in-process client of this broker acting as `user`.
+    pub fn client(&self, user: &str) -> hourglass_client::Client {
+        hourglass_client::Client::with_trust(&self.url, self.trust(), self.token(user)).expect("a client")
     }
 
     /// The broker's process id, while it runs.

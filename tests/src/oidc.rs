@@ -95,12 +95,19 @@ impl Default for Browser {
 
 impl Browser {
     pub fn new() -> Browser {
+        Browser::with(reqwest::blocking::Client::builder())
+    }
+
+    /// A browser that trusts `ca` alone, like one the user imported the dev CA into.
+    pub fn trusting(ca: &Path) -> Browser {
+        let pem = std::fs::read(ca).expect("the CA file");
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem).expect("the CA is PEM");
+        Browser::with(reqwest::blocking::Client::builder().tls_certs_only(certificates))
+    }
+
+    fn with(builder: reqwest::blocking::ClientBuilder) -> Browser {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::blocking::Client::builder()
-            .cookie_store(true)
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("an HTTP client");
+        let http = builder.cookie_store(true).timeout(Duration::from_secs(30)).build().expect("an HTTP client");
         Browser { http }
     }
 

@@ -29,14 +29,14 @@ impl Workstation {
     pub fn new(broker: &DevBroker, user: &str) -> Workstation {
         let runtime = tempfile::tempdir().expect("runtime dir");
         let home = tempfile::tempdir().expect("home");
-        let vars = vec![
+        let mut vars = vec![
             ("PATH".to_owned(), std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into())),
             ("HOME".to_owned(), home.path().display().to_string()),
             ("XDG_RUNTIME_DIR".to_owned(), runtime.path().display().to_string()),
-            ("HOURGLASS_BROKER".to_owned(), broker.url.clone()),
             ("HOURGLASS_TOKEN".to_owned(), broker.token(user).to_owned()),
             ("LANG".to_owned(), "C.UTF-8".to_owned()),
         ];
+        vars.extend(broker.env());
         let agent_log = home.path().join("agent.log");
         Workstation { runtime, home, vars, agent: None, agent_log }
     }

@@ -165,7 +165,8 @@ impl Launcher<'_> {
         let (mut command, marker) = match self {
             Launcher::App { binary, broker } => {
                 let mut command = desktop.command(binary);
-                command.env("HOURGLASS_BROKER", &broker.url).env("HOURGLASS_TOKEN", broker.token("bob"));
+                command.env("HOURGLASS_TOKEN", broker.token("bob"));
+                broker.point_at(&mut command);
                 (command, None)
             }
             Launcher::Chromium { binary, profile, url } => {

@@ -6,6 +6,7 @@
 //! picker, is any demo user.
 
 pub mod oidc;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -19,6 +19,7 @@ mod reload;
 pub mod server;
 pub mod settings;
 pub mod store;
+pub mod tls;
 
 pub use broker::{Broker, BrokerParts, Reload};
 pub use error::{Error, Result};

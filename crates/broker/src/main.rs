@@ -38,7 +38,8 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
     },
-    /// Run a development broker: demo policy, demo users, printed tokens. Not for production.
+    /// Run a development broker: demo policy, demo users, printed tokens, HTTPS with a
+    /// local CA (DATA/tls/ca.pem, for HOURGLASS_CA). Not for production.
     Dev {
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7300")]
         listen: SocketAddr,
@@ -111,8 +112,15 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config, listen, data_dir } => {
-            let server =
-                server::start(ServerOptions { policy_dir: config, data_dir, listen, dev: false, clock: None }).await?;
+            let server = server::start(ServerOptions {
+                policy_dir: config,
+                data_dir,
+                listen,
+                tls: None,
+                dev: false,
+                clock: None,
+            })
+            .await?;
             eprintln!("hourglassd listening on {}", server.url);
             wait_for_signal().await;
             server.stop().await;
@@ -146,10 +154,13 @@ async fn run_dev(listen: SocketAddr, data_dir: Option<PathBuf>, config: Option<P
             dir
         }
     };
+    // HTTPS like production, with a CA of its own that clients pin.
+    let tls = hourglass_broker::dev::tls::DevTls::prepare(&data_dir, listen.ip())?;
     let server = server::start(ServerOptions {
         policy_dir: policy_dir.clone(),
         data_dir: Some(data_dir.clone()),
         listen: Some(listen),
+        tls: Some(tls.server.clone()),
         dev: true,
         clock: None,
     })
@@ -158,7 +169,9 @@ async fn run_dev(listen: SocketAddr, data_dir: Option<PathBuf>, config: Option<P
     text.push_str("# Hourglass DEVELOPMENT broker: demo identities, no passwords. Not for production.\n");
     text.push_str(&format!("# policy: {} (edit it: changes reload live)\n", policy_dir.display()));
     text.push_str(&format!("# tokens: {}\n", data_dir.join("dev-users.json").display()));
+    text.push_str(&format!("# tls: {} is the local CA of this broker's certificate\n", tls.ca_cert.display()));
     text.push_str(&format!("export HOURGLASS_BROKER={}\n", server.url));
+    text.push_str(&format!("export HOURGLASS_CA={}\n", tls.ca_cert.display()));
     for (user, token) in &server.dev_tokens {
         text.push_str(&format!("export HOURGLASS_TOKEN={token}  # {} ({})\n", user.id, user.groups.join(", ")));
     }

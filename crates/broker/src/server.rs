@@ -23,6 +23,7 @@ use crate::provider::Providers;
 use crate::provider::token::TokenProvider;
 use crate::settings::{BrokerSettings, DEFAULT_LISTEN, DEFAULT_SESSION_LIFETIME};
 use crate::store::Store;
+use crate::tls::{ServerCertificate, TlsFiles, TlsListener};
 
 pub struct ServerOptions {
     pub policy_dir: PathBuf,
@@ -30,6 +31,8 @@ pub struct ServerOptions {
     pub data_dir: Option<PathBuf>,
     /// Overrides `[broker] listen`.
     pub listen: Option<SocketAddr>,
+    /// Overrides `[broker] tls_cert` and `tls_key` (dev mode's own certificate).
+    pub tls: Option<TlsFiles>,
     /// Dev mode: trust the development issuer and mint demo tokens.
     pub dev: bool,
     pub clock: Option<Arc<dyn Clock>>,
@@ -40,6 +43,8 @@ pub struct Server {
     pub url: String,
     pub broker: Arc<Broker>,
     pub data_dir: PathBuf,
+    /// The certificate served when the broker speaks HTTPS.
+    pub certificate: Option<Arc<ServerCertificate>>,
     /// Dev mode only: each demo user with a bearer token.
     pub dev_tokens: Vec<(DevUser, String)>,
     tasks: Vec<JoinHandle<()>>,
@@ -66,9 +71,16 @@ pub async fn start(options: ServerOptions) -> Result<Server> {
         Some(listen) => listen,
         None => DEFAULT_LISTEN.parse().map_err(|_| Error::Internal("default listen address".into()))?,
     };
+    let tls = match options.tls {
+        Some(files) => Some(files),
+        None => settings.tls_files(&options.policy_dir)?,
+    };
+    crate::tls::check_listen(listen, tls.is_some(), settings.insecure_http)?;
+    let certificate = tls.map(ServerCertificate::load).transpose()?;
     let listener = TcpListener::bind(listen).await.map_err(Error::io(format!("listening on {listen}")))?;
     let addr = listener.local_addr().map_err(Error::io("reading the listening address"))?;
-    let url = settings.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let scheme = if certificate.is_some() { "https" } else { "http" };
+    let url = settings.public_url.clone().unwrap_or_else(|| format!("{scheme}://{addr}"));
     let url = url.trim_end_matches('/').to_owned();
 
     let store = Store::open(&data_dir.join("hourglass.db")).await?;
@@ -114,23 +126,37 @@ pub async fn start(options: ServerOptions) -> Result<Server> {
         let oidc = crate::dev::oidc::DevOidc::new(Arc::clone(issuer), users, Arc::clone(&broker.clock));
         app = app.merge(crate::dev::oidc::router(Arc::new(oidc)));
     }
-    let serving = {
+    let mut tasks = Vec::new();
+    let stopping = {
         let broker = Arc::clone(&broker);
-        tokio::spawn(async move {
-            let stopping = async move { broker.stopping().await };
+        async move { broker.stopping().await }
+    };
+    let serving = match &certificate {
+        Some(certificate) => {
+            let listener = TlsListener::new(listener, certificate.server_config()?);
+            tasks.push(tokio::spawn(crate::tls::reload_on_hangup(Arc::clone(certificate), Arc::clone(&broker))));
+            tokio::spawn(async move {
+                if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stopping).await {
+                    tracing::error!("server failed: {error}");
+                }
+            })
+        }
+        None => tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stopping).await {
                 tracing::error!("server failed: {error}");
             }
-        })
+        }),
     };
-    let scheduler = tokio::spawn(Arc::clone(&broker).run_scheduler());
+    tasks.push(serving);
+    tasks.push(tokio::spawn(Arc::clone(&broker).run_scheduler()));
     let recovery = {
         let broker = Arc::clone(&broker);
         tokio::spawn(async move { broker.recover(interrupted).await })
     };
-    let watcher = tokio::spawn(crate::reload::watch_policy(Arc::clone(&broker), options.policy_dir));
-    let keys = tokio::spawn(refresh_issuer_keys(Arc::clone(&broker)));
-    Ok(Server { addr, url, broker, data_dir, dev_tokens, tasks: vec![serving, scheduler, recovery, watcher, keys] })
+    tasks.push(recovery);
+    tasks.push(tokio::spawn(crate::reload::watch_policy(Arc::clone(&broker), options.policy_dir)));
+    tasks.push(tokio::spawn(refresh_issuer_keys(Arc::clone(&broker))));
+    Ok(Server { addr, url, broker, data_dir, certificate, dev_tokens, tasks })
 }
 
 /// Who the broker trusts, and how people log in: `[broker.login]` (its

@@ -1,5 +1,6 @@
 //! The `[broker]` table of `hourglass.toml`: how this broker runs, as
-//! opposed to the policy it enforces. Read at start; changes need a restart.
+//! opposed to the policy it enforces. Read at start; changes need a restart
+//! (the TLS certificate files are read again on SIGHUP).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,7 @@ use hourglass_core::Duration;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::tls::TlsFiles;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7300";
 
@@ -15,6 +17,15 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7300";
 #[serde(deny_unknown_fields)]
 pub struct BrokerSettings {
     pub listen: Option<SocketAddr>,
+    /// The certificate chain the broker serves HTTPS with (PEM, leaf first;
+    /// relative: to the policy directory). Read again on SIGHUP.
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback address: only behind a proxy that
+    /// terminates TLS. Without it, such a listen address needs `tls_cert`.
+    #[serde(default)]
+    pub insecure_http: bool,
     /// How clients reach this broker; also the `iss` of the tokens it signs.
     pub public_url: Option<String>,
     /// Where the store and keys live (relative paths: to the policy directory).
@@ -172,6 +183,19 @@ impl BrokerSettings {
             .map_err(|error: toml::de::Error| Error::Config(format!("[broker]: {}", error.message())))?;
         settings.limits.check()?;
         Ok(settings)
+    }
+
+    /// `tls_cert` and `tls_key` (relative: to `policy_dir`); both or neither.
+    pub fn tls_files(&self, policy_dir: &Path) -> Result<Option<TlsFiles>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+                cert: BrokerSettings::resolve(policy_dir, cert),
+                key: BrokerSettings::resolve(policy_dir, key),
+            })),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(Error::Config("[broker]: tls_cert is set but tls_key is not".into())),
+            (None, Some(_)) => Err(Error::Config("[broker]: tls_key is set but tls_cert is not".into())),
+        }
     }
 
     /// `path` as given, or relative to `base` when it is relative.

@@ -22,6 +22,7 @@ use hourglass_client::{Client, Error, pgpass, readiness};
 use hourglass_core::api::{ClientSecret, CreateRequest, Credential, RequestOutcome};
 use hourglass_core::{GrantState, Timestamp};
 
+use crate::Broker;
 use crate::show::Output;
 
 #[derive(clap::Args)]
@@ -116,7 +117,7 @@ fn left(until: Timestamp) -> String {
     agent::local_now().until(until).to_string()
 }
 
-pub async fn agent(broker: Option<&str>, args: AgentArgs, out: &Output) -> anyhow::Result<ExitCode> {
+pub async fn agent(broker: Broker<'_>, args: AgentArgs, out: &Output) -> anyhow::Result<ExitCode> {
     let paths = Paths::from_env();
     if args.status {
         let status = AgentClient::connect(&paths)?.status()?;
@@ -128,7 +129,7 @@ pub async fn agent(broker: Option<&str>, args: AgentArgs, out: &Output) -> anyho
         out.note("hourglass agent: asked to stop");
         return Ok(ExitCode::SUCCESS);
     }
-    let client = Client::from_env(broker)?;
+    let client = broker.client()?;
     if args.daemon {
         let status = ensure_agent(&client, &paths, out)?;
         if out.json {
@@ -222,8 +223,12 @@ pub fn ensure_agent(client: &Client, paths: &Paths, out: &Output) -> anyhow::Res
         .open(paths.log())
         .with_context(|| format!("opening {}", paths.log().display()))?;
     let exe = std::env::current_exe().context("finding the hourglass executable")?;
-    let mut child = std::process::Command::new(exe)
-        .args(["agent", "--detached", "--broker", client.base_url()])
+    let mut command = std::process::Command::new(exe);
+    command.args(["agent", "--detached", "--broker", client.base_url()]);
+    if let Some(ca) = client.trust().ca_file() {
+        command.arg("--ca").arg(ca);
+    }
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(log.try_clone().context("agent log")?)
         .stderr(log)
@@ -324,7 +329,7 @@ pub async fn file_request(client: &Client, mut body: CreateRequest, out: &Output
 
 /// A credential, from the agent when it runs (completed with the client's
 /// own secret, no network), else from the broker by grant id.
-async fn credential_for(broker: Option<&str>, grant: &str) -> anyhow::Result<Credential> {
+async fn credential_for(broker: Broker<'_>, grant: &str) -> anyhow::Result<Credential> {
     let selector = Selector::parse(grant)?;
     let paths = Paths::from_env();
     let agent_error = match AgentClient::connect(&paths).and_then(|mut agent| agent.credential(selector.clone())) {
@@ -340,7 +345,7 @@ async fn credential_for(broker: Option<&str>, grant: &str) -> anyhow::Result<Cre
     if !direct {
         return Err(agent_error.into());
     }
-    let client = Client::from_env(broker)?;
+    let client = broker.client()?;
     let credential = client.credential(&grant).await?;
     if let Some(kind) = credential.client_secret {
         let what = match kind {
@@ -366,7 +371,7 @@ fn shell_of(name: Option<String>) -> anyhow::Result<Shell> {
     }
 }
 
-pub async fn env(broker: Option<&str>, args: EnvArgs, out: &Output) -> anyhow::Result<ExitCode> {
+pub async fn env(broker: Broker<'_>, args: EnvArgs, out: &Output) -> anyhow::Result<ExitCode> {
     let shell = shell_of(args.shell)?;
     let credential = credential_for(broker, &args.grant).await?;
     if out.json {
@@ -379,7 +384,7 @@ pub async fn env(broker: Option<&str>, args: EnvArgs, out: &Output) -> anyhow::R
 
 /// Replaces this process with the command, the credential in its
 /// environment only: its exit status and signals are the command's own.
-pub async fn exec(broker: Option<&str>, args: ExecArgs, _out: &Output) -> anyhow::Result<ExitCode> {
+pub async fn exec(broker: Broker<'_>, args: ExecArgs, _out: &Output) -> anyhow::Result<ExitCode> {
     let credential = credential_for(broker, &args.grant).await?;
     let Some((program, rest)) = args.command.split_first() else { bail!("name a command after --") };
     let mut command = std::process::Command::new(program);
@@ -438,7 +443,7 @@ fn held_from_agent(grant: &str) -> anyhow::Result<HeldCredential> {
 }
 
 pub async fn credential_process(
-    _broker: Option<&str>,
+    _broker: Broker<'_>,
     args: CredentialProcessArgs,
     _out: &Output,
 ) -> anyhow::Result<ExitCode> {
@@ -448,11 +453,7 @@ pub async fn credential_process(
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn kube_credential(
-    _broker: Option<&str>,
-    args: KubeCredentialArgs,
-    _out: &Output,
-) -> anyhow::Result<ExitCode> {
+pub async fn kube_credential(_broker: Broker<'_>, args: KubeCredentialArgs, _out: &Output) -> anyhow::Result<ExitCode> {
     let api_version = kube::api_version(std::env::var("KUBERNETES_EXEC_INFO").ok().as_deref())?;
     let held = held_from_agent(&args.grant)?;
     let json = kube::exec_credential(&held.credential, held.local_expires_at, api_version)?;
@@ -463,7 +464,7 @@ pub async fn kube_credential(
 /// git's helper protocol: answers `get` from the agent; `store` and `erase`
 /// have nothing to do (the token is not git's to keep). When nothing
 /// answers, prints nothing so git asks its next helper.
-pub async fn git_credential(_broker: Option<&str>, args: GitCredentialArgs, _out: &Output) -> anyhow::Result<ExitCode> {
+pub async fn git_credential(_broker: Broker<'_>, args: GitCredentialArgs, _out: &Output) -> anyhow::Result<ExitCode> {
     let mut input = String::new();
     std::io::stdin().read_to_string(&mut input).context("reading git's question")?;
     if args.action != "get" {
@@ -485,7 +486,7 @@ pub async fn git_credential(_broker: Option<&str>, args: GitCredentialArgs, _out
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn pgpass(_broker: Option<&str>, args: PgpassArgs, out: &Output) -> anyhow::Result<ExitCode> {
+pub async fn pgpass(_broker: Broker<'_>, args: PgpassArgs, out: &Output) -> anyhow::Result<ExitCode> {
     let path = pgpass::path().context("neither PGPASSFILE nor HOME is set: no .pgpass to manage")?;
     let paths = Paths::from_env();
     let agent = AgentClient::connect(&paths);

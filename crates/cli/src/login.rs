@@ -5,10 +5,11 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
+use hourglass_client::Client;
 use hourglass_client::login::{Login, Prompt, open_browser};
 use hourglass_client::session::SessionStore;
-use hourglass_client::{Client, broker_url};
 
+use crate::Broker;
 use crate::show::Output;
 
 #[derive(clap::Args)]
@@ -28,8 +29,9 @@ pub struct LoginArgs {
 #[derive(clap::Args)]
 pub struct LogoutArgs {}
 
-pub async fn login(broker: Option<&str>, args: LoginArgs, out: &Output) -> anyhow::Result<ExitCode> {
-    let base = broker_url(broker);
+pub async fn login(broker: Broker<'_>, args: LoginArgs, out: &Output) -> anyhow::Result<ExitCode> {
+    let base = broker.url();
+    let trust = broker.trust()?;
     // Know before the browser dance whether the session can be kept.
     let store = if args.print_token {
         None
@@ -38,7 +40,7 @@ pub async fn login(broker: Option<&str>, args: LoginArgs, out: &Output) -> anyho
         store.check()?;
         Some(store)
     };
-    let login = Login::start(&base).await.with_context(|| format!("cannot log in to {base}"))?;
+    let login = Login::start(&base, &trust).await.with_context(|| format!("cannot log in to {base}"))?;
     if login.config().dev {
         out.note("This broker runs `hourglassd dev`: its issuer is a DEVELOPMENT user picker, no passwords.");
     }
@@ -46,7 +48,7 @@ pub async fn login(broker: Option<&str>, args: LoginArgs, out: &Output) -> anyho
     let prompt = move |prompt: Prompt<'_>| show_prompt(prompt, no_browser);
     let session = if args.device { login.with_device(prompt).await? } else { login.with_browser(prompt).await? };
 
-    let client = Client::new(&base, &session.session_token)?;
+    let client = Client::with_trust(&base, trust.clone(), &session.session_token)?;
     let me = client.whoami().await?;
     match store {
         Some(store) => {
@@ -55,7 +57,7 @@ pub async fn login(broker: Option<&str>, args: LoginArgs, out: &Output) -> anyho
         }
         None => {
             // The refresh token is not kept anywhere: end it at the IdP.
-            if let Err(error) = hourglass_client::login::revoke(&session).await {
+            if let Err(error) = hourglass_client::login::revoke(&session, &trust).await {
                 out.note(&format!("note: the identity provider's refresh token was not revoked: {error}"));
             }
             println!("export HOURGLASS_TOKEN={}", session.session_token);
@@ -87,14 +89,15 @@ fn show_prompt(prompt: Prompt<'_>, no_browser: bool) {
     }
 }
 
-pub async fn logout(broker: Option<&str>, _args: LogoutArgs, out: &Output) -> anyhow::Result<ExitCode> {
-    let base = broker_url(broker);
+pub async fn logout(broker: Broker<'_>, _args: LogoutArgs, out: &Output) -> anyhow::Result<ExitCode> {
+    let base = broker.url();
+    let trust = broker.trust()?;
     let store = SessionStore::for_broker(&base)?;
     let Some(session) = store.load()? else {
         out.note(&format!("Not logged in to {base}; nothing to do."));
         return Ok(ExitCode::SUCCESS);
     };
-    match hourglass_client::login::revoke(&session).await {
+    match hourglass_client::login::revoke(&session, &trust).await {
         Ok(true) => out.note("The identity provider revoked the refresh token."),
         Ok(false) => {}
         Err(error) => out.note(&format!("note: the refresh token was not revoked at the identity provider: {error}")),

@@ -9,12 +9,12 @@ mod login;
 mod show;
 mod wait;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, anyhow};
 use clap::{Parser, Subcommand};
-use hourglass_client::Client;
+use hourglass_client::{Client, Trust, broker_url};
 use hourglass_core::api::{CreateRequest, RevokeMatchingBody};
 use hourglass_core::{GrantId, RequestId, RequestState};
 
@@ -23,9 +23,13 @@ use crate::show::Output;
 #[derive(Parser)]
 #[command(name = "hourglass", version, about = "Just-in-time access: request, approve, renew, revoke, use")]
 struct Cli {
-    /// The broker's URL (default: $HOURGLASS_BROKER, else http://127.0.0.1:7300).
+    /// The broker's URL (default: $HOURGLASS_BROKER, else https://127.0.0.1:7300).
     #[arg(long, global = true, value_name = "URL")]
     broker: Option<String>,
+    /// Trust only this CA (PEM) for the broker's certificate, not the
+    /// system's roots (default: $HOURGLASS_CA, else the system's roots).
+    #[arg(long, global = true, value_name = "FILE")]
+    ca: Option<PathBuf>,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -171,6 +175,30 @@ fn main() -> ExitCode {
     }
 }
 
+/// The broker a command talks to, and the CA pinned for it (`--ca`).
+#[derive(Clone, Copy)]
+pub(crate) struct Broker<'a> {
+    pub url: Option<&'a str>,
+    pub ca: Option<&'a Path>,
+}
+
+impl Broker<'_> {
+    /// `--broker`, else `HOURGLASS_BROKER`, else the default.
+    pub fn url(self) -> String {
+        broker_url(self.url)
+    }
+
+    /// `--ca`, else `HOURGLASS_CA`, else the system's roots.
+    pub fn trust(self) -> anyhow::Result<Trust> {
+        Ok(Trust::for_broker(&self.url(), self.ca)?)
+    }
+
+    /// A client of this broker with the session from the environment or the keyring.
+    pub fn client(self) -> anyhow::Result<Client> {
+        Ok(Client::from_env(self.url, self.ca)?)
+    }
+}
+
 fn request_id(text: &str) -> anyhow::Result<RequestId> {
     RequestId::parse(text).map_err(|error| anyhow!(error))
 }
@@ -181,7 +209,7 @@ pub(crate) fn grant_id(text: &str) -> anyhow::Result<GrantId> {
 
 async fn run(cli: Cli, out: &Output) -> anyhow::Result<ExitCode> {
     // Commands that do not need a session first.
-    let broker = cli.broker.as_deref();
+    let broker = Broker { url: cli.broker.as_deref(), ca: cli.ca.as_deref() };
     let command = match cli.command {
         Command::DevToken { user, data_dir } => return dev_token(&user, data_dir.as_deref()),
         Command::Login(args) => return login::login(broker, args, out).await,
@@ -198,7 +226,7 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<ExitCode> {
         command => command,
     };
     // Every other command talks to the broker.
-    let client = Client::from_env(broker)?;
+    let client = broker.client()?;
     match command {
         Command::Whoami => out.whoami(&client.whoami().await?, &client.session_info().await),
         Command::Resources => out.catalog(&client.catalog().await?),

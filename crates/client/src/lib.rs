@@ -13,6 +13,7 @@ pub mod secrets;
 pub mod session;
 pub mod sse;
 pub mod ssh_agent;
+pub mod tls;
 pub mod tools;
 
 use std::time::Duration as StdDuration;
@@ -26,10 +27,12 @@ use hourglass_core::audit::AuditRecord;
 use hourglass_core::{AccessRequest, Grant, GrantId, RequestId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+pub use tls::Trust;
 use zeroize::Zeroizing;
 
-/// Where the CLI finds the broker when `HOURGLASS_BROKER` is not set.
-pub const DEFAULT_BROKER: &str = "http://127.0.0.1:7300";
+/// Where the CLI finds the broker when `HOURGLASS_BROKER` is not set:
+/// `hourglassd dev`'s default address (HTTPS, its CA in `HOURGLASS_CA`).
+pub const DEFAULT_BROKER: &str = "https://127.0.0.1:7300";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -64,6 +67,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 pub struct Client {
     http: reqwest::Client,
     base: String,
+    trust: Trust,
     auth: std::sync::Arc<Auth>,
 }
 
@@ -96,45 +100,56 @@ pub fn broker_url(broker: Option<&str>) -> String {
 }
 
 impl Client {
+    /// A client with a bearer token, trusting for the broker's certificate
+    /// the CA that `HOURGLASS_CA` names, else the system's roots.
     pub fn new(base: &str, token: &str) -> Result<Client> {
-        Client::with_auth(base, Auth::Token(Zeroizing::new(token.trim().to_owned())))
+        Client::with_trust(base, Trust::for_broker(base, None)?, token)
+    }
+
+    /// A client with a bearer token, trusting `trust` for the broker's certificate.
+    pub fn with_trust(base: &str, trust: Trust, token: &str) -> Result<Client> {
+        Client::with_auth(base, trust, Auth::Token(Zeroizing::new(token.trim().to_owned())))
     }
 
     /// A client using the session stored in the OS keyring, renewed
-    /// silently (refresh token, then a new exchange) near its end.
+    /// silently (refresh token, then a new exchange) near its end. Trusts
+    /// what [`Client::new`] trusts.
     pub fn with_session(base: &str, store: session::SessionStore, current: session::StoredSession) -> Result<Client> {
-        Client::with_auth(base, Auth::Session { store, current: tokio::sync::Mutex::new(current) })
+        let trust = Trust::for_broker(base, None)?;
+        Client::with_auth(base, trust, Auth::Session { store, current: tokio::sync::Mutex::new(current) })
     }
 
-    fn with_auth(base: &str, auth: Auth) -> Result<Client> {
+    fn with_auth(base: &str, trust: Trust, auth: Auth) -> Result<Client> {
         let base = base.trim().trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(Error::Config(format!("broker URL \"{base}\" must start with http:// or https://")));
         }
-        // reqwest is built without a default TLS crypto provider; install
-        // ring's once per process (an error means one is installed already).
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
+        let http = trust
+            .builder_for(&base)
             .connect_timeout(StdDuration::from_secs(5))
             .user_agent(concat!("hourglass/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|error| Error::Config(format!("building the HTTP client: {error}")))?;
-        Ok(Client { http, base, auth: std::sync::Arc::new(auth) })
+        Ok(Client { http, base, trust, auth: std::sync::Arc::new(auth) })
     }
 
-    /// The broker (`broker`, else `HOURGLASS_BROKER`, else [`DEFAULT_BROKER`])
-    /// and credentials: `HOURGLASS_TOKEN` when set (scripts, CI, a
-    /// `--print-token` session), else the session `hourglass login` keeps in
-    /// the OS keyring for that broker.
-    pub fn from_env(broker: Option<&str>) -> Result<Client> {
+    /// The broker (`broker`, else `HOURGLASS_BROKER`, else [`DEFAULT_BROKER`]),
+    /// the CA pinned for it (`ca`, else `HOURGLASS_CA`, else none: the
+    /// system's roots) and credentials: `HOURGLASS_TOKEN` when set (scripts,
+    /// CI, a `--print-token` session), else the session `hourglass login`
+    /// keeps in the OS keyring for that broker.
+    pub fn from_env(broker: Option<&str>, ca: Option<&std::path::Path>) -> Result<Client> {
         let base = broker_url(broker);
+        let trust = Trust::for_broker(&base, ca)?;
         let token = Zeroizing::new(std::env::var("HOURGLASS_TOKEN").unwrap_or_default());
         if !token.trim().is_empty() {
-            return Client::new(&base, &token);
+            return Client::with_trust(&base, trust, &token);
         }
         let store = session::SessionStore::for_broker(&base)?;
         match store.load()? {
-            Some(current) => Client::with_session(&base, store, current),
+            Some(current) => {
+                Client::with_auth(&base, trust, Auth::Session { store, current: tokio::sync::Mutex::new(current) })
+            }
             None => Err(Error::Config(format!(
                 "not logged in to {base}: run `hourglass login --broker {base}` (scripts and CI: set HOURGLASS_TOKEN; \
                  with `hourglassd dev`, `export HOURGLASS_TOKEN=$(hourglass dev-token alice)` also works)"
@@ -154,7 +169,7 @@ impl Client {
         if !current.needs_renewal(now) {
             return Ok(Zeroizing::new(current.session_token.clone()));
         }
-        match login::renew(&self.base, &current).await {
+        match login::renew(&self.base, &self.trust, &current).await {
             Ok(renewed) => {
                 // The IdP rotated the refresh token: keep the new one, or the
                 // next renewal fails.
@@ -192,8 +207,15 @@ impl Client {
         &self.base
     }
 
+    /// What this client trusts for the broker's certificate.
+    pub fn trust(&self) -> &Trust {
+        &self.trust
+    }
+
     fn unreachable(&self, error: &reqwest::Error) -> Error {
-        let reason = if error.is_connect() {
+        let reason = if let Some(tls) = tls::explain(error, &self.trust, &self.base) {
+            tls
+        } else if error.is_connect() {
             "connection refused or no route (is hourglassd running?)".to_owned()
         } else if error.is_timeout() {
             "timed out".to_owned()

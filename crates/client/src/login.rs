@@ -10,7 +10,9 @@
 //!   exchanged for a new session; [`revoke`] ends the refresh token.
 //!
 //! The OAuth exchanges use the `oauth2` crate over this crate's reqwest
-//! (one HTTP stack), with redirects off for every call to the IdP.
+//! (one HTTP stack), with redirects off for every call to the IdP. Calls to
+//! the broker's origin (the dev issuer included) trust what the caller's
+//! [`Trust`] pins; calls to an IdP elsewhere, the system's roots.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -31,7 +33,7 @@ use tokio::net::TcpListener;
 use zeroize::Zeroizing;
 
 use crate::session::{StoredSession, unverified_claims};
-use crate::{Error, Result};
+use crate::{Error, Result, Trust};
 
 /// RFC 8693 names.
 pub const GRANT_TYPE_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -113,9 +115,10 @@ pub struct Login {
 
 impl Login {
     /// Asks the broker how its users log in and discovers the issuer.
-    pub async fn start(broker: &str) -> Result<Login> {
+    /// `trust` is what the client trusts for the broker's certificate.
+    pub async fn start(broker: &str, trust: &Trust) -> Result<Login> {
         let broker = broker.trim().trim_end_matches('/').to_owned();
-        let http = Http::new()?;
+        let http = Http::new(trust)?;
         let config = http.broker_config(&broker).await?;
         let metadata = http.discover(&config.issuer).await?;
         Ok(Login { broker, config, metadata, http })
@@ -211,11 +214,11 @@ impl Login {
 
 /// Renews a session: the refresh token for a new ID token (the IdP rotates
 /// the refresh token), exchanged for a new broker session.
-pub async fn renew(broker: &str, current: &StoredSession) -> Result<StoredSession> {
+pub async fn renew(broker: &str, trust: &Trust, current: &StoredSession) -> Result<StoredSession> {
     let Some(refresh_token) = &current.refresh_token else {
         return Err(Error::Config("the identity provider gave no refresh token".into()));
     };
-    let http = Http::new()?;
+    let http = Http::new(trust)?;
     let metadata = http.discover(&current.issuer).await?;
     let response = oidc_client(&current.client_id, &metadata)?
         .exchange_refresh_token(&RefreshToken::new(refresh_token.clone()))
@@ -234,9 +237,10 @@ pub async fn renew(broker: &str, current: &StoredSession) -> Result<StoredSessio
 
 /// Revokes the session's refresh token at the IdP (RFC 7009). `Ok(false)`
 /// when there is nothing to revoke or the IdP offers no revocation.
-pub async fn revoke(session: &StoredSession) -> Result<bool> {
+/// `trust` is the broker's (the dev issuer shares its origin).
+pub async fn revoke(session: &StoredSession, trust: &Trust) -> Result<bool> {
     let Some(refresh_token) = &session.refresh_token else { return Ok(false) };
-    let http = Http::new()?;
+    let http = Http::new(trust)?;
     let metadata = http.discover(&session.issuer).await?;
     let Some(endpoint) = &metadata.revocation_endpoint else { return Ok(false) };
     // A plain form POST rather than oauth2's revocation, which refuses
@@ -249,13 +253,13 @@ pub async fn revoke(session: &StoredSession) -> Result<bool> {
             .finish(),
     );
     let response = http
-        .0
+        .to(endpoint)
         .post(endpoint)
         .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
         .body(body.to_string())
         .send()
         .await
-        .map_err(|error| Error::Unreachable { url: endpoint.clone(), reason: error.to_string() })?;
+        .map_err(|error| http.unreachable(endpoint, &error))?;
     if !response.status().is_success() {
         let status = response.status();
         let detail =
@@ -400,32 +404,49 @@ async fn respond(stream: &mut tokio::net::TcpStream, status: u16, message: &str)
     let _ = stream.shutdown().await;
 }
 
-/// The HTTP client of the login: our reqwest, no redirects, for oauth2 too.
-struct Http(reqwest::Client);
+/// The HTTP clients of the login: our reqwest, no redirects, for oauth2
+/// too; one trusting the broker's pin for its origin, one the system's roots.
+struct Http {
+    trust: Trust,
+    pinned: reqwest::Client,
+    system: reqwest::Client,
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct HttpError(String);
 
 impl Http {
-    fn new() -> Result<Http> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(StdDuration::from_secs(5))
-            .timeout(StdDuration::from_secs(30))
-            .user_agent(concat!("hourglass/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map(Http)
-            .map_err(|error| Error::Config(format!("building the HTTP client: {error}")))
+    fn new(trust: &Trust) -> Result<Http> {
+        let build = |builder: reqwest::ClientBuilder| {
+            builder
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(StdDuration::from_secs(5))
+                .timeout(StdDuration::from_secs(30))
+                .user_agent(concat!("hourglass/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|error| Error::Config(format!("building the HTTP client: {error}")))
+        };
+        let system = build(Trust::system().builder_for_pinned())?;
+        let pinned = match trust.ca_file() {
+            Some(_) => build(trust.builder_for_pinned())?,
+            None => system.clone(),
+        };
+        Ok(Http { trust: trust.clone(), pinned, system })
+    }
+
+    /// The client for calls to `url`.
+    fn to(&self, url: &str) -> &reqwest::Client {
+        if self.trust.pins(url) { &self.pinned } else { &self.system }
+    }
+
+    fn unreachable(&self, url: &str, error: &reqwest::Error) -> Error {
+        let reason = crate::tls::explain(error, &self.trust, url).unwrap_or_else(|| error.to_string());
+        Error::Unreachable { url: url.to_owned(), reason }
     }
 
     async fn get(&self, url: &str) -> Result<reqwest::Response> {
-        self.0
-            .get(url)
-            .send()
-            .await
-            .map_err(|error| Error::Unreachable { url: url.to_owned(), reason: error.to_string() })
+        self.to(url).get(url).send().await.map_err(|error| self.unreachable(url, &error))
     }
 
     async fn broker_config(&self, broker: &str) -> Result<AuthConfig> {
@@ -471,13 +492,13 @@ impl Http {
                 .finish(),
         );
         let response = self
-            .0
+            .to(&url)
             .post(&url)
             .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(body.to_string())
             .send()
             .await
-            .map_err(|error| Error::Unreachable { url: broker.to_owned(), reason: error.to_string() })?;
+            .map_err(|error| self.unreachable(broker, &error))?;
         let status = response.status();
         let bytes = response
             .bytes()
@@ -500,9 +521,10 @@ impl<'c> oauth2::AsyncHttpClient<'c> for Http {
     fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
         Box::pin(async move {
             let (parts, body) = request.into_parts();
+            let url = parts.uri.to_string();
             let response = self
-                .0
-                .request(parts.method, parts.uri.to_string())
+                .to(&url)
+                .request(parts.method, &url)
                 .headers(parts.headers)
                 .body(body)
                 .send()

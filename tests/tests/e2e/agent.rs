@@ -4,8 +4,7 @@
 //! real PostgreSQL, and the real tools that read credential helpers
 //! (kubectl, git, botocore when installed).
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -245,16 +244,6 @@ fn prompt_hook_follows_grants_in_bash_zsh_and_fish() {
 }
 
 /// A plain HTTP GET on the broker (its public SSH CA).
-fn http_get(url: &str) -> String {
-    let rest = url.strip_prefix("http://").expect("an http:// URL");
-    let (authority, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
-    let mut stream = TcpStream::connect(authority).expect("the broker accepts connections");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n").expect("request sent");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("response read");
-    response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).expect("an HTTP response")
-}
-
 /// `ssh-agent -D -a SOCKET`, killed on drop.
 struct SshAgent {
     child: std::process::Child,
@@ -322,7 +311,7 @@ settings = {{ principals = ["{user}"] }}
     );
     let policy = policy_dir(&toml, CEDAR);
     let broker = DevBroker::start_with_policy(policy.path(), &[]);
-    let sshd = Sshd::start(&http_get(&format!("{}/v1/providers/ssh/ca.pub", broker.url)), &krl);
+    let sshd = Sshd::start(&broker.get("/v1/providers/ssh/ca.pub"), &krl);
     let ssh_agent = SshAgent::start(dir.path());
     let mut station = Workstation::new(&broker, "alice");
     station.set_var("SSH_AUTH_SOCK", &ssh_agent.socket.display().to_string());

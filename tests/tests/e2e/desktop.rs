@@ -95,7 +95,10 @@ async fn desktop_login_request_approve_countdown_warn_renew_revoke_and_approve_f
     let broker = DevBroker::start();
     write_settings(&desktop, &broker.url);
     let (browser, opened) = fake_browser(&desktop);
-    let driver = Driver::start(&desktop, &[("HOURGLASS_BROKER", &broker.url), ("BROWSER", &browser)]);
+    let ca_file = broker.ca.clone().expect("dev serves HTTPS");
+    let ca = ca_file.display().to_string();
+    let driver =
+        Driver::start(&desktop, &[("HOURGLASS_BROKER", &broker.url), ("HOURGLASS_CA", &ca), ("BROWSER", &browser)]);
     let app = open_app(&driver, &bin("hourglass-desktop")).await;
 
     // Log in: the app sends the system browser to the broker's (dev) issuer;
@@ -108,7 +111,7 @@ async fn desktop_login_request_approve_countdown_warn_renew_revoke_and_approve_f
     assert!(url.contains("code_challenge_method=S256"), "code flow with PKCE: {url}");
     until_text(&app, "[data-testid=login-url]", &url).await;
     let login = tokio::task::spawn_blocking(move || {
-        let browser = Browser::new();
+        let browser = Browser::trusting(&ca_file);
         let picker = browser.get(&url);
         browser.submit(&picker, &[("user", "bob@acme.example")]).body
     })
@@ -247,8 +250,14 @@ async fn desktop_tray_registers_with_a_status_notifier_host_and_its_menu_works_o
     desktop.start_tray_host();
     let broker = DevBroker::start();
     write_settings(&desktop, &broker.url);
-    let driver =
-        Driver::start(&desktop, &[("HOURGLASS_BROKER", &broker.url), ("HOURGLASS_TOKEN", broker.token("bob"))]);
+    let driver = Driver::start(
+        &desktop,
+        &[
+            ("HOURGLASS_BROKER", &broker.url),
+            ("HOURGLASS_CA", &broker.ca.as_ref().expect("dev serves HTTPS").display().to_string()),
+            ("HOURGLASS_TOKEN", broker.token("bob")),
+        ],
+    );
     let app = open_app(&driver, &bin("hourglass-desktop")).await;
     until_text(&app, "[data-testid=connection]", "online").await;
 
@@ -341,8 +350,14 @@ async fn desktop_deb_package_installs_and_the_installed_app_starts() {
     let desktop = Desktop::start();
     let broker = DevBroker::start();
     write_settings(&desktop, &broker.url);
-    let driver =
-        Driver::start(&desktop, &[("HOURGLASS_BROKER", &broker.url), ("HOURGLASS_TOKEN", broker.token("bob"))]);
+    let driver = Driver::start(
+        &desktop,
+        &[
+            ("HOURGLASS_BROKER", &broker.url),
+            ("HOURGLASS_CA", &broker.ca.as_ref().expect("dev serves HTTPS").display().to_string()),
+            ("HOURGLASS_TOKEN", broker.token("bob")),
+        ],
+    );
     let app = open_app(&driver, &root.join("usr/bin/hourglass-desktop")).await;
     until_text(&app, "[data-testid=connection]", "online").await;
     assert!(text(&app, "[data-testid=identity]").await.contains("Bob"), "the installed app works");

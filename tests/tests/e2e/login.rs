@@ -261,8 +261,9 @@ fn login_without_a_secret_service_says_so_and_offers_a_session_in_memory() {
 fn login_at_the_dev_issuer_goes_through_the_same_code_and_device_flows() {
     let broker = DevBroker::start();
     let bus = SessionBus::with_keyring();
-    let env = bus.env();
-    let browser = Browser::new();
+    let mut env = bus.env();
+    env.extend(broker.env());
+    let browser = Browser::trusting(broker.ca.as_ref().expect("dev serves HTTPS"));
 
     let mut process = LoginProcess::start(hourglass(&broker.url, &env, &["login", "--no-browser"]));
     let url = process.authorization_url();

@@ -13,3 +13,4 @@ mod postgres;
 mod secrets;
 mod serve;
 mod ssh;
+mod tls;

@@ -90,7 +90,7 @@ settings = {{ grant = ["orders_read"] }}
     }
 
     fn client(&self, user: &str) -> Client {
-        Client::new(&self.broker.url, self.broker.token(user)).expect("a client")
+        self.broker.client(user)
     }
 
     /// Asks for `role` with a fresh client-made password.

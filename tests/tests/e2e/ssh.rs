@@ -4,8 +4,6 @@
 //! client using a key made on the client and the certificate the broker
 //! signed for it.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -70,7 +68,7 @@ settings = {{ principals = ["hourglass-nobody"] }}
         );
         let policy = policy_dir(&toml, CEDAR);
         let broker = DevBroker::start_with_policy(policy.path(), &[]);
-        let (status, body) = http("GET", &format!("{}/v1/providers/ssh/ca.pub", broker.url), None, None);
+        let (status, body) = broker.http("GET", "/v1/providers/ssh/ca.pub", None, None);
         let ca = String::from_utf8(body).expect("ca.pub is text");
         assert_eq!(status, 200, "the broker serves its SSH user CA: {ca}");
         assert!(ca.starts_with("ssh-ed25519 "), "an OpenSSH public key line for TrustedUserCAKeys: {ca}");
@@ -80,7 +78,7 @@ settings = {{ principals = ["hourglass-nobody"] }}
     }
 
     fn client(&self, who: &str) -> Client {
-        Client::new(&self.broker.url, self.broker.token(who)).expect("a client")
+        self.broker.client(who)
     }
 
     fn krl(&self) -> PathBuf {
@@ -154,32 +152,6 @@ fn write_cert(path: &std::path::Path, credential: &Credential) {
     std::fs::write(path, format!("{cert}\n")).expect("certificate file");
 }
 
-/// A plain HTTP/1.1 request: (status, body). Enough for the broker's public
-/// documents and for checking a status code the client library hides.
-fn http(method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> (u16, Vec<u8>) {
-    let rest = url.strip_prefix("http://").expect("an http:// URL");
-    let (authority, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
-    let mut stream = TcpStream::connect(authority).expect("the broker accepts connections");
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n");
-    if let Some(token) = token {
-        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
-    }
-    let body = body.unwrap_or("");
-    if !body.is_empty() {
-        request.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
-    }
-    request.push_str("\r\n");
-    request.push_str(body);
-    stream.write_all(request.as_bytes()).expect("request sent");
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).expect("response read");
-    let split = response.windows(4).position(|w| w == b"\r\n\r\n").expect("an HTTP response");
-    let head = String::from_utf8_lossy(&response[..split]).into_owned();
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("a status code");
-    assert!(!head.to_ascii_lowercase().contains("transfer-encoding: chunked"), "a body with a length: {head}");
-    (status, response[split + 4..].to_vec())
-}
-
 #[test]
 fn ssh_certificate_logs_in() {
     let setup = Setup::new();
@@ -207,7 +179,7 @@ fn ssh_certificate_logs_in() {
         setup.sshd.log()
     );
 
-    let (status, krl) = http("GET", &format!("{}/v1/providers/ssh/krl", setup.broker.url), None, None);
+    let (status, krl) = setup.broker.http("GET", "/v1/providers/ssh/krl", None, None);
     assert_eq!(status, 200, "the KRL is served");
     assert_eq!(krl, std::fs::read(setup.krl()).expect("KRL file"), "the served KRL is the one written");
     assert!(krl.starts_with(b"SSHKRL\n\0"), "an OpenSSH KRL");
@@ -327,12 +299,8 @@ fn ssh_malformed_public_key_refused_at_filing() {
         if let Some(key) = key {
             body["client_material"] = serde_json::json!({ "ssh_public_key": key });
         }
-        let (status, response) = http(
-            "POST",
-            &format!("{}/v1/requests", setup.broker.url),
-            Some(setup.broker.token("alice")),
-            Some(&body.to_string()),
-        );
+        let (status, response) =
+            setup.broker.http("POST", "/v1/requests", Some(setup.broker.token("alice")), Some(&body.to_string()));
         let error: serde_json::Value = serde_json::from_slice(&response).expect("a JSON error");
         assert_eq!(status, 400, "refused when filed ({expected}): {error}");
         assert_eq!(error["code"], "invalid_request", "{error}");
