@@ -18,12 +18,14 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// A proxy to the `http://host:port` URL `target`.
+    /// A proxy to the `http(s)://IP:PORT` URL `target`; its own URL has the
+    /// same scheme (TLS passes through untouched: the broker's certificate
+    /// names the loopback address, whatever the port).
     pub fn start(target: &str) -> Proxy {
-        let target: SocketAddr =
-            target.strip_prefix("http://").and_then(|a| a.parse().ok()).expect("an http://IP:PORT target");
+        let (scheme, address) = target.split_once("://").expect("an http(s)://IP:PORT target");
+        let target: SocketAddr = address.parse().expect("an http(s)://IP:PORT target");
         let listener = TcpListener::bind("127.0.0.1:0").expect("proxy listens");
-        let url = format!("http://{}", listener.local_addr().expect("proxy address"));
+        let url = format!("{scheme}://{}", listener.local_addr().expect("proxy address"));
         let cut = Arc::new(AtomicBool::new(false));
         let stopped = Arc::new(AtomicBool::new(false));
         let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hourglass_client::Client;
+use hourglass_client::{Client, Trust};
 use hourglass_core::api::CreateRequest;
 use hourglass_core::{GrantState, RevocationStatus, Verdict};
 use hourglass_e2e::{DevBroker, eventually, policy_dir};
@@ -124,14 +124,17 @@ fn body(resource: &str, role: &str, seconds: u64) -> CreateRequest {
 /// of the game; what succeeded goes to the ledger.
 async fn workload(
     url: String,
+    trust: Trust,
     tokens: BTreeMap<String, String>,
     ledger: Arc<Mutex<Ledger>>,
     stop: Arc<AtomicBool>,
     seed: u64,
 ) {
     let mut rng = StdRng::seed_from_u64(seed.wrapping_add(1));
-    let clients: BTreeMap<&str, Client> =
-        USERS.iter().map(|user| (*user, Client::new(&url, &tokens[*user]).expect("client"))).collect();
+    let clients: BTreeMap<&str, Client> = USERS
+        .iter()
+        .map(|user| (*user, Client::with_trust(&url, trust.clone(), &tokens[*user]).expect("client")))
+        .collect();
     let limit = Duration::from_secs(15);
     while !stop.load(Ordering::SeqCst) {
         let op = rng.gen_range(0..100);
@@ -265,10 +268,10 @@ fn broker_killed_at_random_points_loses_nothing_and_doubles_nothing() {
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let load = {
-        let (url, ledger, stop) = (broker.url.clone(), Arc::clone(&ledger), Arc::clone(&stop));
+        let (url, trust, ledger, stop) = (broker.url.clone(), broker.trust(), Arc::clone(&ledger), Arc::clone(&stop));
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-            runtime.block_on(workload(url, tokens, ledger, stop, seed));
+            runtime.block_on(workload(url, trust, tokens, ledger, stop, seed));
         })
     };
 

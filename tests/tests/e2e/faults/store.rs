@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use hourglass_client::Client;
 use hourglass_core::api::{ErrorCode, EventKind};
 use hourglass_e2e::{DevBroker, eventually};
 
@@ -73,9 +72,9 @@ async fn store_disk_full_refuses_writes_and_serves_reads_then_read_only_refuses_
     };
     let data = disk.path().join("data");
     let mut broker = DevBroker::start_in(&data);
-    let alice = Client::new(&broker.url, broker.token("alice")).expect("client");
-    let bob = Client::new(&broker.url, broker.token("bob")).expect("client");
-    let dave = Client::new(&broker.url, broker.token("dave")).expect("client");
+    let alice = broker.client("alice");
+    let bob = broker.client("bob");
+    let dave = broker.client("dave");
     let body = |resource: &str, role: &str, duration: &str| hourglass_core::api::CreateRequest {
         resource: resource.into(),
         role: role.into(),

@@ -65,7 +65,7 @@ settings = {{ grant = ["orders_read"] }}
     }
 
     fn client(&self) -> Client {
-        Client::new(&self.broker.url, self.broker.token("alice")).expect("a client")
+        self.broker.client("alice")
     }
 
     fn roles_left(&self) -> String {
