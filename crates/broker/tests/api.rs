@@ -8,7 +8,8 @@
 //! approval, inbox, visibility, events, break_glass, renew, revoke, expiry,
 //! bad_input, auth, audit, policy_reload, meta; `login` is in api/login.rs,
 //! `authorization` (the matrix of every operation and principal) in
-//! api/authorization.rs, `limits` in api/limits.rs).
+//! api/authorization.rs, `limits` in api/limits.rs, `fuzz` (arbitrary bodies on every
+//! operation that takes one) in api/fuzz.rs).
 //!
 //! The demo policy in `demo/policy` is the policy under test: alice is an
 //! engineer, dave an on-call engineer, bob and erin SRE, carol security.
@@ -43,6 +44,8 @@ use tower::ServiceExt;
 
 #[path = "api/authorization.rs"]
 mod authorization;
+#[path = "api/fuzz.rs"]
+mod fuzz;
 #[path = "api/limits.rs"]
 mod limits;
 #[path = "api/login.rs"]
