@@ -8,6 +8,7 @@ mod desktop;
 mod exec;
 mod lifecycle;
 mod login;
+mod openapi;
 mod postgres;
 mod secrets;
 mod serve;
