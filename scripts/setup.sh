@@ -8,8 +8,8 @@ hourglass_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # services tests start (PostgreSQL, sshd, keyring), the shells the prompt
 # hook is tested in, and the desktop app's (WebKitGTK and the tray library to
 # build; Xvfb, a notification daemon, a StatusNotifier host and WebKit's
-# WebDriver to test it headless).
-apt_packages=(build-essential pkg-config ca-certificates curl mold file
+# WebDriver to test it headless), and Python's venv for schemathesis.
+apt_packages=(build-essential pkg-config ca-certificates curl mold file python3 python3-venv
     postgresql openssh-server openssh-client
     libdbus-1-dev dbus dbus-x11 gnome-keyring libsecret-tools
     tmux zsh fish
@@ -41,6 +41,18 @@ if [ ! -f "$oidc_dir/node_modules/.package-lock.json" ] || [ "$oidc_dir/package-
     (cd "$oidc_dir" && npm_config_cache="${npm_config_cache:-$HOME/.cache/hourglass/npm}" \
         npm ci --no-audit --no-fund --loglevel=error >&2)
 fi
+
+# schemathesis (PyPI) tests the HTTP API against its own OpenAPI document
+# (tests/tests/e2e/openapi.rs), from a venv outside the clone; pinned, so
+# that a run is reproducible.
+schemathesis_version="4.32.5"
+schemathesis_venv="$HOME/.cache/hourglass/schemathesis"
+if ! "$schemathesis_venv/bin/schemathesis" --version 2>/dev/null | grep -qF "$schemathesis_version"; then
+    echo "setup: installing schemathesis $schemathesis_version (pip, into $schemathesis_venv)" >&2
+    [ -x "$schemathesis_venv/bin/pip" ] || python3 -m venv "$schemathesis_venv"
+    "$schemathesis_venv/bin/pip" install -q "schemathesis==$schemathesis_version" >&2
+fi
+export HOURGLASS_SCHEMATHESIS="$schemathesis_venv/bin/schemathesis"
 
 # Rust: the toolchain the workspace declares (rust-version in Cargo.toml).
 if ! command -v cargo >/dev/null 2>&1; then

@@ -8,7 +8,8 @@
 //! approval, inbox, visibility, events, break_glass, renew, revoke, expiry,
 //! bad_input, auth, audit, policy_reload, meta; `login` is in api/login.rs,
 //! `authorization` (the matrix of every operation and principal) in
-//! api/authorization.rs, `limits` in api/limits.rs).
+//! api/authorization.rs, `limits` in api/limits.rs, `fuzz` (arbitrary bodies on every
+//! operation that takes one) in api/fuzz.rs).
 //!
 //! The demo policy in `demo/policy` is the policy under test: alice is an
 //! engineer, dave an on-call engineer, bob and erin SRE, carol security.
@@ -43,6 +44,8 @@ use tower::ServiceExt;
 
 #[path = "api/authorization.rs"]
 mod authorization;
+#[path = "api/fuzz.rs"]
+mod fuzz;
 #[path = "api/limits.rs"]
 mod limits;
 #[path = "api/login.rs"]
@@ -1573,6 +1576,27 @@ async fn policy_reload_refuses_invalid_and_keeps_old() {
 
     let refused = h.post("alice", "/v1/requests", read_orders("2h")).await;
     assert_refused(&refused, StatusCode::BAD_REQUEST, "duration_out_of_bounds", "1h", "the old bound still applies");
+    let outcome = h.file("alice", read_orders("10m")).await;
+    assert_eq!(outcome["grant"]["state"], "active", "requests still work under the old policy");
+}
+
+/// A Cedar file nested deeper than a thread's stack can parse used to abort
+/// the broker on reload (found by the policy loader's fuzzing, see
+/// `hourglass-policy`'s `cedar_limits.rs`). Refused now like any broken
+/// policy: named with file and line, the last good policy kept. This test
+/// runs on a 2 MiB stack, like the tokio worker that reloads in `hourglassd`.
+#[tokio::test]
+async fn policy_reload_of_cedar_nested_too_deep_is_refused_not_a_crash() {
+    let h = Harness::new().await;
+    let digest = h.broker.policy().digest.clone();
+    let deep =
+        format!("permit (principal, action, resource)\nwhen {{ {}true{} }};\n", "(".repeat(2000), ")".repeat(2000));
+    std::fs::write(h.policy_dir.join("deep.cedar"), deep).expect("deep.cedar is written");
+
+    let reload = h.broker.reload_policy().await.expect("a reload answers");
+    let Reload::Refused { problems } = reload else { panic!("a too deep policy is refused, got {reload:?}") };
+    assert!(problems.iter().any(|p| p.contains("deep.cedar:2:") && p.contains("nest deeper")), "{problems:?}");
+    assert_eq!(h.broker.policy().digest, digest, "the last good policy stays in force");
     let outcome = h.file("alice", read_orders("10m")).await;
     assert_eq!(outcome["grant"]["state"], "active", "requests still work under the old policy");
 }

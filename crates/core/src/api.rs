@@ -105,7 +105,7 @@ pub struct CreateRequest {
     pub resource: String,
     pub role: String,
     /// How long the access should last once issued, e.g. `15m` or `1h30m`.
-    #[cfg_attr(feature = "openapi", schema(example = "30m"))]
+    #[cfg_attr(feature = "openapi", schema(example = "30m", pattern = r"^([0-9]+[smhd])+$"))]
     pub duration: String,
     #[serde(default)]
     pub reason: String,
@@ -210,7 +210,7 @@ pub struct GrantList {
 #[serde(deny_unknown_fields)]
 pub struct RenewBody {
     /// The grant's new time left, counted from now.
-    #[cfg_attr(feature = "openapi", schema(example = "1h"))]
+    #[cfg_attr(feature = "openapi", schema(example = "1h", pattern = r"^([0-9]+[smhd])+$"))]
     pub duration: String,
     /// Why more time is needed; defaults to the original request's reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]

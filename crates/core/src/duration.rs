@@ -212,6 +212,116 @@ mod tests {
         }
     }
 
+    mod properties {
+        //! Property tests: every text is read or refused with a message, never
+        //! a panic; every duration round-trips through its canonical form.
+        //! A fixed seed keeps CI deterministic (`PROPTEST_RNG_SEED=n` explores
+        //! others; `PROPTEST_CASES=n` runs more), and no regression files are
+        //! written: a failure found is pinned as a named test above.
+
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, RngSeed};
+
+        use super::super::*;
+
+        fn config() -> Config {
+            let default = Config::default();
+            Config {
+                failure_persistence: None,
+                rng_seed: match default.rng_seed {
+                    RngSeed::Random => RngSeed::Fixed(0x686f_7572_676c_6173),
+                    chosen => chosen,
+                },
+                ..default
+            }
+        }
+
+        /// Text near the grammar: digits, units, their capitals, signs, dots
+        /// and spaces, so that most cases reach deep into the parser.
+        fn near_durations() -> impl Strategy<Value = String> {
+            proptest::collection::vec(
+                prop_oneof![
+                    4 => "[0-9]{1,3}",
+                    1 => "[0-9]{15,25}",
+                    3 => "[smhd]",
+                    1 => "[SMHDxyµ٣ .+\\-_\t\n]",
+                ],
+                0..8,
+            )
+            .prop_map(|parts| parts.concat())
+        }
+
+        /// A duration written as parts in any order, e.g. `30m1h`: the sum of
+        /// its parts as exact seconds (u128: no overflow in the oracle).
+        fn parts() -> impl Strategy<Value = (String, u128)> {
+            let unit = prop_oneof![Just(("s", 1u128)), Just(("m", 60)), Just(("h", 3600)), Just(("d", 86_400))];
+            proptest::collection::vec((0u64..=400_000, unit), 1..5).prop_map(|parts| {
+                let text = parts.iter().map(|(n, (unit, _))| format!("{n}{unit}")).collect::<String>();
+                let secs = parts.iter().map(|(n, (_, scale))| u128::from(*n) * scale).sum();
+                (text, secs)
+            })
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn duration_parse_never_panics_and_names_what_it_refuses(
+                text in prop_oneof![any::<String>(), near_durations()],
+            ) {
+                match text.parse::<Duration>() {
+                    Ok(duration) => {
+                        prop_assert!(duration.as_secs() <= MAX_SECONDS, "{text:?} read as {duration}, past the cap");
+                        prop_assert_eq!(duration.to_string().parse::<Duration>(), Ok(duration), "canonical form of {:?}", text);
+                    }
+                    Err(DurationError::Empty) => prop_assert!(text.trim().is_empty(), "{:?} called empty", text),
+                    Err(error) => {
+                        let message = error.to_string();
+                        prop_assert!(message.contains(text.trim()), "the error for {text:?} names it: {message}");
+                    }
+                }
+            }
+
+            #[test]
+            fn duration_parse_roundtrips_and_refuses_garbage(
+                secs in 0..=MAX_SECONDS,
+                garbage in "[^0-9smhd \t\n\r\u{b}\u{c}\u{85}\u{a0}\u{1680}\u{2000}-\u{200a}\u{2028}\u{2029}\u{202f}\u{205f}\u{3000}]",
+                at in any::<prop::sample::Index>(),
+            ) {
+                let duration = Duration::from_secs(secs);
+                let text = duration.to_string();
+                prop_assert_eq!(text.parse::<Duration>(), Ok(duration), "Display then parse of {} s", secs);
+                prop_assert_eq!(serde_json::to_string(&duration).ok().and_then(|json| serde_json::from_str(&json).ok()), Some(duration));
+                // One character outside the grammar, anywhere, and it is refused.
+                let mut broken = text.clone();
+                let at = at.index(broken.len() + 1);
+                broken.insert_str(at, &garbage);
+                prop_assert!(broken.parse::<Duration>().is_err(), "{broken:?} refused");
+            }
+
+            #[test]
+            fn duration_parts_sum_or_overflow_is_refused_as_too_long((text, secs) in parts()) {
+                match text.parse::<Duration>() {
+                    Ok(duration) => {
+                        prop_assert!(secs <= u128::from(MAX_SECONDS), "{text} is over the cap yet read");
+                        prop_assert_eq!(u128::from(duration.as_secs()), secs, "{} is the sum of its parts", text);
+                    }
+                    Err(error) => {
+                        prop_assert!(secs > u128::from(MAX_SECONDS), "{text} is within the cap yet refused: {error}");
+                        prop_assert_eq!(&error, &DurationError::TooLong { text: text.clone() });
+                        prop_assert!(error.to_string().contains("longest allowed duration (366d)"), "{error}");
+                    }
+                }
+            }
+
+            #[test]
+            fn duration_numbers_past_u64_are_refused_as_too_long(digits in "[1-9][0-9]{19,40}", unit in "[smhd]") {
+                let text = format!("{digits}{unit}");
+                prop_assert_eq!(text.parse::<Duration>(), Err(DurationError::TooLong { text: text.clone() }));
+            }
+        }
+    }
+
     #[test]
     fn durations_serialize_as_strings() {
         let json = serde_json::to_string(&Duration::from_mins(90)).expect("serialize");

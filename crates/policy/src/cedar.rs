@@ -100,6 +100,16 @@ impl CedarPolicies {
 
         for source in sources {
             let lines = LineIndex::new(source.text);
+            if let Some((offset, message)) = crate::cedar_limits::too_deep(source.text) {
+                let (line, column) = lines.locate(offset);
+                problems.push(Problem {
+                    file: source.file.to_owned(),
+                    line: Some(line),
+                    column: Some(column),
+                    message,
+                });
+                continue;
+            }
             let parsed = match PolicySet::from_str(source.text) {
                 Ok(parsed) => parsed,
                 Err(errors) => {

@@ -7,6 +7,7 @@
 //! and without reading the clock (`now` is passed in).
 
 mod cedar;
+mod cedar_limits;
 mod error;
 mod schema;
 mod toml_model;

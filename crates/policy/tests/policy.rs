@@ -8,6 +8,9 @@ use std::path::PathBuf;
 use hourglass_core::{Duration, Principal, Timestamp};
 use hourglass_policy::{AccessContext, Action, Error, Policy};
 
+#[path = "policy/fuzz.rs"]
+mod fuzz;
+
 fn demo_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../demo/policy")
 }

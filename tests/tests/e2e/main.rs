@@ -9,6 +9,7 @@ mod exec;
 mod faults;
 mod lifecycle;
 mod login;
+mod openapi;
 mod postgres;
 mod secrets;
 mod serve;

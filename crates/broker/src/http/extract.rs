@@ -33,8 +33,9 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// A JSON body. Content type is not required; an empty body is read as `{}`
-/// so that optional bodies (a comment, a reason) can be left out.
+/// A JSON body. Content type is not required; an empty body, or `null`, is
+/// read as `{}` so that optional bodies (a comment, a reason) can be left
+/// out (the OpenAPI document says so: their schema is `null` or the object).
 pub struct JsonBody<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
@@ -48,7 +49,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
                 AppError::new(ErrorCode::InvalidRequest, format!("cannot read the request body: {rejection}"))
             }
         })?;
-        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
+        let text: &[u8] = if bytes.trim_ascii().is_empty() || bytes.trim_ascii() == b"null" { b"{}" } else { &bytes };
         serde_json::from_slice(text)
             .map(JsonBody)
             .map_err(|error| AppError::new(ErrorCode::InvalidRequest, format!("invalid JSON body: {error}")))

@@ -7,6 +7,7 @@ mod error;
 mod events;
 mod extract;
 mod introspect;
+mod refusals;
 mod v1;
 
 use std::sync::Arc;
@@ -57,7 +58,8 @@ impl Modify for BearerAuth {
 
 /// The whole application, ready to serve or to call with `oneshot` in tests.
 pub fn router(broker: Arc<Broker>) -> Router {
-    let (router, openapi) = api_router().split_for_parts();
+    let (router, mut openapi) = api_router().split_for_parts();
+    refusals::document(&mut openapi);
     let openapi = Arc::new(openapi.to_pretty_json().unwrap_or_default());
     router
         .route(
@@ -100,7 +102,9 @@ fn api_router() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document, for tools that want it without a running broker.
 pub fn openapi_json() -> String {
-    api_router().into_openapi().to_pretty_json().unwrap_or_default()
+    let mut openapi = api_router().into_openapi();
+    refusals::document(&mut openapi);
+    openapi.to_pretty_json().unwrap_or_default()
 }
 
 /// Liveness and the broker's clock.

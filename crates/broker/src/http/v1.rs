@@ -65,7 +65,7 @@ pub async fn list_requests(State(broker): State<AppState>, Caller(who): Caller) 
 }
 
 #[utoipa::path(get, path = "/v1/requests/{id}", tag = "access", security(("bearer" = [])),
-    params(("id" = String, Path, description = "request id")),
+    params(("id" = RequestId, Path, description = "request id")),
     responses((status = 200, body = AccessRequest), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
 pub async fn get_request(
     State(broker): State<AppState>,
@@ -78,7 +78,7 @@ pub async fn get_request(
 /// Approves a request. When it completes the approvals, the grant is issued
 /// and returned.
 #[utoipa::path(post, path = "/v1/requests/{id}/approve", tag = "access", security(("bearer" = [])),
-    params(("id" = String, Path, description = "request id")), request_body(content = DecisionBody, description = "optional"),
+    params(("id" = RequestId, Path, description = "request id")), request_body(content = Option<DecisionBody>, description = "optional"),
     responses(
         (status = 200, body = RequestOutcome),
         (status = 403, body = ApiError, description = "own request, or not an approver"),
@@ -95,7 +95,7 @@ pub async fn approve(
 
 /// Denies a request; one denial ends it.
 #[utoipa::path(post, path = "/v1/requests/{id}/deny", tag = "access", security(("bearer" = [])),
-    params(("id" = String, Path, description = "request id")), request_body(content = DecisionBody, description = "optional"),
+    params(("id" = RequestId, Path, description = "request id")), request_body(content = Option<DecisionBody>, description = "optional"),
     responses((status = 200, body = RequestOutcome), (status = 403, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
 pub async fn deny(
     State(broker): State<AppState>,
@@ -108,7 +108,7 @@ pub async fn deny(
 
 /// Withdraws my pending request.
 #[utoipa::path(post, path = "/v1/requests/{id}/cancel", tag = "access", security(("bearer" = [])),
-    params(("id" = String, Path, description = "request id")),
+    params(("id" = RequestId, Path, description = "request id")),
     responses((status = 200, body = AccessRequest), (status = 403, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
 pub async fn cancel(
     State(broker): State<AppState>,
@@ -139,7 +139,7 @@ pub async fn list_grants(
 }
 
 #[utoipa::path(get, path = "/v1/grants/{id}", tag = "grants", security(("bearer" = [])),
-    params(("id" = String, Path, description = "grant id")),
+    params(("id" = GrantId, Path, description = "grant id")),
     responses((status = 200, body = Grant), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
 pub async fn get_grant(
     State(broker): State<AppState>,
@@ -152,7 +152,7 @@ pub async fn get_grant(
 /// The credential of my live grant, with the environment variables that use
 /// it. Contains secrets: never log it.
 #[utoipa::path(get, path = "/v1/grants/{id}/credential", tag = "grants", security(("bearer" = [])),
-    params(("id" = String, Path, description = "grant id")),
+    params(("id" = GrantId, Path, description = "grant id")),
     responses((status = 200, body = Credential), (status = 403, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
 pub async fn credential(
     State(broker): State<AppState>,
@@ -165,7 +165,7 @@ pub async fn credential(
 /// Confirms my grant's credential works, where only my client can check it
 /// (it holds the secret). The grant is shown ready from then on.
 #[utoipa::path(post, path = "/v1/grants/{id}/ready", tag = "grants", security(("bearer" = [])),
-    params(("id" = String, Path, description = "grant id")), request_body(content = ReadyBody, description = "optional"),
+    params(("id" = GrantId, Path, description = "grant id")), request_body(content = Option<ReadyBody>, description = "optional"),
     responses((status = 200, body = Grant), (status = 403, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
 pub async fn ready(
     State(broker): State<AppState>,
@@ -179,7 +179,7 @@ pub async fn ready(
 /// Extends my grant to `duration` from now: at once within policy, else as
 /// a renewal request waiting for approval (the grant keeps its deadline).
 #[utoipa::path(post, path = "/v1/grants/{id}/renew", tag = "grants", security(("bearer" = [])),
-    params(("id" = String, Path, description = "grant id")), request_body = RenewBody,
+    params(("id" = GrantId, Path, description = "grant id")), request_body = RenewBody,
     responses((status = 200, body = RenewOutcome), (status = 400, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError),
         (status = 429, body = ApiError, description = "too many calls, or as many requests waiting as one principal may have")))]
 pub async fn renew(
@@ -193,7 +193,7 @@ pub async fn renew(
 
 /// Ends a grant now: my own, or any that policy lets me revoke.
 #[utoipa::path(post, path = "/v1/grants/{id}/revoke", tag = "grants", security(("bearer" = [])),
-    params(("id" = String, Path, description = "grant id")), request_body(content = RevokeBody, description = "optional"),
+    params(("id" = GrantId, Path, description = "grant id")), request_body(content = Option<RevokeBody>, description = "optional"),
     responses((status = 200, body = Grant), (status = 403, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
 pub async fn revoke(
     State(broker): State<AppState>,

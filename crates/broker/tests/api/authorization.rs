@@ -297,14 +297,14 @@ async fn matrix_harness() -> Harness {
 
 /// Signs identity tokens as the dev issuer (or a stranger), for principals
 /// the demo does not have and for tokens that must be refused.
-struct Minter {
+pub(super) struct Minter {
     dev_key: Ed25519Key,
     stranger: Ed25519Key,
     dev_issuer: String,
 }
 
 impl Minter {
-    fn new(h: &Harness) -> Minter {
+    pub(super) fn new(h: &Harness) -> Minter {
         Minter {
             dev_key: Ed25519Key::load_or_create(&h.data_dir.join("keys/dev-issuer.pem")).expect("the dev key"),
             stranger: Ed25519Key::load_or_create(&h.data_dir.join("stranger.pem")).expect("a stranger's key"),
@@ -321,7 +321,7 @@ impl Minter {
         jsonwebtoken::encode(&key.header(), &claims, key.encoding()).expect("a signed token")
     }
 
-    fn person(&self, email: &str, groups: &[&str]) -> String {
+    pub(super) fn person(&self, email: &str, groups: &[&str]) -> String {
         self.sign(&self.dev_key, &self.dev_issuer, "hourglass", email, groups, 600)
     }
 
@@ -361,7 +361,7 @@ fn principal_id(who: Who, requester: &str) -> &str {
 
 /// Every request and grant as stored, and the last audit sequence number:
 /// what "nothing changed" is checked against.
-fn stored_state(h: &Harness) -> (Vec<(String, String)>, u64) {
+pub(super) fn stored_state(h: &Harness) -> (Vec<(String, String)>, u64) {
     let db = rusqlite::Connection::open(&h.db_path).expect("a second connection to the store");
     db.busy_timeout(std::time::Duration::from_secs(10)).expect("busy timeout");
     let mut statement = db
@@ -396,7 +396,7 @@ async fn openapi_operations(h: &Harness) -> BTreeSet<(String, String)> {
 
 /// What one call got: status, content type, body (JSON, or text as a JSON
 /// string; an event stream is not read).
-async fn call(h: &Harness, request: Request<Body>) -> (StatusCode, String, Value) {
+pub(super) async fn call(h: &Harness, request: Request<Body>) -> (StatusCode, String, Value) {
     let response = h.app.clone().oneshot(request).await.expect("the router answers");
     let status = response.status();
     let content_type =
@@ -410,7 +410,7 @@ async fn call(h: &Harness, request: Request<Body>) -> (StatusCode, String, Value
     (status, content_type, body)
 }
 
-fn form(pairs: &[(&str, &str)]) -> String {
+pub(super) fn form(pairs: &[(&str, &str)]) -> String {
     pairs
         .iter()
         .map(|(name, value)| format!("{name}={}", value.replace('%', "%25").replace('+', "%2B").replace('=', "%3D")))
