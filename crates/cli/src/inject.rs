@@ -341,12 +341,19 @@ async fn credential_for(broker: Broker<'_>, grant: &str) -> anyhow::Result<Crede
         Some(AgentErrorCode::NotRunning | AgentErrorCode::NotFound) => true,
         _ => false,
     };
-    let Selector::Grant { grant } = selector else { return Err(agent_error.into()) };
+    let Selector::Grant { grant } = &selector else { return Err(agent_error.into()) };
     if !direct {
         return Err(agent_error.into());
     }
     let client = broker.client()?;
-    let credential = client.credential(&grant).await?;
+    let credential = client.credential(grant).await?;
+    if credential.client_secret.is_some() && agent_code(&agent_error) == Some(AgentErrorCode::NotFound) {
+        // The agent holds this grant's secret and hears of the grant from the
+        // broker's event stream a moment after the request returned.
+        if let Some(held) = wait_for_agent(&paths, &selector) {
+            return Ok(held);
+        }
+    }
     if let Some(kind) = credential.client_secret {
         let what = match kind {
             ClientSecret::PostgresPassword => "password",
@@ -360,6 +367,25 @@ async fn credential_for(broker: Broker<'_>, grant: &str) -> anyhow::Result<Crede
         bail!("the {what} of grant {grant} was made on the client and lives only in {why}: request access again");
     }
     Ok(credential)
+}
+
+/// How long a command waits for the agent to catch up with a grant just
+/// issued whose secret only the agent has.
+const AGENT_CATCH_UP: StdDuration = StdDuration::from_secs(5);
+
+/// The agent's credential for `selector` once it holds it, within
+/// [`AGENT_CATCH_UP`].
+fn wait_for_agent(paths: &Paths, selector: &Selector) -> Option<Credential> {
+    let started = Instant::now();
+    while started.elapsed() < AGENT_CATCH_UP {
+        std::thread::sleep(StdDuration::from_millis(50));
+        match AgentClient::connect(paths).and_then(|mut agent| agent.credential(selector.clone())) {
+            Ok(held) => return Some(held.credential.clone()),
+            Err(error) if agent_code(&error) == Some(AgentErrorCode::NotFound) => {}
+            Err(_) => return None,
+        }
+    }
+    None
 }
 
 fn shell_of(name: Option<String>) -> anyhow::Result<Shell> {
