@@ -940,6 +940,14 @@ fn credential_of(grant: &Grant, minted: &Minted) -> Credential {
 
 #[async_trait::async_trait]
 impl Provider for ExecProvider {
+    /// The hook that will run, stored with the grant before it runs: a
+    /// broker killed while the hook worked has the restarted one run the
+    /// hook's revoke (with a null hook state) instead of assuming nothing
+    /// was made.
+    fn planned_state(&self, input: IssueInput<'_>) -> Result<Option<Value>, ProviderError> {
+        Ok(Some(Stored { hook: Hook::configured(&input)?, state: Value::Null }.to_value()))
+    }
+
     fn kind(&self) -> &'static str {
         KIND
     }
@@ -1023,10 +1031,18 @@ impl Provider for ExecProvider {
             let stored = Stored::from_value(name, state)?;
             (stored.hook, stored.state)
         };
-        let stdout = self
-            .run(&hook, Action::Revoke, false, grant, &hook_state, now)
-            .await
-            .map_err(|failure| failed(name, failure.message()))?;
+        let stdout = match self.run(&hook, Action::Revoke, false, grant, &hook_state, now).await {
+            Ok(stdout) => stdout,
+            // Planned but never answered, and the hook cannot even start:
+            // its issue could not have started either.
+            Err(HookFailure::NotStarted(message)) if hook_state.is_null() => {
+                let mut verification = Verification::new();
+                verification
+                    .insert("hook".into(), format!("not run: {message}; it could not have issued either").into());
+                return Ok(verification);
+            }
+            Err(failure) => return Err(failed(name, failure.message())),
+        };
         let verification = parse_revoke_answer(&stdout).map_err(|message| failed(name, message))?;
         slot.cleanup = None;
         Ok(verification)
@@ -1510,6 +1526,21 @@ esac"#,
         let actions: Vec<&str> = calls.iter().filter_map(|call| call["action"].as_str()).collect();
         assert_eq!(actions, ["issue", "revoke"], "the hook was asked to undo the failed issue");
         assert_eq!(calls[1]["state"], Value::Null, "with no state: {}", calls[1]);
+    }
+
+    #[tokio::test]
+    async fn an_issue_cut_short_by_a_restart_is_revoked_from_the_planned_state() {
+        let fixture = Fixture::new(r#"printf '%s\n' "$(cat)" >> calls.log"#, "");
+        let grant = grant(NOW);
+        let planned = fixture.provider.planned_state(fixture.input(&grant, NOW)).expect("a plan").expect("a hook");
+        // A new broker process: nothing in memory about this grant.
+        let restarted = ExecProvider::new(fixture.provider.policy_dir.clone());
+        let verification = restarted.revoke(&grant, &planned, NOW).await.expect("revoked");
+        assert_eq!(verification.get("hook"), Some(&json!("revoke succeeded")), "{verification:?}");
+        let calls = fixture.calls();
+        let actions: Vec<&str> = calls.iter().filter_map(|call| call["action"].as_str()).collect();
+        assert_eq!(actions, ["revoke"], "the planned hook was asked to undo whatever the issue did");
+        assert_eq!(calls[0]["state"], Value::Null, "with no hook state: {}", calls[0]);
     }
 
     #[tokio::test]

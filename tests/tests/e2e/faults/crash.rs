@@ -413,7 +413,12 @@ fn broker_killed_at_random_points_loses_nothing_and_doubles_nothing() {
     let live: BTreeSet<String> = grants.iter().filter(|g| g.state.is_live()).map(|g| g.id.to_string()).collect();
     for account in std::fs::read_dir(work.path().join("accounts")).expect("accounts").flatten() {
         let name = account.file_name().to_string_lossy().into_owned();
-        assert!(live.contains(&name), "the target keeps an account only for a live grant, not for {name}");
+        let history: Vec<String> = calls(work.path()).into_iter().filter(|line| line.ends_with(&name)).collect();
+        let record = grants.iter().find(|g| g.id.as_str() == name);
+        assert!(
+            live.contains(&name),
+            "the target keeps an account only for a live grant, not for {name}: hook calls {history:?}, grant {record:?}"
+        );
     }
     let known: BTreeSet<String> = grants.iter().map(|g| g.id.to_string()).collect();
     for line in calls(work.path()) {
