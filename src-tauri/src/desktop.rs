@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
 use hourglass_app::agent_host::AgentHost;
-use hourglass_app::alerts::expiry_warnings;
+use hourglass_app::alerts::{expiry_warnings, next_warning_at};
 use hourglass_app::settings::Settings;
 use hourglass_app::sync::LiveSync;
 use hourglass_app::view::{AppView, Connection, SessionKind};
@@ -31,6 +31,9 @@ pub struct Desktop {
     pub agent: AgentHost,
     /// Wakes a login waiting for the browser, to cancel it.
     pub login_cancel: tokio::sync::Notify,
+    /// Wakes the ticker when the view changes: a new grant may need a
+    /// warning sooner than the ticker planned to wake.
+    ticker_wake: tokio::sync::Notify,
 }
 
 struct SyncHandle {
@@ -81,6 +84,7 @@ impl Desktop {
             sync: Mutex::new(None),
             agent: AgentHost::spawn(Paths::from_env(), tauri::async_runtime::handle().inner()),
             login_cancel: tokio::sync::Notify::new(),
+            ticker_wake: tokio::sync::Notify::new(),
         };
         desktop.connect(app);
         spawn_ticker(app.clone());
@@ -221,35 +225,58 @@ fn publish(app: &AppHandle, latest: &RwLock<AppView>, view: AppView) {
     }
     let _ = app.emit("view", &view);
     crate::tray::update(app);
+    if let Some(desktop) = app.try_state::<Desktop>() {
+        desktop.ticker_wake.notify_one();
+    }
 }
 
+/// How often the tray is brought up to date: its labels show minutes.
+const TRAY_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// One timer for the whole app: expiry warnings and the tray's countdown.
-/// Countdowns in the window run on the front end's own single timer.
+/// Countdowns in the window run on the front end's own single timer. It
+/// sleeps until the next warning is due, the tray needs refreshing or the
+/// view changes, not a fixed second: an app in the tray should cost nothing.
 fn spawn_ticker(app: AppHandle) {
     tauri::async_runtime::spawn(async move {
-        let mut interval = tokio::time::interval(std::time::Duration::from_secs(1));
         let mut last = None::<Timestamp>;
-        let mut ticks: u64 = 0;
+        let mut tray_refreshed = tokio::time::Instant::now();
         loop {
-            interval.tick().await;
-            ticks += 1;
             let desktop = app.state::<Desktop>();
             let view = desktop.view.read().map(|v| v.clone()).ok();
-            let Some(view) = view else { continue };
-            let now = view.broker_now(local_now());
-            let since = last.unwrap_or(now);
-            last = Some(now);
             let settings = desktop.settings();
-            for alert in expiry_warnings(&view.grants, &settings.warnings(), since, now) {
-                if alert.wanted(&settings.notify) {
-                    crate::notify::show(&app, alert);
+            let wait = match view {
+                Some(view) => {
+                    let now = view.broker_now(local_now());
+                    let since = last.unwrap_or(now);
+                    last = Some(now);
+                    for alert in expiry_warnings(&view.grants, &settings.warnings(), since, now) {
+                        if alert.wanted(&settings.notify) {
+                            crate::notify::show(&app, alert);
+                        }
+                    }
+                    next_warning_at(&view.grants, &settings.warnings(), now)
+                        .map(|moment| std::time::Duration::from_millis(now.millis_until(moment).max(0) as u64))
+                        .unwrap_or(TRAY_REFRESH)
                 }
-            }
-            // The tray's labels show minutes: refreshing twice a minute is enough,
-            // and keeps D-Bus traffic (and CPU) near zero.
-            if ticks.is_multiple_of(30) {
+                None => TRAY_REFRESH,
+            };
+            if tray_refreshed.elapsed() >= TRAY_REFRESH {
                 crate::tray::update(&app);
+                tray_refreshed = tokio::time::Instant::now();
+            }
+            // Never longer than the tray's refresh: a suspended machine's
+            // monotonic clock stands still, and warnings missed meanwhile
+            // are given at the next wake (the nearest one only).
+            let wait = wait.min(TRAY_REFRESH.saturating_sub(tray_refreshed.elapsed())).max(MIN_WAIT);
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = desktop.ticker_wake.notified() => {}
             }
         }
     });
 }
+
+/// A floor on the ticker's sleep, so that a burst of view changes or a
+/// moment just passed cannot make it spin.
+const MIN_WAIT: std::time::Duration = std::time::Duration::from_millis(50);

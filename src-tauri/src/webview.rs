@@ -6,7 +6,8 @@
 //! compositing on, every tick re-rasterized and re-composited the page
 //! through GL; without a GPU (Mesa's llvmpipe) that cost 3–7% of a core with
 //! 20 grants counting down, and about 90 MiB more memory across the app's
-//! processes (`scripts/bench --only desktop` measures both).
+//! processes (`scripts/bench --only desktop` measures both). Its script
+//! runs without JIT (below).
 
 /// Chooses the rendering mode. Call it first in `main`, before any thread
 /// starts: WebKitGTK reads the mode from the environment (its web process
@@ -25,6 +26,14 @@ pub fn choose_rendering() {
     #[cfg(target_os = "linux")]
     if !automated && let Err(error) = glib::setenv("WEBKIT_DISABLE_COMPOSITING_MODE", "1", false) {
         eprintln!("hourglass-desktop: cannot choose the web view's rendering: {error}");
+    }
+    // JavaScriptCore runs the page in its interpreter, without compiling it
+    // to machine code: the page's script is small and mostly waits, and the
+    // JIT cost about 10 MiB of the web process's memory and a compiler
+    // thread waking at every countdown tick (`scripts/bench --only desktop`).
+    #[cfg(target_os = "linux")]
+    if let Err(error) = glib::setenv("JSC_useJIT", "false", false) {
+        eprintln!("hourglass-desktop: cannot turn off the script compiler: {error}");
     }
     #[cfg(not(target_os = "linux"))]
     let _ = automated;

@@ -153,6 +153,19 @@ pub fn expiry_warnings(grants: &[Grant], warnings: &[Duration], since: Timestamp
     alerts
 }
 
+/// The next moment after `now` at which an expiry warning is due, if any:
+/// the app sleeps until then instead of checking the clock every second.
+pub fn next_warning_at(grants: &[Grant], warnings: &[Duration], now: Timestamp) -> Option<Timestamp> {
+    grants
+        .iter()
+        .filter(|g| g.state.is_live())
+        .flat_map(|grant| {
+            warnings.iter().map(move |before| grant.expires_at.plus_millis(-(before.as_secs() as i64) * 1000))
+        })
+        .filter(|moment| *moment > now)
+        .min()
+}
+
 /// `10 minutes`, `2 minutes`, `30 seconds`.
 fn spoken(duration: Duration) -> String {
     let secs = duration.as_secs();
@@ -265,6 +278,21 @@ mod tests {
         assert_eq!(two.map_titles(), ["orders-api · read expires in 2 minutes"]);
         let slept = expiry_warnings(&grants, &warnings, at(-60), at(500));
         assert_eq!(slept.map_titles(), ["orders-api · read expires in 2 minutes"], "after a sleep, only the nearest");
+    }
+
+    #[test]
+    fn next_warning_is_the_nearest_moment_still_ahead() {
+        let grants = vec![
+            grant("orders-api", NOW.plus(Duration::from_mins(10))),
+            grant("billing-api", NOW.plus(Duration::from_mins(30))),
+        ];
+        let warnings = [Duration::from_mins(10), Duration::from_mins(2)];
+        let at = |secs: i64| NOW.plus_millis(secs * 1000);
+        assert_eq!(next_warning_at(&grants, &warnings, at(-5)), Some(at(0)), "orders-api's 10-minute warning");
+        assert_eq!(next_warning_at(&grants, &warnings, at(0)), Some(at(480)), "a moment passed is not next");
+        assert_eq!(next_warning_at(&grants, &warnings, at(480)), Some(at(1200)), "billing-api's");
+        assert_eq!(next_warning_at(&grants, &warnings, at(1680)), None, "every warning given");
+        assert_eq!(next_warning_at(&[], &warnings, at(0)), None, "no grants, nothing to wake for");
     }
 
     trait Titles {

@@ -154,10 +154,10 @@ async fn desktop_login_request_approve_countdown_warn_renew_revoke_and_approve_f
     broker.json("erin", &["approve", &request]);
     until_text(&app, "[data-testid=request-state]", "approved").await;
     click(&app, "[data-testid=tab-grants]").await;
-    let first = text(&app, "[data-testid=time-left]").await;
-    tokio::time::sleep(Duration::from_millis(2200)).await;
-    let later = text(&app, "[data-testid=time-left]").await;
-    assert_ne!(first, later, "the countdown moves ({first} → {later})");
+    // Far from its end a grant shows whole minutes left; seconds come in
+    // its last minutes (below, the one-minute grant).
+    let left = text(&app, "[data-testid=time-left]").await;
+    assert!(left.ends_with(" min") && left.chars().any(|c| c.is_ascii_digit()), "minutes left: {left}");
     screenshot(&app, "grants").await;
     let approved = desktop.notifications();
     assert!(approved.iter().any(|n| n.contains("Access approved")), "bob heard his request was approved: {approved:?}");
@@ -181,6 +181,11 @@ async fn desktop_login_request_approve_countdown_warn_renew_revoke_and_approve_f
 
     // An expiry warning reaches the notification daemon.
     broker.json("bob", &["request", "staging-api", "--role", "deploy", "--for", "1m", "--reason", "quick look"]);
+    let first = until_text(&app, "[data-testid=time-left]", ":").await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let later = text(&app, "[data-testid=time-left]").await;
+    assert!(first.contains(':') && later.contains(':'), "seconds in a grant's last minutes: {first}, {later}");
+    assert_ne!(first, later, "the countdown moves ({first} → {later})");
     let warned = eventually(Duration::from_secs(30), || {
         desktop.notifications().into_iter().find(|n| n.contains("staging-api · deploy expires in 50 seconds"))
     });

@@ -12,6 +12,15 @@ export function countdown(ms: number): string {
   return hours > 0 ? `${hours}:${mm}:${ss}` : `${mm}:${ss}`;
 }
 
+/** `2 h 05 min`, `42 min`: time left in whole minutes, rounded up, so it
+ *  never reads "0 min" while time remains. */
+export function minutesLeft(ms: number): string {
+  const minutes = Math.max(0, Math.ceil(ms / 60000));
+  const hours = Math.floor(minutes / 60);
+  const rest = minutes % 60;
+  return hours > 0 ? `${hours} h ${String(rest).padStart(2, "0")} min` : `${rest} min`;
+}
+
 /** Local wall-clock time of an RFC 3339 instant: `14:32`, with the day when not today. */
 export function clockTime(iso: string): string {
   const at = new Date(iso);
