@@ -97,6 +97,23 @@ impl PostgresCluster {
     }
 
     /// The superuser's connection string, as an admin would configure it.
+    /// The policy TOML of the tests' `orders-db` resource on this cluster:
+    /// its admin connection string read from `ORDERS_DB_ADMIN_DSN`, and a
+    /// `read` role granting `orders_read`. Other roles extend
+    /// `[resources.orders-db.roles.*]` after it.
+    pub fn orders_db_policy(&self) -> String {
+        format!(
+            r#"[resources.orders-db]
+provider = "postgres"
+settings = {{ admin_dsn_env = "ORDERS_DB_ADMIN_DSN", host = "127.0.0.1", port = {port}, database = "orders" }}
+
+[resources.orders-db.roles.read]
+settings = {{ grant = ["orders_read"] }}
+"#,
+            port = self.port
+        )
+    }
+
     pub fn admin_dsn(&self) -> String {
         format!("host=127.0.0.1 port={} user=postgres password={} dbname=postgres", self.port, self.password)
     }

@@ -379,17 +379,12 @@ reason_required = false
 [workflows.review]
 approvals = [{{ group = "sre", count = 1 }}]
 
-[resources.orders-db]
-provider = "postgres"
-settings = {{ admin_dsn_env = "ORDERS_DB_ADMIN_DSN", host = "127.0.0.1", port = {port}, database = "orders" }}
-
-[resources.orders-db.roles.read]
-settings = {{ grant = ["orders_read"] }}
+{orders_db}
 
 [resources.orders-db.roles.again]
 settings = {{ grant = ["orders_read"] }}
 "#,
-        port = cluster.port
+        orders_db = cluster.orders_db_policy()
     );
     let policy = policy_dir(&toml, CEDAR);
     let broker = DevBroker::start_with_policy(policy.path(), &[("ORDERS_DB_ADMIN_DSN", &cluster.admin_dsn())]);

@@ -47,12 +47,7 @@ renewals_without_approval = 5
 [workflows.review]
 approvals = [{{ group = "sre", count = 1 }}]
 
-[resources.orders-db]
-provider = "postgres"
-settings = {{ admin_dsn_env = "ORDERS_DB_ADMIN_DSN", host = "127.0.0.1", port = {port}, database = "orders" }}
-
-[resources.orders-db.roles.read]
-settings = {{ grant = ["orders_read"] }}
+{orders_db}
 
 [resources.orders-db.roles.write]
 settings = {{ grant = ["orders_read", "orders_write"] }}
@@ -77,7 +72,8 @@ settings = {{ admin_dsn_env = "DEAD_DB_ADMIN_DSN" }}
 [resources.dead-db.roles.read]
 settings = {{ grant = ["orders_read"] }}
 "#,
-            port = cluster.port
+            port = cluster.port,
+            orders_db = cluster.orders_db_policy()
         );
         let policy = policy_dir(&toml, CEDAR);
         let dead =

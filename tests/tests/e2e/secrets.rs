@@ -159,16 +159,11 @@ settings = {{ krl_file = "{krl}" }}
 [resources.box.roles.login]
 settings = {{ principals = ["{user}"] }}
 
-[resources.orders-db]
-provider = "postgres"
-settings = {{ admin_dsn_env = "ORDERS_DB_ADMIN_DSN", host = "127.0.0.1", port = {port}, database = "orders" }}
-
-[resources.orders-db.roles.read]
-settings = {{ grant = ["orders_read"] }}
+{orders_db}
 "#,
         krl = krl.display(),
         user = current_user(),
-        port = cluster.port,
+        orders_db = cluster.orders_db_policy(),
     );
     std::fs::write(config.join("hourglass.toml"), toml).expect("hourglass.toml");
     std::fs::write(config.join("policy.cedar"), CEDAR).expect("policy.cedar");

@@ -49,14 +49,9 @@ max_duration = "1h"
 [workflows.review]
 approvals = [{{ group = "sre", count = 1 }}]
 
-[resources.orders-db]
-provider = "postgres"
-settings = {{ admin_dsn_env = "ORDERS_DB_ADMIN_DSN", host = "127.0.0.1", port = {port}, database = "orders" }}
-
-[resources.orders-db.roles.read]
-settings = {{ grant = ["orders_read"] }}
+{orders_db}
 "#,
-            port = cluster.port
+            orders_db = cluster.orders_db_policy()
         );
         let policy = policy_dir(&toml, CEDAR);
         let data = tempfile::tempdir().expect("data dir");
