@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::LazyLock;
 
 use cedar_policy::{
     Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId, PolicySet, Request,
@@ -203,26 +204,44 @@ impl CedarPolicies {
         role: &str,
         context: Context,
     ) -> Authorization {
+        let [decision] = self.authorize_each(principal, [action], resource, role, context);
+        decision
+    }
+
+    /// Decides several actions of one principal on one role in one context,
+    /// building the entities once.
+    pub(crate) fn authorize_each<const N: usize>(
+        &self,
+        principal: &Principal,
+        actions: [Action; N],
+        resource: &str,
+        role: &str,
+        context: Context,
+    ) -> [Authorization; N] {
         let (Some(slice), Some([role_entity, resource_entity])) =
             (self.slices.get(resource), self.role_entities.get(&(resource.to_owned(), role.to_owned())))
         else {
-            return Authorization::denied(format!("unknown resource or role {resource}/{role}"));
+            return actions.map(|_| Authorization::denied(format!("unknown resource or role {resource}/{role}")));
         };
         let user = user_entity(principal);
-        let request = match Request::new(user.uid(), action_uid(action), role_entity.uid(), context, None) {
-            Ok(request) => request,
-            Err(error) => return Authorization::denied(error.to_string()),
-        };
+        let user_uid = user.uid();
         let entities = match Entities::from_entities([user, role_entity.clone(), resource_entity.clone()], None) {
             Ok(entities) => entities,
-            Err(error) => return Authorization::denied(error.to_string()),
+            Err(error) => return actions.map(|_| Authorization::denied(error.to_string())),
         };
-        let response = self.authorizer.is_authorized(&request, slice, &entities);
-        Authorization {
-            allowed: response.decision() == Decision::Allow,
-            policies: response.diagnostics().reason().map(ToString::to_string).collect(),
-            errors: response.diagnostics().errors().map(ToString::to_string).collect(),
-        }
+        actions.map(|action| {
+            match Request::new(user_uid.clone(), action_uid(action), role_entity.uid(), context.clone(), None) {
+                Ok(request) => {
+                    let response = self.authorizer.is_authorized(&request, slice, &entities);
+                    Authorization {
+                        allowed: response.decision() == Decision::Allow,
+                        policies: response.diagnostics().reason().map(ToString::to_string).collect(),
+                        errors: response.diagnostics().errors().map(ToString::to_string).collect(),
+                    }
+                }
+                Err(error) => Authorization::denied(error.to_string()),
+            }
+        })
     }
 }
 
@@ -248,10 +267,32 @@ pub(crate) fn owner_context(owner: &str) -> Result<Context, String> {
         .map_err(|e| e.to_string())
 }
 
-fn uid(type_name: &str, id: &str) -> EntityUid {
+/// The schema's entity types, parsed once: `EntityTypeName::from_str` runs
+/// Cedar's parser, which cost more than the rest of building a decision's
+/// request.
+struct EntityTypes {
+    user: EntityTypeName,
+    group: EntityTypeName,
+    action: EntityTypeName,
+    role: EntityTypeName,
+    resource: EntityTypeName,
+}
+
+static TYPES: LazyLock<EntityTypes> = LazyLock::new(|| EntityTypes {
+    user: entity_type("User"),
+    group: entity_type("Group"),
+    action: entity_type("Action"),
+    role: entity_type("Role"),
+    resource: entity_type("Resource"),
+});
+
+fn entity_type(name: &str) -> EntityTypeName {
     // INVARIANT: the type names are the schema's, which are valid identifiers.
-    let type_name = EntityTypeName::from_str(type_name).unwrap_or_else(|_| unreachable_type());
-    EntityUid::from_type_name_and_id(type_name, EntityId::new(id))
+    EntityTypeName::from_str(name).unwrap_or_else(|_| unreachable_type())
+}
+
+fn uid(type_name: &EntityTypeName, id: &str) -> EntityUid {
+    EntityUid::from_type_name_and_id(type_name.clone(), EntityId::new(id))
 }
 
 #[allow(clippy::panic)]
@@ -260,19 +301,19 @@ fn unreachable_type() -> EntityTypeName {
 }
 
 fn action_uid(action: Action) -> EntityUid {
-    uid("Action", action.as_str())
+    uid(&TYPES.action, action.as_str())
 }
 
 fn user_entity(principal: &Principal) -> Entity {
-    let parents: HashSet<EntityUid> = principal.groups.iter().map(|group| uid("Group", group)).collect();
-    Entity::new_no_attrs(uid("User", &principal.id), parents)
+    let parents: HashSet<EntityUid> = principal.groups.iter().map(|group| uid(&TYPES.group, group)).collect();
+    Entity::new_no_attrs(uid(&TYPES.user, &principal.id), parents)
 }
 
 fn role_entities(resource: &Resource, role: &str) -> [Entity; 2] {
     let labels =
         || RestrictedExpression::new_set(resource.labels.iter().map(|l| RestrictedExpression::new_string(l.clone())));
     let provider = || RestrictedExpression::new_string(resource.provider.clone());
-    let resource_uid = uid("Resource", &resource.name);
+    let resource_uid = uid(&TYPES.resource, &resource.name);
     let role_attrs = HashMap::from([
         ("name".to_owned(), RestrictedExpression::new_string(role.to_owned())),
         ("resource_name".to_owned(), RestrictedExpression::new_string(resource.name.clone())),
@@ -280,7 +321,7 @@ fn role_entities(resource: &Resource, role: &str) -> [Entity; 2] {
         ("labels".to_owned(), labels()),
     ]);
     let resource_attrs = HashMap::from([("provider".to_owned(), provider()), ("labels".to_owned(), labels())]);
-    let role_uid = uid("Role", &role_id(&resource.name, role));
+    let role_uid = uid(&TYPES.role, &role_id(&resource.name, role));
     // Attribute values are literals, which always evaluate.
     let role_entity = Entity::new(role_uid.clone(), role_attrs, HashSet::from([resource_uid.clone()]))
         .unwrap_or_else(|_| Entity::new_no_attrs(role_uid, HashSet::new()));

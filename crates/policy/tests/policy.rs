@@ -209,6 +209,19 @@ fn demo_policy_decisions() {
             case.who.0, case.action, case.target.0, case.target.1, case.why, decision.policies, decision.errors
         );
         assert!(decision.errors.is_empty(), "{}: evaluation errors {:?}", case.why, decision.errors);
+        // Deciding several actions at once (as filing a request does) gives
+        // each the decision it gets alone.
+        let (resource, role) = case.target;
+        let one_by_one = [Action::Request, case.action, Action::AutoApprove]
+            .map(|action| policy.authorize(&principal, action, resource, role, &context));
+        let at_once = policy.authorize_each(
+            &principal,
+            [Action::Request, case.action, Action::AutoApprove],
+            resource,
+            role,
+            &context,
+        );
+        assert_eq!(at_once, one_by_one, "{}: decided at once", case.why);
     }
 }
 

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use hourglass_core::api::{Credential, ErrorCode, EventKind, ReadyBody, RenewBody, RenewOutcome, RevokeMatchingBody};
+use hourglass_core::api::{
+    ClientMaterial, Credential, ErrorCode, EventKind, ReadyBody, RenewBody, RenewOutcome, RevokeMatchingBody,
+};
 use hourglass_core::audit::{AuditAction, AuditEvent, AuditResult};
 use hourglass_core::principal::SYSTEM_ACTOR;
 use hourglass_core::{AccessRequest, Grant, GrantId, NewRequest, Principal, Timestamp};
@@ -23,21 +25,26 @@ impl Broker {
     /// activates it. On failure the grant ends as `failed` and whatever the
     /// provider half-created is revoked.
     pub(crate) async fn issue(&self, record: GrantRecord, actor: &str) -> Result<Grant> {
+        let material = self.store.request_material(&record.grant.request_id).await?;
+        self.issue_with(record, actor, material.as_ref()).await
+    }
+
+    /// [`Broker::issue`] with what the client sent with the request (a
+    /// SCRAM verifier, a public key) at hand, as when it was just filed.
+    pub(crate) async fn issue_with(
+        &self,
+        record: GrantRecord,
+        actor: &str,
+        material: Option<&ClientMaterial>,
+    ) -> Result<Grant> {
         let policy = self.policy();
         let grant = record.grant.clone();
-        let material = self.store.request_material(&grant.request_id).await?;
         let issued = match policy.role(&grant.resource, &grant.role) {
             Ok(role) => {
                 let resource = policy.resource(&grant.resource).map_err(unknown)?;
                 match self.providers.get(&resource.provider) {
                     Ok(provider) => {
-                        let input = IssueInput {
-                            grant: &grant,
-                            resource,
-                            role,
-                            now: grant.issued_at,
-                            material: material.as_ref(),
-                        };
+                        let input = IssueInput { grant: &grant, resource, role, now: grant.issued_at, material };
                         match provider.planned_state(input) {
                             Ok(planned) => {
                                 // Stored with the grant when it started; older grants get it here.

@@ -131,6 +131,8 @@ fn catalog_role(policy: &Policy, who: &Principal, resource: &str, role: &Role, n
         break_glass: false,
         now,
     };
+    let [may_request, auto_approve] =
+        policy.authorize_each(who, [Action::Request, Action::AutoApprove], resource, &role.name, &context);
     CatalogRole {
         name: role.name.clone(),
         description: role.description.clone(),
@@ -142,7 +144,7 @@ fn catalog_role(policy: &Policy, who: &Principal, resource: &str, role: &Role, n
         approvals: role.approvals.clone(),
         reason_required: role.reason_required,
         ticket_required: role.ticket_required,
-        may_request: policy.authorize(who, Action::Request, resource, &role.name, &context).allowed,
-        auto_approve: policy.authorize(who, Action::AutoApprove, resource, &role.name, &context).allowed,
+        may_request: may_request.allowed,
+        auto_approve: auto_approve.allowed,
     }
 }

@@ -469,19 +469,28 @@ fn plan(input: &IssueInput<'_>) -> Result<(Settings, Vec<String>, State), Provid
     let name = &input.resource.name;
     let settings = Settings::parse(input.resource).map_err(|message| failed(name, message))?;
     let grants = RoleSettings::parse(&input.role.settings).map_err(|message| failed(name, message))?.grant;
-    let config = settings.admin_config().map_err(|message| failed(name, message))?;
+    // Where clients connect comes from the settings; the admin connection
+    // string (a secret read from a file or the environment) only fills in
+    // what they leave out, so a resource that names all three is not read
+    // here at every issue.
+    let config = match (&settings.host, settings.port, &settings.database) {
+        (Some(_), Some(_), Some(_)) => None,
+        _ => Some(settings.admin_config().map_err(|message| failed(name, message))?),
+    };
     let state = State {
         role: role_name(&input.grant.owner, input.grant),
         member_of: grants.clone(),
-        host: settings
-            .host
-            .clone()
-            .unwrap_or_else(|| describe(&config).rsplit_once(':').map_or_else(String::new, |(h, _)| h.to_owned())),
-        port: settings.port.or_else(|| config.get_ports().first().copied()).unwrap_or(5432),
+        host: settings.host.clone().unwrap_or_else(|| {
+            config
+                .as_ref()
+                .and_then(|config| describe(config).rsplit_once(':').map(|(host, _)| host.to_owned()))
+                .unwrap_or_default()
+        }),
+        port: settings.port.or_else(|| config.as_ref()?.get_ports().first().copied()).unwrap_or(5432),
         database: settings
             .database
             .clone()
-            .or_else(|| config.get_dbname().map(str::to_owned))
+            .or_else(|| config.as_ref()?.get_dbname().map(str::to_owned))
             .unwrap_or_else(|| "postgres".into()),
         sslmode: settings.sslmode.clone(),
         admin_dsn_env: settings.admin_dsn_env.clone(),
@@ -547,17 +556,23 @@ impl Provider for PostgresProvider {
                 // One round trip and one transaction: the statements of one
                 // query commit together, so a mapped role that does not
                 // exist leaves nothing behind.
-                match admin.client.batch_execute(&format!("CREATE ROLE {quoted} {attributes}{memberships}")).await {
-                    Ok(()) => {}
+                // The role is read back in the same round trip: sent behind
+                // the CREATE on one connection, the query runs after it ends.
+                let create = format!("CREATE ROLE {quoted} {attributes}{memberships}");
+                let (created, facts) =
+                    tokio::join!(admin.client.batch_execute(&create), role_facts(admin, name, &role));
+                let facts = match created {
+                    Ok(()) => facts?,
                     // Issued before (again after a restart): make it what this issue asks.
-                    Err(error) if error.code() == Some(&SqlState::DUPLICATE_OBJECT) => admin
-                        .client
-                        .batch_execute(&format!("ALTER ROLE {quoted} {attributes}{memberships}"))
-                        .await
-                        .map_err(|e| failed(name, format!("{}: {}", what(), db_error(&e))))?,
+                    Err(error) if error.code() == Some(&SqlState::DUPLICATE_OBJECT) => {
+                        let alter = format!("ALTER ROLE {quoted} {attributes}{memberships}");
+                        let (altered, facts) =
+                            tokio::join!(admin.client.batch_execute(&alter), role_facts(admin, name, &role));
+                        altered.map_err(|e| failed(name, format!("{}: {}", what(), db_error(&e))))?;
+                        facts?
+                    }
                     Err(error) => return Err(failed(name, format!("{}: {}", what(), db_error(&error)))),
-                }
-                let facts = role_facts(admin, name, &role).await?;
+                };
                 verify_role(name, &role, facts, deadline, &grants)
             })
             .await?;
@@ -573,17 +588,12 @@ impl Provider for PostgresProvider {
         let deadline = input.grant.expires_at;
         let verification = self
             .with_admin(name, &stored.settings(), async |admin| {
-                admin
-                    .client
-                    .batch_execute(&format!(
-                        "ALTER ROLE {} VALID UNTIL {}",
-                        escape_identifier(&stored.role),
-                        until(deadline)
-                    ))
-                    .await
-                    .map_err(|e| failed(name, format!("extending role {}: {}", stored.role, db_error(&e))))?;
-                let facts = role_facts(admin, name, &stored.role).await?;
-                verify_role(name, &stored.role, facts, deadline, &stored.member_of)
+                let alter = format!("ALTER ROLE {} VALID UNTIL {}", escape_identifier(&stored.role), until(deadline));
+                // One round trip, as in `issue`.
+                let (altered, facts) =
+                    tokio::join!(admin.client.batch_execute(&alter), role_facts(admin, name, &stored.role));
+                altered.map_err(|e| failed(name, format!("extending role {}: {}", stored.role, db_error(&e))))?;
+                verify_role(name, &stored.role, facts?, deadline, &stored.member_of)
             })
             .await?;
         Ok(Issued { state: state.clone(), ready: true, verification })
