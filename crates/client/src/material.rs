@@ -19,11 +19,62 @@ pub fn postgres() -> PostgresSecret {
     let mut bytes = Zeroizing::new([0u8; 32]);
     rand::rngs::OsRng.fill_bytes(bytes.as_mut());
     let password = Zeroizing::new(hourglass_core::audit::to_hex(bytes.as_ref()));
-    let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
+    let mut salt = [0u8; SCRAM_SALT_BYTES];
+    rand::rngs::OsRng.fill_bytes(&mut salt);
+    let verifier = scram_verifier(password.as_bytes(), &salt, SCRAM_ITERATIONS);
     PostgresSecret {
         password,
         material: ClientMaterial { postgres_scram_verifier: Some(verifier), ssh_public_key: None },
     }
+}
+
+/// PostgreSQL's defaults (`scram_iterations`, and its salt length).
+const SCRAM_ITERATIONS: u32 = 4096;
+const SCRAM_SALT_BYTES: usize = 16;
+
+/// The SCRAM-SHA-256 verifier of `password` as PostgreSQL stores it
+/// (`SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`, RFC 5802
+/// and 7677). `password` is ASCII without controls (our hex), which
+/// SASLprep leaves as it is.
+///
+/// `postgres_protocol::password::scram_sha_256` makes the same string, but
+/// keys HMAC afresh in each of the 4,096 PBKDF2 rounds: four SHA-256 blocks
+/// a round where two do. Here the keyed state is made once and copied, which
+/// halves the time every PostgreSQL request spends before it is sent.
+fn scram_verifier(password: &[u8], salt: &[u8; SCRAM_SALT_BYTES], iterations: u32) -> String {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use hmac::{Hmac, Mac};
+    use sha2::{Digest, Sha256};
+
+    // INVARIANT: HMAC takes keys of any length.
+    let keyed = Hmac::<Sha256>::new_from_slice(password).unwrap_or_else(|_| unreachable!("HMAC takes any key"));
+    // PBKDF2 (RFC 8018) with one block: U1 = HMAC(salt ‖ 1), Ui = HMAC(Ui-1).
+    let mut round = keyed.clone();
+    round.update(salt);
+    round.update(&1u32.to_be_bytes());
+    let mut previous = round.finalize().into_bytes();
+    let mut salted = Zeroizing::new(<[u8; 32]>::from(previous));
+    for _ in 1..iterations {
+        let mut round = keyed.clone();
+        round.update(&previous);
+        previous = round.finalize().into_bytes();
+        salted.iter_mut().zip(previous.iter()).for_each(|(into, from)| *into ^= from);
+    }
+    let key = |label: &[u8]| {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(salted.as_ref()).unwrap_or_else(|_| unreachable!("HMAC takes any key"));
+        mac.update(label);
+        mac.finalize().into_bytes()
+    };
+    let stored_key = Sha256::digest(key(b"Client Key"));
+    let server_key = key(b"Server Key");
+    format!(
+        "SCRAM-SHA-256${iterations}:{}${}:{}",
+        STANDARD.encode(salt),
+        STANDARD.encode(stored_key),
+        STANDARD.encode(server_key)
+    )
 }
 
 /// A fresh Ed25519 key pair for SSH: the private key stays here, the public
@@ -55,6 +106,19 @@ mod tests {
         assert!(!verifier.contains(secret.password.as_str()), "the verifier does not carry the password");
         assert_eq!(secret.password.len(), 64, "256 bits as hex");
         assert_ne!(postgres().password, secret.password, "fresh each time");
+    }
+
+    #[test]
+    fn scram_verifier_is_the_one_postgres_computes() {
+        // Made independently (Python's hashlib.pbkdf2_hmac and hmac) for
+        // this password and salt.
+        let password = "0123456789abcdef".repeat(4);
+        let salt: [u8; 16] = std::array::from_fn(|n| n as u8);
+        assert_eq!(
+            scram_verifier(password.as_bytes(), &salt, 4096),
+            "SCRAM-SHA-256$4096:AAECAwQFBgcICQoLDA0ODw==$TX7+UsrUBzwTduL9bIMwpuJPwYfRDYpqrxHg2uTRAgE=:\
+             aYgdktib+LCYPSZ1/ognnmdY1b6RltHVRA6R52w9gcg="
+        );
     }
 
     #[test]
