@@ -553,11 +553,11 @@ impl Provider for PostgresProvider {
                     .map(|granted| format!("; GRANT {} TO {quoted}", escape_identifier(granted)))
                     .collect();
                 let what = || format!("creating role {role} as a member of {}", grants.join(", "));
-                // One round trip and one transaction: the statements of one
-                // query commit together, so a mapped role that does not
-                // exist leaves nothing behind.
-                // The role is read back in the same round trip: sent behind
-                // the CREATE on one connection, the query runs after it ends.
+                // One transaction: the statements of one query commit
+                // together, so a mapped role that does not exist leaves
+                // nothing behind. One round trip: the role is read back by a
+                // query sent behind the CREATE on the same connection, which
+                // the server runs once the CREATE has ended.
                 let create = format!("CREATE ROLE {quoted} {attributes}{memberships}");
                 let (created, facts) =
                     tokio::join!(admin.client.batch_execute(&create), role_facts(admin, name, &role));
