@@ -53,27 +53,28 @@ fn scram_verifier(password: &[u8], salt: &[u8; SCRAM_SALT_BYTES], iterations: u3
     let mut round = keyed.clone();
     round.update(salt);
     round.update(&1u32.to_be_bytes());
-    let mut previous = round.finalize().into_bytes();
-    let mut salted = Zeroizing::new(<[u8; 32]>::from(previous));
+    let mut previous = Zeroizing::new(<[u8; 32]>::from(round.finalize().into_bytes()));
+    let mut salted = previous.clone();
     for _ in 1..iterations {
         let mut round = keyed.clone();
-        round.update(&previous);
-        previous = round.finalize().into_bytes();
+        round.update(previous.as_ref());
+        *previous = round.finalize().into_bytes().into();
         salted.iter_mut().zip(previous.iter()).for_each(|(into, from)| *into ^= from);
     }
     let key = |label: &[u8]| {
         let mut mac =
             Hmac::<Sha256>::new_from_slice(salted.as_ref()).unwrap_or_else(|_| unreachable!("HMAC takes any key"));
         mac.update(label);
-        mac.finalize().into_bytes()
+        Zeroizing::new(<[u8; 32]>::from(mac.finalize().into_bytes()))
     };
-    let stored_key = Sha256::digest(key(b"Client Key"));
+    // The client key logs in as the role: it is hashed, then wiped.
+    let stored_key = Sha256::digest(key(b"Client Key").as_ref());
     let server_key = key(b"Server Key");
     format!(
         "SCRAM-SHA-256${iterations}:{}${}:{}",
         STANDARD.encode(salt),
         STANDARD.encode(stored_key),
-        STANDARD.encode(server_key)
+        STANDARD.encode(server_key.as_ref())
     )
 }
 
