@@ -96,7 +96,6 @@ impl PostgresCluster {
         run(self.tool("pg_ctl").arg("-D").arg(self.data_dir()).args(["-m", "fast", "-w", "stop"]));
     }
 
-    /// The superuser's connection string, as an admin would configure it.
     /// The policy TOML of the tests' `orders-db` resource on this cluster:
     /// its admin connection string read from `ORDERS_DB_ADMIN_DSN`, and a
     /// `read` role granting `orders_read`. Other roles extend
@@ -114,6 +113,7 @@ settings = {{ grant = ["orders_read"] }}
         )
     }
 
+    /// The superuser's connection string, as an admin would configure it.
     pub fn admin_dsn(&self) -> String {
         format!("host=127.0.0.1 port={} user=postgres password={} dbname=postgres", self.port, self.password)
     }

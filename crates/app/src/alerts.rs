@@ -136,7 +136,7 @@ pub fn expiry_warnings(grants: &[Grant], warnings: &[Duration], since: Timestamp
         let crossed = warnings
             .iter()
             .filter(|before| {
-                let moment = grant.expires_at.plus_millis(-(before.as_secs() as i64) * 1000);
+                let moment = warning_moment(grant, **before);
                 since < moment && moment <= now
             })
             .min();
@@ -159,11 +159,14 @@ pub fn next_warning_at(grants: &[Grant], warnings: &[Duration], now: Timestamp) 
     grants
         .iter()
         .filter(|g| g.state.is_live())
-        .flat_map(|grant| {
-            warnings.iter().map(move |before| grant.expires_at.plus_millis(-(before.as_secs() as i64) * 1000))
-        })
+        .flat_map(|grant| warnings.iter().map(move |before| warning_moment(grant, *before)))
         .filter(|moment| *moment > now)
         .min()
+}
+
+/// When the warning given `before` a grant's deadline is due.
+fn warning_moment(grant: &Grant, before: Duration) -> Timestamp {
+    grant.expires_at.plus_millis(-(before.as_secs() as i64) * 1000)
 }
 
 /// `10 minutes`, `2 minutes`, `30 seconds`.

@@ -190,10 +190,8 @@ impl Policy {
         role: &str,
         context: &AccessContext<'_>,
     ) -> Authorization {
-        match cedar::access_context(context) {
-            Ok(context) => self.cedar.authorize(principal, action, resource, role, context),
-            Err(error) => Authorization::denied(error),
-        }
+        let [decision] = self.authorize_each(principal, [action], resource, role, context);
+        decision
     }
 
     /// [`Policy::authorize`] for several actions at once (a request and its

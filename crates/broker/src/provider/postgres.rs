@@ -420,6 +420,19 @@ async fn role_facts(admin: &Admin, resource: &str, role: &str) -> Result<Option<
     }))
 }
 
+/// Runs `statements` and reads `role` back in one round trip: the query is
+/// sent behind the statements on the same connection, and the server runs
+/// it once they have ended. Both outcomes are returned; the read is only
+/// meaningful when the statements succeeded.
+async fn execute_and_read_back(
+    admin: &Admin,
+    resource: &str,
+    statements: &str,
+    role: &str,
+) -> (Result<(), tokio_postgres::Error>, Result<Option<RoleFacts>, ProviderError>) {
+    tokio::join!(admin.client.batch_execute(statements), role_facts(admin, resource, role))
+}
+
 async fn session_count(admin: &Admin, resource: &str, role: &str) -> Result<i64, ProviderError> {
     let row = admin
         .client
@@ -555,19 +568,15 @@ impl Provider for PostgresProvider {
                 let what = || format!("creating role {role} as a member of {}", grants.join(", "));
                 // One transaction: the statements of one query commit
                 // together, so a mapped role that does not exist leaves
-                // nothing behind. One round trip: the role is read back by a
-                // query sent behind the CREATE on the same connection, which
-                // the server runs once the CREATE has ended.
+                // nothing behind.
                 let create = format!("CREATE ROLE {quoted} {attributes}{memberships}");
-                let (created, facts) =
-                    tokio::join!(admin.client.batch_execute(&create), role_facts(admin, name, &role));
+                let (created, facts) = execute_and_read_back(admin, name, &create, &role).await;
                 let facts = match created {
                     Ok(()) => facts?,
                     // Issued before (again after a restart): make it what this issue asks.
                     Err(error) if error.code() == Some(&SqlState::DUPLICATE_OBJECT) => {
                         let alter = format!("ALTER ROLE {quoted} {attributes}{memberships}");
-                        let (altered, facts) =
-                            tokio::join!(admin.client.batch_execute(&alter), role_facts(admin, name, &role));
+                        let (altered, facts) = execute_and_read_back(admin, name, &alter, &role).await;
                         altered.map_err(|e| failed(name, format!("{}: {}", what(), db_error(&e))))?;
                         facts?
                     }
@@ -589,9 +598,7 @@ impl Provider for PostgresProvider {
         let verification = self
             .with_admin(name, &stored.settings(), async |admin| {
                 let alter = format!("ALTER ROLE {} VALID UNTIL {}", escape_identifier(&stored.role), until(deadline));
-                // One round trip, as in `issue`.
-                let (altered, facts) =
-                    tokio::join!(admin.client.batch_execute(&alter), role_facts(admin, name, &stored.role));
+                let (altered, facts) = execute_and_read_back(admin, name, &alter, &stored.role).await;
                 altered.map_err(|e| failed(name, format!("extending role {}: {}", stored.role, db_error(&e))))?;
                 verify_role(name, &stored.role, facts?, deadline, &stored.member_of)
             })
