@@ -4,10 +4,10 @@
 //!
 //! Both run in one private desktop from the testkit (Xvfb, a session bus
 //! with a notification daemon, a keyring and a StatusNotifier host). The
-//! app is the release build, logged in to a real `hourglassd dev` as a user
-//! holding 20 grants, all counting down in its window: hours left, shown in
-//! minutes; then, for idle CPU, as a user whose 20 grants are all in their
-//! last ten minutes, counting down in seconds. Chromium (the engine
+//! app is the packaged build (the `desktop` profile), logged in to a real
+//! `hourglassd dev` as a user holding 20 grants, all counting down in its
+//! window: hours left, shown in minutes; then, for idle CPU, as a user whose
+//! 20 grants are all in their last ten minutes, counting down in seconds. Chromium (the engine
 //! Electron apps ship) loads the same built front end (`ui/dist`) from a
 //! loopback HTTP server; it has no Tauri IPC, so it shows the UI's frame
 //! without data and nothing in it ticks.
@@ -87,7 +87,7 @@ fn measure(options: &Options) -> anyhow::Result<Vec<Figure>> {
             None => Duration::from_secs(60),
         },
     };
-    let app_binary = built("hourglass-desktop")?;
+    let app_binary = desktop_built()?;
     built("hourglassd")?;
     built("hourglass")?;
     let chromium = chromium();
@@ -141,6 +141,16 @@ fn measure(options: &Options) -> anyhow::Result<Vec<Figure>> {
 /// A workspace binary of this release build, next to the benchmark's.
 fn built(name: &str) -> anyhow::Result<PathBuf> {
     let path = std::env::current_exe()?.with_file_name(name);
+    anyhow::ensure!(path.exists(), "{} is missing: scripts/bench builds it (scripts/package-deb)", path.display());
+    Ok(path)
+}
+
+/// The desktop app as packaged: built with the `desktop` profile, whose
+/// output sits beside the release one.
+fn desktop_built() -> anyhow::Result<PathBuf> {
+    let release = std::env::current_exe()?;
+    let path = release.parent().and_then(Path::parent).map(|target| target.join("desktop/hourglass-desktop"));
+    let path = path.context("the benchmark's own path has no parent")?;
     anyhow::ensure!(path.exists(), "{} is missing: scripts/bench builds it (scripts/package-deb)", path.display());
     Ok(path)
 }
@@ -767,7 +777,10 @@ fn size_figures(app_binary: &Path) -> anyhow::Result<Vec<Figure>> {
         target: "reported".into(),
         met: None,
         peer: chromium_installed.unwrap_or_else(|| "—".into()),
-        note: format!("**{}** `hourglass-desktop` (stripped; WebKitGTK is the system's)", mib(binary / 1024)),
+        note: format!(
+            "**{}** `hourglass-desktop` (the `desktop` profile: built for size, stripped; WebKitGTK is the system's)",
+            mib(binary / 1024)
+        ),
     }];
     match deb {
         Some(deb) => {

@@ -301,9 +301,67 @@ async fn desktop_tray_registers_with_a_status_notifier_host_and_its_menu_works_o
     assert!(gone.is_some(), "the icon unregistered when the app quit");
 }
 
+/// The libraries of a GL driver: Mesa's (its DRI driver pulls in LLVM) and
+/// the vendor-neutral dispatchers' back ends.
+const GL_DRIVER_LIBRARIES: [&str; 4] = ["_dri.so", "libLLVM", "libEGL_mesa", "libGLX_mesa"];
+
+fn mapped_libraries(pid: u32) -> Vec<String> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    let mut libraries: Vec<String> =
+        maps.lines().filter_map(|line| line.split_whitespace().nth(5)).map(str::to_owned).collect();
+    libraries.dedup();
+    libraries
+}
+
+fn children(pid: u32) -> Vec<u32> {
+    let tasks = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    tasks.split_whitespace().filter_map(|child| child.parse().ok()).collect()
+}
+
+/// Started as a user starts it (not over WebDriver, which keeps compositing
+/// on), the window paints in software and the app's own process never loads
+/// a GL driver: that is most of the memory the app saves (webview.rs).
+#[tokio::test(flavor = "multi_thread")]
+async fn desktop_window_paints_without_a_gl_driver_in_the_app_process() {
+    let desktop = Desktop::start();
+    let broker = DevBroker::start();
+    write_settings(&desktop, &broker.url);
+    let blank = eventually(WAIT, || desktop.screen().filter(|screen| screen.colours(2) == 1));
+    assert!(blank.is_some(), "the screen starts empty");
+    let mut command = desktop.command(bin("hourglass-desktop"));
+    broker.point_at(&mut command);
+    let mut app = command
+        .env("HOURGLASS_TOKEN", broker.token("bob"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the app starts");
+    // Text, borders and buttons: dozens of colours; a bare window has one or two.
+    let painted = eventually(WAIT, || desktop.screen().filter(|screen| screen.colours(16) >= 16));
+    let shot = desktop.screenshot("desktop-software-rendering");
+    let web_process = children(app.id()).into_iter().find(|child| {
+        std::fs::read_to_string(format!("/proc/{child}/comm")).is_ok_and(|c| c.starts_with("WebKitWebProc"))
+    });
+    let app_libraries = mapped_libraries(app.id());
+    let web_libraries = web_process.map(mapped_libraries).unwrap_or_default();
+    let _ = app.kill();
+    let _ = app.wait();
+
+    assert!(painted.is_some(), "the window painted its page (screenshot: {})", shot.display());
+    assert!(web_process.is_some(), "WebKit's web process runs under the app");
+    let gl: Vec<&String> =
+        app_libraries.iter().filter(|path| GL_DRIVER_LIBRARIES.iter().any(|gl| path.contains(gl))).collect();
+    assert!(gl.is_empty(), "no GL driver in the app's process: {gl:?}");
+    // The check above can see a driver: WebKitGTK 2.50's web process opens one.
+    assert!(
+        web_libraries.iter().any(|path| GL_DRIVER_LIBRARIES.iter().any(|gl| path.contains(gl))),
+        "the web process's GL driver is visible in its maps"
+    );
+}
+
 /// The newest package `scripts/package-deb` built.
 fn built_deb() -> std::path::PathBuf {
-    let dir = target_dir().join("release/bundle/deb");
+    let dir = target_dir().join("desktop/bundle/deb");
     let mut debs: Vec<_> = std::fs::read_dir(&dir)
         .map(|entries| {
             entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "deb")).collect()
