@@ -48,6 +48,10 @@ const CLIENTS: usize = 4;
 const POLL_INTERVAL: Duration = Duration::from_millis(5);
 /// The NOLOGIN role both systems make their login roles members of.
 const MAPPED_ROLE: &str = "bench_read";
+/// Blocks each side's issue figures are measured in, taking turns.
+const TURNS: usize = 5;
+/// Samples of PostgreSQL's own `CREATE ROLE`, spread over the turns.
+const FLOOR_SAMPLES: usize = 30;
 
 /// How much of each figure a run measures.
 struct Sizes {
@@ -263,56 +267,68 @@ struct IssueRun {
 impl Sides {
     async fn issue_figures(&self, sizes: &Sizes, watch: &Watch) -> anyhow::Result<Vec<Figure>> {
         eprintln!(
-            "postgres: issue latency, {} grants at 1 client and {} at {CLIENTS}, Hourglass then OpenBao…",
+            "postgres: issue latency, {} grants at 1 client and {} at {CLIENTS}, Hourglass and OpenBao in turns…",
             sizes.one_client, sizes.concurrent
         );
         let warm_up = 10;
-        // Hourglass.
         let tokens = self.hourglass.tokens("issue", warm_up + sizes.one_client + sizes.concurrent);
-        let issue = |offset: usize| {
-            let (hourglass, tokens) = (self.hourglass.clone(), tokens.clone());
-            move |n: usize| {
-                let (hourglass, token) = (hourglass.clone(), tokens[offset + n].clone());
+        let used = Arc::new(AtomicUsize::new(0));
+        let hourglass_issue = || {
+            let (hourglass, tokens, used) = (self.hourglass.clone(), tokens.clone(), used.clone());
+            move |_: usize| {
+                let (hourglass, token) = (hourglass.clone(), tokens[used.fetch_add(1, Ordering::Relaxed)].clone());
                 async move { hourglass.issue(token, "10m").await }
             }
         };
-        let warm = drive(warm_up, 1, issue(0)).await?;
-        let one = drive(sizes.one_client, 1, issue(warm_up)).await?;
-        let four = drive(sizes.concurrent, CLIENTS, issue(warm_up + sizes.one_client)).await?;
-        let mut issued: Vec<IssuedGrant> = warm.outputs;
-        issued.extend(one.outputs.iter().cloned());
-        issued.extend(four.outputs.iter().cloned());
-        lock(watch)?.ensure_present("hg\\_%", issued.iter().map(|g| g.role.as_str()))?;
-        let hourglass = IssueRun {
-            one: Summary::of(&mut one.latencies.clone()),
-            four: Summary::of(&mut four.latencies.clone()),
-            per_second: four.per_second(),
-        };
-        let left = self.hourglass.revoke_all(issued).await?;
-        anyhow::ensure!(left == 0, "{left} revocations after the issue figures were left to retries");
-
-        // OpenBao.
-        let issue = || {
+        let bao_issue = || {
             let bao = self.bao.clone();
             move |_: usize| {
                 let bao = bao.clone();
                 async move { bao.issue(HELD).await }
             }
         };
-        let warm = drive(warm_up, 1, issue()).await?;
-        let one = drive(sizes.one_client, 1, issue()).await?;
-        let four = drive(sizes.concurrent, CLIENTS, issue()).await?;
-        let names = warm.outputs.iter().chain(&one.outputs).chain(&four.outputs).map(|l| l.username.as_str());
-        lock(watch)?.ensure_present("v-%", names)?;
-        let bao = IssueRun {
-            one: Summary::of(&mut one.latencies.clone()),
-            four: Summary::of(&mut four.latencies.clone()),
-            per_second: four.per_second(),
-        };
+        // Both warmed up first; then the two take turns, a block each, so
+        // that a machine whose speed drifts during the run (seen here: 2x
+        // within an hour) weighs on both alike. PostgreSQL's floor is
+        // sampled between the blocks for the same reason.
+        let mut hourglass = drive(warm_up, 1, hourglass_issue()).await?;
+        let bao = drive(warm_up, 1, bao_issue()).await?;
+        let (mut hourglass_one, mut bao_one) = (Driven::empty(), Driven::empty());
+        let (mut hourglass_four, mut bao_four) = (Driven::empty(), Driven::empty());
+        let mut floor = Vec::new();
+        for block in blocks(sizes.one_client, TURNS) {
+            hourglass_one.append(drive(block, 1, hourglass_issue()).await?);
+            bao_one.append(drive(block, 1, bao_issue()).await?);
+            floor.extend(tokio::task::block_in_place(|| create_role_floor(watch, FLOOR_SAMPLES / TURNS))?);
+        }
+        for block in blocks(sizes.concurrent, TURNS) {
+            hourglass_four.append(drive(block, CLIENTS, hourglass_issue()).await?);
+            bao_four.append(drive(block, CLIENTS, bao_issue()).await?);
+        }
+
+        let issued: Vec<IssuedGrant> = [&mut hourglass, &mut hourglass_one, &mut hourglass_four]
+            .into_iter()
+            .flat_map(|driven| std::mem::take(&mut driven.outputs))
+            .collect();
+        lock(watch)?.ensure_present("hg\\_%", issued.iter().map(|g| g.role.as_str()))?;
+        let leases = [&bao, &bao_one, &bao_four].into_iter().flat_map(|driven| &driven.outputs);
+        lock(watch)?.ensure_present("v-%", leases.map(|l| l.username.as_str()))?;
+        let left = self.hourglass.revoke_all(issued).await?;
+        anyhow::ensure!(left == 0, "{left} revocations after the issue figures were left to retries");
         self.bao.revoke_prefix(&format!("database/creds/{HELD}")).await?;
 
+        let hourglass = IssueRun {
+            one: Summary::of(&mut hourglass_one.latencies),
+            four: Summary::of(&mut hourglass_four.latencies),
+            per_second: hourglass_four.per_second(),
+        };
+        let bao = IssueRun {
+            one: Summary::of(&mut bao_one.latencies),
+            four: Summary::of(&mut bao_four.latencies),
+            per_second: bao_four.per_second(),
+        };
+        let floor = Summary::of(&mut floor);
         let verifier = verifier_cost();
-        let floor = tokio::task::block_in_place(|| create_role_floor(watch))?;
         let latency = |clients: &str, ours: Summary, theirs: Summary| Figure {
             name: format!("PostgreSQL grant issue, {clients} (request → role ready)"),
             summary: Some(ours),
@@ -320,8 +336,8 @@ impl Sides {
             met: Some(ours.median <= theirs.median && ours.p99 <= theirs.p99),
             peer: format!("OpenBao `database/creds`: median {}, p99 {}", human(theirs.median), human(theirs.p99)),
             note: format!(
-                "auto-approved; includes making the client's SCRAM verifier ({} median); keep-alive HTTP; \
-                 Hourglass flushes its store to disk, the OpenBao dev server keeps leases in memory; \
+                "auto-approved; Hourglass and OpenBao in turns, {TURNS} blocks each; includes making the client's \
+                 SCRAM verifier ({} median); keep-alive HTTP; Hourglass flushes its store to disk, the OpenBao dev server keeps leases in memory; \
                  floor: PostgreSQL's `CREATE ROLE … PASSWORD '<verifier>'` alone takes {} median (it checks the \
                  verifier against the empty password: one PBKDF2, as costly as hashing a password)",
                 human(verifier.median),
@@ -518,9 +534,26 @@ struct Driven<T> {
 }
 
 impl<T> Driven<T> {
-    fn per_second(&self) -> f64 {
-        self.outputs.len() as f64 / self.wall.as_secs_f64()
+    fn empty() -> Driven<T> {
+        Driven { latencies: Vec::new(), outputs: Vec::new(), wall: Duration::ZERO }
     }
+
+    /// Adds a later run's calls, as if made in one run (wall times summed).
+    fn append(&mut self, mut later: Driven<T>) {
+        self.latencies.append(&mut later.latencies);
+        self.outputs.append(&mut later.outputs);
+        self.wall += later.wall;
+    }
+
+    fn per_second(&self) -> f64 {
+        self.latencies.len() as f64 / self.wall.as_secs_f64()
+    }
+}
+
+/// `total` split into `turns` blocks as even as can be (none empty).
+fn blocks(total: usize, turns: usize) -> impl Iterator<Item = usize> {
+    let turns = turns.clamp(1, total.max(1));
+    (0..turns).map(move |turn| total / turns + usize::from(turn < total % turns)).filter(|&block| block > 0)
 }
 
 /// Makes `count` calls of `call(n)` from `clients` concurrent clients,
@@ -692,11 +725,12 @@ fn last(gone: &HashMap<String, Timestamp>) -> Timestamp {
 }
 
 /// What PostgreSQL alone spends on an issue: `CREATE ROLE` with a
-/// client's verifier, then the membership, over the psql session.
-fn create_role_floor(watch: &Watch) -> anyhow::Result<Summary> {
+/// client's verifier, then the membership, over the psql session; `count`
+/// samples.
+fn create_role_floor(watch: &Watch, count: usize) -> anyhow::Result<Vec<Duration>> {
     let mut watch = lock(watch)?;
     let mut samples = Vec::new();
-    for n in 0..30 {
+    for n in 0..count {
         let material = material::postgres().material;
         let verifier = material.postgres_scram_verifier.context("no verifier")?;
         let role = format!("floor_probe_{n}");
@@ -705,7 +739,7 @@ fn create_role_floor(watch: &Watch) -> anyhow::Result<Summary> {
         samples.push(started.elapsed());
         watch.answer(&format!("DROP ROLE {role}"))?;
     }
-    Ok(Summary::of(&mut samples))
+    Ok(samples)
 }
 
 /// What making a client's SCRAM verifier costs (4,096 PBKDF2 rounds).
