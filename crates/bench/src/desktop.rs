@@ -7,10 +7,10 @@
 //! app is the packaged build (the `desktop` profile), logged in to a real
 //! `hourglassd dev` as a user holding 20 grants, all counting down in its
 //! window: hours left, shown in minutes; then, for idle CPU, as a user whose
-//! 20 grants are all in their last ten minutes, counting down in seconds. Chromium (the engine
-//! Electron apps ship) loads the same built front end (`ui/dist`) from a
-//! loopback HTTP server; it has no Tauri IPC, so it shows the UI's frame
-//! without data and nothing in it ticks.
+//! 20 grants are all in their last ten minutes, counting down in seconds.
+//! Chromium (the engine Electron apps ship) loads the same built front end
+//! (`ui/dist`) from a loopback HTTP server; it has no Tauri IPC, so it shows
+//! the UI's frame without data and nothing in it ticks.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
