@@ -401,8 +401,13 @@ impl Driver {
             .stderr(Stdio::null())
             .spawn()
             .expect("tauri-driver starts");
-        let up = eventually(Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).ok());
-        assert!(up.is_some(), "tauri-driver listens");
+        // tauri-driver forwards each call to WebKitWebDriver, which it starts
+        // beside itself and does not wait for: a session asked for before
+        // that one listens (a loaded machine) is dropped unanswered.
+        for (port, what) in [(port, "tauri-driver"), (native, "WebKitWebDriver")] {
+            let up = eventually(Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).ok());
+            assert!(up.is_some(), "{what} listens on {port}");
+        }
         Driver { child, port }
     }
 
