@@ -5,6 +5,7 @@ use hourglass_app::integration::{HookShell, IntegrationStatus, ShellIntegration,
 use hourglass_app::settings::Settings;
 use hourglass_app::view::{Account, AppView, SessionKind};
 use hourglass_client::env::{Shell, exports};
+use hourglass_client::filing;
 use hourglass_client::login::{Login, Prompt, open_browser};
 use hourglass_client::session::SessionStore;
 use hourglass_client::{Client, Trust, broker_url};
@@ -173,9 +174,21 @@ pub async fn catalog(desktop: State<'_, Desktop>) -> Answer<Catalog> {
     client(&desktop)?.catalog().await.map_err(error)
 }
 
+/// Files a request. For a PostgreSQL or SSH resource the app makes the
+/// secret and its agent keeps it, as the CLI does.
 #[tauri::command]
 pub async fn request_access(desktop: State<'_, Desktop>, body: CreateRequest) -> Answer<RequestOutcome> {
-    let outcome = client(&desktop)?.create_request(&body).await.map_err(error)?;
+    let client = client(&desktop)?;
+    let outcome = match filing::secret_kind(&client, &body.resource).await.map_err(error)? {
+        None => client.create_request(&body).await.map_err(error)?,
+        Some(kind) => {
+            let filed = filing::file_with_secret(&client, desktop.agent.paths(), body, kind).await.map_err(error)?;
+            for note in &filed.notes {
+                tracing::info!("{note}");
+            }
+            filed.outcome
+        }
+    };
     desktop.refresh();
     Ok(outcome)
 }

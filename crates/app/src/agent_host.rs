@@ -35,6 +35,7 @@ pub enum AgentState {
 pub struct AgentHost {
     commands: mpsc::UnboundedSender<Command>,
     state: Arc<Mutex<AgentState>>,
+    paths: Paths,
 }
 
 enum Command {
@@ -52,8 +53,13 @@ impl AgentHost {
     pub fn spawn(paths: Paths, runtime: &tokio::runtime::Handle) -> AgentHost {
         let (commands, received) = mpsc::unbounded_channel();
         let state = Arc::new(Mutex::new(AgentState::Off));
-        runtime.spawn(host(paths, Arc::clone(&state), received));
-        AgentHost { commands, state }
+        runtime.spawn(host(paths.clone(), Arc::clone(&state), received));
+        AgentHost { commands, state, paths }
+    }
+
+    /// Where this user's agent is served, by the app or another process.
+    pub fn paths(&self) -> &Paths {
+        &self.paths
     }
 
     pub fn state(&self) -> AgentState {

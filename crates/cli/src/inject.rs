@@ -14,13 +14,12 @@ use anyhow::{Context, anyhow, bail};
 use hourglass_client::agent::protocol::{HeldCredential, Selector, Status};
 use hourglass_client::agent::{self, AgentClient, AgentErrorCode, Paths};
 use hourglass_client::env::{Shell, exports};
+use hourglass_client::filing;
 use hourglass_client::hook::{self, HookShell, Tracked};
-use hourglass_client::material;
-use hourglass_client::secrets::{self, ClientSecretValue};
 use hourglass_client::tools::{aws, git, kube};
-use hourglass_client::{Client, Error, pgpass, readiness};
+use hourglass_client::{Client, Error, pgpass};
+use hourglass_core::Timestamp;
 use hourglass_core::api::{ClientSecret, CreateRequest, Credential, RequestOutcome};
-use hourglass_core::{GrantState, Timestamp};
 
 use crate::Broker;
 use crate::show::Output;
@@ -261,70 +260,21 @@ pub fn ensure_agent(client: &Client, paths: &Paths, out: &Output) -> anyhow::Res
     }
 }
 
-/// A secret made here for a request.
-enum Made {
-    Postgres(material::PostgresSecret),
-    Ssh(Box<material::SshSecret>),
-}
-
 /// Files a request. For PostgreSQL and SSH resources the secret is made
-/// here, only its public half is sent, and the secret goes to the agent
-/// (started if needed, before anything is filed, so a grant never exists
-/// whose secret has nowhere to live). A PostgreSQL grant issued at once is
-/// logged in to with the new password and confirmed ready.
-pub async fn file_request(client: &Client, mut body: CreateRequest, out: &Output) -> anyhow::Result<RequestOutcome> {
-    let catalog = client.catalog().await?;
-    let provider = catalog.resources.iter().find(|r| r.name == body.resource).map(|r| r.provider.as_str());
-    let made = match provider {
-        Some("postgres") => Made::Postgres(material::postgres()),
-        Some("ssh") => Made::Ssh(Box::new(material::ssh().map_err(|error| anyhow!(error))?)),
-        _ => return Ok(client.create_request(&body).await?),
+/// here and kept by the agent, started first if none runs
+/// (`hourglass_client::filing`).
+pub async fn file_request(client: &Client, body: CreateRequest, out: &Output) -> anyhow::Result<RequestOutcome> {
+    let Some(kind) = filing::secret_kind(client, &body.resource).await? else {
+        return Ok(client.create_request(&body).await?);
     };
     let paths = Paths::from_env();
-    let agent = ensure_agent(client, &paths, out)
+    ensure_agent(client, &paths, out)
         .context("the secret of this grant is kept by the hourglass agent, which is not available")?;
-    let (material, value) = match &made {
-        Made::Postgres(secret) => (secret.material.clone(), ClientSecretValue::from(secret)),
-        Made::Ssh(secret) => (secret.material.clone(), ClientSecretValue::try_from(&**secret)?),
-    };
-    body.client_material = Some(material);
-    let mut outcome = client.create_request(&body).await?;
-    let issued = outcome.grant.clone().filter(|grant| grant.state == GrantState::Active);
-    let confirm_here = matches!(made, Made::Postgres(_)) && issued.is_some();
-    let stored = secrets::store(&paths, &outcome.request.id, issued.as_ref().map(|g| &g.id), value, !confirm_here);
-    if let Err(error) = stored {
-        // Without its secret the grant is useless: withdraw it.
-        let undo = match &outcome.grant {
-            Some(grant) => client.revoke(&grant.id, Some("the client could not keep its secret".into())).await.err(),
-            None => client.cancel(&outcome.request.id).await.err(),
-        };
-        let undo = undo.map(|e| format!(" (withdrawing it failed too: {e})")).unwrap_or_default();
-        bail!("the agent did not take the new secret ({error}); the request was withdrawn{undo}");
+    let filed = filing::file_with_secret(client, &paths, body, kind).await?;
+    for note in &filed.notes {
+        out.note(note);
     }
-    match (&made, &issued) {
-        (Made::Postgres(secret), Some(grant)) => {
-            let check = async {
-                let credential = client.credential(&grant.id).await.map_err(|e| e.to_string())?;
-                let what = readiness::postgres(&credential.env, &secret.password).await?;
-                client.confirm_ready(&grant.id, Some(what)).await.map_err(|e| e.to_string())
-            };
-            match check.await {
-                Ok(ready) => outcome.grant = Some(ready),
-                Err(error) => out.note(&format!("{}: logging in with the new password failed: {error}", grant.id)),
-            }
-        }
-        (Made::Ssh(_), Some(grant)) => match &agent.ssh_auth_sock {
-            Some(sock) => {
-                out.note(&format!("{}: the agent adds its key and certificate to the ssh-agent at {sock}", grant.id))
-            }
-            None => out.note(&format!(
-                "{}: the agent holds its key but knows no ssh-agent (start it with SSH_AUTH_SOCK set)",
-                grant.id
-            )),
-        },
-        (_, None) => out.note("the agent keeps this request's secret until the grant is issued"),
-    }
-    Ok(outcome)
+    Ok(filed.outcome)
 }
 
 /// A credential, from the agent when it runs (completed with the client's

@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod env;
+pub mod filing;
 pub mod hook;
 pub mod login;
 pub mod material;

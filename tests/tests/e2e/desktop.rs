@@ -9,7 +9,8 @@ use std::time::Duration;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hourglass_e2e::desktop::{Desktop, Driver, screenshots_dir, target_dir};
 use hourglass_e2e::oidc::Browser;
-use hourglass_e2e::{DevBroker, bin, eventually};
+use hourglass_e2e::postgres::PostgresCluster;
+use hourglass_e2e::{DevBroker, bin, eventually, policy_dir};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -77,6 +78,26 @@ fn fake_browser(desktop: &Desktop) -> (String, std::path::PathBuf) {
     (script.display().to_string(), opened)
 }
 
+/// Logs in from the app as `user`: the app sends the system browser (the
+/// fake one) to the broker's dev issuer, where the headless browser picks
+/// `user`; returns the page the app opened.
+async fn log_in(app: &Client, opened: &Path, ca_file: &Path, user: &str) -> String {
+    click(app, "[data-testid=login]").await;
+    let url = eventually(WAIT, || std::fs::read_to_string(opened).ok()).expect("the app opened the browser");
+    until_text(app, "[data-testid=login-url]", &url).await;
+    let (page, ca_file, user) = (url.clone(), ca_file.to_owned(), user.to_owned());
+    let login = tokio::task::spawn_blocking(move || {
+        let browser = Browser::trusting(&ca_file);
+        let picker = browser.get(&page);
+        browser.submit(&picker, &[("user", user.as_str())]).body
+    })
+    .await
+    .expect("the browser");
+    assert!(login.contains("You are logged in to Hourglass"), "the loopback redirect reached the app: {login}");
+    until_text(app, "[data-testid=connection]", "online").await;
+    url
+}
+
 /// What `hourglass agent --status` says, as the app's user (same runtime dir).
 fn agent_status(desktop: &Desktop, broker: &str) -> Option<serde_json::Value> {
     let output = desktop
@@ -105,20 +126,9 @@ async fn desktop_login_request_approve_countdown_warn_renew_revoke_and_approve_f
     // bob, an SRE, picks himself there; the session goes to the keyring.
     until_text(&app, "[data-testid=signed-out]", "Log in").await;
     screenshot(&app, "signed-out").await;
-    click(&app, "[data-testid=login]").await;
-    let url = eventually(WAIT, || std::fs::read_to_string(&opened).ok()).expect("the app opened the browser");
+    let url = log_in(&app, &opened, &ca_file, "bob@acme.example").await;
     assert!(url.starts_with(&format!("{}/dev/authorize?", broker.url)), "the issuer's authorize page: {url}");
     assert!(url.contains("code_challenge_method=S256"), "code flow with PKCE: {url}");
-    until_text(&app, "[data-testid=login-url]", &url).await;
-    let login = tokio::task::spawn_blocking(move || {
-        let browser = Browser::trusting(&ca_file);
-        let picker = browser.get(&url);
-        browser.submit(&picker, &[("user", "bob@acme.example")]).body
-    })
-    .await
-    .expect("the browser");
-    assert!(login.contains("You are logged in to Hourglass"), "the loopback redirect reached the app: {login}");
-    until_text(&app, "[data-testid=connection]", "online").await;
     assert!(text(&app, "[data-testid=identity]").await.contains("Bob"), "the app shows who is logged in");
     until_text(&app, "[data-testid=no-grants]", "No live access").await;
     screenshot(&app, "grants-empty").await;
@@ -304,6 +314,105 @@ async fn desktop_tray_registers_with_a_status_notifier_host_and_its_menu_works_o
 /// The libraries of a GL driver: Mesa's (its DRI driver pulls in LLVM) and
 /// the vendor-neutral dispatchers' back ends.
 const GL_DRIVER_LIBRARIES: [&str; 4] = ["_dri.so", "libLLVM", "libEGL_mesa", "libGLX_mesa"];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn desktop_database_request_makes_the_password_in_the_app_and_its_agent_keeps_it() {
+    let cluster = PostgresCluster::start();
+    cluster.sql("postgres", "CREATE DATABASE orders");
+    cluster.sql(
+        "orders",
+        "CREATE TABLE orders (id int PRIMARY KEY); CREATE ROLE orders_read NOLOGIN; GRANT SELECT ON orders TO orders_read;",
+    );
+    let toml = format!(
+        r#"
+[defaults]
+workflow = "review"
+min_duration = "5m"
+max_duration = "1h"
+reason_required = false
+
+[workflows.review]
+approvals = [{{ group = "security", count = 1 }}]
+
+{orders_db}"#,
+        orders_db = cluster.orders_db_policy()
+    );
+    let cedar =
+        r#"permit (principal in Group::"sre", action in [Action::"request", Action::"auto_approve"], resource);"#;
+    let policy = policy_dir(&toml, cedar);
+    let broker = DevBroker::start_with_policy(policy.path(), &[("ORDERS_DB_ADMIN_DSN", &cluster.admin_dsn())]);
+    let desktop = Desktop::start();
+    write_settings(&desktop, &broker.url);
+    let (browser, opened) = fake_browser(&desktop);
+    let ca_file = broker.ca.clone().expect("dev serves HTTPS");
+    let ca = ca_file.display().to_string();
+    let driver =
+        Driver::start(&desktop, &[("HOURGLASS_BROKER", &broker.url), ("HOURGLASS_CA", &ca), ("BROWSER", &browser)]);
+    let app = open_app(&driver, &bin("hourglass-desktop")).await;
+    log_in(&app, &opened, &ca_file, "bob@acme.example").await;
+    eventually(WAIT, || agent_status(&desktop, &broker.url)).expect("the app's agent answers");
+
+    // From the Request view, as for any resource: the app makes the
+    // password, sends its SCRAM verifier, and its agent keeps the password.
+    click(&app, "[data-testid=tab-request]").await;
+    until_text(&app, "[data-testid=resource]", "orders-db").await;
+    app.find(Locator::Css("[data-testid=resource]"))
+        .await
+        .expect("the resource list")
+        .select_by_value("orders-db")
+        .await
+        .expect("orders-db chosen");
+    click(&app, "input[name=role][value=read]").await;
+    click(&app, "[data-testid=submit-request]").await;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if let Ok(refused) = app.find(Locator::Css("[data-testid=request-error]")).await {
+            panic!("the app could not file it: {}", refused.text().await.unwrap_or_default());
+        }
+        if let Ok(state) = app.find(Locator::Css("[data-testid=request-state]")).await
+            && state.text().await.unwrap_or_default().contains("approved")
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the request was never approved");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    screenshot(&app, "database-request").await;
+    let grants = broker.json("bob", &["grants"]);
+    let grant = &grants[0];
+    assert_eq!(grant["resource"], "orders-db", "bob holds the database grant: {grants}");
+    assert!(grant["ready_at"].is_string(), "the app logged in once with the new password: {grant}");
+    let id = grant["id"].as_str().expect("grant id");
+
+    // A shell of bob's gets the credential from the app's agent: it logs in.
+    let env = eventually(WAIT, || {
+        let output = desktop
+            .command(bin("hourglass"))
+            .args(["env", id, "--shell", "bash"])
+            .env("HOURGLASS_BROKER", &broker.url)
+            .env_remove("HOURGLASS_TOKEN")
+            .output()
+            .expect("hourglass runs");
+        output.status.success().then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+    })
+    .expect("the app's agent completes the credential with the password it keeps");
+    let var = |name: &str| {
+        let prefix = format!("export {name}='");
+        let line = env.lines().find_map(|l| l.strip_prefix(prefix.as_str())).unwrap_or_else(|| panic!("{name}"));
+        line.trim_end_matches('\'').to_owned()
+    };
+    let (user, password) = (var("PGUSER"), var("PGPASSWORD"));
+    let (client, connection) = tokio_postgres::connect(&cluster.dsn(&user, &password, "orders"), tokio_postgres::NoTls)
+        .await
+        .expect("the grant's role logs in with the app-made password");
+    tokio::spawn(connection);
+    let row = client
+        .query_one("SELECT current_user::text, (SELECT count(*) FROM orders)", &[])
+        .await
+        .expect("the role reads the orders table, as a member of orders_read");
+    assert_eq!(row.get::<_, String>(0), user, "logged in as the grant's role");
+    let _ = app.close().await;
+}
 
 fn mapped_libraries(pid: u32) -> Vec<String> {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
