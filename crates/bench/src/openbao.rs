@@ -1,8 +1,9 @@
-//! OpenBao, the peer for dynamic database credentials: its dev server (in
-//! memory, unsealed, root token `root`) on loopback, and the HTTP calls of
-//! its database secrets engine. `scripts/bench` installs it with pip and
-//! names the real server binary (not the Python shim) in
-//! `HOURGLASS_BENCH_BAO`.
+//! OpenBao, the peer for dynamic database credentials, on loopback: its
+//! dev server (storage in memory, unsealed, root token `root`) and a server
+//! with its integrated storage (Raft on disk, as production runs it),
+//! initialised and unsealed with one key share; and the HTTP calls of its
+//! database secrets engine. `scripts/bench` installs it with pip and names
+//! the real server binary (not the Python shim) in `HOURGLASS_BENCH_BAO`.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -13,21 +14,32 @@ use hourglass_core::Timestamp;
 use serde_json::{Value, json};
 
 /// The dev server's root token: a throwaway server, a fixed token.
-const ROOT_TOKEN: &str = "root";
+const DEV_ROOT_TOKEN: &str = "root";
 
-/// A `bao server -dev` process with its own port. Killed on drop: its
-/// storage is in memory, so nothing is lost.
-pub struct DevServer {
+/// Where an OpenBao server keeps its leases.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    /// `-dev`: in memory, nothing written to disk.
+    Memory,
+    /// Integrated storage: a one-node Raft cluster in a directory, each
+    /// write on disk before it is acknowledged.
+    Raft,
+}
+
+/// A `bao server` process with its own ports, killed on drop (its storage
+/// goes with its temporary directory).
+pub struct Server {
     child: Child,
     pub url: String,
-    // Holds the server's log until the server is gone.
+    pub storage: Storage,
+    // Holds the server's log and storage until the server is gone.
     _dir: tempfile::TempDir,
 }
 
-impl DevServer {
-    /// Starts the binary named by `HOURGLASS_BENCH_BAO`; [`Bao::wait_ready`]
+impl Server {
+    /// Starts the binary named by `HOURGLASS_BENCH_BAO`; [`Bao::connect`]
     /// waits until it answers.
-    pub fn start() -> anyhow::Result<DevServer> {
+    pub fn start(storage: Storage) -> anyhow::Result<Server> {
         let binary = std::env::var_os("HOURGLASS_BENCH_BAO")
             .map(PathBuf::from)
             .filter(|path| path.is_file())
@@ -35,19 +47,51 @@ impl DevServer {
         let dir = tempfile::tempdir()?;
         let port = free_port_pair()?;
         let log = std::fs::File::create(dir.path().join("bao.log"))?;
-        let child = Command::new(binary)
-            .args(["server", "-dev", &format!("-dev-root-token-id={ROOT_TOKEN}")])
-            .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+        let mut command = Command::new(binary);
+        command.arg("server");
+        match storage {
+            Storage::Memory => {
+                command
+                    .args(["-dev", &format!("-dev-root-token-id={DEV_ROOT_TOKEN}")])
+                    .arg(format!("-dev-listen-address=127.0.0.1:{port}"));
+            }
+            Storage::Raft => {
+                let raft = dir.path().join("raft");
+                std::fs::create_dir(&raft)?;
+                let config = dir.path().join("bao.hcl");
+                std::fs::write(
+                    &config,
+                    format!(
+                        r#"storage "raft" {{
+  path = "{raft}"
+  node_id = "bench"
+}}
+listener "tcp" {{
+  address = "127.0.0.1:{port}"
+  tls_disable = true
+}}
+api_addr = "http://127.0.0.1:{port}"
+cluster_addr = "http://127.0.0.1:{cluster}"
+disable_mlock = true
+"#,
+                        raft = raft.display(),
+                        cluster = port + 1
+                    ),
+                )?;
+                command.arg(format!("-config={}", config.display()));
+            }
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .context("starting the OpenBao dev server")?;
-        Ok(DevServer { child, url: format!("http://127.0.0.1:{port}"), _dir: dir })
+            .context("starting the OpenBao server")?;
+        Ok(Server { child, url: format!("http://127.0.0.1:{port}"), storage, _dir: dir })
     }
 }
 
-impl Drop for DevServer {
+impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -74,24 +118,40 @@ pub struct Lease {
     pub username: String,
 }
 
-/// The OpenBao HTTP API with the root token, over keep-alive connections.
+/// The OpenBao HTTP API with a root token, over keep-alive connections.
 #[derive(Clone)]
 pub struct Bao {
     http: reqwest::Client,
     url: String,
+    token: String,
 }
 
 impl Bao {
-    pub fn new(http: reqwest::Client, url: &str) -> Bao {
-        Bao { http, url: url.to_owned() }
+    /// Waits until `server` answers (about 0.1 s after start); a Raft
+    /// server is initialised with one key share and unsealed first, and its
+    /// root token used.
+    pub async fn connect(http: reqwest::Client, server: &Server) -> anyhow::Result<Bao> {
+        let mut bao = Bao { http, url: server.url.clone(), token: DEV_ROOT_TOKEN.into() };
+        if server.storage == Storage::Raft {
+            // Not initialised yet: sys/health answers 501.
+            bao.wait_health(|status| status == 501).await?;
+            let init = bao
+                .call(reqwest::Method::PUT, "sys/init", Some(json!({ "secret_shares": 1, "secret_threshold": 1 })))
+                .await?;
+            let key = init["keys_base64"][0].as_str().context("sys/init without a key")?;
+            bao.token = init["root_token"].as_str().context("sys/init without a root token")?.to_owned();
+            bao.call(reqwest::Method::PUT, "sys/unseal", Some(json!({ "key": key }))).await?;
+        }
+        // Unsealed and active (for Raft: once it elected itself leader).
+        bao.wait_health(|status| status == 200).await?;
+        Ok(bao)
     }
 
-    /// Waits until the server answers `sys/health` (about 0.1 s after start).
-    pub async fn wait_ready(&self) -> anyhow::Result<()> {
+    async fn wait_health(&self, wanted: impl Fn(u16) -> bool) -> anyhow::Result<()> {
         let started = Instant::now();
         loop {
             let health = self.http.get(format!("{}/v1/sys/health", self.url)).send().await;
-            if health.is_ok_and(|response| response.status().is_success()) {
+            if health.is_ok_and(|response| wanted(response.status().as_u16())) {
                 return Ok(());
             }
             anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "OpenBao did not answer within 30 s");
@@ -101,7 +161,7 @@ impl Bao {
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         let mut request = self.http.request(method.clone(), format!("{}/v1/{path}", self.url));
-        request = request.header("X-Vault-Token", ROOT_TOKEN);
+        request = request.header("X-Vault-Token", &self.token);
         if let Some(body) = body {
             request = request.header("Content-Type", "application/json").body(body.to_string());
         }

@@ -38,7 +38,7 @@ use hourglass_e2e::issuer::JwtIssuer;
 use hourglass_e2e::postgres::{PostgresCluster, psql};
 
 use crate::Options;
-use crate::openbao::{self, Bao};
+use crate::openbao::{self, Bao, Lease};
 use crate::report::Figure;
 use crate::stats::{Summary, human};
 
@@ -88,16 +88,19 @@ pub fn figures(options: &Options) -> anyhow::Result<Vec<Figure>> {
         std::panic::catch_unwind(AssertUnwindSafe(|| cluster.sql(database, sql)))
             .map_err(|_| anyhow::anyhow!("preparing the cluster failed"))?;
     }
-    let bao_server = openbao::DevServer::start()?;
+    let bao_server = openbao::Server::start(openbao::Storage::Memory)?;
+    let raft_server = openbao::Server::start(openbao::Storage::Raft)?;
     let hourglass = Arc::new(Hourglass::start(&cluster)?);
     let watch: Watch = Arc::new(Mutex::new(RoleWatch::start(&cluster)?));
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async {
-        let bao = Arc::new(Bao::new(http_client()?, &bao_server.url));
-        bao.wait_ready().await?;
-        bao.configure_postgres(cluster.port, "openbao_bench", cluster.admin_password()).await?;
-        bao.create_role(HELD, Duration::from_secs(600), MAPPED_ROLE).await?;
-        let sides = Sides { hourglass, bao };
+        let bao = Arc::new(Bao::connect(http_client()?, &bao_server).await?);
+        let bao_raft = Arc::new(Bao::connect(http_client()?, &raft_server).await?);
+        for bao in [&bao, &bao_raft] {
+            bao.configure_postgres(cluster.port, "openbao_bench", cluster.admin_password()).await?;
+            bao.create_role(HELD, Duration::from_secs(600), MAPPED_ROLE).await?;
+        }
+        let sides = Sides { hourglass, bao, bao_raft };
         let mut figures = sides.issue_figures(&sizes, &watch).await?;
         figures.push(sides.expiry_figure(&sizes, &watch).await?);
         figures.push(sides.mass_revoke_figure(&sizes, &watch).await?);
@@ -254,7 +257,33 @@ permit (principal in Group::"security", action == Action::"revoke", resource);"#
 
 struct Sides {
     hourglass: Arc<Hourglass>,
+    /// The dev server: the peer of every figure.
     bao: Arc<Bao>,
+    /// With its leases on disk, as Hourglass's grants are: beside the
+    /// issue figures, for a like-for-like reading.
+    bao_raft: Arc<Bao>,
+}
+
+/// One OpenBao server's blocks of the issue figures.
+struct BaoTurns {
+    bao: Arc<Bao>,
+    warm_up: Driven<Lease>,
+    one: Driven<Lease>,
+    four: Driven<Lease>,
+}
+
+impl BaoTurns {
+    fn new(bao: &Arc<Bao>) -> BaoTurns {
+        BaoTurns { bao: bao.clone(), warm_up: Driven::empty(), one: Driven::empty(), four: Driven::empty() }
+    }
+
+    fn run(mut self) -> IssueRun {
+        IssueRun {
+            one: Summary::of(&mut self.one.latencies),
+            four: Summary::of(&mut self.four.latencies),
+            per_second: self.four.per_second(),
+        }
+    }
 }
 
 /// Issue latencies and throughput of one side.
@@ -267,7 +296,7 @@ struct IssueRun {
 impl Sides {
     async fn issue_figures(&self, sizes: &Sizes, watch: &Watch) -> anyhow::Result<Vec<Figure>> {
         eprintln!(
-            "postgres: issue latency, {} grants at 1 client and {} at {CLIENTS}, Hourglass and OpenBao in turns…",
+            "postgres: issue latency, {} grants at 1 client and {} at {CLIENTS}, Hourglass and two OpenBao servers in turns…",
             sizes.one_client, sizes.concurrent
         );
         let warm_up = 10;
@@ -280,30 +309,36 @@ impl Sides {
                 async move { hourglass.issue(token, "10m").await }
             }
         };
-        let bao_issue = || {
-            let bao = self.bao.clone();
+        let bao_issue = |bao: &Arc<Bao>| {
+            let bao = bao.clone();
             move |_: usize| {
                 let bao = bao.clone();
                 async move { bao.issue(HELD).await }
             }
         };
-        // Both warmed up first; then the two take turns, a block each, so
-        // that a machine whose speed drifts during the run (seen here: 2x
-        // within an hour) weighs on both alike. PostgreSQL's floor is
-        // sampled between the blocks for the same reason.
+        // All warmed up first; then they take turns, a block each, so that
+        // a machine whose speed drifts during the run (seen here: 2x within
+        // an hour) weighs on all alike. PostgreSQL's floor is sampled
+        // between the blocks for the same reason.
         let mut hourglass = drive(warm_up, 1, hourglass_issue()).await?;
-        let bao = drive(warm_up, 1, bao_issue()).await?;
-        let (mut hourglass_one, mut bao_one) = (Driven::empty(), Driven::empty());
-        let (mut hourglass_four, mut bao_four) = (Driven::empty(), Driven::empty());
+        let mut baos = [&self.bao, &self.bao_raft].map(BaoTurns::new);
+        for side in &mut baos {
+            side.warm_up = drive(warm_up, 1, bao_issue(&side.bao)).await?;
+        }
+        let (mut hourglass_one, mut hourglass_four) = (Driven::empty(), Driven::empty());
         let mut floor = Vec::new();
         for block in blocks(sizes.one_client, TURNS) {
             hourglass_one.append(drive(block, 1, hourglass_issue()).await?);
-            bao_one.append(drive(block, 1, bao_issue()).await?);
+            for side in &mut baos {
+                side.one.append(drive(block, 1, bao_issue(&side.bao)).await?);
+            }
             floor.extend(tokio::task::block_in_place(|| create_role_floor(watch, FLOOR_SAMPLES / TURNS))?);
         }
         for block in blocks(sizes.concurrent, TURNS) {
             hourglass_four.append(drive(block, CLIENTS, hourglass_issue()).await?);
-            bao_four.append(drive(block, CLIENTS, bao_issue()).await?);
+            for side in &mut baos {
+                side.four.append(drive(block, CLIENTS, bao_issue(&side.bao)).await?);
+            }
         }
 
         let issued: Vec<IssuedGrant> = [&mut hourglass, &mut hourglass_one, &mut hourglass_four]
@@ -311,33 +346,38 @@ impl Sides {
             .flat_map(|driven| std::mem::take(&mut driven.outputs))
             .collect();
         lock(watch)?.ensure_present("hg\\_%", issued.iter().map(|g| g.role.as_str()))?;
-        let leases = [&bao, &bao_one, &bao_four].into_iter().flat_map(|driven| &driven.outputs);
+        let leases = baos.iter().flat_map(|side| [&side.warm_up, &side.one, &side.four]).flat_map(|d| &d.outputs);
         lock(watch)?.ensure_present("v-%", leases.map(|l| l.username.as_str()))?;
         let left = self.hourglass.revoke_all(issued).await?;
         anyhow::ensure!(left == 0, "{left} revocations after the issue figures were left to retries");
-        self.bao.revoke_prefix(&format!("database/creds/{HELD}")).await?;
+        for side in &baos {
+            side.bao.revoke_prefix(&format!("database/creds/{HELD}")).await?;
+        }
 
         let hourglass = IssueRun {
             one: Summary::of(&mut hourglass_one.latencies),
             four: Summary::of(&mut hourglass_four.latencies),
             per_second: hourglass_four.per_second(),
         };
-        let bao = IssueRun {
-            one: Summary::of(&mut bao_one.latencies),
-            four: Summary::of(&mut bao_four.latencies),
-            per_second: bao_four.per_second(),
-        };
+        let [bao, bao_raft] = baos.map(BaoTurns::run);
         let floor = Summary::of(&mut floor);
         let verifier = verifier_cost();
-        let latency = |clients: &str, ours: Summary, theirs: Summary| Figure {
+        let latency = |clients: &str, ours: Summary, theirs: Summary, durable: Summary| Figure {
             name: format!("PostgreSQL grant issue, {clients} (request → role ready)"),
             summary: Some(ours),
             target: "median and p99 ≤ OpenBao's".into(),
             met: Some(ours.median <= theirs.median && ours.p99 <= theirs.p99),
-            peer: format!("OpenBao `database/creds`: median {}, p99 {}", human(theirs.median), human(theirs.p99)),
+            peer: format!(
+                "OpenBao `database/creds`: median {}, p99 {} (dev server, leases in memory); with its leases on disk \
+                 (Raft): median {}, p99 {}",
+                human(theirs.median),
+                human(theirs.p99),
+                human(durable.median),
+                human(durable.p99)
+            ),
             note: format!(
-                "auto-approved; Hourglass and OpenBao in turns, {TURNS} blocks each; includes making the client's \
-                 SCRAM verifier ({} median); keep-alive HTTP; Hourglass flushes its store to disk, the OpenBao dev server keeps leases in memory; \
+                "auto-approved; Hourglass and the two OpenBao servers in turns, {TURNS} blocks each; includes making the client's \
+                 SCRAM verifier ({} median); keep-alive HTTP; Hourglass flushes its store to disk before it answers; \
                  floor: PostgreSQL's `CREATE ROLE … PASSWORD '<verifier>'` alone takes {} median (it checks the \
                  verifier against the empty password: one PBKDF2, as costly as hashing a password)",
                 human(verifier.median),
@@ -345,14 +385,17 @@ impl Sides {
             ),
         };
         Ok(vec![
-            latency("1 client", hourglass.one, bao.one),
-            latency(&format!("{CLIENTS} concurrent clients"), hourglass.four, bao.four),
+            latency("1 client", hourglass.one, bao.one, bao_raft.one),
+            latency(&format!("{CLIENTS} concurrent clients"), hourglass.four, bao.four, bao_raft.four),
             Figure {
                 name: format!("PostgreSQL grant throughput, {CLIENTS} clients"),
                 summary: None,
                 target: "≥ OpenBao's".into(),
                 met: Some(hourglass.per_second >= bao.per_second),
-                peer: format!("OpenBao: {:.0} grants/s", bao.per_second),
+                peer: format!(
+                    "OpenBao: {:.0} grants/s (dev server); {:.0} grants/s with its leases on disk (Raft)",
+                    bao.per_second, bao_raft.per_second
+                ),
                 note: format!("Hourglass: **{:.0} grants/s** ({} grants)", hourglass.per_second, sizes.concurrent),
             },
         ])
