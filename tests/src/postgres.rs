@@ -113,6 +113,16 @@ settings = {{ grant = ["orders_read"] }}
         )
     }
 
+    /// The `orders` database `orders_db_policy` points at: an `orders`
+    /// table that the role `orders_read` may read.
+    pub fn create_orders_db(&self) {
+        self.sql("postgres", "CREATE DATABASE orders");
+        self.sql(
+            "orders",
+            "CREATE TABLE orders (id int PRIMARY KEY); CREATE ROLE orders_read NOLOGIN; GRANT SELECT ON orders TO orders_read;",
+        );
+    }
+
     /// The superuser's connection string, as an admin would configure it.
     pub fn admin_dsn(&self) -> String {
         format!("host=127.0.0.1 port={} user=postgres password={} dbname=postgres", self.port, self.password)

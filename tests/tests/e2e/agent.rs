@@ -363,11 +363,7 @@ settings = {{ principals = ["{user}"] }}
 #[test]
 fn postgres_request_from_the_cli_keeps_the_password_in_the_agent_and_logs_in() {
     let cluster = PostgresCluster::start();
-    cluster.sql("postgres", "CREATE DATABASE orders");
-    cluster.sql(
-        "orders",
-        "CREATE TABLE orders (id int PRIMARY KEY); CREATE ROLE orders_read NOLOGIN; GRANT SELECT ON orders TO orders_read;",
-    );
+    cluster.create_orders_db();
     let toml = format!(
         r#"
 [defaults]

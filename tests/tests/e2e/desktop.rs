@@ -78,6 +78,21 @@ fn fake_browser(desktop: &Desktop) -> (String, std::path::PathBuf) {
     (script.display().to_string(), opened)
 }
 
+/// The app (debug build) over WebDriver in `desktop`, following `broker`
+/// and trusting its dev CA, with warnings early (`write_settings`) and the
+/// fake system browser; returns the driver (kept while the session lives),
+/// the session, the file the browser writes its page to, and the CA file.
+async fn start_app(desktop: &Desktop, broker: &DevBroker) -> (Driver, Client, std::path::PathBuf, std::path::PathBuf) {
+    write_settings(desktop, &broker.url);
+    let (browser, opened) = fake_browser(desktop);
+    let ca_file = broker.ca.clone().expect("dev serves HTTPS");
+    let ca = ca_file.display().to_string();
+    let driver =
+        Driver::start(desktop, &[("HOURGLASS_BROKER", &broker.url), ("HOURGLASS_CA", &ca), ("BROWSER", &browser)]);
+    let app = open_app(&driver, &bin("hourglass-desktop")).await;
+    (driver, app, opened, ca_file)
+}
+
 /// Logs in from the app as `user`: the app sends the system browser (the
 /// fake one) to the broker's dev issuer, where the headless browser picks
 /// `user`; returns the page the app opened.
@@ -114,13 +129,7 @@ fn agent_status(desktop: &Desktop, broker: &str) -> Option<serde_json::Value> {
 async fn desktop_login_request_approve_countdown_warn_renew_revoke_and_approve_from_the_app() {
     let desktop = Desktop::start();
     let broker = DevBroker::start();
-    write_settings(&desktop, &broker.url);
-    let (browser, opened) = fake_browser(&desktop);
-    let ca_file = broker.ca.clone().expect("dev serves HTTPS");
-    let ca = ca_file.display().to_string();
-    let driver =
-        Driver::start(&desktop, &[("HOURGLASS_BROKER", &broker.url), ("HOURGLASS_CA", &ca), ("BROWSER", &browser)]);
-    let app = open_app(&driver, &bin("hourglass-desktop")).await;
+    let (_driver, app, opened, ca_file) = start_app(&desktop, &broker).await;
 
     // Log in: the app sends the system browser to the broker's (dev) issuer;
     // bob, an SRE, picks himself there; the session goes to the keyring.
@@ -318,11 +327,7 @@ const GL_DRIVER_LIBRARIES: [&str; 4] = ["_dri.so", "libLLVM", "libEGL_mesa", "li
 #[tokio::test(flavor = "multi_thread")]
 async fn desktop_database_request_makes_the_password_in_the_app_and_its_agent_keeps_it() {
     let cluster = PostgresCluster::start();
-    cluster.sql("postgres", "CREATE DATABASE orders");
-    cluster.sql(
-        "orders",
-        "CREATE TABLE orders (id int PRIMARY KEY); CREATE ROLE orders_read NOLOGIN; GRANT SELECT ON orders TO orders_read;",
-    );
+    cluster.create_orders_db();
     let toml = format!(
         r#"
 [defaults]
@@ -342,13 +347,7 @@ approvals = [{{ group = "security", count = 1 }}]
     let policy = policy_dir(&toml, cedar);
     let broker = DevBroker::start_with_policy(policy.path(), &[("ORDERS_DB_ADMIN_DSN", &cluster.admin_dsn())]);
     let desktop = Desktop::start();
-    write_settings(&desktop, &broker.url);
-    let (browser, opened) = fake_browser(&desktop);
-    let ca_file = broker.ca.clone().expect("dev serves HTTPS");
-    let ca = ca_file.display().to_string();
-    let driver =
-        Driver::start(&desktop, &[("HOURGLASS_BROKER", &broker.url), ("HOURGLASS_CA", &ca), ("BROWSER", &browser)]);
-    let app = open_app(&driver, &bin("hourglass-desktop")).await;
+    let (_driver, app, opened, ca_file) = start_app(&desktop, &broker).await;
     log_in(&app, &opened, &ca_file, "bob@acme.example").await;
     eventually(WAIT, || agent_status(&desktop, &broker.url)).expect("the app's agent answers");
 

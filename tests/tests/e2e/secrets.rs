@@ -125,11 +125,7 @@ fn env_value<'a>(credential: &'a Credential, name: &str) -> &'a str {
 fn issued_secrets_never_reach_logs_audit_or_store() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cluster = PostgresCluster::start();
-    cluster.sql("postgres", "CREATE DATABASE orders");
-    cluster.sql(
-        "orders",
-        "CREATE TABLE orders (id int PRIMARY KEY); CREATE ROLE orders_read NOLOGIN; GRANT SELECT ON orders TO orders_read;",
-    );
+    cluster.create_orders_db();
     let work = tempfile::tempdir().expect("temp dir");
     let config = work.path().join("policy");
     std::fs::create_dir(&config).expect("policy dir");
