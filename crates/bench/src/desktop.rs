@@ -343,7 +343,44 @@ fn process_name(pid: u32) -> String {
 /// what it shares, so that summing over processes counts each page once.
 fn pss_kib(pid: u32) -> Option<u64> {
     let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
-    rollup.lines().find_map(|line| line.strip_prefix("Pss:"))?.trim().trim_end_matches("kB").trim().parse().ok()
+    rollup.lines().find_map(pss_line)
+}
+
+fn pss_line(line: &str) -> Option<u64> {
+    line.strip_prefix("Pss:")?.trim().trim_end_matches("kB").trim().parse().ok()
+}
+
+/// Libraries WebKitGTK loads into the app's processes whatever the app
+/// does, named by what their file names start with: the report says what
+/// they cost, so a reader sees how much of the app's memory is the system's
+/// web view and not the app.
+const SYSTEM_LIBRARIES: [(&str, &str); 2] = [
+    // Mesa's software rasterizer links LLVM; WebKitGTK 2.50's web process
+    // opens an EGL display at start, with compositing off too, and aborts
+    // without one ("Could not create default EGL display").
+    ("Mesa's LLVM (the web process's EGL display, which WebKitGTK requires)", "libLLVM"),
+    // WebKitGTK links the flite speech synthesizer and its voices
+    // (speechSynthesis), so every WebKit process and the app map them.
+    ("flite speech voices (linked by WebKitGTK)", "libflite"),
+];
+
+/// The PSS of the mappings of each of `SYSTEM_LIBRARIES` in a process.
+fn system_library_pss_kib(pid: u32) -> [u64; SYSTEM_LIBRARIES.len()] {
+    let mut totals = [0; SYSTEM_LIBRARIES.len()];
+    let Ok(smaps) = std::fs::read_to_string(format!("/proc/{pid}/smaps")) else { return totals };
+    let mut library = None;
+    for line in smaps.lines() {
+        if let Some(pss) = pss_line(line) {
+            if let Some(index) = library {
+                totals[index] += pss;
+            }
+        } else if line.split_whitespace().next().is_some_and(|range| range.contains('-') && !range.ends_with(':')) {
+            // A mapping's header: `start-end perms offset dev inode [path]`.
+            let file = line.split_whitespace().nth(5).and_then(|path| path.rsplit('/').next()).unwrap_or("");
+            library = SYSTEM_LIBRARIES.iter().position(|(_, prefix)| file.starts_with(prefix));
+        }
+    }
+    totals
 }
 
 /// The CPU time each thread of `pids` has used so far, in nanoseconds, as
@@ -436,6 +473,8 @@ fn load_average() -> String {
 struct Memory {
     totals: Vec<u64>,
     by_process: BTreeMap<String, u64>,
+    /// Of the last sample, the PSS of each of `SYSTEM_LIBRARIES`.
+    system_libraries: [u64; SYSTEM_LIBRARIES.len()],
     processes: usize,
 }
 
@@ -443,6 +482,7 @@ impl Memory {
     fn sample(running: &Running, samples: usize, every: Duration) -> Memory {
         let mut totals = Vec::new();
         let mut by_process = BTreeMap::new();
+        let mut system_libraries = [0; SYSTEM_LIBRARIES.len()];
         let mut processes = 0;
         for sample in 0..samples {
             if sample > 0 {
@@ -459,8 +499,14 @@ impl Memory {
             }
             totals.push(total);
         }
+        // Once, after the samples: reading every mapping takes a while.
+        for pid in running.processes() {
+            for (sum, pss) in system_libraries.iter_mut().zip(system_library_pss_kib(pid)) {
+                *sum += pss;
+            }
+        }
         totals.sort_unstable();
-        Memory { totals, by_process, processes }
+        Memory { totals, by_process, system_libraries, processes }
     }
 
     fn median(&self) -> u64 {
@@ -671,6 +717,11 @@ fn memory_figure(app: &Idle, peer: Option<&Idle>) -> Figure {
         }
         None => (None, "chromium not installed (scripts/bench installs it)".to_owned(), String::new()),
     };
+    let system: Vec<String> = SYSTEM_LIBRARIES
+        .iter()
+        .zip(app.memory.system_libraries)
+        .map(|((what, _), kib)| format!("{what} {}", mib(kib)))
+        .collect();
     Figure {
         name: format!("Desktop memory: PSS of the app and its WebKit processes, {GRANTS} grants counting down"),
         summary: None,
@@ -678,13 +729,14 @@ fn memory_figure(app: &Idle, peer: Option<&Idle>) -> Figure {
         met,
         peer: peer_text,
         note: format!(
-            "**{}** (median of {} samples {} s apart, {}–{}{ratio}): {}",
+            "**{}** (median of {} samples {} s apart, {}–{}{ratio}): {}; of it, system libraries WebKitGTK loads whatever the app does: {}",
             mib(app_pss),
             app.memory.totals.len(),
             PSS_EVERY.as_secs(),
             mib(spread_min),
             mib(spread_max),
-            parts.join(", ")
+            parts.join(", "),
+            system.join(", ")
         ),
     }
 }
