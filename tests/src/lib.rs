@@ -13,12 +13,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod ca;
 pub mod desktop;
 pub mod issuer;
 pub mod keyring;
 pub mod oidc;
 pub mod postgres;
 pub mod proxy;
+pub mod replicas;
 pub mod shell;
 pub mod sshd;
 

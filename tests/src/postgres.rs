@@ -36,18 +36,139 @@ pub struct PostgresCluster {
     password: String,
     /// initdb refuses to run as root: then the cluster runs as `postgres`.
     as_postgres: bool,
+    /// A cluster that speaks TLS only: the CA file of its certificate.
+    tls_ca: Option<PathBuf>,
+    /// fsync on, as in production (benchmarks of the store); tests run
+    /// without it, since nothing they prove needs the disk.
+    durable: bool,
+}
+
+/// A database of its own on a cluster, owned by a role of its own that is
+/// neither superuser nor REPLICATION: what a broker's store gets in
+/// production (README, "Run several replicas").
+pub struct StoreDatabase {
+    pub name: String,
+    pub owner: String,
+    pub password: String,
+    pub port: u16,
+}
+
+impl StoreDatabase {
+    /// `postgres://owner:password@127.0.0.1:port/name`, with `query` appended.
+    pub fn url(&self, query: &str) -> String {
+        let query = if query.is_empty() { String::new() } else { format!("?{query}") };
+        format!("postgres://{}:{}@127.0.0.1:{}/{}{query}", self.owner, self.password, self.port, self.name)
+    }
 }
 
 impl PostgresCluster {
+    /// One cluster for the whole test binary, started on first use and
+    /// stopped (and deleted) by a watchdog once the binary's process ends:
+    /// a static is never dropped. Tests stay independent by each taking a
+    /// database of its own ([`PostgresCluster::new_database`]).
+    pub fn shared() -> &'static PostgresCluster {
+        static SHARED: std::sync::OnceLock<PostgresCluster> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| {
+            let cluster = PostgresCluster::start();
+            cluster.stop_when_this_process_ends();
+            cluster
+        })
+    }
+
+    fn stop_when_this_process_ends(&self) {
+        let pg_ctl = self.bin.join("pg_ctl");
+        let stop = if self.as_postgres {
+            format!("runuser -u postgres -- {} -D {} -m immediate stop", pg_ctl.display(), self.data_dir().display())
+        } else {
+            format!("{} -D {} -m immediate stop", pg_ctl.display(), self.data_dir().display())
+        };
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop} >/dev/null 2>&1; rm -rf {dir}",
+            pid = std::process::id(),
+            dir = self.dir.path().display()
+        );
+        // Not waited on: it outlives this process by design.
+        #[allow(clippy::zombie_processes, reason = "the watchdog must outlive the test binary")]
+        Command::new("setsid")
+            .args(["sh", "-c", &script])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the cluster's watchdog starts");
+    }
+
+    /// A new database owned by a new, unprivileged role.
+    pub fn new_database(&self) -> StoreDatabase {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("store_{}_{n}", std::process::id());
+        let owner = format!("store_owner_{}_{n}", std::process::id());
+        let password = format!("pw{}x{n}", std::process::id());
+        self.sql(
+            "postgres",
+            &format!(
+                "CREATE ROLE {owner} LOGIN NOSUPERUSER NOREPLICATION NOCREATEROLE NOCREATEDB PASSWORD '{password}'"
+            ),
+        );
+        self.sql("postgres", &format!("CREATE DATABASE {name} OWNER {owner}"));
+        StoreDatabase { name, owner, password, port: self.port }
+    }
+
+    /// One TLS-only cluster for the whole test binary (see [`PostgresCluster::shared`]).
+    pub fn shared_tls() -> &'static PostgresCluster {
+        static SHARED: std::sync::OnceLock<PostgresCluster> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| {
+            let cluster = PostgresCluster::start_tls();
+            cluster.stop_when_this_process_ends();
+            cluster
+        })
+    }
+
+    /// A cluster that accepts TCP connections over TLS only (a certificate
+    /// for 127.0.0.1 and localhost, signed by a CA of its own:
+    /// [`PostgresCluster::tls_ca`]); plain connections are refused.
+    pub fn start_tls() -> PostgresCluster {
+        Self::init(true, false)
+    }
+
     pub fn start() -> PostgresCluster {
+        Self::init(false, false)
+    }
+
+    /// A cluster that syncs its WAL to disk on commit, as a production
+    /// store does: for benchmarks.
+    pub fn start_durable() -> PostgresCluster {
+        Self::init(false, true)
+    }
+
+    /// The CA file of a TLS cluster's certificate.
+    pub fn tls_ca(&self) -> Option<&Path> {
+        self.tls_ca.as_deref()
+    }
+
+    fn init(tls: bool, durable: bool) -> PostgresCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let as_postgres = is_root();
         let password = format!("admin-{}", std::process::id());
         std::fs::write(dir.path().join("pwfile"), &password).expect("pwfile");
+        let tls_ca = tls.then(|| {
+            let ca = crate::ca::TestCa::new("PostgreSQL test CA");
+            let (cert, key) = ca.server(&["127.0.0.1", "localhost"]);
+            std::fs::write(dir.path().join("server.crt"), cert).expect("server.crt");
+            std::fs::write(dir.path().join("server.key"), key).expect("server.key");
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path().join("server.key"), std::fs::Permissions::from_mode(0o600))
+                .expect("the key private");
+            let path = dir.path().join("ca.pem");
+            ca.write(&path);
+            path
+        });
         if as_postgres {
             run(Command::new("chown").args(["-R", "postgres"]).arg(dir.path()));
         }
-        let cluster = PostgresCluster { dir, bin: bin_dir(), port: crate::free_port(), password, as_postgres };
+        let cluster =
+            PostgresCluster { dir, bin: bin_dir(), port: crate::free_port(), password, as_postgres, tls_ca, durable };
         let data = cluster.data_dir();
         let pwfile = cluster.dir.path().join("pwfile");
         run(cluster
@@ -56,6 +177,12 @@ impl PostgresCluster {
             .arg(&data)
             .args(["-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync", "-E", "UTF8"])
             .arg(format!("--pwfile={}", pwfile.display())));
+        if tls {
+            // TLS only over TCP: a plain connection is refused at the door.
+            let hba =
+                "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostnossl all all 0.0.0.0/0 reject\n";
+            std::fs::write(data.join("pg_hba.conf"), hba).expect("pg_hba.conf");
+        }
         cluster.resume();
         cluster
     }
@@ -77,11 +204,16 @@ impl PostgresCluster {
 
     /// Starts the server (again, after `pause`), waiting until it accepts connections.
     pub fn resume(&self) {
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+        let mut options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync={} -c max_connections=200",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            if self.durable { "on" } else { "off" }
         );
+        if self.tls_ca.is_some() {
+            let dir = self.dir.path().display();
+            options.push_str(&format!(" -c ssl=on -c ssl_cert_file={dir}/server.crt -c ssl_key_file={dir}/server.key"));
+        }
         run(self
             .tool("pg_ctl")
             .arg("-D")
@@ -135,8 +267,9 @@ settings = {{ grant = ["orders_read"] }}
 
     /// Runs SQL as the superuser in `database`; the rows as `a|b` lines.
     pub fn sql(&self, database: &str, sql: &str) -> String {
+        let mode = if self.tls_ca.is_some() { "require" } else { "prefer" };
         let output = Command::new(self.bin.join("psql"))
-            .arg(format!("host=127.0.0.1 port={} user=postgres dbname={database}", self.port))
+            .arg(format!("host=127.0.0.1 port={} user=postgres dbname={database} sslmode={mode}", self.port))
             .args(["-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql])
             .env("PGPASSWORD", &self.password)
             .output()

@@ -506,7 +506,8 @@ async fn token_revocation_lag(options: &Options) -> anyhow::Result<Figure> {
     ensure!(filed_by < deadline, "filing {grants} grants outran the deadline");
     // Wait for the deadlines, then for the scheduler to finish.
     tokio::time::sleep(deadline.duration_since(SystemTime::now()).unwrap_or_default() + Duration::from_secs(5)).await;
-    let store = hourglass_broker::store::Store::open_read_only(&load.broker.data_dir.join("hourglass.db")).await?;
+    let location = hourglass_broker::store::StoreLocation::sqlite(load.broker.data_dir.join("hourglass.db"));
+    let store = hourglass_broker::store::Store::open_read_only(&location, &Default::default()).await?;
     let mut deadlines: HashMap<String, Timestamp> = HashMap::new();
     let mut lags = Vec::with_capacity(grants);
     let mut after = 0;
@@ -556,7 +557,7 @@ async fn audit_append(options: &Options) -> anyhow::Result<Vec<Figure>> {
     for writers in [1, CLIENTS] {
         eprintln!("audit append: {appends} events, one transaction each, {writers} at a time…");
         let dir = tempfile::tempdir()?;
-        let store = hourglass_broker::store::Store::open(&dir.path().join("hourglass.db")).await?;
+        let store = hourglass_broker::store::Store::open_sqlite(&dir.path().join("hourglass.db")).await?;
         let next = Arc::new(AtomicUsize::new(0));
         let started = Instant::now();
         let mut tasks = Vec::new();

@@ -3,7 +3,7 @@
 //! is reported, including those that miss their target.
 //!
 //! `hourglass-bench [--out FILE] [--quick] [--only TOPIC,...]`
-//! Topics: policy, ssh, hook, agent, load, postgres, desktop.
+//! Topics: policy, ssh, hook, agent, load, postgres, replicas, desktop.
 
 mod agent;
 mod desktop;
@@ -12,6 +12,7 @@ mod load;
 mod openbao;
 mod policy;
 mod postgres;
+mod replicas;
 mod report;
 mod ssh;
 mod stats;
@@ -50,13 +51,14 @@ fn main() -> anyhow::Result<()> {
 
     let mut figures = Vec::new();
     let mut pending: Vec<String> = Vec::new();
-    let topics: [(&str, Topic); 7] = [
+    let topics: [(&str, Topic); 8] = [
         ("policy", policy_figures),
         ("ssh", ssh_figures),
         ("hook", hook_figures),
         ("agent", agent::figures),
         ("load", load::figures),
         ("postgres", postgres::figures),
+        ("replicas", replicas::figures),
         ("desktop", desktop::figures),
     ];
     for (topic, run) in topics {

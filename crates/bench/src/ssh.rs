@@ -40,7 +40,13 @@ fn client_key() -> anyhow::Result<PrivateKey> {
 /// The provider's issue, `runs` times (after a tenth as many to warm up).
 pub fn in_process(runs: usize) -> anyhow::Result<Summary> {
     let dir = tempfile::tempdir()?;
-    let provider = SshProvider::load_or_create(&dir.path().join("ssh")).map_err(anyhow::Error::msg)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    let provider = runtime.block_on(async {
+        let store = hourglass_broker::store::Store::open_sqlite(&dir.path().join("hourglass.db")).await?;
+        let ca = hourglass_broker::keys::Ed25519Key::generate()?;
+        let record = hourglass_broker::provider::SharedRecord::new(store, "ssh/revocations");
+        SshProvider::open(&ca, record, &dir.path().join("ssh")).await.map_err(anyhow::Error::msg)
+    })?;
     let toml = "[workflows.w]\napprovals = [{ group = \"g\", count = 1 }]\n\
                 [resources.box]\nprovider = \"ssh\"\nworkflow = \"w\"\nsettings = { host = \"box.example\" }\n\
                 [resources.box.roles.login]\nsettings = { principals = [\"deploy\"] }\n";
@@ -53,7 +59,6 @@ pub fn in_process(runs: usize) -> anyhow::Result<Summary> {
         postgres_scram_verifier: None,
         ssh_public_key: Some(key.public_key().to_openssh().map_err(|e| anyhow::anyhow!("{e}"))?),
     };
-    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
     let now = Timestamp::from_offset_date_time(time::OffsetDateTime::now_utc());
     let mut samples = Vec::with_capacity(runs);
     for n in 0..(runs + runs / 10) {

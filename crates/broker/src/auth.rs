@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::keys::Ed25519Key;
+use crate::keys::KeySet;
 use crate::settings::{IssuerKind, IssuerSettings, LoginSettings};
 
 /// Tokens longer than this are refused before any parsing.
@@ -393,15 +393,17 @@ struct SessionClaims {
 /// The broker's own sessions: signed with their own key, never a grant
 /// token's or the dev issuer's.
 pub struct Sessions {
-    key: Ed25519Key,
+    /// Every replica's session keys: the one signing now, and those whose
+    /// sessions still verify.
+    keys: Arc<KeySet>,
     /// The broker's URL: the sessions' `iss`.
     issuer: String,
     lifetime: Duration,
 }
 
 impl Sessions {
-    pub fn new(key: Ed25519Key, issuer: String, lifetime: Duration) -> Self {
-        Sessions { key, issuer: issuer.trim_end_matches('/').to_owned(), lifetime }
+    pub fn new(keys: Arc<KeySet>, issuer: String, lifetime: Duration) -> Self {
+        Sessions { keys, issuer: issuer.trim_end_matches('/').to_owned(), lifetime }
     }
 
     pub fn lifetime(&self) -> Duration {
@@ -466,7 +468,13 @@ impl Authenticator {
         }
         let (header, issuer) = peek(token)?;
         let (principal, expires_at) = match self.sessions.as_ref().filter(|sessions| sessions.issuer == issuer) {
-            Some(sessions) => verify_session(sessions, token, &header)?,
+            Some(sessions) => {
+                // A session another replica signed with a key it just made.
+                if let Some(kid) = &header.kid {
+                    sessions.keys.look_up(kid, Timestamp::from_unix_millis(now.saturating_mul(1000))).await;
+                }
+                verify_session(sessions, token, &header)?
+            }
             None => {
                 let identity = self.verify_identity_with(token, &header, &issuer).await?;
                 (identity.principal, identity.expires_at)
@@ -508,8 +516,9 @@ impl Authenticator {
             exp: expires_at,
             jti: hourglass_core::audit::to_hex(&rand::random::<[u8; 16]>()),
         };
-        let access_token = jsonwebtoken::encode(&sessions.key.header(), &claims, sessions.key.encoding())
-            .map_err(|_| AuthError::Malformed)?;
+        let key = sessions.keys.signer(now).map_err(|_| AuthError::NoSessions)?;
+        let access_token =
+            jsonwebtoken::encode(&key.header(), &claims, key.encoding()).map_err(|_| AuthError::Malformed)?;
         tracing::info!(principal = %claims.sub, idp = %claims.idp, "session issued");
         Ok(SessionToken {
             access_token,
@@ -580,15 +589,19 @@ fn verify_session(
     token: &str,
     header: &jsonwebtoken::Header,
 ) -> std::result::Result<(Principal, i64), AuthError> {
-    if header.alg != Algorithm::EdDSA || header.kid.as_deref().is_some_and(|kid| kid != sessions.key.kid) {
+    if header.alg != Algorithm::EdDSA {
         return Err(AuthError::BadSignature);
     }
+    // Sessions carry the id of the key that signed them: one this broker
+    // (or another replica) signs or signed with, within its overlap.
+    let now = Timestamp::from_unix_millis(unix_now().saturating_mul(1000));
+    let key = header.kid.as_deref().and_then(|kid| sessions.keys.verifier(kid, now)).ok_or(AuthError::BadSignature)?;
     let mut validation = Validation::new(Algorithm::EdDSA);
     validation.set_issuer(&[&sessions.issuer]);
     validation.set_audience(&[SESSION_AUDIENCE]);
     validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
     validation.leeway = LEEWAY_SECONDS;
-    let claims = jsonwebtoken::decode::<SessionClaims>(token, sessions.key.decoding(), &validation)
+    let claims = jsonwebtoken::decode::<SessionClaims>(token, key.decoding(), &validation)
         .map_err(|error| classify(&error))?
         .claims;
     if claims.token_use != SESSION_TOKEN_USE {

@@ -16,7 +16,7 @@ use crate::auth::Authenticator;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::events::EventHub;
-use crate::keys::Ed25519Key;
+use crate::keys::KeySet;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::provider::Providers;
@@ -33,8 +33,8 @@ pub struct BrokerParts {
     pub policy_dir: Option<PathBuf>,
     pub providers: Providers,
     pub authenticator: Authenticator,
-    /// Signs grant tokens; its public half is served as JWKS.
-    pub token_key: Arc<Ed25519Key>,
+    /// Sign grant tokens; their public halves are served as the JWKS.
+    pub token_keys: Arc<KeySet>,
     pub clock: Arc<dyn Clock>,
     pub provider_timeout: StdDuration,
     /// Per-principal limits (`[broker.limits]`).
@@ -47,7 +47,7 @@ pub struct Broker {
     policy_dir: Option<PathBuf>,
     pub(crate) providers: Providers,
     pub(crate) auth: Authenticator,
-    pub(crate) token_key: Arc<Ed25519Key>,
+    pub(crate) token_keys: Arc<KeySet>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) events: EventHub,
     pub(crate) metrics: Metrics,
@@ -91,7 +91,7 @@ impl Broker {
             policy_dir: parts.policy_dir,
             providers: parts.providers,
             auth: parts.authenticator,
-            token_key: parts.token_key,
+            token_keys: parts.token_keys,
             clock: parts.clock,
             events: EventHub::default(),
             metrics: Metrics::default(),
@@ -146,8 +146,10 @@ impl Broker {
         self.metrics.render()
     }
 
+    /// Every grant-token key that verifies now: the signing one, its
+    /// successor published ahead, and predecessors in their overlap.
     pub fn jwks(&self) -> serde_json::Value {
-        serde_json::json!({ "keys": [self.token_key.jwk()] })
+        serde_json::json!({ "keys": self.token_keys.jwks(self.now()) })
     }
 
     /// Records the start of this broker and the policy it enforces.

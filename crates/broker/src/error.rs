@@ -12,7 +12,7 @@ pub enum Error {
     #[error("{message}")]
     RateLimited { message: String, retry_after_secs: u64 },
     #[error("store: {0}")]
-    Store(#[from] rusqlite::Error),
+    Store(crate::store::StoreError),
     #[error("{0}")]
     Provider(#[from] crate::provider::ProviderError),
     #[error("policy: {0}")]
@@ -66,15 +66,47 @@ fn internal() -> ApiError {
     ApiError { code: ErrorCode::Internal, message: "internal error; the broker's log has details".into() }
 }
 
-/// Disk full, read-only or locked: the store is there but refuses writes.
-/// Why, in words for the caller (no path, no internals).
-fn refuses_writes(error: &rusqlite::Error) -> Option<&'static str> {
-    use rusqlite::ErrorCode::{CannotOpen, DatabaseBusy, DatabaseLocked, DiskFull, ReadOnly, SystemIoFailure};
-    match error.sqlite_error_code()? {
-        DiskFull => Some("its disk is full"),
-        ReadOnly => Some("it is read-only"),
-        DatabaseBusy | DatabaseLocked => Some("it is locked"),
-        SystemIoFailure | CannotOpen => Some("its disk failed a write"),
-        _ => None,
+/// Disk full, read-only, locked or out of reach: the store is there (or
+/// will be) but refuses writes. Why, in words for the caller (no path, no
+/// internals).
+fn refuses_writes(error: &crate::store::StoreError) -> Option<&'static str> {
+    match error {
+        crate::store::StoreError::Sqlite(error) => {
+            use rusqlite::ErrorCode::{CannotOpen, DatabaseBusy, DatabaseLocked, DiskFull, ReadOnly, SystemIoFailure};
+            match error.sqlite_error_code()? {
+                DiskFull => Some("its disk is full"),
+                ReadOnly => Some("it is read-only"),
+                DatabaseBusy | DatabaseLocked => Some("it is locked"),
+                SystemIoFailure | CannotOpen => Some("its disk failed a write"),
+                _ => None,
+            }
+        }
+        crate::store::StoreError::Postgres(error) => {
+            use tokio_postgres::error::SqlState;
+            let Some(db) = error.as_db_error() else {
+                // No answer from the server: a connection that failed or closed.
+                return Some("the database cannot be reached");
+            };
+            let code = db.code();
+            if *code == SqlState::DISK_FULL || *code == SqlState::OUT_OF_MEMORY {
+                Some("the database is out of space")
+            } else if *code == SqlState::READ_ONLY_SQL_TRANSACTION {
+                Some("the database is read-only (a standby?)")
+            } else if *code == SqlState::ADMIN_SHUTDOWN
+                || *code == SqlState::CANNOT_CONNECT_NOW
+                || *code == SqlState::CRASH_SHUTDOWN
+                || *code == SqlState::TOO_MANY_CONNECTIONS
+            {
+                Some("the database is restarting or busy")
+            } else if *code == SqlState::T_R_DEADLOCK_DETECTED
+                || *code == SqlState::T_R_SERIALIZATION_FAILURE
+                || *code == SqlState::LOCK_NOT_AVAILABLE
+                || *code == SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT
+            {
+                Some("another change got in the way")
+            } else {
+                None
+            }
+        }
     }
 }

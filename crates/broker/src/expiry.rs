@@ -7,19 +7,18 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use futures::StreamExt;
+use hourglass_core::GrantId;
 use hourglass_core::api::EventKind;
 use hourglass_core::audit::{AuditAction, AuditEvent, AuditResult};
 use hourglass_core::principal::SYSTEM_ACTOR;
-use hourglass_core::{GrantId, Timestamp};
 use rand::Rng;
 
 use std::sync::atomic::Ordering;
 
 use crate::broker::{Broker, SCHEDULER_RUNNING};
 use crate::error::Result;
-use crate::lifecycle::lease;
 use crate::provider::Verification;
-use crate::store::GrantRecord;
+use crate::store::{Claim, GrantRecord};
 
 /// Grants or requests handled per transaction.
 const BATCH: usize = 1000;
@@ -40,12 +39,15 @@ impl Broker {
                     () = self.stopping() => return,
                 }
             }
-            let sleep = match self.store.next_deadline().await {
-                Ok(Some(next)) => {
-                    let millis = self.now().millis_until(next).max(0);
-                    StdDuration::from_millis(u64::try_from(millis).unwrap_or(0)).min(MAX_SLEEP)
+            let sleep = match self.store.next_work().await {
+                Ok((next, takeover)) => {
+                    let until_next = next.map(|next| {
+                        let millis = self.now().millis_until(next).max(0);
+                        StdDuration::from_millis(u64::try_from(millis).unwrap_or(0))
+                    });
+                    // Another replica's claim lapsing is work for this one.
+                    [until_next, takeover].into_iter().flatten().min().unwrap_or(MAX_SLEEP).min(MAX_SLEEP)
                 }
-                Ok(None) => MAX_SLEEP,
                 Err(error) => {
                     tracing::error!("reading the next deadline failed: {error}");
                     StdDuration::from_secs(1)
@@ -62,13 +64,16 @@ impl Broker {
     }
 
     /// Everything overdue now: expire grants and revoke them, expire
-    /// requests, retry revocations. Returns when nothing is due.
-    pub async fn run_due_work(&self) -> Result<()> {
+    /// requests, retry revocations, take over issues a stopped replica left.
+    /// Returns when nothing is due. Every replica runs it; each takes a
+    /// share of the due work (rows another is taking are skipped).
+    pub async fn run_due_work(self: &Arc<Self>) -> Result<()> {
         loop {
             let expired = self.expire_due_grants().await?;
             let requests = self.expire_due_requests().await?;
             let retried = self.retry_due_revocations().await?;
-            if expired < BATCH && requests < BATCH && retried < BATCH {
+            let resumed = self.resume_interrupted_issues().await?;
+            if expired < BATCH && requests < BATCH && retried < BATCH && resumed < BATCH {
                 return Ok(());
             }
         }
@@ -82,12 +87,11 @@ impl Broker {
         if due.is_empty() {
             return Ok(0);
         }
-        let lease_until = now.plus_millis(lease(self.provider_timeout));
         let mut expired = Vec::with_capacity(due.len());
         for mut record in due {
             if record.grant.expire_if_due(now) {
-                record.grant.lease_revocation(lease_until);
-                tx.update_grant(&record).await?;
+                // This replica revokes it: its claim keeps the others off.
+                tx.update_grant(&record, Claim::Take).await?;
                 tx.audit(
                     AuditEvent::new(
                         now,
@@ -103,19 +107,16 @@ impl Broker {
                     .detail("expires_at", record.grant.expires_at.to_string()),
                 )
                 .await?;
+                self.publish_grant(&mut tx, &record.grant, EventKind::GrantExpired, &[]);
                 expired.push(record);
             }
         }
         let ids: Vec<GrantId> = expired.iter().map(|r| r.grant.id.clone()).collect();
-        let withdrawn = self.withdraw_renewals(&mut tx, &ids, now).await?;
+        self.withdraw_renewals(&mut tx, &ids, now).await?;
         tx.commit().await?;
         let count = expired.len();
-        for record in &expired {
+        for _ in &expired {
             self.metrics.grant("expired");
-            self.publish_grant(&record.grant, EventKind::GrantExpired, &[]);
-        }
-        for request in &withdrawn {
-            self.publish_request(request, EventKind::RequestCancelled, &[]);
         }
         self.attempt_revocations(expired).await?;
         Ok(count)
@@ -128,44 +129,45 @@ impl Broker {
         if due.is_empty() {
             return Ok(0); // nothing changed: no commit, no flush
         }
-        let mut expired = Vec::with_capacity(due.len());
+        let count = due.len();
         for request in due {
-            expired.push(self.expire_request(&mut tx, request, now).await?);
+            self.expire_request(&mut tx, request, now).await?;
         }
         tx.commit().await?;
-        for request in &expired {
-            self.publish_request(request, EventKind::RequestExpired, &[]);
-        }
-        Ok(expired.len())
+        Ok(count)
     }
 
-    /// Claims revocations whose retry time has come and attempts them.
+    /// Claims revocations whose retry time has come (and those a stopped
+    /// replica had claimed) and attempts them.
     async fn retry_due_revocations(&self) -> Result<usize> {
         let now = self.now();
-        let lease_until = now.plus_millis(lease(self.provider_timeout));
         let mut tx = self.store.begin().await?;
-        let mut due = tx.due_revocations(now, BATCH).await?;
+        let due = tx.due_revocations(now, BATCH).await?;
         if due.is_empty() {
             return Ok(0);
         }
-        for record in &mut due {
-            record.grant.lease_revocation(lease_until);
-            tx.update_grant(record).await?;
+        for record in &due {
+            tx.update_grant(record, Claim::Take).await?;
         }
         tx.commit().await?;
         let count = due.len();
-        if count > 0 {
-            self.attempt_revocations(due).await?;
-        }
+        self.attempt_revocations(due).await?;
         Ok(count)
     }
 
     /// Asks each grant's provider to remove its credential, concurrently,
-    /// and records every attempt. Returns the updated grants.
+    /// and records every attempt. Returns the updated grants: those this
+    /// replica still held the claim on when it recorded them.
     pub(crate) async fn attempt_revocations(&self, records: Vec<GrantRecord>) -> Result<Vec<GrantRecord>> {
         let started = self.now();
-        let attempts: Vec<(GrantRecord, std::result::Result<Verification, String>)> = futures::stream::iter(records)
+        let attempts: Vec<(GrantId, std::result::Result<Verification, String>)> = futures::stream::iter(records)
             .map(|record| async move {
+                // A replica whose lease lapsed (paused past it) leaves the
+                // work to whoever took it over.
+                if !self.store.may_act() {
+                    return None;
+                }
+                tracing::debug!(grant = %record.grant.id, "revoking at the provider");
                 let outcome = match self.providers.get(&record.grant.provider) {
                     Ok(provider) => self
                         .with_timeout(
@@ -176,16 +178,30 @@ impl Broker {
                         .map_err(|error| error.to_string()),
                     Err(error) => Err(error.to_string()),
                 };
-                (record, outcome)
+                tracing::debug!(grant = %record.grant.id, ok = outcome.is_ok(), "the provider answered");
+                Some((record.grant.id, outcome))
             })
             .buffer_unordered(CONCURRENCY)
+            .filter_map(|attempt| async move { attempt })
             .collect()
             .await;
+        if attempts.is_empty() {
+            return Ok(Vec::new());
+        }
         let now = self.now();
         let mut tx = self.store.begin().await?;
+        let ids: Vec<GrantId> = attempts.iter().map(|(id, _)| id.clone()).collect();
+        // INVARIANT: only what this replica still holds is recorded, checked
+        // in this transaction: a revocation another replica took over is
+        // recorded by that one, once.
+        let mut held: std::collections::HashMap<GrantId, GrantRecord> =
+            tx.claimed_grants(&ids).await?.into_iter().map(|record| (record.grant.id.clone(), record)).collect();
         let mut updated = Vec::with_capacity(attempts.len());
-        for (record, outcome) in attempts {
-            let Some(mut current) = tx.grant(&record.grant.id).await? else { continue };
+        for (id, outcome) in attempts {
+            let Some(mut current) = held.remove(&id) else {
+                tracing::info!(grant = %id, "revocation taken over by another replica; not recorded here");
+                continue;
+            };
             let ok = outcome.is_ok();
             let (verification, error) = match outcome {
                 Ok(verification) => (Some(verification), None),
@@ -193,7 +209,7 @@ impl Broker {
             };
             let jitter = rand::thread_rng().gen_range(0..250);
             current.grant.record_revocation_attempt(error.clone().map_or(Ok(()), Err), now, jitter);
-            tx.update_grant(&current).await?;
+            tx.update_grant(&current, Claim::Release).await?;
             let attempt = current.grant.revocation.as_ref().map_or(0, |r| r.attempts);
             let mut event = AuditEvent::new(
                 now,
@@ -205,7 +221,8 @@ impl Broker {
             .subject(&current.grant.owner)
             .detail("resource", current.grant.resource.as_str())
             .detail("role", current.grant.role.as_str())
-            .detail("attempt", attempt);
+            .detail("attempt", attempt)
+            .detail("replica", &*self.store.replica_id());
             if let Some(verification) = verification {
                 event = event.detail("verified", verification);
             }
@@ -231,12 +248,15 @@ impl Broker {
         Ok(updated)
     }
 
-    /// Takes back revocations a previous run had claimed. Their lease kept
-    /// a second attempt from starting while the first was in flight; after
-    /// a restart no attempt of this process is, so waiting out the lease
-    /// (the provider timeout and more) would only let a credential live
-    /// past its deadline longer. Run before the scheduler starts.
+    /// Makes revocations a previous run left due now. On SQLite (one
+    /// broker) every revocation waiting for its time was leased by a run
+    /// that is gone, or waits out a backoff that a restart may cut short:
+    /// waiting would only let a credential live past its deadline longer.
+    /// Replicas on PostgreSQL never do this: their claims lapse on their own.
     pub async fn reclaim_revocations(&self) -> Result<usize> {
+        if self.store.is_shared() {
+            return Ok(0);
+        }
         let now = self.now();
         let mut reclaimed = 0;
         loop {
@@ -245,7 +265,7 @@ impl Broker {
             let count = leased.len();
             for mut record in leased {
                 record.grant.lease_revocation(now);
-                tx.update_grant(&record).await?;
+                tx.update_grant(&record, Claim::Release).await?;
             }
             tx.commit().await?;
             reclaimed += count;
@@ -255,26 +275,39 @@ impl Broker {
         }
     }
 
-    /// Grants a stop left in `issuing`, still before their deadline: work
-    /// a crash interrupted. Read before the server accepts requests, so
-    /// that none of this run's issues is among them.
-    pub async fn interrupted_issues(&self) -> Result<Vec<GrantRecord>> {
-        let now: Timestamp = self.now();
-        Ok(self.store.issuing_grants().await?.into_iter().filter(|r| r.grant.expires_at > now).collect())
-    }
-
-    /// Finishes issues a crash interrupted, concurrently (providers are
-    /// idempotent). Grants past their deadline meanwhile are left to the
-    /// expiry pass. Runs beside the server: a target that hangs delays
-    /// these grants, never the broker's start.
-    pub async fn recover(&self, interrupted: Vec<GrantRecord>) {
-        futures::stream::iter(interrupted)
-            .for_each_concurrent(CONCURRENCY, |record| async move {
-                let id = record.grant.id.clone();
-                if let Err(error) = self.issue(record, SYSTEM_ACTOR).await {
-                    tracing::warn!(grant = %id, "re-issuing after restart failed: {error}");
-                }
-            })
-            .await;
+    /// Takes over grants left in `issuing` by a replica that stopped
+    /// mid-issue (its claim lapsed; after a restart on SQLite, the previous
+    /// run's), still before their deadline, and finishes them beside the
+    /// scheduler (providers are idempotent): a target that hangs delays
+    /// these grants, never the expiry of others. Past their deadline they
+    /// are left to the expiry pass.
+    async fn resume_interrupted_issues(self: &Arc<Self>) -> Result<usize> {
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        let interrupted = tx.interrupted_issues(now, BATCH).await?;
+        if interrupted.is_empty() {
+            return Ok(0);
+        }
+        for record in &interrupted {
+            tx.update_grant(record, Claim::Take).await?;
+        }
+        tx.commit().await?;
+        let count = interrupted.len();
+        tracing::info!("{count} issue(s) interrupted by a stopped broker are finished now");
+        let broker = Arc::clone(self);
+        tokio::spawn(async move {
+            futures::stream::iter(interrupted)
+                .for_each_concurrent(CONCURRENCY, |record| {
+                    let broker = &broker;
+                    async move {
+                        let id = record.grant.id.clone();
+                        if let Err(error) = broker.issue(record, SYSTEM_ACTOR).await {
+                            tracing::warn!(grant = %id, "finishing an interrupted issue failed: {error}");
+                        }
+                    }
+                })
+                .await;
+        });
+        Ok(count)
     }
 }

@@ -58,7 +58,14 @@ impl Broker {
         // Any audience: the resource server asking knows which it expects.
         validation.validate_aud = false;
         validation.leeway = 0;
-        let Ok(data) = jsonwebtoken::decode::<GrantClaims>(token, self.token_key.decoding(), &validation) else {
+        // The key that signed it, by its id: any replica's, within its overlap.
+        let Some(kid) = jsonwebtoken::decode_header(token).ok().and_then(|header| header.kid) else {
+            return Ok(Introspection::inactive());
+        };
+        self.token_keys.look_up(&kid, self.now()).await;
+        let key = self.token_keys.verifier(&kid, self.now());
+        let Some(key) = key else { return Ok(Introspection::inactive()) };
+        let Ok(data) = jsonwebtoken::decode::<GrantClaims>(token, key.decoding(), &validation) else {
             return Ok(Introspection::inactive());
         };
         let claims = data.claims;

@@ -14,6 +14,7 @@ pub mod keys;
 mod lifecycle;
 pub mod limits;
 pub mod metrics;
+pub mod pg;
 pub mod provider;
 mod reload;
 pub mod server;

@@ -9,8 +9,8 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use hourglass_broker::server::{self, ServerOptions};
 use hourglass_broker::settings::BrokerSettings;
-use hourglass_broker::store::Store;
-use hourglass_core::audit::{to_hex, verify_chain};
+use hourglass_broker::store::{OpenOptions, Store, StoreLocation};
+use hourglass_core::audit::{ChainVerifier, to_hex};
 use hourglass_policy::Policy;
 
 #[derive(Parser)]
@@ -56,8 +56,28 @@ enum Command {
     /// Verify or export the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// List or rotate the broker's signing keys (in its store).
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Print the OpenAPI document of the HTTP API.
     Openapi,
+    /// Move a broker's SQLite store to PostgreSQL, for running several
+    /// replicas: history, live grants, pending requests and keys. The broker
+    /// must be stopped; the target must be empty. The audit chain is
+    /// verified on the target afterwards.
+    MigrateStore {
+        /// The store to move: sqlite:PATH (its broker stopped).
+        #[arg(long, value_name = "STORE")]
+        from: String,
+        /// Where to: a PostgreSQL URL (an empty database). Without it,
+        /// HOURGLASS_STORE (keeps a password off the command line).
+        #[arg(long, value_name = "STORE")]
+        to: Option<String>,
+        /// The source's store key (default: keys/store.key beside the
+        /// store); every replica on the target needs this same key.
+        #[arg(long, value_name = "FILE")]
+        store_key: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -66,6 +86,32 @@ enum PolicyCommand {
     Check {
         #[arg(value_name = "DIR")]
         dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Every signing key in the store: what it signs, when, and until when
+    /// what it signed verifies.
+    List(StoreArgs),
+    /// Replace a signing key now (a suspected leak, a policy): the new key
+    /// signs after --in (time for every replica to learn it), the old one
+    /// stops signing then and verifies through its overlap. With a SQLite
+    /// store, stop the broker first.
+    Rotate {
+        /// The policy directory of the broker (its [broker] table names the
+        /// store, the store key and the rotation).
+        #[arg(long, value_name = "DIR")]
+        config: PathBuf,
+        /// Overrides [broker] data_dir.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// session or grant-token.
+        #[arg(long)]
+        purpose: String,
+        /// How soon the new key signs, in seconds (replicas read keys every 30 s).
+        #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+        r#in: u64,
     },
 }
 
@@ -86,12 +132,17 @@ enum AuditCommand {
 #[derive(Args)]
 #[group(required = true, multiple = false)]
 struct StoreArgs {
-    /// The broker's data directory.
+    /// The broker's data directory (its SQLite store).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// A policy directory whose [broker] data_dir names the store.
+    /// A policy directory whose [broker] store (or data_dir) names the store;
+    /// HOURGLASS_STORE overrides it, as for `serve`.
     #[arg(long, value_name = "DIR")]
     config: Option<PathBuf>,
+    /// The store itself: sqlite:PATH or a PostgreSQL URL (a password in it
+    /// is better passed in HOURGLASS_STORE with --config).
+    #[arg(long, value_name = "STORE")]
+    store: Option<String>,
 }
 
 #[tokio::main]
@@ -119,6 +170,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 tls: None,
                 dev: false,
                 clock: None,
+                store: None,
             })
             .await?;
             eprintln!("hourglassd listening on {}", server.url);
@@ -127,9 +179,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Dev { listen, data_dir, config } => run_dev(listen, data_dir, config).await,
-        Command::Policy(PolicyCommand::Check { dir }) => Ok(check_policy(&dir)),
-        Command::Audit(AuditCommand::Verify(store)) => verify(&store_path(&store)?).await,
-        Command::Audit(AuditCommand::Export { store, after }) => export(&store_path(&store)?, after).await,
+        Command::Policy(PolicyCommand::Check { dir }) => Ok(check_policy(&dir).await),
+        Command::Audit(AuditCommand::Verify(store)) => verify(&open_store(&store).await?).await,
+        Command::Audit(AuditCommand::Export { store, after }) => export(&open_store(&store).await?, after).await,
+        Command::MigrateStore { from, to, store_key } => migrate_store(&from, to, store_key).await,
+        Command::Keys(KeysCommand::List(store)) => list_keys(&open_store(&store).await?).await,
+        Command::Keys(KeysCommand::Rotate { config, data_dir, purpose, r#in }) => {
+            rotate_key(&config, data_dir, &purpose, r#in).await
+        }
         Command::Openapi => {
             println!("{}", hourglass_broker::http::openapi_json());
             Ok(ExitCode::SUCCESS)
@@ -163,6 +220,7 @@ async fn run_dev(listen: SocketAddr, data_dir: Option<PathBuf>, config: Option<P
         tls: Some(tls.server.clone()),
         dev: true,
         clock: None,
+        store: None,
     })
     .await?;
     let mut text = String::new();
@@ -186,11 +244,12 @@ async fn run_dev(listen: SocketAddr, data_dir: Option<PathBuf>, config: Option<P
     Ok(ExitCode::SUCCESS)
 }
 
-fn check_policy(dir: &Path) -> ExitCode {
+async fn check_policy(dir: &Path) -> ExitCode {
     // Provider settings are part of the policy: check them as the broker
     // would, with throwaway provider state so that nothing is written.
+    let providers = scratch_providers(dir).await;
     let checked = Policy::load_dir(dir).and_then(|policy| {
-        let problems = match scratch_providers(dir) {
+        let problems = match providers {
             Ok(providers) => providers.check(&policy),
             Err(message) => {
                 vec![hourglass_policy::Problem { file: "<providers>".into(), line: None, column: None, message }]
@@ -228,14 +287,19 @@ fn check_policy(dir: &Path) -> ExitCode {
     }
 }
 
-/// The standard providers over a temporary data directory.
-fn scratch_providers(policy_dir: &Path) -> Result<hourglass_broker::provider::Providers, String> {
+/// The standard providers over a throwaway store and keys: `check` reads
+/// settings only, nothing is kept.
+async fn scratch_providers(policy_dir: &Path) -> Result<hourglass_broker::provider::Providers, String> {
+    use hourglass_broker::keys::{Ed25519Key, KeyPurpose, KeySet};
     let scratch = tempfile::tempdir().map_err(|e| format!("a temporary directory: {e}"))?;
-    let key = hourglass_broker::keys::Ed25519Key::load_or_create(&scratch.path().join("token.pem"))
-        .map_err(|e| e.to_string())?;
-    let token =
-        hourglass_broker::provider::token::TokenProvider::new(std::sync::Arc::new(key), "http://policy-check".into());
-    hourglass_broker::provider::Providers::standard(token, scratch.path(), policy_dir)
+    let store = Store::open_sqlite(&scratch.path().join("hourglass.db")).await.map_err(|e| e.to_string())?;
+    let token_keys = KeySet::single(KeyPurpose::GrantToken, Ed25519Key::generate().map_err(|e| e.to_string())?);
+    let token = hourglass_broker::provider::token::TokenProvider::new(
+        std::sync::Arc::new(token_keys),
+        "http://policy-check".into(),
+    );
+    let ssh_ca = Ed25519Key::generate().map_err(|e| e.to_string())?;
+    hourglass_broker::provider::Providers::standard(token, &ssh_ca, store, scratch.path(), policy_dir).await
 }
 
 /// Problems name files relative to the policy directory; print them as
@@ -244,44 +308,51 @@ fn prefixed(dir: &Path, problem: &str) -> String {
     format!("{}/{problem}", dir.display().to_string().trim_end_matches('/'))
 }
 
-fn store_path(args: &StoreArgs) -> anyhow::Result<PathBuf> {
-    if let Some(dir) = &args.data_dir {
-        return Ok(dir.join("hourglass.db"));
-    }
-    let Some(config) = &args.config else { bail!("pass --data-dir or --config") };
-    let policy = Policy::load_dir(config).with_context(|| format!("reading {}", config.display()))?;
-    let settings = BrokerSettings::from_table(&policy.broker_settings)?;
-    let Some(data_dir) = settings.data_dir else { bail!("{} sets no [broker] data_dir", config.display()) };
-    Ok(BrokerSettings::resolve(config, &data_dir).join("hourglass.db"))
+/// The store the arguments name, opened for reading only (brokers may be
+/// running on it).
+async fn open_store(args: &StoreArgs) -> anyhow::Result<Store> {
+    let (location, options) = if let Some(dir) = &args.data_dir {
+        (StoreLocation::sqlite(dir.join("hourglass.db")), OpenOptions::default())
+    } else if let Some(text) = &args.store {
+        (StoreLocation::parse(text, Path::new("."))?, OpenOptions::default())
+    } else {
+        let Some(config) = &args.config else { bail!("pass --data-dir, --config or --store") };
+        let policy = Policy::load_dir(config).with_context(|| format!("reading {}", config.display()))?;
+        let settings = BrokerSettings::from_table(&policy.broker_settings)?;
+        let data_dir = settings.data_dir.as_ref().map(|dir| BrokerSettings::resolve(config, dir));
+        let location = match (&settings.store, &data_dir, std::env::var_os("HOURGLASS_STORE")) {
+            (None, None, None) => bail!("{} sets neither [broker] store nor data_dir", config.display()),
+            _ => settings.store_location(config, data_dir.as_deref().unwrap_or(Path::new(".")))?,
+        };
+        (location, settings.store_options(config)?)
+    };
+    Ok(Store::open_read_only(&location, &options).await?)
 }
 
 /// Events are read in pages so a long log never sits in memory at once.
 const PAGE: usize = 10_000;
 
-async fn verify(path: &Path) -> anyhow::Result<ExitCode> {
-    let store = Store::open_read_only(path).await?;
-    let mut links = Vec::new();
+/// Walks the whole chain page by page, holding one page at a time.
+async fn verify(store: &Store) -> anyhow::Result<ExitCode> {
+    let mut verifier = ChainVerifier::default();
     let mut after = 0;
     loop {
         let page = store.audit_links(after, PAGE).await?;
         let Some(last) = page.last() else { break };
         after = last.seq;
-        links.extend(page);
-    }
-    match verify_chain(links) {
-        Ok((count, head)) => {
-            println!("audit chain intact: {count} events, head {}", to_hex(&head));
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(broken) => {
-            eprintln!("{broken}");
-            Ok(ExitCode::FAILURE)
+        for link in &page {
+            if let Err(broken) = verifier.push(link) {
+                eprintln!("{broken}");
+                return Ok(ExitCode::FAILURE);
+            }
         }
     }
+    let (count, head) = verifier.head();
+    println!("audit chain intact: {count} events, head {}", to_hex(&head));
+    Ok(ExitCode::SUCCESS)
 }
 
-async fn export(path: &Path, mut after: u64) -> anyhow::Result<ExitCode> {
-    let store = Store::open_read_only(path).await?;
+async fn export(store: &Store, mut after: u64) -> anyhow::Result<ExitCode> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     loop {
         let page = store.audit_records(after, PAGE).await?;
@@ -293,6 +364,110 @@ async fn export(path: &Path, mut after: u64) -> anyhow::Result<ExitCode> {
         }
     }
     out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn migrate_store(from: &str, to: Option<String>, store_key: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    use hourglass_broker::keys::{RotationPolicy, StoreKey};
+    let here = std::env::current_dir()?;
+    let source_location = StoreLocation::parse(from, &here)?;
+    let StoreLocation::Sqlite(path) = &source_location else { bail!("--from must be a SQLite store (sqlite:PATH)") };
+    let to = match to.or_else(|| std::env::var("HOURGLASS_STORE").ok()) {
+        Some(to) => to,
+        None => bail!("pass --to postgres://… or set HOURGLASS_STORE"),
+    };
+    let target_location = StoreLocation::parse(&to, &here)?;
+    if !matches!(target_location, StoreLocation::Postgres(_)) {
+        bail!("--to must be a PostgreSQL store (postgres://USER@HOST/DATABASE)");
+    }
+    if !path.exists() {
+        bail!("there is no store at {}", path.display());
+    }
+    // Opened as a broker opens it: refused while its broker runs (its lock).
+    let source = Store::open(&source_location, &OpenOptions::default())
+        .await
+        .context("the source store cannot be moved while a broker uses it")?;
+    let data_dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let key_path = store_key.unwrap_or_else(|| data_dir.join("keys/store.key"));
+    let key = std::sync::Arc::new(StoreKey::read_or_create(&key_path)?);
+    // Keys an older broker kept as files move into the store first.
+    let now = hourglass_core::Timestamp::from_offset_date_time(time::OffsetDateTime::now_utc());
+    let rotation = RotationPolicy {
+        period: std::time::Duration::from_secs(30 * 24 * 3600),
+        publish_ahead: std::time::Duration::from_secs(24 * 3600),
+        overlap: std::time::Duration::from_secs(24 * 3600),
+    };
+    server::SigningKeys::open_with(&source, key, rotation, &data_dir, now).await?;
+    let target = Store::open(&target_location, &OpenOptions::default()).await?;
+    if !target.is_empty().await? {
+        bail!("{} is not empty: hourglassd migrate-store moves a store into an empty database only", target.describe());
+    }
+    let copied = source.copy_into(&target).await?;
+    target.retire().await?;
+    for (table, rows) in &copied.rows {
+        println!("{table}: {rows} rows");
+    }
+    let verified = verify(&target).await?;
+    if verified != ExitCode::SUCCESS {
+        bail!("the audit chain does not verify on the target: it was not moved intact");
+    }
+    println!(
+        "moved {} to {}. Give every replica the store key {} ([broker] store_key_file) and HOURGLASS_STORE (or [broker] store); keep the SQLite file as a backup until they run.",
+        source.describe(),
+        target.describe(),
+        key_path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn list_keys(store: &Store) -> anyhow::Result<ExitCode> {
+    let now = hourglass_core::Timestamp::from_offset_date_time(time::OffsetDateTime::now_utc());
+    println!("{:<12} {:<18} {:<10} {:<25} {:<25} verifies until", "purpose", "kid", "now", "signs from", "signs until");
+    for key in store.all_signing_keys().await? {
+        let state = if key.verifies_until <= now {
+            "expired"
+        } else if key.signs_from > now {
+            "next"
+        } else if key.signs_until > now {
+            "signing"
+        } else {
+            "verifying"
+        };
+        println!(
+            "{:<12} {:<18} {:<10} {:<25} {:<25} {}",
+            key.purpose, key.kid, state, key.signs_from, key.signs_until, key.verifies_until
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn rotate_key(config: &Path, data_dir: Option<PathBuf>, purpose: &str, after: u64) -> anyhow::Result<ExitCode> {
+    use hourglass_broker::keys::KeyPurpose;
+    let purpose = match KeyPurpose::parse(purpose) {
+        Some(purpose @ (KeyPurpose::Session | KeyPurpose::GrantToken)) => purpose,
+        _ => bail!("--purpose must be session or grant-token (the SSH CA is rotated by hand: hosts trust it)"),
+    };
+    let policy = Policy::load_dir(config).with_context(|| format!("reading {}", config.display()))?;
+    let settings = BrokerSettings::from_table(&policy.broker_settings)?;
+    let data_dir = data_dir
+        .or_else(|| settings.data_dir.as_ref().map(|dir| BrokerSettings::resolve(config, dir)))
+        .context("no data directory: set data_dir in [broker] or pass --data-dir")?;
+    let location = settings.store_location(config, &data_dir)?;
+    let store = Store::open(&location, &settings.store_options(config)?).await?;
+    let now = hourglass_core::Timestamp::from_offset_date_time(time::OffsetDateTime::now_utc());
+    let keys = server::SigningKeys::open(&settings, &policy, &store, config, &data_dir, now).await?;
+    let set = if purpose == KeyPurpose::Session { &keys.session } else { &keys.grant_token };
+    let window = set.rotate_now(now, std::time::Duration::from_secs(after)).await?;
+    store.retire().await?;
+    // The one before stops signing then and verifies for the overlap after.
+    let overlap = window.verifies_until.unix_millis() - window.signs_until.unix_millis();
+    println!(
+        "{} key {} signs from {} (the one before stops then and verifies until {})",
+        purpose.as_str(),
+        window.kid,
+        window.signs_from,
+        window.signs_from.plus_millis(overlap)
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use hourglass_core::Duration;
 use serde::Deserialize;
 
+use zeroize::Zeroizing;
+
 use crate::error::{Error, Result};
+use crate::store::{DEFAULT_LEASE, OpenOptions, StoreLocation};
 use crate::tls::TlsFiles;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7300";
@@ -30,6 +33,29 @@ pub struct BrokerSettings {
     pub public_url: Option<String>,
     /// Where the store and keys live (relative paths: to the policy directory).
     pub data_dir: Option<PathBuf>,
+    /// The store: `sqlite:PATH` (the default: `sqlite:DATA/hourglass.db`,
+    /// one broker) or a PostgreSQL URL that several replicas share
+    /// (`postgres://hourglass@db.acme.example/hourglass?sslmode=verify-full`).
+    /// `HOURGLASS_STORE` in the environment overrides it (a URL with a
+    /// password belongs there, or in `store_password_file`, not in policy).
+    pub store: Option<String>,
+    /// A file holding the store's PostgreSQL password, when the URL has none.
+    pub store_password_file: Option<PathBuf>,
+    /// The store key (32 random bytes, base64): seals the signing keys the
+    /// store holds, so that the store and its backups hold none in the
+    /// clear. Every replica needs the same file; a broker on its own
+    /// SQLite store makes `DATA/keys/store.key` on first start.
+    pub store_key_file: Option<PathBuf>,
+    /// How long a session or grant-token signing key signs before its
+    /// successor takes over (default 30d). The successor is published a
+    /// day ahead; what a key signed verifies for as long as a session or
+    /// grant can last after it stops signing.
+    pub key_rotation: Option<Duration>,
+    /// How long a replica's claimed work stays its own after it last
+    /// renewed its lease (`1500ms`, `2s`; default 1500ms): a replica that
+    /// dies holding work has it taken over about this soon. Renewed three
+    /// times per lease.
+    pub replica_lease: Option<String>,
     /// Longest a provider may take to issue, renew or revoke.
     pub provider_timeout: Option<Duration>,
     /// How people log in: the OpenID Connect issuer whose ID tokens the
@@ -198,9 +224,59 @@ impl BrokerSettings {
         }
     }
 
+    /// Where the store is: `HOURGLASS_STORE` if set, else `store`, else
+    /// `DATA/hourglass.db`; relative SQLite paths are taken from the
+    /// policy directory.
+    pub fn store_location(&self, policy_dir: &Path, data_dir: &Path) -> Result<StoreLocation> {
+        let from_env = std::env::var("HOURGLASS_STORE").ok().filter(|text| !text.trim().is_empty());
+        match from_env.as_deref().or(self.store.as_deref()) {
+            Some(text) => StoreLocation::parse(text, policy_dir),
+            None => Ok(StoreLocation::sqlite(data_dir.join("hourglass.db"))),
+        }
+    }
+
+    /// How the store is opened: the replica lease, and the PostgreSQL
+    /// password from `store_password_file`.
+    pub fn store_options(&self, policy_dir: &Path) -> Result<OpenOptions> {
+        let lease = match &self.replica_lease {
+            Some(text) => parse_lease(text)?,
+            None => DEFAULT_LEASE,
+        };
+        let password = match &self.store_password_file {
+            Some(path) => {
+                let path = BrokerSettings::resolve(policy_dir, path);
+                let text = std::fs::read_to_string(&path).map_err(|error| {
+                    Error::Config(format!("store_password_file {}: {}", path.display(), error.kind()))
+                })?;
+                Some(std::sync::Arc::new(Zeroizing::new(text.trim_end_matches(['\n', '\r']).to_owned())))
+            }
+            None => None,
+        };
+        Ok(OpenOptions { lease, password })
+    }
+
     /// `path` as given, or relative to `base` when it is relative.
     pub fn resolve(base: &Path, path: &Path) -> PathBuf {
         if path.is_absolute() { path.to_path_buf() } else { base.join(path) }
+    }
+}
+
+/// `replica_lease`: `1500ms` or `2s`, from 500 ms to a minute.
+fn parse_lease(text: &str) -> Result<std::time::Duration> {
+    let text = text.trim();
+    let millis = if let Some(number) = text.strip_suffix("ms") {
+        number.parse::<u64>().ok()
+    } else if let Some(number) = text.strip_suffix('s') {
+        number.parse::<u64>().ok().map(|seconds| seconds.saturating_mul(1000))
+    } else {
+        None
+    };
+    match millis {
+        Some(millis) if (500..=60_000).contains(&millis) => Ok(std::time::Duration::from_millis(millis)),
+        Some(_) => Err(Error::Config(format!("[broker]: replica_lease \"{text}\" must be from 500ms to 60s"))),
+        None => Err(Error::Config(format!(
+            "[broker]: replica_lease \"{text}\" is not a duration: write it like 1500ms or 2s"
+        ))),
     }
 }
 
@@ -220,6 +296,28 @@ mod tests {
         let limits = settings("[limits]\nrequests_per_second = 500\n").unwrap().limits;
         assert_eq!(limits.requests_per_second, 500, "the limit set");
         assert_eq!(limits.request_burst, LimitSettings::default().request_burst, "the others keep their defaults");
+    }
+
+    #[test]
+    fn store_defaults_to_sqlite_in_the_data_directory_and_reads_a_postgres_url() {
+        let dir = Path::new("/etc/hourglass");
+        let data = Path::new("/var/lib/hourglass");
+        let default = settings("").unwrap().store_location(dir, data).unwrap();
+        assert_eq!(format!("{default:?}"), "sqlite:/var/lib/hourglass/hourglass.db");
+        let relative = settings("store = \"sqlite:db/h.db\"").unwrap().store_location(dir, data).unwrap();
+        assert_eq!(format!("{relative:?}"), "sqlite:/etc/hourglass/db/h.db", "relative to the policy directory");
+        let shared = settings("store = \"postgres://hg:hunter2@db/hourglass\"").unwrap().store_location(dir, data);
+        assert_eq!(format!("{:?}", shared.unwrap()), "postgres:<connection string>", "never shown");
+        let bad = settings("store = \"mysql://hg:hunter2@db\"").unwrap().store_location(dir, data).unwrap_err();
+        assert!(bad.to_string().contains("sqlite:PATH") && !bad.to_string().contains("hunter2"), "{bad}");
+    }
+
+    #[test]
+    fn replica_lease_takes_ms_or_seconds_within_bounds() {
+        assert_eq!(parse_lease("1500ms").unwrap(), std::time::Duration::from_millis(1500));
+        assert_eq!(parse_lease("2s").unwrap(), std::time::Duration::from_secs(2));
+        assert!(parse_lease("100ms").unwrap_err().to_string().contains("from 500ms to 60s"));
+        assert!(parse_lease("2").unwrap_err().to_string().contains("like 1500ms or 2s"));
     }
 
     #[test]

@@ -27,7 +27,7 @@ use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use hourglass_broker::auth::{Authenticator, Sessions};
 use hourglass_broker::clock::{Clock, ManualClock, SystemClock};
 use hourglass_broker::dev::{self, DevIssuer};
-use hourglass_broker::keys::Ed25519Key;
+use hourglass_broker::keys::{Ed25519Key, KeyPurpose, KeySet, RotationPolicy, StoreKey};
 use hourglass_broker::provider::Providers;
 use hourglass_broker::provider::token::TokenProvider;
 use hourglass_broker::settings::LimitSettings;
@@ -63,6 +63,15 @@ const EVENT_WAIT: StdDuration = StdDuration::from_secs(5);
 // Harness
 // ---------------------------------------------------------------------------
 
+/// Keys rotate monthly, as a broker's do by default.
+fn rotation() -> RotationPolicy {
+    RotationPolicy {
+        period: StdDuration::from_secs(30 * 24 * 3600),
+        publish_ahead: StdDuration::from_secs(24 * 3600),
+        overlap: StdDuration::from_secs(24 * 3600),
+    }
+}
+
 /// One broker with its own temporary store, policy directory, keys and
 /// clock, and a dev-issuer token for each demo user.
 struct Harness {
@@ -91,13 +100,18 @@ impl Harness {
         dev::materialize_policy(&policy_dir).expect("the demo policy is written");
         let policy = Policy::load_dir(&policy_dir).expect("the demo policy loads");
         let db_path = data_dir.join("hourglass.db");
-        let store = Store::open(&db_path).await.expect("the store opens");
-        let token_key = Arc::new(
-            Ed25519Key::load_or_create(&data_dir.join("keys/token-signing.pem")).expect("a token signing key"),
-        );
+        let store = Store::open_sqlite(&db_path).await.expect("the store opens");
+        // Keys as a broker keeps them: in the store, sealed with its store key.
+        let store_key = Arc::new(StoreKey::read_or_create(&data_dir.join("keys/store.key")).expect("a store key"));
+        let keys = async |purpose| {
+            let now = SystemClock.now();
+            let set = KeySet::open(store.clone(), Arc::clone(&store_key), purpose, rotation(), None, now).await;
+            Arc::new(set.expect("a key set"))
+        };
+        let token_keys = keys(KeyPurpose::GrantToken).await;
+        let session_keys = keys(KeyPurpose::Session).await;
         let dev_issuer = format!("{BROKER_URL}/dev");
         let issuer = DevIssuer::load_or_create(&data_dir, dev_issuer.clone()).expect("a dev issuer");
-        let session_key = Ed25519Key::load_or_create(&data_dir.join("keys/session.pem")).expect("a session key");
         // Whole seconds, so that token `exp` (seconds) equals a deadline exactly.
         // Near the real time, because identity tokens are checked against it.
         let start = Timestamp::from_unix_millis(SystemClock.now().unix_seconds() * 1000);
@@ -107,23 +121,26 @@ impl Harness {
             policy,
             policy_dir: Some(policy_dir.clone()),
             providers: Providers::default()
-                .with(Arc::new(TokenProvider::new(Arc::clone(&token_key), BROKER_URL.into()))),
+                .with(Arc::new(TokenProvider::new(Arc::clone(&token_keys), BROKER_URL.into()))),
             authenticator: Authenticator::default()
                 .trust(issuer.trusted())
-                .with_sessions(Sessions::new(session_key, BROKER_URL.into(), Duration::from_hours(8)))
+                .with_sessions(Sessions::new(session_keys, BROKER_URL.into(), Duration::from_hours(8)))
                 .with_login(AuthConfig {
                     issuer: dev_issuer.clone(),
                     client_id: "hourglass-cli".into(),
                     scopes: vec!["openid".into()],
                     dev: true,
                 }),
-            token_key,
+            token_keys,
             clock: Arc::clone(&clock) as Arc<dyn Clock>,
             provider_timeout: StdDuration::from_secs(5),
             limits,
         })
         .expect("the broker assembles with the demo policy");
         broker.record_start().await.expect("the start is recorded");
+        // Events reach subscribers through the store, as in a running broker.
+        let cursor = broker.event_cursor().await.expect("the event stream's position");
+        tokio::spawn(Arc::clone(&broker).follow_events(cursor));
         let tokens = dev::users()
             .expect("demo users load")
             .into_iter()
@@ -277,12 +294,22 @@ impl Harness {
 
     /// Opens `GET /v1/events` as `user`.
     async fn subscribe(&self, user: &str) -> EventStream {
-        let request = self.builder(Method::GET, Some(user), "/v1/events").body(Body::empty()).expect("a request");
+        self.subscribe_after(user, None).await
+    }
+
+    /// Opens the event stream as a client reconnecting after the event
+    /// numbered `last_event_id` (its `Last-Event-ID`), or afresh.
+    async fn subscribe_after(&self, user: &str, last_event_id: Option<&str>) -> EventStream {
+        let mut builder = self.builder(Method::GET, Some(user), "/v1/events");
+        if let Some(id) = last_event_id {
+            builder = builder.header("last-event-id", id);
+        }
+        let request = builder.body(Body::empty()).expect("a request");
         let response = self.app.clone().oneshot(request).await.expect("the router answers");
         assert_eq!(response.status(), StatusCode::OK, "{user} may open the event stream");
         let content_type = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
         assert_eq!(content_type, Some("text/event-stream"), "the event stream is server-sent events");
-        EventStream { who: user.to_owned(), body: response.into_body(), buffer: String::new() }
+        EventStream { who: user.to_owned(), body: response.into_body(), buffer: String::new(), last_id: None }
     }
 }
 
@@ -291,6 +318,8 @@ struct EventStream {
     who: String,
     body: Body,
     buffer: String,
+    /// The `id:` of the last event read that had one.
+    last_id: Option<String>,
 }
 
 impl EventStream {
@@ -304,6 +333,8 @@ impl EventStream {
                 for line in block.lines() {
                     if let Some(value) = line.strip_prefix("event:") {
                         kind = Some(value.trim().to_owned());
+                    } else if let Some(value) = line.strip_prefix("id:") {
+                        self.last_id = Some(value.trim().to_owned());
                     } else if let Some(value) = line.strip_prefix("data:") {
                         data.push(value.strip_prefix(' ').unwrap_or(value));
                     }
@@ -752,6 +783,48 @@ async fn events_reach_requester_and_every_approver() {
         ("request.approved", Some(own.as_str())),
         "dave hears only of his own request: {data}"
     );
+}
+
+#[tokio::test]
+async fn events_a_stream_reopened_with_last_event_id_gets_what_it_missed_once() {
+    let h = Harness::new().await;
+    let mut bob = h.subscribe("bob").await;
+    bob.expect("hello", "first frame").await;
+    let first = request_id(&h.file("alice", write_orders("30m")).await);
+    bob.expect("request.filed", "bob may decide alice's request").await;
+    let seen = bob.last_id.clone().expect("events carry their number as the SSE id");
+    drop(bob);
+
+    // While bob's stream is down (his laptop asleep, his replica gone):
+    let second = request_id(&h.file("dave", write_orders("30m")).await);
+    let (status, _) = h.post("alice", &format!("/v1/requests/{first}/cancel"), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let mut bob = h.subscribe_after("bob", Some(&seen)).await;
+    bob.expect("hello", "first frame").await;
+    let missed = bob.expect("request.filed", "what he missed comes first, in order").await;
+    assert_eq!(missed["request"]["id"], second.as_str());
+    let after_second = bob.last_id.clone().expect("an id");
+    let cancelled = bob.expect("request.cancelled", "then the cancellation").await;
+    assert_eq!(cancelled["request"]["id"], first.as_str());
+    assert!(
+        after_second.parse::<u64>().unwrap() > seen.parse::<u64>().unwrap(),
+        "ids increase: {seen} then {after_second}"
+    );
+    // Then the live stream, with nothing sent twice.
+    let third = request_id(&h.file("erin", write_orders("10m")).await);
+    let (kind, data) = bob.next().await;
+    assert_eq!(
+        (kind.as_str(), data["request"]["id"].as_str()),
+        ("request.filed", Some(third.as_str())),
+        "the next event is the new one: nothing of what he missed is sent twice"
+    );
+
+    // A client further behind than what the broker keeps is told to resync.
+    h.broker.store().prune(h.now().plus_millis(3_600_000), StdDuration::from_secs(3600)).await.expect("pruned");
+    let mut late = h.subscribe_after("bob", Some(&seen)).await;
+    late.expect("hello", "first frame").await;
+    late.expect("resync", "the events after its id are gone: reload the lists").await;
 }
 
 // ---------------------------------------------------------------------------
@@ -1640,6 +1713,11 @@ async fn meta_health_openapi_metrics_not_found() {
     assert_eq!(status, StatusCode::OK, "health needs no token: {health}");
     assert_eq!(health["status"], "ok", "the broker says it is ok");
     assert_eq!(at(&health["server_time"]), h.now(), "health carries the broker's clock");
+
+    let (status, _, ready) = h.send(anonymous("/readyz")).await;
+    assert_eq!(status, StatusCode::OK, "ready: the store answers, the lease holds: {ready}");
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(ready["replicas"], 1, "one broker on its SQLite store");
 
     let (status, _, openapi) = h.send(anonymous("/v1/openapi.json")).await;
     assert_eq!(status, StatusCode::OK, "the OpenAPI document is served");

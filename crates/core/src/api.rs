@@ -381,6 +381,19 @@ pub struct SessionToken {
     pub expires_in: u64,
 }
 
+/// `GET /readyz`: this replica serves. Load balancers route to replicas
+/// that answer 200 here; `/healthz` only says the process lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Readiness {
+    /// `ready`.
+    pub status: String,
+    /// This replica's id (as in the audit log's revocation attempts).
+    pub replica: String,
+    /// Replicas holding a lease on the store now, this one included.
+    pub replicas: u64,
+}
+
 /// `GET /healthz`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

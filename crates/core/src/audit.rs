@@ -227,17 +227,39 @@ pub struct BrokenLink {
 /// Walks the chain in order from the first event. Returns the number of
 /// events and the head hash, or the first link that does not hold.
 pub fn verify_chain(links: impl IntoIterator<Item = StoredLink>) -> Result<(u64, [u8; 32]), BrokenLink> {
-    let mut prev = GENESIS_HASH;
-    let mut expected_seq = 1;
+    let mut verifier = ChainVerifier::default();
     for link in links {
+        verifier.push(&link)?;
+    }
+    Ok(verifier.head())
+}
+
+/// Checks a chain link by link, in order from the first event, holding
+/// only the last hash: a log of any length verifies in constant memory.
+#[derive(Debug, Clone)]
+pub struct ChainVerifier {
+    prev: [u8; 32],
+    expected_seq: u64,
+}
+
+impl Default for ChainVerifier {
+    fn default() -> Self {
+        ChainVerifier { prev: GENESIS_HASH, expected_seq: 1 }
+    }
+}
+
+impl ChainVerifier {
+    /// Checks the next link; the first that does not hold is the error.
+    pub fn push(&mut self, link: &StoredLink) -> Result<(), BrokenLink> {
         let broken = |problem: String| BrokenLink { seq: link.seq, problem };
+        let expected_seq = self.expected_seq;
         if link.seq != expected_seq {
             return Err(BrokenLink {
                 seq: expected_seq,
                 problem: format!("event {expected_seq} is missing (next stored event is {})", link.seq),
             });
         }
-        if link.prev_hash != to_hex(&prev) {
+        if link.prev_hash != to_hex(&self.prev) {
             return Err(broken("its previous hash does not match the event before it".into()));
         }
         let event: AuditEvent = serde_json::from_str(&link.canonical)
@@ -245,14 +267,19 @@ pub fn verify_chain(links: impl IntoIterator<Item = StoredLink>) -> Result<(u64,
         if event.seq != link.seq {
             return Err(broken(format!("its stored event claims sequence number {}", event.seq)));
         }
-        let hash = chain_hash(&prev, &link.canonical);
+        let hash = chain_hash(&self.prev, &link.canonical);
         if link.hash != to_hex(&hash) {
             return Err(broken("its content does not match its hash (altered after it was written)".into()));
         }
-        prev = hash;
-        expected_seq += 1;
+        self.prev = hash;
+        self.expected_seq += 1;
+        Ok(())
     }
-    Ok((expected_seq - 1, prev))
+
+    /// The number of events checked and the head hash.
+    pub fn head(&self) -> (u64, [u8; 32]) {
+        (self.expected_seq - 1, self.prev)
+    }
 }
 
 #[cfg(test)]

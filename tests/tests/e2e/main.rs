@@ -11,6 +11,7 @@ mod lifecycle;
 mod login;
 mod openapi;
 mod postgres;
+mod replicas;
 mod secrets;
 mod serve;
 mod ssh;

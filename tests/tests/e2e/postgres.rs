@@ -359,3 +359,59 @@ impl Setup {
         outcome.expect_err("the request fails").to_string()
     }
 }
+
+/// The broker's admin connection to a target that takes TLS only: the
+/// admin connection string's `sslmode` is honoured (libpq's meaning), a
+/// plain connection is refused by the server, a CA that did not sign the
+/// server's certificate by the broker: each named in the grant's failure.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_admin_connection_honours_sslmode_against_a_tls_only_server() {
+    let cluster = PostgresCluster::shared_tls();
+    let database = format!("orders_tls_{}", std::process::id());
+    cluster.sql("postgres", &format!("CREATE DATABASE {database}"));
+    cluster.sql(&database, "CREATE ROLE orders_tls_read NOLOGIN");
+    let ca = cluster.tls_ca().expect("a TLS cluster").display().to_string();
+    let other = tempfile::tempdir().expect("temp dir");
+    let other_ca = other.path().join("other.pem");
+    hourglass_e2e::ca::TestCa::new("Not the server's CA").write(&other_ca);
+    let admin = |mode: &str| format!("{} sslmode={mode}", cluster.admin_dsn());
+    let resources: String = [("verify-full", "verified"), ("require", "encrypted"), ("disable", "plain"), ("verify-full", "wrong-ca")]
+        .iter()
+        .map(|(_, name)| {
+            format!(
+                "[resources.db-{name}]\nprovider = \"postgres\"\nsettings = {{ admin_dsn_env = \"DSN_{env}\", host = \"127.0.0.1\", port = {port}, database = \"{database}\" }}\n\
+                 [resources.db-{name}.roles.read]\nsettings = {{ grant = [\"orders_tls_read\"] }}\n",
+                env = name.to_uppercase().replace('-', "_"),
+                port = cluster.port,
+            )
+        })
+        .collect();
+    let toml = format!(
+        "[defaults]\nworkflow = \"w\"\n[workflows.w]\napprovals = [{{ group = \"sre\", count = 1 }}]\n{resources}"
+    );
+    let policy = policy_dir(&toml, CEDAR);
+    let verified = format!("{} sslrootcert={ca}", admin("verify-full"));
+    let wrong = format!("{} sslrootcert={}", admin("verify-full"), other_ca.display());
+    let broker = DevBroker::start_with_policy(
+        policy.path(),
+        &[
+            ("DSN_VERIFIED", verified.as_str()),
+            ("DSN_ENCRYPTED", admin("require").as_str()),
+            ("DSN_PLAIN", admin("disable").as_str()),
+            ("DSN_WRONG_CA", wrong.as_str()),
+        ],
+    );
+    let alice = broker.client("alice");
+    let ask = |name: &str| request(&format!("db-{name}"), "read", "5m", Some(material::postgres().material));
+    for name in ["verified", "encrypted"] {
+        let grant = alice.create_request(&ask(name)).await.expect("issued").grant.expect("a grant");
+        assert_eq!(grant.state, GrantState::Active, "{name}: the role is made over TLS");
+        alice.revoke(&grant.id, None).await.expect("revoked over TLS");
+    }
+    for (name, expected) in [("plain", "pg_hba.conf"), ("wrong-ca", "certificate")] {
+        let error = alice.create_request(&ask(name)).await.expect_err("refused").to_string();
+        assert!(error.contains(expected), "{name}: {error}");
+        assert!(!error.contains(cluster.admin_password()), "{name}: never the admin password: {error}");
+    }
+    assert_eq!(cluster.sql("postgres", "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'hg\\_%'"), "0");
+}

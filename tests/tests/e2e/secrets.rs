@@ -292,17 +292,20 @@ settings = {{ principals = ["{user}"] }}
     assert!(secrets.len() > 10, "some lines of the key file are this key's own");
     let found_in_answers = leaks(&secrets, "an error answer", answers.as_bytes());
 
-    // The broker's own private keys are secrets at rest by design (0600);
-    // they must still never reach the log or the audit log.
+    // The broker's own private keys live in its store, sealed with its store
+    // key (the one secret file of its data directory, 0600): opened here
+    // with that key, independently of the broker's code, they must be
+    // nowhere in the clear — not in the store, the log or the audit log.
     let data = broker.data_dir.clone();
-    let mut own_keys = Vec::new();
+    let (store_key, seeds) = broker_keys(&data);
+    assert_eq!(seeds.len(), 3, "a session, a grant-token and an SSH CA key are in the store");
     for name in ["keys/token-signing.pem", "keys/session.pem", "ssh/user_ca"] {
-        let pem = std::fs::read_to_string(data.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-        for line in pem.lines().filter(|line| !line.starts_with("-----") && line.len() >= 40) {
-            own_keys.push(Secret::text(format!("a line of the broker's {name}"), line));
-        }
+        assert!(!data.join(name).exists(), "no private key file {name}: keys are in the store");
     }
-    assert!(!own_keys.is_empty(), "the broker's keys were read");
+    let mut own_keys = vec![Secret::text("the store key", &store_key)];
+    for (purpose, seed) in &seeds {
+        own_keys.push(Secret::key_bytes(format!("the broker's {purpose} key"), seed));
+    }
 
     let scan_store = |when: &str| -> Vec<String> {
         let mut found = Vec::new();
@@ -310,6 +313,9 @@ settings = {{ principals = ["{user}"] }}
             let name = file.strip_prefix(&config).unwrap_or(&file).display().to_string();
             let bytes = std::fs::read(&file).unwrap_or_default();
             found.extend(leaks(&secrets, &format!("{name} ({when})"), &bytes));
+            if !name.ends_with("keys/store.key") {
+                found.extend(leaks(&own_keys, &format!("{name} ({when})"), &bytes));
+            }
         }
         found
     };
@@ -341,4 +347,39 @@ settings = {{ principals = ["{user}"] }}
     let log_text = String::from_utf8_lossy(&log_text);
     assert!(!log_text.contains("panicked"), "the broker did not panic:\n{log_text}");
     assert!(found.is_empty(), "secrets leaked:\n{}", found.join("\n"));
+}
+
+/// The broker's store key (as its file holds it) and its signing keys'
+/// seeds by purpose, opened from the store the way the broker seals them
+/// (AES-256-GCM, nonce first, bound to "purpose/kid").
+fn broker_keys(data: &std::path::Path) -> (String, Vec<(String, Vec<u8>)>) {
+    use base64::Engine;
+    use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+    let text = std::fs::read_to_string(data.join("keys/store.key")).expect("the store key file");
+    let raw = base64::engine::general_purpose::STANDARD.decode(text.trim()).expect("base64");
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &raw).expect("a 32-byte key"));
+    let store =
+        rusqlite::Connection::open_with_flags(data.join("hourglass.db"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("the store opens");
+    let mut statement = store.prepare("SELECT purpose, kid, sealed_private FROM signing_keys").expect("a query");
+    let rows: Vec<(String, String, String)> = statement
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .expect("keys")
+        .map(|row| row.expect("a row"))
+        .collect();
+    let seeds = rows
+        .into_iter()
+        .map(|(purpose, kid, sealed)| {
+            let mut sealed = base64::engine::general_purpose::STANDARD.decode(sealed).expect("base64");
+            let (nonce, ciphertext) = sealed.split_at_mut(NONCE_LEN);
+            let nonce = Nonce::try_assume_unique_for_key(nonce).expect("a nonce");
+            let seed = key
+                .open_in_place(nonce, Aad::from(format!("{purpose}/{kid}").as_bytes()), ciphertext)
+                .expect("the store key opens it")
+                .to_vec();
+            assert_eq!(seed.len(), 32, "an Ed25519 seed");
+            (purpose, seed)
+        })
+        .collect();
+    (text.trim().to_owned(), seeds)
 }

@@ -9,40 +9,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use hourglass_client::Trust;
+use hourglass_e2e::ca::TestCa;
 use hourglass_e2e::issuer::JwtIssuer;
 use hourglass_e2e::{DevBroker, Run, bin, eventually};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-
-/// A certificate authority of the test's own.
-struct TestCa {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-}
-
-impl TestCa {
-    fn new(name: &str) -> TestCa {
-        let key = KeyPair::generate().expect("a CA key");
-        let mut params = CertificateParams::default();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
-        let pem = params.self_signed(&key).expect("a self-signed CA").pem();
-        TestCa { issuer: Issuer::new(params, key), pem }
-    }
-
-    fn write(&self, path: &Path) {
-        std::fs::write(path, &self.pem).expect("CA written");
-    }
-
-    /// A server certificate for `names`, with its key: (certificate PEM, key PEM).
-    fn server(&self, names: &[&str]) -> (String, String) {
-        let key = KeyPair::generate().expect("a server key");
-        let params =
-            CertificateParams::new(names.iter().map(|name| (*name).to_owned()).collect::<Vec<_>>()).expect("names");
-        let cert = params.signed_by(&key, &self.issuer).expect("signed by the CA");
-        (cert.pem(), key.serialize_pem())
-    }
-}
 
 /// The demo policy, trusting `idp`, and `[broker]` lines added after `data_dir`.
 fn serve_config(idp: &JwtIssuer, broker_lines: &str) -> tempfile::TempDir {

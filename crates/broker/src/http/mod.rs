@@ -17,7 +17,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use hourglass_core::api::Health;
+use hourglass_core::api::{Health, Readiness};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -79,6 +79,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
 fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(healthz))
+        .routes(routes!(readyz))
         .routes(routes!(auth::config))
         .routes(routes!(auth::token))
         .routes(routes!(v1::whoami))
@@ -111,6 +112,28 @@ pub fn openapi_json() -> String {
 #[utoipa::path(get, path = "/healthz", tag = "meta", responses((status = 200, body = Health)))]
 async fn healthz(State(broker): State<AppState>) -> Json<Health> {
     Json(Health { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into(), server_time: broker.now() })
+}
+
+/// Readiness: the store answers within a couple of seconds and this
+/// replica's lease holds. 503 otherwise, saying which: route elsewhere.
+#[utoipa::path(get, path = "/readyz", tag = "meta", responses(
+    (status = 200, body = Readiness),
+    (status = 503, body = hourglass_core::api::ApiError, description = "the store cannot be reached, or this replica's lease lapsed")))]
+async fn readyz(State(broker): State<AppState>) -> Result<Json<Readiness>, AppError> {
+    let unavailable = |message: &str| AppError::new(hourglass_core::api::ErrorCode::Unavailable, message);
+    let live = tokio::time::timeout(std::time::Duration::from_secs(2), broker.store.live_replicas()).await;
+    let replicas = match live {
+        Ok(Ok(count)) => count,
+        Ok(Err(error)) => {
+            tracing::warn!("readiness: the store failed: {error}");
+            return Err(unavailable("not ready: the store cannot be reached"));
+        }
+        Err(_) => return Err(unavailable("not ready: the store did not answer within 2s")),
+    };
+    if !broker.store.may_act() {
+        return Err(unavailable("not ready: this replica's lease on the store lapsed; it is renewing it"));
+    }
+    Ok(Json(Readiness { status: "ready".into(), replica: broker.store.replica_id().to_string(), replicas }))
 }
 
 async fn metrics(State(broker): State<AppState>) -> impl IntoResponse {

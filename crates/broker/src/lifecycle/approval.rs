@@ -26,9 +26,8 @@ impl Broker {
             return Err(refused(ErrorCode::NotFound, format!("no request {id}")));
         };
         if request.is_pending() && now >= request.pending_until {
-            let expired = self.expire_request(&mut tx, request, now).await?;
+            self.expire_request(&mut tx, request, now).await?;
             tx.commit().await?;
-            self.publish_request(&expired, EventKind::RequestExpired, &[]);
             return Err(refused(ErrorCode::NotPending, format!("request {id} expired before it was decided")));
         }
         let target = format!("{}/{}", request.resource, request.role);
@@ -118,6 +117,7 @@ impl Broker {
         if let Some(record) = &started {
             tx.insert_grant(record).await?;
         }
+        self.publish_request(&mut tx, &decided, kind, &[&who.id]);
         tx.commit().await?;
         if let Some(record) = &started {
             self.schedule(record.grant.expires_at);
@@ -127,7 +127,6 @@ impl Broker {
             DecisionOutcome::Approved => "approved",
             DecisionOutcome::Denied => "denied",
         });
-        self.publish_request(&decided, kind, &[&who.id]);
 
         let grant = match (started, renewal) {
             (Some(record), _) => Some(self.issue(record, &who.id).await?),

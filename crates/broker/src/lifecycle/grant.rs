@@ -8,17 +8,17 @@ use hourglass_core::api::{
 };
 use hourglass_core::audit::{AuditAction, AuditEvent, AuditResult};
 use hourglass_core::principal::SYSTEM_ACTOR;
-use hourglass_core::{AccessRequest, Grant, GrantId, NewRequest, Principal, Timestamp};
+use hourglass_core::{AccessRequest, Grant, GrantId, GrantState, NewRequest, Principal, Timestamp};
 use hourglass_policy::{AccessContext, Action, Authorization, Resource, Role};
 
 use super::{
-    MAX_REASON, clean_optional, clean_text, grant_event, grant_refused, lease, parse_duration, policies_detail,
-    refused, request_event, unknown,
+    MAX_REASON, clean_optional, clean_text, grant_event, grant_refused, parse_duration, policies_detail, refused,
+    request_event, unknown,
 };
 use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::provider::{IssueInput, Issued, ProviderError};
-use crate::store::GrantRecord;
+use crate::store::{Claim, GrantRecord};
 
 impl Broker {
     /// Has the provider create the credential of a grant in `issuing`, then
@@ -51,6 +51,12 @@ impl Broker {
                                 if let Some(planned) = planned.filter(|_| record.provider_state.is_null()) {
                                     self.record_planned_state(&grant.id, planned).await?;
                                 }
+                                if !self.store.may_act() {
+                                    // This replica's lease lapsed (it was paused): another
+                                    // may have taken the issue over. Leave it to whoever
+                                    // holds the claim now.
+                                    return Ok(grant);
+                                }
                                 self.with_timeout(&resource.name, provider.issue(input)).await
                             }
                             Err(error) => Err(error),
@@ -67,33 +73,42 @@ impl Broker {
         let Some(mut current) = tx.grant(&grant.id).await? else {
             return Err(Error::Internal(format!("grant {} vanished while issuing", grant.id)));
         };
+        // INVARIANT: a grant is issued once, by the replica that holds its
+        // claim. It ended meanwhile (its revocation removes whatever the
+        // provider made), another call finished this issue (providers are
+        // idempotent), or this replica's lease lapsed and another took the
+        // issue over: nothing is recorded here.
+        if current.grant.state != GrantState::Issuing || !tx.holds_claim(&grant.id).await? {
+            drop(tx);
+            return match issued {
+                Ok(_) => Ok(current.grant),
+                Err(error) => Err(Error::Provider(error)),
+            };
+        }
         match issued {
-            // INVARIANT: a grant is issued once. Another call finished this
-            // issue meanwhile (the provider is idempotent): nothing to add.
-            Ok(_) if current.grant.state == hourglass_core::GrantState::Active => Ok(current.grant),
             Ok(issued) => {
                 let event = Self::activate(&mut current, issued, actor, now);
-                tx.update_grant(&current).await?;
+                tx.update_grant(&current, Claim::Release).await?;
                 tx.audit(event).await?;
+                self.publish_grant(&mut tx, &current.grant, EventKind::GrantIssued, &[]);
                 tx.commit().await?;
                 self.metrics.grant("issued");
-                self.publish_grant(&current.grant, EventKind::GrantIssued, &[]);
                 Ok(current.grant)
             }
             Err(error) => {
                 let message = error.to_string();
                 current.grant.fail(&message, now);
-                current.grant.lease_revocation(now);
-                tx.update_grant(&current).await?;
+                // Due now, for whichever replica's scheduler comes first.
+                tx.update_grant(&current, Claim::Release).await?;
                 tx.audit(
                     grant_event(now, actor, AuditAction::GrantIssueFailed, &current.grant, AuditResult::Failed)
                         .reason(message),
                 )
                 .await?;
+                self.publish_grant(&mut tx, &current.grant, EventKind::GrantFailed, &[]);
                 tx.commit().await?;
                 self.wake.notify_one();
                 self.metrics.grant("failed");
-                self.publish_grant(&current.grant, EventKind::GrantFailed, &[]);
                 Err(Error::Provider(error))
             }
         }
@@ -125,7 +140,7 @@ impl Broker {
             && current.provider_state.is_null()
         {
             current.provider_state = planned;
-            tx.update_grant(&current).await?;
+            tx.update_grant(&current, Claim::Keep).await?;
             tx.commit().await?;
         }
         Ok(())
@@ -187,7 +202,7 @@ impl Broker {
         }
         current.grant = renewed;
         current.provider_state = renewal.state;
-        tx.update_grant(&current).await?;
+        tx.update_grant(&current, Claim::Keep).await?;
         tx.audit(
             grant_event(now, actor, AuditAction::GrantRenewed, &current.grant, AuditResult::Ok)
                 .detail("request", request.id.as_str())
@@ -196,10 +211,10 @@ impl Broker {
                 .detail("verified", renewal.verification),
         )
         .await?;
+        self.publish_grant(&mut tx, &current.grant, EventKind::GrantRenewed, &[]);
         tx.commit().await?;
         self.schedule(current.grant.expires_at);
         self.metrics.grant("renewed");
-        self.publish_grant(&current.grant, EventKind::GrantRenewed, &[]);
         Ok(current.grant)
     }
 
@@ -279,6 +294,7 @@ impl Broker {
             request.approve_by_policy(now);
         }
         let mut tx = self.store.begin().await?;
+        tx.take_turn(&format!("principal/{}", who.id)).await?;
         // One past its timeout can no longer be approved: it does not block a new one.
         let waiting = tx.pending_renewals(&grant.id).await?.into_iter().find(|r| now < r.pending_until);
         if let Some(pending) = waiting {
@@ -307,18 +323,17 @@ impl Broker {
             )
             .await?;
         }
+        if request.is_pending() || request.break_glass {
+            self.publish_request(&mut tx, &request, EventKind::RequestFiled, &[]);
+        }
         tx.commit().await?;
         if request.is_pending() {
             self.schedule(request.pending_until);
-        }
-        if request.is_pending() {
             self.metrics.request("pending");
-            self.publish_request(&request, EventKind::RequestFiled, &[]);
             return Ok(RenewOutcome { grant: record.grant, request });
         }
         if request.break_glass {
             self.metrics.request("break_glass");
-            self.publish_request(&request, EventKind::RequestFiled, &[]);
         } else {
             self.metrics.request("auto_approved");
         }
@@ -359,25 +374,24 @@ impl Broker {
             if who.id == record.grant.owner { "revoked by its owner".into() } else { format!("revoked by {}", who.id) }
         });
         record.grant.revoke(&who.id, &reason, now).map_err(grant_refused)?;
-        // This call attempts the revocation below; the lease keeps the
+        // This call attempts the revocation below; its claim keeps every
         // scheduler from starting a second attempt meanwhile.
-        record.grant.lease_revocation(now.plus_millis(lease(self.provider_timeout)));
-        tx.update_grant(&record).await?;
+        tx.update_grant(&record, Claim::Take).await?;
         tx.audit(
             grant_event(now, &who.id, AuditAction::GrantRevoked, &record.grant, AuditResult::Ok)
                 .reason(reason)
                 .detail("policies", policies_detail(&allowed)),
         )
         .await?;
-        let withdrawn = self.withdraw_renewals(&mut tx, std::slice::from_ref(&record.grant.id), now).await?;
+        self.publish_grant(&mut tx, &record.grant, EventKind::GrantRevoked, &[&who.id]);
+        self.withdraw_renewals(&mut tx, std::slice::from_ref(&record.grant.id), now).await?;
         tx.commit().await?;
         self.metrics.grant("revoked");
-        self.publish_grant(&record.grant, EventKind::GrantRevoked, &[&who.id]);
-        for request in &withdrawn {
-            self.publish_request(request, EventKind::RequestCancelled, &[]);
-        }
+        let revoked = record.grant.clone();
         let mut done = self.attempt_revocations(vec![record]).await?;
-        done.pop().map(|record| record.grant).ok_or_else(|| Error::Internal("revocation lost its grant".into()))
+        // Not attempted here if this replica's lease lapsed meanwhile: whoever
+        // took it over removes the credential.
+        Ok(done.pop().map_or(revoked, |record| record.grant))
     }
 
     /// `POST /v1/grants/revoke`: ends every live grant on a resource at once
@@ -428,8 +442,7 @@ impl Broker {
         records.retain(|record| now < record.grant.expires_at);
         for record in &mut records {
             record.grant.revoke(&who.id, &reason, now).map_err(grant_refused)?;
-            record.grant.lease_revocation(now.plus_millis(lease(self.provider_timeout)));
-            tx.update_grant(record).await?;
+            tx.update_grant(record, Claim::Take).await?;
             let allowed = &decided[&key(&record.grant)];
             tx.audit(
                 grant_event(now, &who.id, AuditAction::GrantRevoked, &record.grant, AuditResult::Ok)
@@ -438,16 +451,13 @@ impl Broker {
                     .detail("bulk", true),
             )
             .await?;
+            self.publish_grant(&mut tx, &record.grant, EventKind::GrantRevoked, &[&who.id]);
         }
         let ids: Vec<GrantId> = records.iter().map(|record| record.grant.id.clone()).collect();
-        let withdrawn = self.withdraw_renewals(&mut tx, &ids, now).await?;
+        self.withdraw_renewals(&mut tx, &ids, now).await?;
         tx.commit().await?;
-        for record in &records {
+        for _ in &records {
             self.metrics.grant("revoked");
-            self.publish_grant(&record.grant, EventKind::GrantRevoked, &[&who.id]);
-        }
-        for request in &withdrawn {
-            self.publish_request(request, EventKind::RequestCancelled, &[]);
         }
         let done = self.attempt_revocations(records).await?;
         Ok(done.into_iter().map(|record| record.grant).collect())
@@ -476,15 +486,15 @@ impl Broker {
         if !record.grant.mark_ready(now) {
             return Ok(record.grant); // confirmed before: once is enough
         }
-        tx.update_grant(&record).await?;
+        tx.update_grant(&record, Claim::Keep).await?;
         let mut event = grant_event(now, &who.id, AuditAction::GrantVerified, &record.grant, AuditResult::Ok)
             .detail("by", "client");
         if let Some(check) = check {
             event = event.reason(check);
         }
         tx.audit(event).await?;
+        self.publish_grant(&mut tx, &record.grant, EventKind::GrantReady, &[]);
         tx.commit().await?;
-        self.publish_grant(&record.grant, EventKind::GrantReady, &[]);
         Ok(record.grant)
     }
 

@@ -21,8 +21,9 @@ use hourglass_policy::{Authorization, Unknown};
 
 use crate::broker::Broker;
 use crate::error::{Error, Result};
-use crate::events::Audience;
+use crate::events::new_event;
 use crate::provider::ProviderError;
+use crate::store::WriteTx;
 
 const MAX_REASON: usize = 1000;
 const MAX_TICKET: usize = 200;
@@ -122,26 +123,19 @@ impl Broker {
         Ok(error)
     }
 
-    pub(crate) fn publish_request(&self, request: &AccessRequest, kind: EventKind, also: &[&str]) {
+    /// Publishes a request's change with the transaction that makes it:
+    /// to the requester, `also`, and whoever may decide it.
+    pub(crate) fn publish_request(&self, tx: &mut WriteTx, request: &AccessRequest, kind: EventKind, also: &[&str]) {
         let mut principals = vec![request.requester.clone()];
         principals.extend(also.iter().map(|p| (*p).to_owned()));
-        self.events.publish(
-            kind,
-            self.now(),
-            Some(request),
-            None,
-            Audience::WithDeciders { principals, request: Box::new(request.clone()) },
-        );
+        tx.publish(new_event(kind, self.now(), Some(request), None, principals, true));
     }
 
-    pub(crate) fn publish_grant(&self, grant: &Grant, kind: EventKind, also: &[&str]) {
+    /// Publishes a grant's change with the transaction that makes it: to
+    /// its owner and `also`.
+    pub(crate) fn publish_grant(&self, tx: &mut WriteTx, grant: &Grant, kind: EventKind, also: &[&str]) {
         let mut principals = vec![grant.owner.clone()];
         principals.extend(also.iter().map(|p| (*p).to_owned()));
-        self.events.publish(kind, self.now(), None, Some(grant), Audience::Principals(principals));
+        tx.publish(new_event(kind, self.now(), None, Some(grant), principals, false));
     }
-}
-
-/// How long a claimed revocation attempt may take before another may start.
-pub(crate) fn lease(provider_timeout: std::time::Duration) -> i64 {
-    i64::try_from(provider_timeout.as_millis()).unwrap_or(i64::MAX).saturating_add(5_000)
 }

@@ -101,6 +101,7 @@ impl Broker {
         }
 
         let mut tx = self.store.begin().await?;
+        tx.take_turn(&format!("principal/{}", who.id)).await?;
         let mut superseded = None;
         if let Some(existing) = tx.pending_duplicate(&who.id, &request.resource, &request.role, now).await? {
             if !request.break_glass {
@@ -167,6 +168,21 @@ impl Broker {
                 None => tx.insert_grant(record).await?,
             }
         }
+        if let Some(waiting) = &superseded {
+            self.publish_request(&mut tx, waiting, EventKind::RequestCancelled, &[]);
+        }
+        // Every approver hears of a break-glass grant, as it happens.
+        let kind = if request.break_glass || request.is_pending() {
+            EventKind::RequestFiled
+        } else {
+            EventKind::RequestApproved
+        };
+        self.publish_request(&mut tx, &request, kind, &[]);
+        if let Some((record, _)) = &started
+            && record.grant.state == GrantState::Active
+        {
+            self.publish_grant(&mut tx, &record.grant, EventKind::GrantIssued, &[]);
+        }
         tx.commit().await?;
         let grant_deadline = started.as_ref().map(|(record, _)| record.grant.expires_at);
         let pending_deadline = request.is_pending().then_some(request.pending_until);
@@ -174,26 +190,18 @@ impl Broker {
             self.schedule(next);
         }
 
-        if let Some(waiting) = &superseded {
-            self.publish_request(waiting, EventKind::RequestCancelled, &[]);
-        }
         if request.break_glass {
-            // Every approver hears of a break-glass grant, as it happens.
             self.metrics.request("break_glass");
-            self.publish_request(&request, EventKind::RequestFiled, &[]);
         } else if request.is_pending() {
             self.metrics.request("pending");
-            self.publish_request(&request, EventKind::RequestFiled, &[]);
             return Ok(RequestOutcome { request, grant: None });
         } else {
             self.metrics.request("auto_approved");
-            self.publish_request(&request, EventKind::RequestApproved, &[]);
         }
         let grant = match started {
             // Issued in the commit above.
             Some((record, _)) if record.grant.state == GrantState::Active => {
                 self.metrics.grant("issued");
-                self.publish_grant(&record.grant, EventKind::GrantIssued, &[]);
                 Some(record.grant)
             }
             Some((record, _)) => Some(self.issue_with(record, &who.id, body.client_material.as_ref()).await?),
@@ -226,13 +234,13 @@ impl Broker {
         }
         tx.update_request(&request).await?;
         tx.audit(request_event(now, &who.id, AuditAction::RequestCancelled, &request, AuditResult::Ok)).await?;
+        self.publish_request(&mut tx, &request, EventKind::RequestCancelled, &[]);
         tx.commit().await?;
         self.metrics.request("cancelled");
-        self.publish_request(&request, EventKind::RequestCancelled, &[]);
         Ok(request)
     }
 
-    /// Closes pending renewals of grants that have ended.
+    /// Closes pending renewals of grants that have ended (published with `tx`).
     pub(crate) async fn withdraw_renewals(
         &self,
         tx: &mut WriteTx,
@@ -249,6 +257,7 @@ impl Broker {
                             .reason(format!("grant {grant} ended")),
                     )
                     .await?;
+                    self.publish_request(tx, &request, EventKind::RequestCancelled, &[]);
                     withdrawn.push(request);
                 }
             }
@@ -256,7 +265,7 @@ impl Broker {
         Ok(withdrawn)
     }
 
-    /// Ends a pending request at its timeout, inside `tx`.
+    /// Ends a pending request at its timeout, inside `tx` (published with it).
     pub(crate) async fn expire_request(
         &self,
         tx: &mut WriteTx,
@@ -271,6 +280,7 @@ impl Broker {
                     .detail("approvals_remaining", request.approvals_remaining),
             )
             .await?;
+            self.publish_request(tx, &request, EventKind::RequestExpired, &[]);
             self.metrics.request("expired");
         }
         Ok(request)

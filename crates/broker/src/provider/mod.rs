@@ -170,6 +170,44 @@ pub fn check_material_present(kind: MaterialKind, material: Option<&ClientMateri
     }
 }
 
+/// A record a provider shares with every replica: one JSON document in the
+/// store, read by anyone, changed only under its lock (read, change, write
+/// in one transaction), so that replicas changing it at once lose nothing.
+#[derive(Clone)]
+pub struct SharedRecord {
+    store: crate::store::Store,
+    name: &'static str,
+}
+
+impl SharedRecord {
+    pub fn new(store: crate::store::Store, name: &'static str) -> SharedRecord {
+        SharedRecord { store, name }
+    }
+
+    pub async fn read(&self) -> Result<Option<String>, String> {
+        self.store.document(self.name).await.map_err(|error| format!("reading {}: {error}", self.name))
+    }
+
+    /// Applies `change` to the record as stored (`None`: none yet) and
+    /// stores what it returns (`None`: unchanged). Returns the record now.
+    pub async fn update(
+        &self,
+        change: impl FnOnce(Option<String>) -> Result<Option<String>, String>,
+    ) -> Result<Option<String>, String> {
+        let failed = |error: crate::error::Error| format!("updating {}: {error}", self.name);
+        let mut tx = self.store.begin().await.map_err(failed)?;
+        let current = tx.document_for_update(self.name).await.map_err(failed)?;
+        match change(current.clone())? {
+            Some(next) => {
+                tx.put_document(self.name, &next).await.map_err(failed)?;
+                tx.commit().await.map_err(failed)?;
+                Ok(Some(next))
+            }
+            None => Ok(current),
+        }
+    }
+}
+
 /// The providers this broker runs, by kind.
 #[derive(Clone, Default)]
 pub struct Providers {
@@ -182,17 +220,22 @@ impl Providers {
         self
     }
 
-    /// The standard set: token, PostgreSQL, SSH (its CA and KRL under
-    /// `data_dir/ssh`) and exec hooks (commands relative to `policy_dir`).
-    pub fn standard(
+    /// The standard set: token, PostgreSQL, SSH (with its user CA `ssh_ca`,
+    /// its revocation list in the store, `user_ca.pub` in `data_dir/ssh`)
+    /// and exec hooks (commands relative to `policy_dir`).
+    pub async fn standard(
         token: token::TokenProvider,
+        ssh_ca: &crate::keys::Ed25519Key,
+        store: crate::store::Store,
         data_dir: &std::path::Path,
         policy_dir: &std::path::Path,
     ) -> Result<Providers, String> {
+        let ssh =
+            ssh::SshProvider::open(ssh_ca, SharedRecord::new(store, "ssh/revocations"), &data_dir.join("ssh")).await?;
         Ok(Providers::default()
             .with(Arc::new(token))
             .with(Arc::new(postgres::PostgresProvider::default()))
-            .with(Arc::new(ssh::SshProvider::load_or_create(&data_dir.join("ssh"))?))
+            .with(Arc::new(ssh))
             .with(Arc::new(exec::ExecProvider::new(policy_dir.to_path_buf()))))
     }
 

@@ -23,7 +23,6 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
@@ -34,7 +33,9 @@ use hourglass_policy::Resource;
 use postgres_protocol::escape::{escape_identifier, escape_literal};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
+
+use crate::pg::PgTarget;
 use zeroize::Zeroizing;
 
 use super::{IssueInput, Issued, MaterialKind, Provider, ProviderError, Verification};
@@ -131,18 +132,19 @@ impl Settings {
         })
     }
 
-    fn admin_config(&self) -> Result<tokio_postgres::Config, String> {
+    /// The admin connection's server and TLS (`sslmode`, `sslrootcert` of
+    /// the admin connection string, as libpq reads them: `pg.rs`).
+    fn admin_target(&self) -> Result<PgTarget, String> {
         let dsn = self.admin_dsn()?;
-        let mut config = tokio_postgres::Config::from_str(&dsn)
-            // The parser's message can quote the string: say only that it is malformed.
-            .map_err(|_| "the admin connection string is malformed".to_owned())?;
+        let mut target = PgTarget::parse(&dsn).map_err(|error| format!("the admin connection string: {error}"))?;
+        let config = target.config_mut();
         config.connect_timeout(self.connect_timeout.map_or(StdDuration::from_secs(5), Duration::as_std));
         // Ownership is per database: DROP/REASSIGN OWNED only see the
         // database connected to, so administer the one clients use.
         if let Some(database) = &self.database {
             config.dbname(database);
         }
-        Ok(config)
+        Ok(target)
     }
 }
 
@@ -248,6 +250,8 @@ struct Pool {
 /// queries costs more than running them.
 struct Admin {
     client: Client,
+    /// Where it goes, and with which TLS: cancel requests go the same way.
+    target: PgTarget,
     role_facts: Statement,
     /// Sessions of a role: found, and of those terminated.
     terminate: Statement,
@@ -310,15 +314,11 @@ impl PostgresProvider {
     }
 
     async fn connect(resource: &str, settings: &Settings) -> Result<Admin, ProviderError> {
-        let config = settings.admin_config().map_err(|message| failed(resource, message))?;
-        let target = describe(&config);
-        let (client, connection) = config.connect(NoTls).await.map_err(|error| {
-            failed(resource, format!("cannot connect to the database server at {target}: {}", db_error(&error)))
+        let target = settings.admin_target().map_err(|message| failed(resource, message))?;
+        let client = target.connect().await.map_err(|error| {
+            let server = target.describe();
+            failed(resource, format!("cannot connect to the database server at {server}: {}", db_error(&error)))
         })?;
-        tokio::spawn(async move {
-            // Ends when the client is dropped or the server goes away.
-            let _ = connection.await;
-        });
         // Sent together: one round trip, not five.
         let (role_facts, terminate, session_count, leftovers, ()) = tokio::try_join!(
             client.prepare(ROLE_FACTS),
@@ -328,7 +328,7 @@ impl PostgresProvider {
             client.batch_execute(SESSION_SETTINGS),
         )
         .map_err(|error| failed(resource, format!("preparing the admin queries: {}", db_error(&error))))?;
-        Ok(Admin { client, role_facts, terminate, session_count, leftovers })
+        Ok(Admin { client, target, role_facts, terminate, session_count, leftovers })
     }
 
     /// Runs `work` on an admin connection (an idle one, else a new one once
@@ -355,7 +355,7 @@ impl PostgresProvider {
         // Should the broker give up on this work (its provider timeout),
         // the statement running is cancelled at the server, not left to
         // commit later what the broker no longer expects.
-        let cancel = CancelOnDrop(Some(admin.client.cancel_token()));
+        let cancel = CancelOnDrop(Some((admin.target.clone(), admin.client.cancel_token())));
         let result = work(&mut admin).await;
         cancel.disarm();
         if result.is_ok() && !admin.client.is_closed() {
@@ -366,7 +366,7 @@ impl PostgresProvider {
 }
 
 /// Cancels the statement in progress on a connection when dropped armed.
-struct CancelOnDrop(Option<tokio_postgres::CancelToken>);
+struct CancelOnDrop(Option<(PgTarget, tokio_postgres::CancelToken)>);
 
 impl CancelOnDrop {
     fn disarm(mut self) {
@@ -376,27 +376,16 @@ impl CancelOnDrop {
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        if let Some(token) = self.0.take()
+        if let Some((target, token)) = self.0.take()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
             runtime.spawn(async move {
-                if let Err(error) = token.cancel_query(NoTls).await {
+                if let Err(error) = target.cancel(token).await {
                     tracing::warn!("cancelling an abandoned statement failed: {}", db_error(&error));
                 }
             });
         }
     }
-}
-
-fn describe(config: &tokio_postgres::Config) -> String {
-    let host = match config.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-        #[cfg(unix)]
-        Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
-        None => "localhost".into(),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    format!("{host}:{port}")
 }
 
 /// What the server says about a role: whether it exists, can log in, until
@@ -489,7 +478,7 @@ fn plan(input: &IssueInput<'_>) -> Result<(Settings, Vec<String>, State), Provid
     // here at every issue.
     let config = match (&settings.host, settings.port, &settings.database) {
         (Some(_), Some(_), Some(_)) => None,
-        _ => Some(settings.admin_config().map_err(|message| failed(name, message))?),
+        _ => Some(settings.admin_target().map_err(|message| failed(name, message))?),
     };
     let state = State {
         role: role_name(&input.grant.owner, input.grant),
@@ -497,14 +486,14 @@ fn plan(input: &IssueInput<'_>) -> Result<(Settings, Vec<String>, State), Provid
         host: settings.host.clone().unwrap_or_else(|| {
             config
                 .as_ref()
-                .and_then(|config| describe(config).rsplit_once(':').map(|(host, _)| host.to_owned()))
+                .and_then(|target| target.describe().rsplit_once(':').map(|(host, _)| host.to_owned()))
                 .unwrap_or_default()
         }),
-        port: settings.port.or_else(|| config.as_ref()?.get_ports().first().copied()).unwrap_or(5432),
+        port: settings.port.or_else(|| config.as_ref()?.config().get_ports().first().copied()).unwrap_or(5432),
         database: settings
             .database
             .clone()
-            .or_else(|| config.as_ref()?.get_dbname().map(str::to_owned))
+            .or_else(|| config.as_ref()?.config().get_dbname().map(str::to_owned))
             .unwrap_or_else(|| "postgres".into()),
         sslmode: settings.sslmode.clone(),
         admin_dsn_env: settings.admin_dsn_env.clone(),
@@ -817,10 +806,11 @@ mod tests {
         let path = dir.path().join("dsn");
         std::fs::write(&path, "host=db password=hunter2 port=notaport").expect("write");
         let settings = Settings { admin_dsn_file: Some(path), ..Settings::default() };
-        let error = settings.admin_config().expect_err("malformed");
-        assert_eq!(error, "the admin connection string is malformed", "no part of the DSN is echoed");
+        let error = settings.admin_target().expect_err("malformed");
+        assert!(error.contains("malformed") && error.contains("port"), "says what is wrong: {error}");
+        assert!(!error.contains("hunter2") && !error.contains("notaport"), "no value of the DSN is echoed: {error}");
         let missing = Settings { admin_dsn_env: Some("HOURGLASS_TEST_UNSET_DSN".into()), ..Settings::default() };
-        let error = missing.admin_config().expect_err("unset");
+        let error = missing.admin_target().expect_err("unset");
         assert!(error.contains("HOURGLASS_TEST_UNSET_DSN") && error.contains("is not set"), "{error}");
     }
 }

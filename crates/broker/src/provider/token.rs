@@ -14,7 +14,7 @@ use hourglass_policy::Resource;
 use serde::{Deserialize, Serialize};
 
 use super::{IssueInput, Issued, Provider, ProviderError, Verification, env_prefix, is_env_name};
-use crate::keys::Ed25519Key;
+use crate::keys::KeySet;
 
 pub const KIND: &str = "token";
 
@@ -43,13 +43,14 @@ pub struct GrantClaims {
 }
 
 pub struct TokenProvider {
-    key: Arc<Ed25519Key>,
+    /// The grant-token keys every replica shares (the JWKS).
+    keys: Arc<KeySet>,
     issuer: String,
 }
 
 impl TokenProvider {
-    pub fn new(key: Arc<Ed25519Key>, issuer: String) -> Self {
-        TokenProvider { key, issuer }
+    pub fn new(keys: Arc<KeySet>, issuer: String) -> Self {
+        TokenProvider { keys, issuer }
     }
 
     fn settings(resource: &Resource) -> Result<Settings, String> {
@@ -124,9 +125,12 @@ impl Provider for TokenProvider {
             resource: grant.resource.clone(),
             role: grant.role.clone(),
         };
-        let token = jsonwebtoken::encode(&self.key.header(), &claims, self.key.encoding()).map_err(|_| {
-            ProviderError::Failed { resource: input.resource.name.clone(), message: "signing the token failed".into() }
-        })?;
+        let failed = || ProviderError::Failed {
+            resource: input.resource.name.clone(),
+            message: "signing the token failed".into(),
+        };
+        let key = self.keys.signer(input.now).map_err(|_| failed())?;
+        let token = jsonwebtoken::encode(&key.header(), &claims, key.encoding()).map_err(|_| failed())?;
         let prefix = settings.env_prefix.unwrap_or_else(|| env_prefix(&input.resource.name));
         Ok(Credential {
             grant_id: grant.id.clone(),

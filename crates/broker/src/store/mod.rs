@@ -1,43 +1,137 @@
-//! The broker's store: requests, grants and the audit chain in SQLite.
+//! The broker's store: requests, grants, the audit chain and the event
+//! stream, on one of two engines — SQLite, embedded, for one broker
+//! (`sqlite.rs`), or PostgreSQL, shared by several replicas
+//! (`postgres.rs`). One schema for both (`migrations.rs`), statements
+//! written once (`queries.rs`, `sql.rs`).
 //!
-//! Every change goes through a [`WriteTx`]: one writer connection and
-//! `BEGIN IMMEDIATE`, so read-modify-write sequences (count an approval,
-//! claim due expiries, extend the chain) are serialized, and a state change
-//! and its audit events commit together or not at all. A commit returns
-//! once it is on disk; concurrent commits share the fsync (`durability.rs`).
+//! Every change goes through a [`WriteTx`]: a state change, its audit
+//! events and the events it publishes commit together or not at all, and a
+//! commit returns once it is on disk. Audit events and published events
+//! are appended at commit, under the `chain` row: the one place where
+//! commits of every replica take turns, so that the audit chain has one
+//! order and event numbers follow commit order.
 //!
-//! Statements run inline on the calling task (rusqlite): a transaction is a
-//! handful of microsecond statements, and a thread hop for each, as an
-//! async driver makes, cost more CPU than the statements themselves (the
-//! broker's CPU per token lifecycle halved without them; BENCHMARKS.md).
-//! The writer is one connection; readers are a few more, used concurrently.
+//! Timed work (a revocation in flight, a grant being issued) is *claimed*
+//! by the replica doing it (`grants.claimed_by`). A claim holds while that
+//! replica's lease does (`replicas.alive_until`, on the database's clock,
+//! renewed by [`Store::renew_lease`]); the replica checks its claim in the
+//! transaction that records the work ([`WriteTx::holds_claim`]), and once
+//! its lease lapses it acts on nothing it had claimed ([`Store::may_act`]).
 
+mod copy;
 mod durability;
+mod lock;
+mod migrations;
+mod postgres;
+mod queries;
+mod sql;
+mod sqlite;
+#[cfg(test)]
+mod tests;
 
-use std::path::Path;
-use std::str::FromStr;
-use std::sync::Arc;
-use std::time::Duration as StdDuration;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration as StdDuration, Instant};
 
-use hourglass_core::api::ClientMaterial;
-use hourglass_core::audit::{AuditEvent, AuditRecord, GENESIS_HASH, StoredLink, chain_hash, from_hex, to_hex};
-use hourglass_core::{AccessRequest, Grant, GrantId, RequestId, Timestamp};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Params};
+use hourglass_core::api::{ClientMaterial, EventKind};
+use hourglass_core::audit::{AuditEvent, AuditRecord, StoredLink, chain_hash, from_hex, to_hex};
+use hourglass_core::{AccessRequest, Grant, GrantId, GrantState, RequestId, Timestamp};
+use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
-use durability::Durability;
+use crate::pg::PgTarget;
+use postgres::{PgStore, PgTx};
+use queries as q;
+use sql::{Conn, Param};
+use sqlite::{SqliteStore, SqliteTx};
 
-/// Each step takes the store from one schema version to the next; a store at
-/// version N has had the first N applied. Never edit a step once released:
-/// add one.
-const MIGRATIONS: &[&str] = &[
-    include_str!("schema.sql"),
-    // 2: the public half of client-made secrets (a SCRAM verifier, an SSH
-    // public key), kept apart from the request document so that the API
-    // never shows it to approvers.
-    "ALTER TABLE requests ADD COLUMN client_material TEXT;",
-];
-const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+pub use copy::Copied;
+
+/// What went wrong in an engine.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{}", postgres::describe(.0))]
+    Postgres(tokio_postgres::Error),
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(error: rusqlite::Error) -> Self {
+        Error::Store(StoreError::Sqlite(error))
+    }
+}
+
+/// Where the store is: `sqlite:PATH` or a PostgreSQL connection string
+/// (`postgres://…`, `postgresql://…`).
+#[derive(Clone)]
+pub enum StoreLocation {
+    Sqlite(PathBuf),
+    /// The connection string (it may hold a password: wiped when dropped,
+    /// never shown).
+    Postgres(Arc<Zeroizing<String>>),
+}
+
+impl std::fmt::Debug for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreLocation::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+            StoreLocation::Postgres(_) => f.write_str("postgres:<connection string>"),
+        }
+    }
+}
+
+impl StoreLocation {
+    /// Reads `store = "…"`; a relative SQLite path is taken from `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<StoreLocation> {
+        let text = text.trim();
+        if let Some(path) = text.strip_prefix("sqlite:") {
+            if path.is_empty() {
+                return Err(Error::Config(
+                    "store = \"sqlite:\" needs a path (sqlite:/var/lib/hourglass/hourglass.db)".into(),
+                ));
+            }
+            return Ok(StoreLocation::Sqlite(base.join(path)));
+        }
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            return Ok(StoreLocation::Postgres(Arc::new(Zeroizing::new(text.to_owned()))));
+        }
+        // Not echoed: it may be a connection string with a password in it.
+        Err(Error::Config(
+            "store must be \"sqlite:PATH\" or a PostgreSQL URL (\"postgres://USER@HOST/DATABASE?sslmode=verify-full\")"
+                .into(),
+        ))
+    }
+
+    pub fn sqlite(path: impl Into<PathBuf>) -> StoreLocation {
+        StoreLocation::Sqlite(path.into())
+    }
+
+    pub fn postgres(dsn: impl Into<String>) -> StoreLocation {
+        StoreLocation::Postgres(Arc::new(Zeroizing::new(dsn.into())))
+    }
+}
+
+/// How a broker opens its store.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// How long this replica's claims outlive its last renewal (PostgreSQL;
+    /// a SQLite store has one broker, whose claims last while it runs).
+    pub lease: StdDuration,
+    /// PostgreSQL: the password, when the connection string has none.
+    pub password: Option<Arc<Zeroizing<String>>>,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions { lease: DEFAULT_LEASE, password: None }
+    }
+}
+
+/// A replica's claims outlive its last renewal by this much: a replica
+/// killed holding work has it taken over by another about this soon.
+pub const DEFAULT_LEASE: StdDuration = StdDuration::from_millis(1500);
 
 /// A grant with the provider's (non-secret) record of what it created.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,423 +140,651 @@ pub struct GrantRecord {
     pub provider_state: serde_json::Value,
 }
 
+/// What an update does to a grant's claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Left as it is.
+    Keep,
+    /// This replica works on the grant now (issues or revokes it).
+    Take,
+    /// Nobody does: the work is done, or waits for its next attempt.
+    Release,
+}
+
+/// An event for `/v1/events`, as written with the change it reports.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub kind: EventKind,
+    pub at: Timestamp,
+    /// The event as sent (JSON).
+    pub json: String,
+    pub audience: EventAudience,
+}
+
+/// Who an event is for: these principals, and (`deciders`) whoever may
+/// decide the request it carries.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EventAudience {
+    pub principals: Vec<String>,
+    #[serde(default)]
+    pub deciders: bool,
+}
+
+/// An event as stored, numbered in commit order.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub kind: String,
+    pub audience: EventAudience,
+    pub json: String,
+}
+
+/// A signing key as stored: its private half sealed with the store key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    pub kid: String,
+    pub purpose: String,
+    /// Base64 of the raw public key.
+    pub public_key: String,
+    pub sealed_private: String,
+    /// The id of the store key that sealed it.
+    pub sealed_with: String,
+    pub created_at: Timestamp,
+    pub signs_from: Timestamp,
+    pub signs_until: Timestamp,
+    pub verifies_until: Timestamp,
+}
+
+#[derive(Clone)]
+enum Engine {
+    Sqlite(Arc<SqliteStore>),
+    Postgres(Arc<PgStore>),
+}
+
 #[derive(Clone)]
 pub struct Store {
-    readers: Arc<Readers>,
-    /// None when opened read-only.
-    writer: Option<Arc<tokio::sync::Mutex<Writer>>>,
-    durability: Option<Arc<Durability>>,
+    engine: Engine,
+    replica: Arc<Replica>,
+    events: Arc<EventSignal>,
 }
 
-/// Read-only connections, taken in turn.
-struct Readers {
-    connections: Vec<tokio::sync::Mutex<Connection>>,
-    next: std::sync::atomic::AtomicUsize,
+/// This broker as the store knows it.
+struct Replica {
+    /// Its id in `replicas`; a new one after a lease lapsed, so that no
+    /// claim of the old one is ever taken for its own.
+    id: Mutex<Arc<str>>,
+    lease: StdDuration,
+    /// Until when its lease certainly holds, on this machine's monotonic
+    /// clock (taken before the renewal was sent); `None`: while it runs.
+    valid_until: Mutex<Option<Instant>>,
 }
 
-/// Connections a store reads with.
-const READERS: usize = 4;
+impl Replica {
+    fn id(&self) -> Arc<str> {
+        Arc::clone(&self.id.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+}
 
-impl Readers {
-    fn open(path: &Path, count: usize) -> Result<Readers> {
-        let mut connections = Vec::with_capacity(count);
-        for _ in 0..count {
-            let connection = Connection::open_with_flags(
-                path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
-            )?;
-            connection.busy_timeout(StdDuration::from_secs(10))?;
-            connection.set_prepared_statement_cache_capacity(64);
-            connections.push(tokio::sync::Mutex::new(connection));
+/// Tells the event follower that events were committed.
+struct EventSignal {
+    /// SQLite: the last event known on disk (another connection can read a
+    /// commit before its fsync, and nothing is published before it).
+    durable: AtomicU64,
+    notify: tokio::sync::Notify,
+}
+
+fn new_replica_id() -> Arc<str> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+    let host: String = host.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(32).collect();
+    let random: u32 = rand::random();
+    format!("{}-{}-{random:08x}", if host.is_empty() { "broker" } else { &host }, std::process::id()).into()
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default()
+}
+
+fn millis(duration: StdDuration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A connection to read with.
+enum Reader<'a> {
+    Sqlite(tokio::sync::MutexGuard<'a, rusqlite::Connection>),
+    // Boxed: a pooled connection is much larger than a guard.
+    Postgres(Box<postgres::Pooled>),
+}
+
+impl Reader<'_> {
+    fn conn(&mut self) -> Conn<'_> {
+        match self {
+            Reader::Sqlite(connection) => Conn::Sqlite(connection),
+            Reader::Postgres(connection) => Conn::Postgres(connection),
         }
-        Ok(Readers { connections, next: std::sync::atomic::AtomicUsize::new(0) })
     }
-
-    /// Runs `read` on the next connection.
-    async fn read<T>(&self, read: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.connections.len();
-        let connection = self.connections[turn].lock().await;
-        read(&connection)
-    }
-}
-
-/// The one connection that writes, and what it knows of the audit chain.
-struct Writer {
-    connection: Connection,
-    /// The chain's last link as committed, once read.
-    chain_head: Option<ChainHead>,
-}
-
-/// The sequence number and hash of the audit chain's last event.
-type ChainHead = (u64, [u8; 32]);
-
-/// A write transaction (`BEGIN IMMEDIATE`), holding the writer until it is
-/// committed or dropped (rolled back).
-pub struct WriteTx {
-    writer: tokio::sync::OwnedMutexGuard<Writer>,
-    /// The chain head as this transaction extends it.
-    head: Option<ChainHead>,
-    appended: Vec<AuditRecord>,
-    durability: Option<Arc<Durability>>,
-    open: bool,
-    /// The connection's change count at `BEGIN`: a transaction that changed
-    /// nothing has nothing to flush.
-    changes_at_begin: u64,
-}
-
-/// A stored JSON document.
-fn from_doc<T: serde::de::DeserializeOwned>(doc: &str) -> Result<T> {
-    serde_json::from_str(doc).map_err(|error| Error::Internal(format!("stored document does not parse: {error}")))
-}
-
-/// The first column (a JSON document) of each row `sql` selects.
-fn docs<T: serde::de::DeserializeOwned>(connection: &Connection, sql: &str, params: impl Params) -> Result<Vec<T>> {
-    let mut statement = connection.prepare_cached(sql)?;
-    let rows = statement.query_map(params, |row| row.get::<_, String>(0))?;
-    let mut docs = Vec::new();
-    for row in rows {
-        docs.push(from_doc(&row?)?);
-    }
-    Ok(docs)
-}
-
-/// The grants `sql` selects (its columns: doc, provider_state).
-fn grant_rows(connection: &Connection, sql: &str, params: impl Params) -> Result<Vec<GrantRecord>> {
-    let mut statement = connection.prepare_cached(sql)?;
-    let rows = statement.query_map(params, |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))?;
-    let mut records = Vec::new();
-    for row in rows {
-        let (doc, state) = row?;
-        records.push(GrantRecord {
-            grant: from_doc(&doc)?,
-            provider_state: serde_json::from_str(&state)
-                .map_err(|error| Error::Internal(format!("stored provider state does not parse: {error}")))?,
-        });
-    }
-    Ok(records)
-}
-
-/// Audit links `sql` selects (its columns: seq, event, prev_hash, hash).
-fn audit_rows(connection: &Connection, sql: &str, params: impl Params) -> Result<Vec<StoredLink>> {
-    let mut statement = connection.prepare_cached(sql)?;
-    let rows = statement.query_map(params, |row| {
-        Ok(StoredLink {
-            seq: u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0),
-            canonical: row.get(1)?,
-            prev_hash: row.get(2)?,
-            hash: row.get(3)?,
-        })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-}
-
-fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
-    serde_json::to_string(value).map_err(|error| Error::Internal(format!("serializing: {error}")))
-}
-
-fn limit(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `path`.
-    pub async fn open(path: &Path) -> Result<Store> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
-        }
-        // Opening for writing fails on a read-only or full disk: say where.
-        let cannot_open = |error: rusqlite::Error| {
-            Error::Config(format!(
-                "cannot open the store {} for writing (is its directory writable, its disk not full?): {error}",
-                path.display()
-            ))
+    /// Opens the store for a broker: creates or migrates its schema and
+    /// registers this broker as a replica. A SQLite file is this broker's
+    /// alone (a second broker on it is refused); its previous run's claims
+    /// are released at once.
+    pub async fn open(location: &StoreLocation, options: &OpenOptions) -> Result<Store> {
+        let store = match location {
+            StoreLocation::Sqlite(path) => {
+                let engine = Engine::Sqlite(Arc::new(SqliteStore::open(path).await?));
+                Store::assemble(engine, options.lease, None)
+            }
+            StoreLocation::Postgres(dsn) => {
+                let target = postgres_target(dsn, options)?;
+                let engine = Engine::Postgres(Arc::new(PgStore::open(target, options.lease, false).await?));
+                Store::assemble(engine, options.lease, Some(Instant::now()))
+            }
         };
-        let mut connection = Connection::open(path).map_err(cannot_open)?;
-        connection.busy_timeout(StdDuration::from_secs(10))?;
-        // NORMAL: SQLite writes the WAL without an fsync; `WriteTx::commit`
-        // fsyncs it before returning, once for all concurrent commits, so an
-        // acknowledged commit survives power loss as under FULL.
-        connection
-            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
-            .map_err(cannot_open)?;
-        connection.set_prepared_statement_cache_capacity(64);
-        migrate(&mut connection, path)?;
-        let durability = Arc::new(Durability::new(wal_path(path)));
-        // The migrations, and the WAL's directory entry, on disk before anything else.
-        durability.flushed(durability.committed()).await?;
-        if let Some(dir) = path.parent() {
-            durability::sync_dir(dir)?;
-        }
-        let writer = Writer { connection, chain_head: None };
-        Ok(Store {
-            readers: Arc::new(Readers::open(path, READERS)?),
-            writer: Some(Arc::new(tokio::sync::Mutex::new(writer))),
-            durability: Some(durability),
-        })
+        store.register().await?;
+        // Every commit read back at open is on disk (the registration's
+        // flush covered them).
+        let last = store.last_event().await?;
+        store.events.durable.fetch_max(last, Ordering::AcqRel);
+        Ok(store)
     }
 
-    /// Opens an existing store for reading only (audit verify and export
-    /// while a broker runs on it).
-    pub async fn open_read_only(path: &Path) -> Result<Store> {
-        if !path.exists() {
-            return Err(Error::Config(format!("no store at {}", path.display())));
+    /// A SQLite store at `path`, for one broker (tests, tools).
+    pub async fn open_sqlite(path: &Path) -> Result<Store> {
+        Store::open(&StoreLocation::sqlite(path), &OpenOptions::default()).await
+    }
+
+    /// Opens a store for reading only (audit verify and export while
+    /// brokers run on it): no migration, no replica, no lock.
+    pub async fn open_read_only(location: &StoreLocation, options: &OpenOptions) -> Result<Store> {
+        let engine = match location {
+            StoreLocation::Sqlite(path) => Engine::Sqlite(Arc::new(SqliteStore::open_read_only(path)?)),
+            StoreLocation::Postgres(dsn) => {
+                let target = postgres_target(dsn, options)?;
+                Engine::Postgres(Arc::new(PgStore::open(target, options.lease, true).await?))
+            }
+        };
+        Ok(Store::assemble(engine, options.lease, None))
+    }
+
+    fn assemble(engine: Engine, lease: StdDuration, valid_until: Option<Instant>) -> Store {
+        Store {
+            engine,
+            replica: Arc::new(Replica {
+                id: Mutex::new(new_replica_id()),
+                lease,
+                valid_until: Mutex::new(valid_until),
+            }),
+            events: Arc::new(EventSignal { durable: AtomicU64::new(0), notify: tokio::sync::Notify::new() }),
         }
-        Ok(Store { readers: Arc::new(Readers::open(path, 2)?), writer: None, durability: None })
+    }
+
+    /// Where the store is, for messages (no password).
+    pub fn describe(&self) -> String {
+        match &self.engine {
+            Engine::Sqlite(store) => store.describe(),
+            Engine::Postgres(store) => store.describe(),
+        }
+    }
+
+    pub fn is_shared(&self) -> bool {
+        matches!(self.engine, Engine::Postgres(_))
+    }
+
+    /// This broker's replica id.
+    pub fn replica_id(&self) -> Arc<str> {
+        self.replica.id()
+    }
+
+    pub fn lease(&self) -> StdDuration {
+        self.replica.lease
+    }
+
+    /// Whether this replica's lease certainly holds now: work it claimed is
+    /// still its own to do. A replica stopped (SIGSTOP, a long pause) past
+    /// its lease acts on nothing it had claimed; another replica may have
+    /// taken it over.
+    pub fn may_act(&self) -> bool {
+        match *self.replica.valid_until.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
+            None => true,
+            Some(until) => Instant::now() < until,
+        }
+    }
+
+    /// Registers this broker in `replicas`. On SQLite (one broker, the
+    /// file locked) every other row is a previous run's: they are removed,
+    /// which releases their claims at once.
+    async fn register(&self) -> Result<()> {
+        let id = self.replica.id();
+        let host = host_name();
+        let pid = i64::from(std::process::id());
+        let mut tx = self.begin().await?;
+        let lease = match self.engine {
+            Engine::Sqlite(_) => {
+                tx.conn().execute(q::FORGET_OTHER_REPLICAS, &[Param::Text(&id)]).await?;
+                i64::MAX / 2
+            }
+            Engine::Postgres(_) => millis(self.replica.lease),
+        };
+        let sent = Instant::now();
+        tx.conn()
+            .execute(q::REGISTER_REPLICA, &[Param::Text(&id), Param::Text(&host), pid.into(), lease.into()])
+            .await?;
+        tx.commit().await?;
+        if matches!(self.engine, Engine::Postgres(_)) {
+            *self.replica.valid_until.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some(sent + self.replica.lease);
+        }
+        Ok(())
+    }
+
+    /// Renews this replica's lease (PostgreSQL; a no-op on SQLite). A lease
+    /// that lapsed is not renewed: this broker takes a new replica id, so
+    /// that the claims of the old one are everybody's; returns `false`
+    /// then. Call it several times per lease.
+    pub async fn renew_lease(&self) -> Result<bool> {
+        let Engine::Postgres(engine) = &self.engine else { return Ok(true) };
+        let id = self.replica.id();
+        let sent = Instant::now();
+        let lease = millis(self.replica.lease);
+        let renewed = engine
+            .with_lease_connection(async |connection| {
+                Conn::Postgres(connection).execute(q::RENEW_REPLICA, &[Param::Text(&id), lease.into()]).await
+            })
+            .await?;
+        if renewed == 1 {
+            let mut valid_until = self.replica.valid_until.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            *valid_until = Some(sent + self.replica.lease);
+            return Ok(true);
+        }
+        tracing::warn!(replica = %id, "this replica's lease lapsed (paused, or cut off from the store): \
+            its claimed work is left to others; continuing as a new replica");
+        *self.replica.valid_until.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sent);
+        *self.replica.id.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = new_replica_id();
+        self.register().await?;
+        Ok(false)
+    }
+
+    /// Ends this replica's lease now (a clean stop): others take over
+    /// whatever it had claimed without waiting for the lease to lapse.
+    pub async fn retire(&self) -> Result<()> {
+        let id = self.replica.id();
+        let mut tx = self.begin().await?;
+        tx.conn().execute(q::RETIRE_REPLICA, &[Param::Text(&id)]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Housekeeping: events older than `events_before` and replicas gone
+    /// for longer than `replicas_after`.
+    pub async fn prune(&self, events_before: Timestamp, replicas_after: StdDuration) -> Result<()> {
+        let mut tx = self.begin().await?;
+        tx.conn().execute(q::PRUNE_EVENTS, &[events_before.unix_millis().into()]).await?;
+        tx.conn().execute(q::PRUNE_REPLICAS, &[millis(replicas_after).into()]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// How many replicas hold a lease now (this one included).
+    pub async fn live_replicas(&self) -> Result<u64> {
+        let mut reader = self.reader().await?;
+        let count = q::scalar(&mut reader.conn(), q::LIVE_REPLICAS, &[]).await?;
+        Ok(u64::try_from(count.unwrap_or(0)).unwrap_or(0))
+    }
+
+    async fn reader(&self) -> Result<Reader<'_>> {
+        Ok(match &self.engine {
+            Engine::Sqlite(store) => Reader::Sqlite(store.reader().await),
+            Engine::Postgres(store) => Reader::Postgres(Box::new(store.get().await?)),
+        })
     }
 
     pub async fn begin(&self) -> Result<WriteTx> {
-        let writer = self.writer.clone().ok_or_else(|| Error::Internal("the store is open read-only".into()))?;
-        let writer = writer.lock_owned().await;
-        writer.connection.execute_batch("BEGIN IMMEDIATE")?;
-        Ok(WriteTx {
-            changes_at_begin: writer.connection.total_changes(),
-            head: writer.chain_head,
-            writer,
-            appended: Vec::new(),
-            durability: self.durability.clone(),
-            open: true,
-        })
+        let inner = match &self.engine {
+            Engine::Sqlite(store) => TxInner::Sqlite(store.begin().await?),
+            Engine::Postgres(store) => TxInner::Postgres(store.begin().await?),
+        };
+        Ok(WriteTx { inner, store: self.clone(), audit: Vec::new(), events: Vec::new() })
     }
 
     pub async fn request(&self, id: &RequestId) -> Result<Option<AccessRequest>> {
-        self.readers.read(|c| Ok(docs(c, "SELECT doc FROM requests WHERE id = ?1", [id.as_str()])?.pop())).await
+        q::request(&mut self.reader().await?.conn(), q::REQUEST, id).await
     }
 
     pub async fn grant(&self, id: &GrantId) -> Result<Option<GrantRecord>> {
-        self.readers
-            .read(|c| Ok(grant_rows(c, "SELECT doc, provider_state FROM grants WHERE id = ?1", [id.as_str()])?.pop()))
-            .await
+        q::grant(&mut self.reader().await?.conn(), q::GRANT, id).await
     }
 
     /// What the client sent with a request for its credential.
     pub async fn request_material(&self, id: &RequestId) -> Result<Option<ClientMaterial>> {
-        let text: Option<Option<String>> = self
-            .readers
-            .read(|c| {
-                Ok(c.prepare_cached("SELECT client_material FROM requests WHERE id = ?1")?
-                    .query_row([id.as_str()], |row| row.get(0))
-                    .optional()?)
-            })
-            .await?;
-        text.flatten()
-            .map(|text| {
-                serde_json::from_str(&text)
-                    .map_err(|error| Error::Internal(format!("stored client material does not parse: {error}")))
-            })
-            .transpose()
+        let mut reader = self.reader().await?;
+        let row = reader.conn().query_opt(q::REQUEST_MATERIAL, &[id.as_str().into()]).await?;
+        let text = match row {
+            Some(row) => row.opt_text(0)?,
+            None => None,
+        };
+        text.map(|text| {
+            serde_json::from_str(&text)
+                .map_err(|error| Error::Internal(format!("stored client material does not parse: {error}")))
+        })
+        .transpose()
     }
 
     /// The requester's requests, newest first.
     pub async fn requests_of(&self, requester: &str, max: usize) -> Result<Vec<AccessRequest>> {
-        self.readers
-            .read(|c| {
-                docs(
-                    c,
-                    "SELECT doc FROM requests WHERE requester = ?1 ORDER BY created_at DESC, id LIMIT ?2",
-                    rusqlite::params![requester, limit(max)],
-                )
-            })
-            .await
+        q::requests(&mut self.reader().await?.conn(), q::REQUESTS_OF, &[requester.into(), q::limit(max).into()]).await
     }
 
     /// Every pending request, oldest first.
     pub async fn pending_requests(&self, max: usize) -> Result<Vec<AccessRequest>> {
-        self.readers
-            .read(|c| {
-                docs(
-                    c,
-                    "SELECT doc FROM requests WHERE state = 'pending' ORDER BY pending_until LIMIT ?1",
-                    [limit(max)],
-                )
-            })
-            .await
+        q::requests(&mut self.reader().await?.conn(), q::PENDING_REQUESTS, &[q::limit(max).into()]).await
     }
 
     /// Grants, newest deadline first: one owner's, or everybody's.
     pub async fn grants(&self, owner: Option<&str>, include_ended: bool, max: usize) -> Result<Vec<GrantRecord>> {
-        let live = if include_ended { "" } else { "AND state IN ('issuing', 'active')" };
-        let sql = format!(
-            "SELECT doc, provider_state FROM grants WHERE (?1 IS NULL OR owner = ?1) {live} ORDER BY expires_at DESC, id LIMIT ?2"
-        );
-        self.readers.read(|c| grant_rows(c, &sql, rusqlite::params![owner, limit(max)])).await
+        let max = Param::Int(q::limit(max));
+        let mut reader = self.reader().await?;
+        match (owner, include_ended) {
+            (Some(owner), false) => q::grants(&mut reader.conn(), q::GRANTS_OF_OWNER_LIVE, &[owner.into(), max]).await,
+            (Some(owner), true) => q::grants(&mut reader.conn(), q::GRANTS_OF_OWNER_ALL, &[owner.into(), max]).await,
+            (None, false) => q::grants(&mut reader.conn(), q::GRANTS_LIVE, &[max]).await,
+            (None, true) => q::grants(&mut reader.conn(), q::GRANTS_ALL, &[max]).await,
+        }
     }
 
-    /// Grants still being issued: work a crash interrupted.
-    pub async fn issuing_grants(&self) -> Result<Vec<GrantRecord>> {
-        self.readers.read(|c| grant_rows(c, "SELECT doc, provider_state FROM grants WHERE state = 'issuing'", [])).await
-    }
-
-    /// The earliest instant at which the scheduler has work: a live grant's
-    /// deadline, a pending request's timeout or a revocation retry.
-    pub async fn next_deadline(&self) -> Result<Option<Timestamp>> {
-        let next: Option<i64> = self
-            .readers
-            .read(|c| {
-                Ok(c.prepare_cached(
-                    "SELECT MIN(t) FROM (
-                        SELECT MIN(expires_at) AS t FROM grants WHERE state IN ('issuing', 'active')
-                        UNION ALL SELECT MIN(pending_until) FROM requests WHERE state = 'pending'
-                        UNION ALL SELECT MIN(revocation_due) FROM grants WHERE revocation_due IS NOT NULL
-                    )",
-                )?
-                .query_row([], |row| row.get(0))?)
-            })
-            .await?;
-        Ok(next.map(Timestamp::from_unix_millis))
+    /// When the scheduler has work next: the earliest deadline, request
+    /// timeout or revocation retry (the broker's clock), and how long until
+    /// another replica's claim lapses and its work may be taken over.
+    pub async fn next_work(&self) -> Result<(Option<Timestamp>, Option<StdDuration>)> {
+        let id = self.replica.id();
+        let mut reader = self.reader().await?;
+        let next = q::scalar(&mut reader.conn(), q::NEXT_DEADLINE, &[]).await?;
+        let takeover = q::scalar(&mut reader.conn(), q::NEXT_TAKEOVER, &[Param::Text(&id)]).await?;
+        Ok((
+            next.map(Timestamp::from_unix_millis),
+            takeover.map(|ms| StdDuration::from_millis(u64::try_from(ms.max(0)).unwrap_or(0))),
+        ))
     }
 
     /// Audit events after `after` (a sequence number), in order, for verification.
     pub async fn audit_links(&self, after: u64, max: usize) -> Result<Vec<StoredLink>> {
-        self.readers
-            .read(|c| {
-                audit_rows(
-                    c,
-                    "SELECT seq, event, prev_hash, hash FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-                    rusqlite::params![i64::try_from(after).unwrap_or(i64::MAX), limit(max)],
-                )
-            })
+        q::links(&mut self.reader().await?.conn(), q::AUDIT_LINKS, &[q::seq_param(after).into(), q::limit(max).into()])
             .await
     }
 
     /// Audit records after `after`, in order, for export.
     pub async fn audit_records(&self, after: u64, max: usize) -> Result<Vec<AuditRecord>> {
-        self.audit_links(after, max).await?.into_iter().map(record_of).collect()
+        self.audit_links(after, max).await?.into_iter().map(q::record_of).collect()
     }
 
     /// A principal's history: events about their access or by them, newest first.
     pub async fn history(&self, principal: &str, max: usize) -> Result<Vec<AuditRecord>> {
-        let links = self
-            .readers
-            .read(|c| {
-                audit_rows(
-                    c,
-                    "SELECT seq, event, prev_hash, hash FROM audit WHERE subject = ?1 OR actor = ?1 ORDER BY seq DESC LIMIT ?2",
-                    rusqlite::params![principal, limit(max)],
-                )
-            })
-            .await?;
-        links.into_iter().map(record_of).collect()
+        let links =
+            q::links(&mut self.reader().await?.conn(), q::HISTORY, &[principal.into(), q::limit(max).into()]).await?;
+        links.into_iter().map(q::record_of).collect()
     }
-}
 
-/// Brings the store to [`SCHEMA_VERSION`], each step in its own transaction.
-fn migrate(connection: &mut Connection, path: &Path) -> Result<()> {
-    connection.execute_batch("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")?;
-    let stored: Option<String> =
-        connection.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |row| row.get(0)).optional()?;
-    let version = match stored.as_deref().map(i64::from_str) {
-        None => 0,
-        Some(Ok(version)) if (0..=SCHEMA_VERSION).contains(&version) => version,
-        Some(other) => {
-            return Err(Error::Config(format!(
-                "{} has store schema version {other:?}; this hourglassd understands versions up to {SCHEMA_VERSION}",
-                path.display()
-            )));
+    /// The number of the last event committed (0 before the first).
+    pub async fn last_event(&self) -> Result<u64> {
+        let last = q::scalar(&mut self.reader().await?.conn(), q::LAST_EVENT, &[]).await?;
+        Ok(u64::try_from(last.unwrap_or(0)).unwrap_or(0))
+    }
+
+    /// The oldest event still kept, if any.
+    pub async fn oldest_event(&self) -> Result<Option<u64>> {
+        let oldest = q::scalar(&mut self.reader().await?.conn(), q::OLDEST_EVENT, &[]).await?;
+        Ok(oldest.and_then(|seq| u64::try_from(seq).ok()))
+    }
+
+    /// Events after `after`, in order, as far as they are known to be on
+    /// disk.
+    pub async fn events_after(&self, after: u64, max: usize) -> Result<Vec<StoredEvent>> {
+        let up_to = match self.engine {
+            Engine::Sqlite(_) => self.events.durable.load(Ordering::Acquire),
+            // Visible on PostgreSQL means committed and flushed.
+            Engine::Postgres(_) => u64::MAX,
+        };
+        if up_to <= after {
+            return Ok(Vec::new());
         }
-    };
-    for (index, step) in MIGRATIONS.iter().enumerate().skip(usize::try_from(version).unwrap_or(0)) {
-        let tx = connection.transaction()?;
-        tx.execute_batch(step)?;
-        tx.execute(
-            "INSERT INTO meta (key, value) VALUES ('schema_version', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            [(index + 1).to_string()],
-        )?;
-        tx.commit()?;
+        let mut reader = self.reader().await?;
+        let rows = reader
+            .conn()
+            .query(q::EVENTS_AFTER, &[q::seq_param(after).into(), q::seq_param(up_to).into(), q::limit(max).into()])
+            .await?;
+        rows.into_iter()
+            .map(|mut row| {
+                let audience: EventAudience = q::from_doc(&row.take_text(2)?)?;
+                Ok(StoredEvent {
+                    seq: u64::try_from(row.int(0)?).unwrap_or(0),
+                    kind: row.take_text(1)?,
+                    audience,
+                    json: row.take_text(3)?,
+                })
+            })
+            .collect()
     }
-    Ok(())
+
+    /// Resolves when events may have been committed after it was enabled
+    /// (by this broker; [`Store::follow_commits`] brings other replicas').
+    pub fn events_committed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.events.notify.notified()
+    }
+
+    /// Wakes [`Store::events_committed`] whenever another replica commits
+    /// events (PostgreSQL `LISTEN`), until `stop` resolves; reconnects
+    /// when the connection drops, and wakes once after each reconnection
+    /// in case something was missed meanwhile. A no-op on SQLite.
+    pub async fn follow_commits(&self, stop: impl std::future::Future<Output = ()>) {
+        let Engine::Postgres(store) = &self.engine else { return stop.await };
+        let store = Arc::clone(store);
+        let signal = Arc::clone(&self.events);
+        let follow = async move {
+            loop {
+                match store.listen().await {
+                    Ok((_client, mut notifications)) => {
+                        signal.notify.notify_waiters();
+                        while notifications.recv().await.is_some() {
+                            signal.notify.notify_waiters();
+                        }
+                        tracing::warn!("the store's notification connection closed; reconnecting");
+                    }
+                    Err(error) => tracing::warn!("cannot listen for the store's events, retrying in 1s: {error}"),
+                }
+                tokio::time::sleep(StdDuration::from_secs(1)).await;
+            }
+        };
+        tokio::select! {
+            () = follow => {}
+            () = stop => {}
+        }
+    }
 }
 
-/// SQLite's write-ahead log beside the database at `path`.
-fn wal_path(path: &Path) -> std::path::PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push("-wal");
-    name.into()
+/// Signing keys and shared documents.
+impl Store {
+    /// Every stored key of `purpose`, by the start of its signing window.
+    pub async fn signing_keys(&self, purpose: &str) -> Result<Vec<StoredKey>> {
+        let rows = self.reader().await?.conn().query(q::SIGNING_KEYS, &[purpose.into()]).await?;
+        rows.into_iter().map(q::stored_key).collect()
+    }
+
+    /// Every stored key (for moving a store).
+    pub async fn all_signing_keys(&self) -> Result<Vec<StoredKey>> {
+        let rows = self.reader().await?.conn().query(q::ALL_SIGNING_KEYS, &[]).await?;
+        rows.into_iter().map(q::stored_key).collect()
+    }
+
+    /// A provider's shared record, if any.
+    pub async fn document(&self, name: &str) -> Result<Option<String>> {
+        let row = self.reader().await?.conn().query_opt(q::DOCUMENT, &[name.into()]).await?;
+        row.map(|row| row.text(0)).transpose()
+    }
 }
 
-fn record_of(link: StoredLink) -> Result<AuditRecord> {
-    let event: AuditEvent = serde_json::from_str(&link.canonical)
-        .map_err(|error| Error::Internal(format!("audit event {} does not parse: {error}", link.seq)))?;
-    Ok(AuditRecord { event, prev_hash: link.prev_hash, hash: link.hash })
+fn postgres_target(dsn: &str, options: &OpenOptions) -> Result<PgTarget> {
+    let mut target = PgTarget::parse(dsn).map_err(|error| Error::Config(format!("store: {error}")))?;
+    if let Some(password) = &options.password
+        && target.config().get_password().is_none()
+    {
+        target.config_mut().password(password.as_bytes());
+    }
+    if target.config().get_connect_timeout().is_none() {
+        target.config_mut().connect_timeout(StdDuration::from_secs(5));
+    }
+    Ok(target)
+}
+
+enum TxInner {
+    Sqlite(SqliteTx),
+    Postgres(PgTx),
+}
+
+/// A write transaction: changes, audit events and published events commit
+/// together or not at all. Dropped without `commit`, nothing happened.
+pub struct WriteTx {
+    inner: TxInner,
+    store: Store,
+    audit: Vec<AuditEvent>,
+    events: Vec<NewEvent>,
 }
 
 impl WriteTx {
-    fn connection(&self) -> &Connection {
-        &self.writer.connection
+    fn conn(&mut self) -> Conn<'_> {
+        match &mut self.inner {
+            TxInner::Sqlite(tx) => Conn::Sqlite(tx.connection()),
+            TxInner::Postgres(tx) => Conn::Postgres(tx.connection()),
+        }
     }
 
-    fn execute(&self, sql: &str, params: impl Params) -> Result<()> {
-        self.connection().prepare_cached(sql)?.execute(params)?;
+    /// A request, locked until commit.
+    pub async fn request(&mut self, id: &RequestId) -> Result<Option<AccessRequest>> {
+        q::request(&mut self.conn(), q::REQUEST_FOR_UPDATE, id).await
+    }
+
+    /// A grant, locked until commit.
+    pub async fn grant(&mut self, id: &GrantId) -> Result<Option<GrantRecord>> {
+        q::grant(&mut self.conn(), q::GRANT_FOR_UPDATE, id).await
+    }
+
+    /// Takes `name`'s turn until commit: transactions that take the same
+    /// turn run one at a time, on every replica (PostgreSQL: an advisory
+    /// lock; SQLite's one writer does it already). Filings of one principal
+    /// take the principal's (a duplicate check, the count of requests
+    /// waiting).
+    pub async fn take_turn(&mut self, name: &str) -> Result<()> {
+        if let TxInner::Postgres(_) = self.inner {
+            self.conn().execute(q::TAKE_TURN, &[name.into()]).await?;
+        }
         Ok(())
     }
 
-    pub async fn request(&mut self, id: &RequestId) -> Result<Option<AccessRequest>> {
-        Ok(docs(self.connection(), "SELECT doc FROM requests WHERE id = ?1", [id.as_str()])?.pop())
-    }
-
-    pub async fn grant(&mut self, id: &GrantId) -> Result<Option<GrantRecord>> {
-        Ok(grant_rows(self.connection(), "SELECT doc, provider_state FROM grants WHERE id = ?1", [id.as_str()])?.pop())
-    }
-
     pub async fn insert_request(&mut self, request: &AccessRequest, material: Option<&ClientMaterial>) -> Result<()> {
-        let material = material.map(to_json).transpose()?;
-        self.execute(
-            "INSERT INTO requests (id, requester, resource, role, state, renews, created_at, pending_until, doc, client_material)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            rusqlite::params![
-                request.id.as_str(),
-                request.requester,
-                request.resource,
-                request.role,
-                request.state.as_str(),
-                request.renews.as_ref().map(GrantId::as_str),
-                request.created_at.unix_millis(),
-                request.pending_until.unix_millis(),
-                to_json(request)?,
-                material,
-            ],
-        )
+        let material = material.map(q::to_json).transpose()?;
+        let doc = q::to_json(request)?;
+        self.conn()
+            .execute(
+                q::INSERT_REQUEST,
+                &[
+                    request.id.as_str().into(),
+                    request.requester.as_str().into(),
+                    request.resource.as_str().into(),
+                    request.role.as_str().into(),
+                    request.state.as_str().into(),
+                    request.renews.as_ref().map(GrantId::as_str).into(),
+                    request.created_at.unix_millis().into(),
+                    request.pending_until.unix_millis().into(),
+                    doc.as_str().into(),
+                    material.as_deref().into(),
+                ],
+            )
+            .await?;
+        Ok(())
     }
 
     pub async fn update_request(&mut self, request: &AccessRequest) -> Result<()> {
-        self.execute(
-            "UPDATE requests SET state = ?1, doc = ?2 WHERE id = ?3",
-            rusqlite::params![request.state.as_str(), to_json(request)?, request.id.as_str()],
-        )
+        let doc = q::to_json(request)?;
+        self.conn()
+            .execute(
+                q::UPDATE_REQUEST,
+                &[request.state.as_str().into(), doc.as_str().into(), request.id.as_str().into()],
+            )
+            .await?;
+        Ok(())
     }
 
+    /// Inserts a grant. One still being issued is claimed by this replica,
+    /// which is issuing it.
     pub async fn insert_grant(&mut self, record: &GrantRecord) -> Result<()> {
         let grant = &record.grant;
-        self.execute(
-            "INSERT INTO grants (id, request_id, owner, resource, role, state, expires_at, revocation_due, provider_state, doc)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            rusqlite::params![
-                grant.id.as_str(),
-                grant.request_id.as_str(),
-                grant.owner,
-                grant.resource,
-                grant.role,
-                grant.state.as_str(),
-                grant.expires_at.unix_millis(),
-                revocation_due(grant),
-                to_json(&record.provider_state)?,
-                to_json(grant)?,
-            ],
-        )
+        let claimed_by = (grant.state == GrantState::Issuing).then(|| self.store.replica_id());
+        let (state, doc) = (q::to_json(&record.provider_state)?, q::to_json(grant)?);
+        self.conn()
+            .execute(
+                q::INSERT_GRANT,
+                &[
+                    grant.id.as_str().into(),
+                    grant.request_id.as_str().into(),
+                    grant.owner.as_str().into(),
+                    grant.resource.as_str().into(),
+                    grant.role.as_str().into(),
+                    grant.state.as_str().into(),
+                    grant.expires_at.unix_millis().into(),
+                    revocation_due(grant).into(),
+                    state.as_str().into(),
+                    doc.as_str().into(),
+                    claimed_by.as_deref().into(),
+                ],
+            )
+            .await?;
+        Ok(())
     }
 
-    pub async fn update_grant(&mut self, record: &GrantRecord) -> Result<()> {
+    pub async fn update_grant(&mut self, record: &GrantRecord, claim: Claim) -> Result<()> {
         let grant = &record.grant;
-        self.execute(
-            "UPDATE grants SET state = ?1, expires_at = ?2, revocation_due = ?3, provider_state = ?4, doc = ?5 WHERE id = ?6",
-            rusqlite::params![
-                grant.state.as_str(),
-                grant.expires_at.unix_millis(),
-                revocation_due(grant),
-                to_json(&record.provider_state)?,
-                to_json(grant)?,
-                grant.id.as_str(),
-            ],
-        )
+        let (state, doc) = (q::to_json(&record.provider_state)?, q::to_json(grant)?);
+        let me = self.store.replica_id();
+        let mut params: Vec<Param<'_>> = vec![
+            grant.state.as_str().into(),
+            grant.expires_at.unix_millis().into(),
+            revocation_due(grant).into(),
+            state.as_str().into(),
+            doc.as_str().into(),
+            grant.id.as_str().into(),
+        ];
+        let sql = match claim {
+            Claim::Keep => q::UPDATE_GRANT,
+            Claim::Take => {
+                params.push(Param::Text(&me));
+                q::UPDATE_GRANT_CLAIM
+            }
+            Claim::Release => {
+                params.push(Param::Null);
+                q::UPDATE_GRANT_CLAIM
+            }
+        };
+        self.conn().execute(sql, &params).await?;
+        Ok(())
+    }
+
+    /// Whether this replica still holds its claim on grant `id` (read with
+    /// [`WriteTx::grant`] first, so that the row is locked): checked in the
+    /// transaction that records the claimed work, so that a replica whose
+    /// lease lapsed records nothing another replica took over.
+    pub async fn holds_claim(&mut self, id: &GrantId) -> Result<bool> {
+        let me = self.store.replica_id();
+        let held = q::scalar(&mut self.conn(), q::HOLDS_CLAIM, &[id.as_str().into(), Param::Text(&me)]).await?;
+        Ok(held.unwrap_or(0) > 0)
+    }
+
+    /// Of `ids`, the grants this replica still holds the claim on (its
+    /// lease alive now), locked until commit: what a transaction recording
+    /// claimed work may record. Work another replica took over after this
+    /// one's lease lapsed is not among them.
+    pub async fn claimed_grants(&mut self, ids: &[GrantId]) -> Result<Vec<GrantRecord>> {
+        let me = self.store.replica_id();
+        let ids = q::to_json(&ids.iter().map(GrantId::as_str).collect::<Vec<_>>())?;
+        q::grants(&mut self.conn(), q::CLAIMED_GRANTS, &[ids.as_str().into(), Param::Text(&me)]).await
     }
 
     /// A pending request by `requester` for the same access, if any. One
@@ -475,23 +797,25 @@ impl WriteTx {
         role: &str,
         now: Timestamp,
     ) -> Result<Option<RequestId>> {
-        let mut statement = self.connection().prepare_cached(
-            "SELECT id FROM requests WHERE requester = ?1 AND resource = ?2 AND role = ?3 AND state = 'pending' AND renews IS NULL AND pending_until > ?4 LIMIT 1",
-        )?;
-        let id: Option<String> = statement
-            .query_row(rusqlite::params![requester, resource, role, now.unix_millis()], |row| row.get(0))
-            .optional()?;
-        Ok(id.and_then(|id| RequestId::parse(&id).ok()))
+        let row = self
+            .conn()
+            .query_opt(
+                q::PENDING_DUPLICATE,
+                &[requester.into(), resource.into(), role.into(), now.unix_millis().into()],
+            )
+            .await?;
+        Ok(match row {
+            Some(row) => RequestId::parse(&row.text(0)?).ok(),
+            None => None,
+        })
     }
 
     /// How many requests of `requester` wait for approval at `now`
     /// (renewals included; one past its timeout no longer waits).
     pub async fn pending_count(&mut self, requester: &str, now: Timestamp) -> Result<u64> {
-        let mut statement = self.connection().prepare_cached(
-            "SELECT count(*) FROM requests WHERE requester = ?1 AND state = 'pending' AND pending_until > ?2",
-        )?;
-        let count: i64 = statement.query_row(rusqlite::params![requester, now.unix_millis()], |row| row.get(0))?;
-        Ok(u64::try_from(count).unwrap_or(0))
+        let count =
+            q::scalar(&mut self.conn(), q::PENDING_COUNT, &[requester.into(), now.unix_millis().into()]).await?;
+        Ok(u64::try_from(count.unwrap_or(0)).unwrap_or(0))
     }
 
     /// A live grant `owner` holds for the same access, if any. One past its
@@ -504,148 +828,228 @@ impl WriteTx {
         role: &str,
         now: Timestamp,
     ) -> Result<Option<GrantRecord>> {
-        Ok(grant_rows(
-                self.connection(),
-                "SELECT doc, provider_state FROM grants WHERE owner = ?1 AND resource = ?2 AND role = ?3 AND state IN ('issuing', 'active') AND expires_at > ?4 LIMIT 1",
-                rusqlite::params![owner, resource, role, now.unix_millis()],
-            )?
-            .pop())
+        let params = [owner.into(), resource.into(), role.into(), now.unix_millis().into()];
+        Ok(q::grants(&mut self.conn(), q::LIVE_GRANT, &params).await?.pop())
     }
 
-    /// Live grants on `resource`, narrowed to a role and an owner when given.
+    /// Live grants on `resource`, narrowed to a role and an owner when
+    /// given; locked until commit.
     pub async fn live_grants_on(
         &mut self,
         resource: &str,
         role: Option<&str>,
         owner: Option<&str>,
     ) -> Result<Vec<GrantRecord>> {
-        grant_rows(
-            self.connection(),
-            "SELECT doc, provider_state FROM grants WHERE state IN ('issuing', 'active') AND resource = ?1 AND (?2 IS NULL OR role = ?2) AND (?3 IS NULL OR owner = ?3) ORDER BY expires_at",
-            rusqlite::params![resource, role, owner],
-        )
+        q::grants(&mut self.conn(), q::LIVE_GRANTS_ON, &[resource.into(), role.into(), owner.into()]).await
     }
 
+    /// Pending renewals of a grant, locked until commit.
     pub async fn pending_renewals(&mut self, grant: &GrantId) -> Result<Vec<AccessRequest>> {
-        docs(self.connection(), "SELECT doc FROM requests WHERE renews = ?1 AND state = 'pending'", [grant.as_str()])
+        q::requests(&mut self.conn(), q::PENDING_RENEWALS, &[grant.as_str().into()]).await
     }
 
-    /// Live grants whose deadline has passed, earliest first.
+    /// Live grants whose deadline has passed, earliest first; on
+    /// PostgreSQL, those no other transaction has locked.
     pub async fn due_grants(&mut self, now: Timestamp, max: usize) -> Result<Vec<GrantRecord>> {
-        grant_rows(
-            self.connection(),
-            "SELECT doc, provider_state FROM grants WHERE state IN ('issuing', 'active') AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2",
-            rusqlite::params![now.unix_millis(), limit(max)],
-        )
+        q::grants(&mut self.conn(), q::DUE_GRANTS, &[now.unix_millis().into(), q::limit(max).into()]).await
     }
 
     /// Pending requests whose timeout has passed.
     pub async fn due_requests(&mut self, now: Timestamp, max: usize) -> Result<Vec<AccessRequest>> {
-        docs(
-            self.connection(),
-            "SELECT doc FROM requests WHERE state = 'pending' AND pending_until <= ?1 ORDER BY pending_until LIMIT ?2",
-            rusqlite::params![now.unix_millis(), limit(max)],
-        )
+        q::requests(&mut self.conn(), q::DUE_REQUESTS, &[now.unix_millis().into(), q::limit(max).into()]).await
     }
 
-    /// Ended grants whose revocation is owed now.
+    /// Ended grants whose revocation is owed now and nobody works on.
     pub async fn due_revocations(&mut self, now: Timestamp, max: usize) -> Result<Vec<GrantRecord>> {
-        grant_rows(
-            self.connection(),
-            "SELECT doc, provider_state FROM grants WHERE revocation_due IS NOT NULL AND revocation_due <= ?1 ORDER BY revocation_due LIMIT ?2",
-            rusqlite::params![now.unix_millis(), limit(max)],
-        )
+        q::grants(&mut self.conn(), q::DUE_REVOCATIONS, &[now.unix_millis().into(), q::limit(max).into()]).await
     }
 
-    /// Pending revocations not due before `now`: claimed by an attempt
-    /// (their lease) or waiting out a backoff.
+    /// Grants left in `issuing`, before their deadline, by a replica whose
+    /// claim lapsed (it died or stopped mid-issue).
+    pub async fn interrupted_issues(&mut self, now: Timestamp, max: usize) -> Result<Vec<GrantRecord>> {
+        q::grants(&mut self.conn(), q::INTERRUPTED_ISSUES, &[now.unix_millis().into(), q::limit(max).into()]).await
+    }
+
+    /// Pending revocations not due before `now`: waiting out a backoff, or
+    /// leased by a broker before schema version 3.
     pub async fn leased_revocations(&mut self, now: Timestamp, max: usize) -> Result<Vec<GrantRecord>> {
-        grant_rows(
-            self.connection(),
-            "SELECT doc, provider_state FROM grants WHERE revocation_due IS NOT NULL AND revocation_due > ?1 ORDER BY revocation_due LIMIT ?2",
-            rusqlite::params![now.unix_millis(), limit(max)],
-        )
+        q::grants(&mut self.conn(), q::LEASED_REVOCATIONS, &[now.unix_millis().into(), q::limit(max).into()]).await
     }
 
-    /// Appends an event to the chain; it commits with the transaction.
-    pub async fn audit(&mut self, mut event: AuditEvent) -> Result<()> {
-        let (last_seq, prev) = match self.head {
-            Some(head) => head,
-            None => {
-                let last: Option<(i64, String)> = self
-                    .connection()
-                    .query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |row| {
-                        Ok((row.get(0)?, row.get(1)?))
-                    })
-                    .optional()?;
-                match last {
-                    None => (0, GENESIS_HASH),
-                    Some((seq, hash)) => {
-                        let seq = u64::try_from(seq).unwrap_or(0);
-                        let hash = from_hex(&hash)
-                            .ok_or_else(|| Error::Internal(format!("audit event {seq} has a malformed hash")))?;
-                        (seq, hash)
-                    }
-                }
-            }
-        };
-        event.seq = last_seq + 1;
-        let canonical = event.canonical();
-        let hash = chain_hash(&prev, &canonical);
-        self.execute(
-            "INSERT INTO audit (seq, at, actor, action, target, subject, event, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            rusqlite::params![
-                i64::try_from(event.seq).unwrap_or(i64::MAX),
-                event.at.unix_millis(),
-                event.actor,
-                event.action.as_str(),
-                event.target,
-                event.subject,
-                canonical,
-                to_hex(&prev),
-                to_hex(&hash),
-            ],
-        )?;
-        self.head = Some((event.seq, hash));
-        self.appended.push(AuditRecord { event, prev_hash: to_hex(&prev), hash: to_hex(&hash) });
+    /// Every stored key of `purpose`, read after taking the purpose's turn
+    /// (replicas making a key at the same moment make one).
+    pub async fn signing_keys_for_update(&mut self, purpose: &str) -> Result<Vec<StoredKey>> {
+        self.take_turn(&format!("signing-keys/{purpose}")).await?;
+        let rows = self.conn().query(q::SIGNING_KEYS, &[purpose.into()]).await?;
+        rows.into_iter().map(q::stored_key).collect()
+    }
+
+    pub async fn insert_signing_key(&mut self, key: &StoredKey) -> Result<()> {
+        self.conn()
+            .execute(
+                q::INSERT_SIGNING_KEY,
+                &[
+                    key.kid.as_str().into(),
+                    key.purpose.as_str().into(),
+                    key.public_key.as_str().into(),
+                    key.sealed_private.as_str().into(),
+                    key.sealed_with.as_str().into(),
+                    key.created_at.unix_millis().into(),
+                    key.signs_from.unix_millis().into(),
+                    key.signs_until.unix_millis().into(),
+                    key.verifies_until.unix_millis().into(),
+                ],
+            )
+            .await?;
         Ok(())
+    }
+
+    /// Ends a key's signing window at `signs_until`; what it signed verifies
+    /// until `verifies_until`.
+    pub async fn retire_signing_key(
+        &mut self,
+        kid: &str,
+        signs_until: Timestamp,
+        verifies_until: Timestamp,
+    ) -> Result<()> {
+        self.conn()
+            .execute(
+                q::RETIRE_SIGNING_KEY,
+                &[kid.into(), signs_until.unix_millis().into(), verifies_until.unix_millis().into()],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// A provider's shared record, locked until commit.
+    pub async fn document_for_update(&mut self, name: &str) -> Result<Option<String>> {
+        // The row may not exist yet: take the name's turn as well.
+        self.take_turn(&format!("document/{name}")).await?;
+        let row = self.conn().query_opt(q::DOCUMENT_FOR_UPDATE, &[name.into()]).await?;
+        row.map(|row| row.text(0)).transpose()
+    }
+
+    pub async fn put_document(&mut self, name: &str, doc: &str) -> Result<()> {
+        self.conn().execute(q::PUT_DOCUMENT, &[name.into(), doc.into()]).await?;
+        Ok(())
+    }
+
+    /// Appends an event to the audit chain; it commits with the transaction.
+    pub async fn audit(&mut self, event: AuditEvent) -> Result<()> {
+        self.audit.push(event);
+        Ok(())
+    }
+
+    /// Publishes an event on `/v1/events`; it commits with the transaction
+    /// and reaches subscribers of every replica once committed.
+    pub fn publish(&mut self, event: NewEvent) {
+        self.events.push(event);
     }
 
     /// Commits, and returns once the commit is on disk; returns the audit
     /// records it appended.
-    pub async fn commit(mut self) -> Result<Vec<AuditRecord>> {
-        self.open = false;
-        // Inline, as every statement: handing the thread over for it cost
-        // more than the commit (a WAL append; the fsync comes after).
-        let committed = self.writer.connection.execute_batch("COMMIT");
-        if let Err(error) = committed {
-            // Whether it committed is unknown: read the head again next time.
-            self.writer.chain_head = None;
-            let _ = self.writer.connection.execute_batch("ROLLBACK");
-            return Err(error.into());
-        }
-        self.writer.chain_head = self.head;
-        let appended = std::mem::take(&mut self.appended);
-        let changed = self.writer.connection.total_changes() != self.changes_at_begin;
-        let durability = self.durability.take().filter(|_| changed);
-        // The next transaction may start while this one waits for the disk.
-        drop(self);
-        if let Some(durability) = durability {
-            durability.flushed(durability.committed()).await?;
-        }
-        Ok(appended)
-    }
-}
-
-impl Drop for WriteTx {
-    fn drop(&mut self) {
-        if self.open {
-            // Not committed: nothing of it happened.
-            if let Err(error) = self.writer.connection.execute_batch("ROLLBACK") {
-                tracing::error!("rolling back a store transaction failed: {error}");
+    pub async fn commit(self) -> Result<Vec<AuditRecord>> {
+        let WriteTx { inner, store, audit, events } = self;
+        match inner {
+            TxInner::Sqlite(mut tx) => {
+                let appended = append(&mut Conn::Sqlite(tx.connection()), audit, &events).await?;
+                tx.commit().await?;
+                if let Some(last) = appended.last_event {
+                    store.events.durable.fetch_max(last, Ordering::AcqRel);
+                    store.events.notify.notify_waiters();
+                }
+                Ok(appended.records)
+            }
+            TxInner::Postgres(tx) => {
+                let mut appended = None;
+                tx.commit(async |connection| {
+                    appended = Some(append(&mut Conn::Postgres(connection), audit, &events).await?);
+                    Ok(())
+                })
+                .await?;
+                let appended = appended.unwrap_or_default();
+                if appended.last_event.is_some() {
+                    store.events.notify.notify_waiters();
+                }
+                Ok(appended.records)
             }
         }
     }
+}
+
+#[derive(Default)]
+struct Appended {
+    records: Vec<AuditRecord>,
+    last_event: Option<u64>,
+}
+
+/// Appends audit events to the chain and events to the stream, under the
+/// `chain` row: the last thing a transaction does before `COMMIT`.
+async fn append(conn: &mut Conn<'_>, audit: Vec<AuditEvent>, events: &[NewEvent]) -> Result<Appended> {
+    if audit.is_empty() && events.is_empty() {
+        return Ok(Appended::default());
+    }
+    let head = conn
+        .query_opt(q::CHAIN_HEAD, &[])
+        .await?
+        .ok_or_else(|| Error::Internal("the store has no chain head (schema version 3 missing?)".into()))?;
+    let mut seq = u64::try_from(head.int(0)?).unwrap_or(0);
+    let head_hash = head.text(1)?;
+    let mut prev =
+        from_hex(&head_hash).ok_or_else(|| Error::Internal(format!("audit event {seq} has a malformed hash")))?;
+    let mut event_seq = u64::try_from(head.int(2)?).unwrap_or(0);
+    let mut records = Vec::with_capacity(audit.len());
+    for mut event in audit {
+        seq += 1;
+        event.seq = seq;
+        let canonical = event.canonical();
+        let hash = chain_hash(&prev, &canonical);
+        let (prev_hex, hash_hex) = (to_hex(&prev), to_hex(&hash));
+        conn.execute(
+            q::INSERT_AUDIT,
+            &[
+                q::seq_param(seq).into(),
+                event.at.unix_millis().into(),
+                event.actor.as_str().into(),
+                event.action.as_str().into(),
+                event.target.as_str().into(),
+                event.subject.as_deref().into(),
+                canonical.as_str().into(),
+                prev_hex.as_str().into(),
+                hash_hex.as_str().into(),
+            ],
+        )
+        .await?;
+        prev = hash;
+        records.push(AuditRecord { event, prev_hash: prev_hex, hash: hash_hex });
+    }
+    for event in events {
+        event_seq += 1;
+        let audience = q::to_json(&event.audience)?;
+        conn.execute(
+            q::INSERT_EVENT,
+            &[
+                q::seq_param(event_seq).into(),
+                event.at.unix_millis().into(),
+                event.kind.as_str().into(),
+                audience.as_str().into(),
+                event.json.as_str().into(),
+            ],
+        )
+        .await?;
+    }
+    let prev_hex = to_hex(&prev);
+    conn.execute(
+        q::UPDATE_CHAIN,
+        &[q::seq_param(seq).into(), prev_hex.as_str().into(), q::seq_param(event_seq).into()],
+    )
+    .await?;
+    let last_event = (!events.is_empty()).then_some(event_seq);
+    if let (Some(last), Conn::Postgres(_)) = (last_event, &*conn) {
+        let payload = last.to_string();
+        conn.execute(q::NOTIFY_EVENTS, &[payload.as_str().into()]).await?;
+    }
+    Ok(Appended { records, last_event })
 }
 
 fn revocation_due(grant: &Grant) -> Option<i64> {
@@ -655,98 +1059,4 @@ fn revocation_due(grant: &Grant) -> Option<i64> {
         .filter(|r| r.status == hourglass_core::RevocationStatus::Pending)
         .and_then(|r| r.next_attempt_at)
         .map(Timestamp::unix_millis)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn commits_are_acknowledged_after_a_flush_they_share() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(&dir.path().join("hourglass.db")).await.expect("fresh store");
-        let durability = store.durability.clone().expect("a writable store");
-        let syncs_before = durability.syncs();
-        // A flush in progress: commits may go to the WAL meanwhile, but none
-        // is acknowledged until a flush after it.
-        let flushing = durability.turn.lock().await;
-        let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel();
-        for i in 0..8 {
-            let (store, done_tx) = (store.clone(), done_tx.clone());
-            tokio::spawn(async move {
-                let mut tx = store.begin().await.expect("begin");
-                let at = Timestamp::from_unix_millis(1_800_000_000_000 + i);
-                let event = AuditEvent::new(
-                    at,
-                    "alice@acme.example",
-                    hourglass_core::audit::AuditAction::RequestFiled,
-                    "req",
-                    hourglass_core::audit::AuditResult::Ok,
-                );
-                tx.audit(event).await.expect("append");
-                tx.commit().await.expect("commit");
-                done_tx.send(()).expect("report");
-            });
-        }
-        drop(done_tx);
-        while durability.committed.load(std::sync::atomic::Ordering::Acquire) < 9 {
-            tokio::time::sleep(StdDuration::from_millis(5)).await;
-        }
-        assert!(done.try_recv().is_err(), "a commit was acknowledged before any flush covered it");
-        drop(flushing);
-        let mut acknowledged = 0;
-        while done.recv().await.is_some() {
-            acknowledged += 1;
-        }
-        assert_eq!(acknowledged, 8);
-        assert_eq!(durability.syncs() - syncs_before, 1, "the eight commits waiting shared one fsync");
-        assert_eq!(store.audit_records(0, 100).await.expect("audit").len(), 8, "all eight are in the chain");
-    }
-
-    #[tokio::test]
-    async fn a_version_1_store_is_migrated_in_place() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("hourglass.db");
-        {
-            let connection = Connection::open(&path).expect("sqlite");
-            connection.execute_batch(MIGRATIONS[0]).expect("version 1 schema");
-            connection.execute_batch("INSERT INTO meta (key, value) VALUES ('schema_version', '1')").expect("v1");
-        }
-        let store = Store::open(&path).await.expect("opens and migrates");
-        let (version, column): (String, i64) = store
-            .readers
-            .read(|c| {
-                let version = c.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))?;
-                let column = c.query_row(
-                    "SELECT COUNT(*) FROM pragma_table_info('requests') WHERE name = 'client_material'",
-                    [],
-                    |r| r.get(0),
-                )?;
-                Ok((version, column))
-            })
-            .await
-            .expect("read");
-        assert_eq!(version, SCHEMA_VERSION.to_string(), "migrated to the current version");
-        assert_eq!(column, 1, "the client_material column was added");
-        drop(store);
-        Store::open(&path).await.expect("opening again applies nothing twice");
-    }
-
-    #[tokio::test]
-    async fn a_store_from_a_newer_broker_is_refused() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("hourglass.db");
-        let store = Store::open(&path).await.expect("fresh store");
-        let writer = store.writer.clone().expect("writable");
-        writer
-            .lock()
-            .await
-            .connection
-            .execute_batch("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
-            .expect("bump");
-        drop(writer);
-        drop(store);
-        let error = Store::open(&path).await.err().expect("refused").to_string();
-        assert!(error.contains("understands versions up to"), "{error}");
-    }
 }

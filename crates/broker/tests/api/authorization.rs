@@ -225,6 +225,7 @@ fn openapi_rows() -> Vec<Row> {
     use Target::{LiveGrant, Nothing, PendingRequest};
     vec![
         public(Method::GET, "/healthz"),
+        public(Method::GET, "/readyz"),
         public(Method::GET, "/v1/auth/config"),
         Row {
             method: Method::POST,

@@ -16,7 +16,7 @@ use ed25519_dalek::pkcs8::EncodePrivateKey;
 use hourglass_broker::auth::{Authenticator, DiscoveredKeys, IssuerKeys, REFETCH_COOLDOWN, Sessions, TrustedIssuer};
 use hourglass_broker::clock::{Clock, SystemClock};
 use hourglass_broker::dev;
-use hourglass_broker::keys::Ed25519Key;
+use hourglass_broker::keys::{Ed25519Key, KeyPurpose, KeySet};
 use hourglass_broker::provider::Providers;
 use hourglass_broker::provider::token::TokenProvider;
 use hourglass_broker::settings::{IssuerKind, IssuerSettings, LimitSettings, LoginSettings};
@@ -140,9 +140,11 @@ impl LoginBroker {
         let policy_dir = temp.path().join("policy");
         dev::materialize_policy(&policy_dir).expect("the demo policy is written");
         let policy = Policy::load_dir(&policy_dir).expect("the demo policy loads");
-        let store = Store::open(&temp.path().join("hourglass.db")).await.expect("the store opens");
-        let token_key = Arc::new(Ed25519Key::load_or_create(&temp.path().join("token.pem")).expect("a token key"));
+        let store = Store::open_sqlite(&temp.path().join("hourglass.db")).await.expect("the store opens");
+        let token_key = Ed25519Key::load_or_create(&temp.path().join("token.pem")).expect("a token key");
+        let token_keys = Arc::new(KeySet::single(KeyPurpose::GrantToken, token_key));
         let session_key = Ed25519Key::load_or_create(&temp.path().join("session.pem")).expect("a session key");
+        let session_keys = Arc::new(KeySet::single(KeyPurpose::Session, session_key));
         let config = AuthConfig {
             issuer: login.issuer.clone(),
             client_id: CLIENT_ID.into(),
@@ -150,7 +152,7 @@ impl LoginBroker {
             dev: false,
         };
         let mut authenticator = Authenticator::default().trust(login).with_login(config).with_sessions(Sessions::new(
-            session_key,
+            session_keys,
             BROKER_URL.into(),
             SESSION_LIFETIME,
         ));
@@ -162,9 +164,9 @@ impl LoginBroker {
             policy,
             policy_dir: Some(policy_dir),
             providers: Providers::default()
-                .with(Arc::new(TokenProvider::new(Arc::clone(&token_key), BROKER_URL.into()))),
+                .with(Arc::new(TokenProvider::new(Arc::clone(&token_keys), BROKER_URL.into()))),
             authenticator,
-            token_key,
+            token_keys,
             clock: Arc::new(SystemClock) as Arc<dyn Clock>,
             provider_timeout: StdDuration::from_secs(5),
             limits: LimitSettings::default(),

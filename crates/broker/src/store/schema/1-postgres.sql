@@ -1,6 +1,6 @@
--- Hourglass store, version 1 (later versions: MIGRATIONS in mod.rs). Each domain object is kept whole as JSON in
--- `doc`; the other columns are copies of its fields that queries filter and
--- sort on, written together with `doc` in one statement.
+-- Hourglass store, version 1, as PostgreSQL reads it: the tables of
+-- 1-sqlite.sql with the same columns, integers as BIGINT (unix ms do not
+-- fit in INTEGER). Later versions: schema/N-*.sql, listed in migrations.rs.
 
 CREATE TABLE IF NOT EXISTS requests (
     id            TEXT PRIMARY KEY,
@@ -9,8 +9,8 @@ CREATE TABLE IF NOT EXISTS requests (
     role          TEXT NOT NULL,
     state         TEXT NOT NULL,
     renews        TEXT,
-    created_at    INTEGER NOT NULL,   -- unix ms
-    pending_until INTEGER NOT NULL,   -- unix ms
+    created_at    BIGINT NOT NULL,   -- unix ms
+    pending_until BIGINT NOT NULL,   -- unix ms
     doc           TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS requests_by_requester ON requests (requester, created_at);
@@ -23,20 +23,18 @@ CREATE TABLE IF NOT EXISTS grants (
     resource       TEXT NOT NULL,
     role           TEXT NOT NULL,
     state          TEXT NOT NULL,
-    expires_at     INTEGER NOT NULL,  -- unix ms
-    revocation_due INTEGER,           -- unix ms of the next attempt; NULL when none is owed
-    provider_state TEXT NOT NULL,     -- the provider's non-secret record of what it created
+    expires_at     BIGINT NOT NULL,  -- unix ms
+    revocation_due BIGINT,           -- unix ms of the next attempt; NULL when none is owed
+    provider_state TEXT NOT NULL,    -- the provider's non-secret record of what it created
     doc            TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS grants_by_owner ON grants (owner, expires_at);
 CREATE INDEX IF NOT EXISTS grants_live ON grants (expires_at) WHERE state IN ('issuing', 'active');
 CREATE INDEX IF NOT EXISTS grants_revocation_due ON grants (revocation_due) WHERE revocation_due IS NOT NULL;
 
--- The hash-chained audit log. `event` is the canonical JSON that was hashed;
--- the other columns are copies for queries.
 CREATE TABLE IF NOT EXISTS audit (
-    seq       INTEGER PRIMARY KEY,
-    at        INTEGER NOT NULL,
+    seq       BIGINT PRIMARY KEY,
+    at        BIGINT NOT NULL,
     actor     TEXT NOT NULL,
     action    TEXT NOT NULL,
     target    TEXT NOT NULL,

@@ -19,14 +19,16 @@
 //! settings = { principals = ["ops"], extensions = ["permit-pty", "permit-port-forwarding"] }
 //! ```
 //!
-//! Files in `DATA/ssh/`:
-//! - `user_ca`: the CA's Ed25519 private key, OpenSSH format, mode 0600. It
-//!   never reaches a log, an error or the store.
-//! - `user_ca.pub`: its public key, the same text as `ca.pub`.
-//! - `revocations.json`: the revoked key ids with the `valid_before` of their
-//!   latest certificate, the KRL's version and date, and the `krl_file`s
-//!   written so far. Not secret; kept here because providers have no store,
-//!   and it must survive restarts.
+//! Where its state lives:
+//! - the CA's Ed25519 private key: in the store, sealed with the store key,
+//!   the same on every replica (`keys/set.rs`, purpose `ssh_user_ca`); it
+//!   never reaches a log, an error or a file. An older broker's
+//!   `DATA/ssh/user_ca` is moved into the store on first start.
+//! - `DATA/ssh/user_ca.pub`: its public key, the same text as `ca.pub`.
+//! - the revocation list (revoked key ids with the `valid_before` of their
+//!   latest certificate, the KRL's version and date, the `krl_file`s written
+//!   so far): a document in the store every replica reads and changes under
+//!   its lock (`revocations.rs`), so every replica serves the same KRL.
 //!
 //! Why the KRL revokes key ids rather than serials: every certificate of a
 //! grant (the first one and one per renewal) carries the same key id, so one
@@ -40,17 +42,16 @@
 //! provider learns a resource's `krl_file` only when it first issues for it.
 //! Issue and renew therefore write the current KRL to the resource's
 //! `krl_file` before the certificate is handed out; every revocation writes
-//! it to every `krl_file` written before; a start rewrites them (best
-//! effort). To have the file before the first grant, fetch it
-//! (`curl -o FILE BROKER/v1/providers/ssh/krl`) or make an empty one
-//! (`ssh-keygen -k -f FILE`). Hosts other than the broker's own fetch the
-//! KRL over HTTP.
+//! it to every `krl_file` written before (on the machine of the replica
+//! that revokes); a start rewrites them (best effort). To have the file
+//! before the first grant, fetch it (`curl -o FILE
+//! BROKER/v1/providers/ssh/krl`) or make an empty one (`ssh-keygen -k -f
+//! FILE`). Hosts other than the brokers' own, and every host when brokers
+//! run as several replicas, fetch the KRL over HTTP (from any replica).
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use hourglass_core::api::{ClientMaterial, ClientSecret, Credential, EnvVar};
 use hourglass_core::{Grant, Timestamp};
@@ -59,21 +60,28 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use ssh_key::certificate::{Builder, CertType};
 use ssh_key::public::KeyData;
-use ssh_key::{Algorithm, Certificate, Fingerprint, HashAlg, LineEnding, PrivateKey, PublicKey};
+use ssh_key::{Certificate, Fingerprint, HashAlg, PrivateKey, PublicKey};
 use zeroize::Zeroizing;
 
 use super::{
-    Document, IssueInput, Issued, MaterialKind, Provider, ProviderError, Verification, check_material_present,
-    env_prefix, is_env_name,
+    Document, IssueInput, Issued, MaterialKind, Provider, ProviderError, SharedRecord, Verification,
+    check_material_present, env_prefix, is_env_name,
 };
+use crate::keys::Ed25519Key;
+
+mod krl;
+mod revocations;
+
+use revocations::{RevocationList, write_atomic};
 
 pub const KIND: &str = "ssh";
 
-const CA_FILE: &str = "user_ca";
+/// Where an older broker kept its CA's private key and revocation list
+/// (`DATA/ssh`); both live in the store now.
+const LEGACY_CA_FILE: &str = "user_ca";
+const LEGACY_REVOCATIONS_FILE: &str = "revocations.json";
 const CA_PUBLIC_FILE: &str = "user_ca.pub";
-const REVOCATIONS_FILE: &str = "revocations.json";
 const CA_COMMENT: &str = "hourglass-user-ca";
-const KRL_COMMENT: &str = "hourglass: revoked certificates of the broker's SSH user CA";
 
 /// Certificates are valid from a minute before issue: a target whose clock
 /// runs a little behind the broker's would otherwise refuse a fresh
@@ -290,99 +298,54 @@ impl CertState {
     }
 }
 
-/// The revocation list as kept in `revocations.json`.
-#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Revocations {
-    /// The KRL's `krl_version`: increases with every change.
-    krl_version: u64,
-    /// The KRL's `generated_date` (Unix seconds): when it last changed.
-    generated_at: u64,
-    /// Revoked key ids and the `valid_before` (Unix seconds) of their
-    /// latest certificate. An entry is dropped once that has passed: sshd
-    /// refuses the certificate by itself then, and the KRL stays small.
-    revoked: BTreeMap<String, u64>,
-    /// Every `krl_file` written so far; each revocation updates all of them.
-    krl_files: BTreeSet<PathBuf>,
-}
-
-/// The revocation list and the KRL encoded from it.
-struct Shared {
-    revocations: Revocations,
-    krl: Vec<u8>,
-}
-
 pub struct SshProvider {
-    dir: PathBuf,
     ca: PrivateKey,
     ca_public: PublicKey,
     ca_fingerprint: Fingerprint,
-    /// The CA's public key blob (SSH wire form), as KRL sections name it.
-    ca_blob: Vec<u8>,
-    shared: Mutex<Shared>,
+    revocations: RevocationList,
 }
 
 impl SshProvider {
-    /// Loads the user CA and revocation list from `dir` (`DATA/ssh`),
-    /// creating the CA on first start.
-    pub fn load_or_create(dir: &Path) -> Result<Self, String> {
-        let key_path = dir.join(CA_FILE);
-        let ca = if key_path.exists() {
-            let text = Zeroizing::new(
-                std::fs::read_to_string(&key_path)
-                    .map_err(|error| format!("reading {}: {}", key_path.display(), error.kind()))?,
-            );
-            let key = PrivateKey::from_openssh(text.as_bytes())
-                .map_err(|_| format!("{} is not an OpenSSH private key", key_path.display()))?;
-            if key.is_encrypted() || key.algorithm() != Algorithm::Ed25519 {
-                return Err(format!("{} must be an unencrypted Ed25519 key", key_path.display()));
-            }
-            key
-        } else {
-            let mut key = PrivateKey::random(&mut rand::rngs::OsRng, Algorithm::Ed25519)
-                .map_err(|_| "generating the SSH user CA key failed".to_owned())?;
-            key.set_comment(CA_COMMENT);
-            let text = key.to_openssh(LineEnding::LF).map_err(|_| "encoding the SSH user CA key failed".to_owned())?;
-            crate::keys::write_secret_file(&key_path, text.as_bytes()).map_err(|error| error.to_string())?;
-            key
-        };
+    /// The provider with the user CA `ca` (the store's `ssh_user_ca` key,
+    /// the same on every replica) and the revocation list every replica
+    /// shares (`record`). `dir` (`DATA/ssh`) gets the CA's public key as
+    /// `user_ca.pub`, for admins to copy to their hosts, and may hold the
+    /// list an older broker kept there (imported once).
+    pub async fn open(ca: &Ed25519Key, record: SharedRecord, dir: &Path) -> Result<Self, String> {
+        let keypair = ssh_key::private::Ed25519Keypair::from_seed(&ca.seed());
+        let ca = PrivateKey::new(ssh_key::private::KeypairData::Ed25519(keypair), CA_COMMENT)
+            .map_err(|_| "building the SSH user CA key failed".to_owned())?;
         let ca_public = PublicKey::new(ca.public_key().key_data().clone(), CA_COMMENT);
         let ca_line = ca_public.to_openssh().map_err(|_| "encoding the SSH user CA public key failed".to_owned())?;
         let public_path = dir.join(CA_PUBLIC_FILE);
         write_atomic(&public_path, format!("{ca_line}\n").as_bytes(), 0o644)
             .map_err(|error| format!("writing {}: {error}", public_path.display()))?;
         let ca_blob = ca_public.to_bytes().map_err(|_| "encoding the SSH user CA key failed")?;
-
-        let state_path = dir.join(REVOCATIONS_FILE);
-        let revocations = match std::fs::read(&state_path) {
-            Ok(bytes) => serde_json::from_slice::<Revocations>(&bytes)
-                .map_err(|error| format!("{} is not a revocation list: {error}", state_path.display()))?,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Revocations::default(),
-            Err(error) => return Err(format!("reading {}: {error}", state_path.display())),
-        };
-        let krl = encode_revocations(&revocations, &ca_blob);
-        // Bring the files written before up to date (one may have been lost
-        // while the broker was down); a failure here is retried by the next
-        // revocation and must not keep the broker from starting.
-        for path in &revocations.krl_files {
-            if let Err(error) = write_atomic(path, &krl, 0o644) {
-                tracing::warn!("ssh: cannot write the KRL to {}: {error}", path.display());
-            }
-        }
-        Ok(SshProvider {
-            dir: dir.to_path_buf(),
-            ca_fingerprint: ca_public.fingerprint(HashAlg::Sha256),
-            ca,
-            ca_public,
-            ca_blob,
-            shared: Mutex::new(Shared { revocations, krl }),
-        })
+        // The CA's public key blob (SSH wire form) names it in KRL sections.
+        let revocations = RevocationList::open(record, ca_blob, Some(&dir.join(LEGACY_REVOCATIONS_FILE))).await?;
+        Ok(SshProvider { ca_fingerprint: ca_public.fingerprint(HashAlg::Sha256), ca, ca_public, revocations })
     }
 
-    fn shared(&self) -> MutexGuard<'_, Shared> {
-        // The list is written to disk before it changes in memory, so state
-        // left behind by a panic is still consistent with the file.
-        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The user CA an older broker kept in `dir` (`user_ca`, OpenSSH
+    /// format), to be moved into the store: certificates it signed, and
+    /// hosts that trust it, keep working.
+    pub fn legacy_ca(dir: &Path) -> Result<Option<Ed25519Key>, String> {
+        let key_path = dir.join(LEGACY_CA_FILE);
+        if !key_path.exists() {
+            return Ok(None);
+        }
+        let text = Zeroizing::new(
+            std::fs::read_to_string(&key_path)
+                .map_err(|error| format!("reading {}: {}", key_path.display(), error.kind()))?,
+        );
+        let key = PrivateKey::from_openssh(text.as_bytes())
+            .map_err(|_| format!("{} is not an OpenSSH private key", key_path.display()))?;
+        let keypair = match key.key_data().ed25519() {
+            Some(keypair) if !key.is_encrypted() => keypair,
+            _ => return Err(format!("{} must be an unencrypted Ed25519 key", key_path.display())),
+        };
+        let seed = Zeroizing::new(keypair.private.to_bytes());
+        Ed25519Key::from_seed(&seed).map(Some).map_err(|error| error.to_string())
     }
 
     fn ca_line(&self) -> String {
@@ -475,7 +438,7 @@ impl SshProvider {
 
     /// Signs, checks and records a certificate for a grant; the KRL is in
     /// the resource's `krl_file` before the certificate leaves the broker.
-    fn certify(
+    async fn certify(
         &self,
         input: &IssueInput<'_>,
         public_key: &PublicKey,
@@ -487,7 +450,7 @@ impl SshProvider {
         let (certificate, serial) = self.sign(public_key, &key_id, &role, input.now, input.grant.expires_at)?;
         let mut verification = self.verify(&certificate, public_key, &key_id, &role.principals, input.now)?;
         if let Some(path) = &settings.krl_file {
-            let version = self.register_krl_file(path)?;
+            let version = self.revocations.register_file(path).await?;
             verification.insert("krl_file".into(), format!("{} (KRL version {version})", path.display()).into());
         }
         let valid_before = unix_timestamp(certificate.valid_before());
@@ -510,81 +473,6 @@ impl SshProvider {
         // works on every target that trusts it: the broker confirms it here.
         Ok(Issued { state, ready: true, verification })
     }
-
-    /// Records `path` as a `krl_file` and writes the current KRL there.
-    /// Returns the KRL version written.
-    fn register_krl_file(&self, path: &Path) -> Result<u64, String> {
-        let mut shared = self.shared();
-        if !shared.revocations.krl_files.contains(path) {
-            let mut next = shared.revocations.clone();
-            next.krl_files.insert(path.to_path_buf());
-            self.save(&next)?;
-            shared.revocations = next;
-        }
-        write_atomic(path, &shared.krl, 0o644)
-            .map_err(|error| format!("cannot write the KRL to {}: {error}", path.display()))?;
-        Ok(shared.revocations.krl_version)
-    }
-
-    fn save(&self, revocations: &Revocations) -> Result<(), String> {
-        let path = self.dir.join(REVOCATIONS_FILE);
-        let text = serde_json::to_vec_pretty(revocations).map_err(|_| "encoding the revocation list failed")?;
-        write_atomic(&path, &text, 0o600).map_err(|error| format!("cannot write {}: {error}", path.display()))
-    }
-
-    /// Lists `key_id` until `valid_before` (dropping entries past `now`),
-    /// writes the KRL everywhere and checks what was written.
-    fn add_revocation(
-        &self,
-        key_id: &str,
-        valid_before: u64,
-        own_file: Option<&Path>,
-        now: Timestamp,
-    ) -> Result<Verification, String> {
-        let now_secs = u64::try_from(now.unix_seconds()).unwrap_or(0);
-        let mut shared = self.shared();
-        let mut next = shared.revocations.clone();
-        next.revoked.retain(|_, until| *until > now_secs);
-        let until = next.revoked.get(key_id).copied().unwrap_or(0).max(valid_before);
-        next.revoked.insert(key_id.to_owned(), until);
-        if let Some(path) = own_file {
-            next.krl_files.insert(path.to_path_buf());
-        }
-        if next != shared.revocations {
-            next.krl_version += 1;
-            next.generated_at = now_secs;
-            self.save(&next)?;
-            shared.krl = encode_revocations(&next, &self.ca_blob);
-            shared.revocations = next;
-        }
-        let served = krl::decode(&shared.krl).map_err(|error| format!("the KRL just encoded is invalid: {error}"))?;
-        if !served.lists(&self.ca_blob, key_id) {
-            return Err(format!("the KRL does not list {key_id}"));
-        }
-        let mut written = Vec::new();
-        let mut failed = Vec::new();
-        for path in &shared.revocations.krl_files {
-            match write_and_check(path, &shared.krl, &self.ca_blob, key_id) {
-                Ok(()) => written.push(path.display().to_string()),
-                // The grant's own target must have it; another resource's
-                // file is kept current on a best-effort basis.
-                Err(error) if Some(path.as_path()) == own_file => return Err(error),
-                Err(error) => {
-                    tracing::warn!("ssh: {error}");
-                    failed.push(path.display().to_string());
-                }
-            }
-        }
-        let mut verification = Verification::new();
-        verification.insert("krl".into(), format!("lists {key_id}").into());
-        verification.insert("krl_version".into(), shared.revocations.krl_version.into());
-        verification.insert("valid_before".into(), unix_timestamp(until).to_string().into());
-        verification.insert("files".into(), written.into());
-        if !failed.is_empty() {
-            verification.insert("files_not_written".into(), failed.into());
-        }
-        Ok(verification)
-    }
 }
 
 /// `hourglass:<grant id>:<owner>`: the same for every certificate of a
@@ -595,57 +483,6 @@ fn key_id(grant: &Grant) -> String {
 
 fn unix_timestamp(secs: u64) -> Timestamp {
     Timestamp::from_unix_millis(i64::try_from(secs).unwrap_or(i64::MAX / 1000).saturating_mul(1000))
-}
-
-fn encode_revocations(revocations: &Revocations, ca_blob: &[u8]) -> Vec<u8> {
-    let key_ids: Vec<&str> = revocations.revoked.keys().map(String::as_str).collect();
-    krl::encode(revocations.krl_version, revocations.generated_at, KRL_COMMENT, ca_blob, &key_ids)
-}
-
-/// Writes a KRL, reads it back and checks it lists `key_id`.
-fn write_and_check(path: &Path, krl: &[u8], ca_blob: &[u8], key_id: &str) -> Result<(), String> {
-    write_atomic(path, krl, 0o644).map_err(|error| format!("cannot write the KRL to {}: {error}", path.display()))?;
-    let read = std::fs::read(path).map_err(|error| format!("cannot read back {}: {error}", path.display()))?;
-    let decoded = krl::decode(&read).map_err(|error| format!("{} is not a valid KRL: {error}", path.display()))?;
-    if !decoded.lists(ca_blob, key_id) {
-        return Err(format!("{} does not list {key_id} after writing", path.display()));
-    }
-    Ok(())
-}
-
-/// Replaces `path` in one step (a temporary file renamed over it), so that
-/// sshd never reads a half-written file. Creates the directory if needed.
-fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let temp = dir.join(format!(".{name}.{:016x}.tmp", rand::rngs::OsRng.next_u64()));
-    let result = (|| {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(mode);
-        }
-        let mut file = options.open(&temp)?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&temp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    result?;
-    // Make the rename itself durable; not every filesystem allows this.
-    if let Ok(directory) = std::fs::File::open(dir) {
-        let _ = directory.sync_all();
-    }
-    Ok(())
 }
 
 #[async_trait::async_trait]
@@ -683,7 +520,7 @@ impl Provider for SshProvider {
             .and_then(|m| m.ssh_public_key.as_deref())
             .ok_or_else(|| failed("the request carries no SSH public key".into()))?;
         let public_key = parse_public_key(text).map_err(failed)?;
-        self.certify(&input, &public_key, None).map_err(failed)
+        self.certify(&input, &public_key, None).await.map_err(failed)
     }
 
     async fn renew(&self, input: IssueInput<'_>, state: &serde_json::Value) -> Result<Issued, ProviderError> {
@@ -691,7 +528,7 @@ impl Provider for SshProvider {
         let previous = CertState::from_value(&input.resource.name, state)?;
         let public_key = PublicKey::from_openssh(&previous.public_key)
             .map_err(|_| failed("the grant's stored public key is unreadable".into()))?;
-        let mut issued = self.certify(&input, &public_key, Some(&previous)).map_err(failed)?;
+        let mut issued = self.certify(&input, &public_key, Some(&previous)).await.map_err(failed)?;
         if let Some(serial) = previous.serials.last() {
             issued.verification.insert("previous_serial".into(), (*serial).into());
         }
@@ -721,7 +558,9 @@ impl Provider for SshProvider {
             return Ok(verification);
         }
         let valid_before = u64::try_from(record.latest_valid_before.unix_seconds()).unwrap_or(0);
-        self.add_revocation(&record.key_id, valid_before, record.krl_file.as_deref(), now)
+        self.revocations
+            .revoke(&record.key_id, valid_before, record.krl_file.as_deref(), now)
+            .await
             .map_err(|message| ProviderError::Failed { resource: grant.resource.clone(), message })
     }
 
@@ -758,145 +597,11 @@ impl Provider for SshProvider {
                 content_type: "text/plain; charset=utf-8",
                 body: format!("{}\n", self.ca_line()).into_bytes(),
             }),
-            "krl" => Some(Document { content_type: "application/octet-stream", body: self.shared().krl.clone() }),
+            "krl" => {
+                let (krl, _) = self.revocations.krl().await;
+                Some(Document { content_type: "application/octet-stream", body: krl.as_ref().clone() })
+            }
             _ => None,
-        }
-    }
-}
-
-/// OpenSSH key revocation lists (PROTOCOL.krl), the subset Hourglass
-/// writes: a header and, when anything is revoked, one certificate section
-/// for one CA with one key id subsection.
-mod krl {
-    pub const MAGIC: &[u8; 8] = b"SSHKRL\n\0";
-    pub const FORMAT_VERSION: u32 = 1;
-    pub const SECTION_CERTIFICATES: u8 = 1;
-    pub const CERT_SECTION_KEY_ID: u8 = 0x23;
-
-    /// The KRL revoking `key_ids` of certificates signed by the CA whose
-    /// public key blob is `ca_key`. Key ids are written in the order given.
-    pub fn encode(version: u64, generated_at: u64, comment: &str, ca_key: &[u8], key_ids: &[&str]) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
-        out.extend_from_slice(&version.to_be_bytes());
-        out.extend_from_slice(&generated_at.to_be_bytes());
-        out.extend_from_slice(&0u64.to_be_bytes()); // flags: none defined
-        put_string(&mut out, b""); // reserved
-        put_string(&mut out, comment.as_bytes());
-        // A key id subsection must list at least one id: with nothing
-        // revoked the KRL is the header alone.
-        if !key_ids.is_empty() {
-            let mut ids = Vec::new();
-            for id in key_ids {
-                put_string(&mut ids, id.as_bytes());
-            }
-            let mut section = Vec::new();
-            put_string(&mut section, ca_key);
-            put_string(&mut section, b""); // reserved
-            section.push(CERT_SECTION_KEY_ID);
-            put_string(&mut section, &ids);
-            out.push(SECTION_CERTIFICATES);
-            put_string(&mut out, &section);
-        }
-        out
-    }
-
-    fn put_string(out: &mut Vec<u8>, bytes: &[u8]) {
-        // Every string here is far below 4 GiB; saturate rather than wrap.
-        let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
-        out.extend_from_slice(&len.to_be_bytes());
-        out.extend_from_slice(bytes);
-    }
-
-    /// What a KRL written by [`encode`] says.
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    pub struct Decoded {
-        pub version: u64,
-        pub generated_at: u64,
-        pub comment: String,
-        /// (CA key blob, key id) pairs.
-        pub revoked_key_ids: Vec<(Vec<u8>, String)>,
-    }
-
-    impl Decoded {
-        pub fn lists(&self, ca_key: &[u8], key_id: &str) -> bool {
-            self.revoked_key_ids.iter().any(|(ca, id)| ca == ca_key && id == key_id)
-        }
-    }
-
-    /// Reads a KRL holding only certificate sections with key id
-    /// subsections; anything else is refused, since Hourglass writes
-    /// nothing else.
-    pub fn decode(bytes: &[u8]) -> Result<Decoded, String> {
-        let mut reader = Reader(bytes);
-        if reader.take(8)? != MAGIC {
-            return Err("not a KRL (bad magic)".into());
-        }
-        let format = reader.u32()?;
-        if format != FORMAT_VERSION {
-            return Err(format!("unsupported KRL format version {format}"));
-        }
-        let version = reader.u64()?;
-        let generated_at = reader.u64()?;
-        let _flags = reader.u64()?;
-        let _reserved = reader.string()?;
-        let comment = String::from_utf8(reader.string()?.to_vec()).map_err(|_| "comment is not UTF-8")?;
-        let mut revoked_key_ids = Vec::new();
-        while !reader.0.is_empty() {
-            let kind = reader.byte()?;
-            let mut section = Reader(reader.string()?);
-            if kind != SECTION_CERTIFICATES {
-                return Err(format!("unexpected KRL section type {kind}"));
-            }
-            let ca = section.string()?.to_vec();
-            let _reserved = section.string()?;
-            while !section.0.is_empty() {
-                let sub = section.byte()?;
-                let mut data = Reader(section.string()?);
-                if sub != CERT_SECTION_KEY_ID {
-                    return Err(format!("unexpected certificate subsection type {sub:#x}"));
-                }
-                while !data.0.is_empty() {
-                    let id = String::from_utf8(data.string()?.to_vec()).map_err(|_| "key id is not UTF-8")?;
-                    revoked_key_ids.push((ca.clone(), id));
-                }
-            }
-        }
-        Ok(Decoded { version, generated_at, comment, revoked_key_ids })
-    }
-
-    struct Reader<'a>(&'a [u8]);
-
-    impl<'a> Reader<'a> {
-        fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-            if self.0.len() < n {
-                return Err("truncated".into());
-            }
-            let (head, rest) = self.0.split_at(n);
-            self.0 = rest;
-            Ok(head)
-        }
-
-        fn byte(&mut self) -> Result<u8, String> {
-            Ok(self.take(1)?[0])
-        }
-
-        fn u32(&mut self) -> Result<u32, String> {
-            let mut bytes = [0u8; 4];
-            bytes.copy_from_slice(self.take(4)?);
-            Ok(u32::from_be_bytes(bytes))
-        }
-
-        fn u64(&mut self) -> Result<u64, String> {
-            let mut bytes = [0u8; 8];
-            bytes.copy_from_slice(self.take(8)?);
-            Ok(u64::from_be_bytes(bytes))
-        }
-
-        fn string(&mut self) -> Result<&'a [u8], String> {
-            let len = usize::try_from(self.u32()?).map_err(|_| "length overflows")?;
-            self.take(len)
         }
     }
 }
@@ -948,7 +653,7 @@ mod tests {
     }
 
     fn client_key() -> (PrivateKey, ClientMaterial) {
-        let key = PrivateKey::random(&mut rand::rngs::OsRng, Algorithm::Ed25519).expect("a key");
+        let key = PrivateKey::random(&mut rand::rngs::OsRng, ssh_key::Algorithm::Ed25519).expect("a key");
         let public = key.public_key().to_openssh().expect("encodes");
         (key, ClientMaterial { postgres_scram_verifier: None, ssh_public_key: Some(public) })
     }
@@ -960,28 +665,51 @@ mod tests {
             .expect("/usr/bin/ssh-keygen runs (these tests check the KRL with OpenSSH's own reader)")
     }
 
-    struct Fixture {
+    /// A broker's store and SSH user CA, for providers to start on (again).
+    struct Broker {
         dir: tempfile::TempDir,
+        store: crate::store::Store,
+        ca: Ed25519Key,
+    }
+
+    impl Broker {
+        async fn new() -> Broker {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let store = crate::store::Store::open_sqlite(&dir.path().join("hourglass.db")).await.expect("a store");
+            Broker { dir, store, ca: Ed25519Key::generate().expect("a CA key") }
+        }
+
+        /// The provider as a (re)started broker opens it.
+        async fn provider(&self) -> SshProvider {
+            let record = SharedRecord::new(self.store.clone(), "ssh/revocations");
+            SshProvider::open(&self.ca, record, &self.dir.path().join("ssh")).await.expect("provider starts")
+        }
+    }
+
+    struct Fixture {
+        broker: Broker,
+        dir: PathBuf,
         provider: SshProvider,
         resource: Resource,
     }
 
     impl Fixture {
-        /// A provider in a fresh data directory and a resource whose KRL
-        /// goes to `DIR/sshd/revoked.krl`.
-        fn new(role_settings: &str) -> Fixture {
-            let dir = tempfile::tempdir().expect("temp dir");
-            let provider = SshProvider::load_or_create(&dir.path().join("ssh")).expect("provider starts");
-            let krl = dir.path().join("sshd/revoked.krl");
+        /// A provider of a fresh broker and a resource whose KRL goes to
+        /// `DIR/sshd/revoked.krl`.
+        async fn new(role_settings: &str) -> Fixture {
+            let broker = Broker::new().await;
+            let provider = broker.provider().await;
+            let dir = broker.dir.path().to_path_buf();
+            let krl = dir.join("sshd/revoked.krl");
             let resource = resource(
                 &format!("{{ host = \"box.example\", krl_file = \"{}\", env_prefix = \"BOX\" }}", krl.display()),
                 role_settings,
             );
-            Fixture { dir, provider, resource }
+            Fixture { broker, dir, provider, resource }
         }
 
         fn krl_path(&self) -> PathBuf {
-            self.dir.path().join("sshd/revoked.krl")
+            self.dir.join("sshd/revoked.krl")
         }
 
         async fn issue(&self, grant: &Grant, material: &ClientMaterial) -> Issued {
@@ -997,7 +725,7 @@ mod tests {
 
         /// Writes the grant's certificate where ssh-keygen can read it.
         fn cert_file(&self, state: &serde_json::Value, name: &str) -> PathBuf {
-            let path = self.dir.path().join(format!("{name}-cert.pub"));
+            let path = self.dir.join(format!("{name}-cert.pub"));
             std::fs::write(&path, format!("{}\n", state["certificate"].as_str().expect("a certificate")))
                 .expect("cert file");
             path
@@ -1020,10 +748,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn settings_are_checked_with_clear_messages() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let provider = SshProvider::load_or_create(dir.path()).expect("provider");
+    #[tokio::test]
+    async fn settings_are_checked_with_clear_messages() {
+        let provider = Broker::new().await.provider().await;
         let ok_role = "{ principals = [\"ops\"] }";
         let cases = [
             ("{ }", ok_role, None),
@@ -1069,13 +796,12 @@ mod tests {
         }
     }
 
-    #[test]
-    fn public_keys_are_checked_when_the_request_is_filed() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let provider = SshProvider::load_or_create(dir.path()).expect("provider");
+    #[tokio::test]
+    async fn public_keys_are_checked_when_the_request_is_filed() {
+        let provider = Broker::new().await.provider().await;
         let (private, ok) = client_key();
         let ed25519 = ok.ssh_public_key.clone().expect("public key");
-        let private_text = private.to_openssh(LineEnding::LF).expect("encodes").to_string();
+        let private_text = private.to_openssh(ssh_key::LineEnding::LF).expect("encodes").to_string();
         let material = |key: &str| ClientMaterial { postgres_scram_verifier: None, ssh_public_key: Some(key.into()) };
         for good in [ed25519.as_str(), RSA_2048, ECDSA_256, ECDSA_384] {
             assert_eq!(provider.check_material(Some(&material(good))), Ok(()), "accepted: {good}");
@@ -1112,7 +838,7 @@ mod tests {
     async fn certificate_carries_key_id_principals_deadline_and_options() {
         let fixture = Fixture::new(
             "{ principals = [\"ops\", \"deploy\"], extensions = [\"permit-pty\", \"permit-agent-forwarding\"], force_command = \"/usr/bin/uptime\", source_address = [\"10.0.0.0/8\"] }",
-        );
+        ).await;
         let (client, material) = client_key();
         let grant = grant("alice@acme.example", NOW, Duration::from_mins(30));
         let issued = fixture.issue(&grant, &material).await;
@@ -1155,7 +881,7 @@ mod tests {
         );
 
         // Default extensions: a pty, and nothing else.
-        let plain = Fixture::new("{ principals = [\"ops\"] }");
+        let plain = Fixture::new("{ principals = [\"ops\"] }").await;
         let issued = plain.issue(&grant, &material).await;
         let extensions: Vec<String> = certificate(&issued.state).extensions().keys().cloned().collect();
         assert_eq!(extensions, ["permit-pty"], "permit-pty by default");
@@ -1164,7 +890,7 @@ mod tests {
 
     #[tokio::test]
     async fn renewal_signs_a_new_certificate_with_the_same_key_id_and_the_new_deadline() {
-        let fixture = Fixture::new("{ principals = [\"ops\"] }");
+        let fixture = Fixture::new("{ principals = [\"ops\"] }").await;
         let (_, material) = client_key();
         let mut grant = grant("alice@acme.example", NOW, Duration::from_mins(5));
         let issued = fixture.issue(&grant, &material).await;
@@ -1214,7 +940,7 @@ mod tests {
 
     #[tokio::test]
     async fn credential_hands_out_the_certificate_and_connection_info() {
-        let fixture = Fixture::new("{ principals = [\"ops\"] }");
+        let fixture = Fixture::new("{ principals = [\"ops\"] }").await;
         let (_, material) = client_key();
         let grant = grant("alice@acme.example", NOW, Duration::from_mins(5));
         let issued = fixture.issue(&grant, &material).await;
@@ -1239,19 +965,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_ca_is_created_once_kept_private_and_published() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let ssh_dir = dir.path().join("ssh");
-        let provider = SshProvider::load_or_create(&ssh_dir).expect("created");
-        let key_path = ssh_dir.join(CA_FILE);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&key_path).expect("CA key written").permissions().mode() & 0o777;
-            assert_eq!(mode, 0o600, "the CA private key is readable by the broker's user only");
-        }
-        let key_text = std::fs::read_to_string(&key_path).expect("key");
-        assert!(key_text.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"), "OpenSSH format");
+    async fn the_ca_is_published_and_an_older_brokers_ca_file_is_read_for_the_store() {
+        let broker = Broker::new().await;
+        let provider = broker.provider().await;
+        let ssh_dir = broker.dir.path().join("ssh");
         let document = provider.document("ca.pub").await.expect("ca.pub is served");
         assert_eq!(document.content_type, "text/plain; charset=utf-8");
         let line = String::from_utf8(document.body).expect("text");
@@ -1259,16 +976,30 @@ mod tests {
         assert!(!line.contains("PRIVATE"), "only the public half is published");
         assert_eq!(std::fs::read_to_string(ssh_dir.join(CA_PUBLIC_FILE)).expect("user_ca.pub"), line);
         assert!(provider.document("user_ca").await.is_none(), "nothing else is served");
+        assert!(!ssh_dir.join(LEGACY_CA_FILE).exists(), "the private key is in the store, not in a file");
 
-        let again = SshProvider::load_or_create(&ssh_dir).expect("loaded");
+        let again = broker.provider().await;
         let reloaded = String::from_utf8(again.document("ca.pub").await.expect("ca.pub").body).expect("text");
         assert_eq!(reloaded, line, "the same CA after a restart");
 
-        let corrupt = dir.path().join("corrupt");
-        std::fs::create_dir_all(&corrupt).expect("dir");
-        std::fs::write(corrupt.join(CA_FILE), "-----BEGIN OPENSSH PRIVATE KEY-----\nc2VjcmV0IHNlY3JldA==\n")
-            .expect("write");
-        let error = SshProvider::load_or_create(&corrupt).err().expect("refused");
+        // An older broker's CA file, moved into the store on upgrade: the same key.
+        let legacy = tempfile::tempdir().expect("temp dir");
+        let mut key = PrivateKey::random(&mut rand::rngs::OsRng, ssh_key::Algorithm::Ed25519).expect("key");
+        key.set_comment(CA_COMMENT);
+        let text = key.to_openssh(ssh_key::LineEnding::LF).expect("encodes");
+        std::fs::write(legacy.path().join(LEGACY_CA_FILE), text.as_bytes()).expect("write");
+        let read = SshProvider::legacy_ca(legacy.path()).expect("reads").expect("found");
+        let ed25519 = key.key_data().ed25519().expect("an Ed25519 key");
+        assert_eq!(read.public(), ed25519.public.0, "the same key");
+        assert!(SshProvider::legacy_ca(broker.dir.path()).expect("nothing there").is_none());
+
+        let corrupt = tempfile::tempdir().expect("temp dir");
+        std::fs::write(
+            corrupt.path().join(LEGACY_CA_FILE),
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nc2VjcmV0IHNlY3JldA==\n",
+        )
+        .expect("write");
+        let error = SshProvider::legacy_ca(corrupt.path()).err().expect("refused");
         assert!(error.contains("is not an OpenSSH private key"), "{error}");
         assert!(!error.contains("c2VjcmV0"), "the key file's content never reaches an error: {error}");
     }
@@ -1276,7 +1007,7 @@ mod tests {
     #[test]
     fn krl_encoding_matches_ssh_keygen_byte_for_byte() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let ca = PrivateKey::random(&mut rand::rngs::OsRng, Algorithm::Ed25519).expect("key");
+        let ca = PrivateKey::random(&mut rand::rngs::OsRng, ssh_key::Algorithm::Ed25519).expect("key");
         let ca_pub = dir.path().join("ca.pub");
         std::fs::write(&ca_pub, ca.public_key().to_openssh().expect("encodes")).expect("write");
         let spec = dir.path().join("spec");
@@ -1305,9 +1036,9 @@ mod tests {
         assert!(ids.iter().all(|id| decoded.lists(&blob, id)), "both key ids listed: {decoded:?}");
         assert!(!decoded.lists(&blob, "hourglass:grt-cccc:carol@acme.example"), "and nothing else");
 
-        let empty = krl::encode(1, generated_at, KRL_COMMENT, &blob, &[]);
+        let empty = krl::encode(1, generated_at, revocations::KRL_COMMENT, &blob, &[]);
         let decoded = krl::decode(&empty).expect("an empty KRL decodes");
-        assert_eq!(decoded.comment, KRL_COMMENT);
+        assert_eq!(decoded.comment, revocations::KRL_COMMENT);
         assert!(decoded.revoked_key_ids.is_empty(), "an empty KRL revokes nothing");
     }
 
@@ -1328,7 +1059,7 @@ mod tests {
 
     #[tokio::test]
     async fn issue_writes_the_krl_file_before_the_certificate_leaves() {
-        let fixture = Fixture::new("{ principals = [\"ops\"] }");
+        let fixture = Fixture::new("{ principals = [\"ops\"] }").await;
         assert!(!fixture.krl_path().exists(), "check and start write nothing for a resource never issued");
         let (_, material) = client_key();
         let grant = grant("alice@acme.example", NOW, Duration::from_mins(5));
@@ -1342,7 +1073,7 @@ mod tests {
 
     #[tokio::test]
     async fn revoked_certificates_are_listed_in_the_krl_openssh_reads() {
-        let fixture = Fixture::new("{ principals = [\"ops\"] }");
+        let fixture = Fixture::new("{ principals = [\"ops\"] }").await;
         let (_, alice_key) = client_key();
         let (_, bob_key) = client_key();
         let mut alice = grant("alice@acme.example", NOW, Duration::from_mins(30));
@@ -1375,17 +1106,36 @@ mod tests {
         assert_eq!(again["krl_version"], 1, "a repeated revocation does not bump the version");
 
         // The list survives a restart, and the restarted broker still serves it.
-        let restarted = SshProvider::load_or_create(&fixture.dir.path().join("ssh")).expect("restarts");
+        let restarted = fixture.broker.provider().await;
         let served_after = restarted.document("krl").await.expect("krl");
         assert_eq!(served_after.body, served.body, "the same KRL after a restart");
         std::fs::remove_file(fixture.krl_path()).expect("remove");
-        let _rewritten = SshProvider::load_or_create(&fixture.dir.path().join("ssh")).expect("restarts");
+        let _rewritten = fixture.broker.provider().await;
         assert!(ssh_keygen_says_revoked(&fixture.krl_path(), &alice_cert), "a lost krl_file is rewritten at start");
     }
 
     #[tokio::test]
+    async fn revocations_by_one_replica_are_in_the_krl_every_replica_serves() {
+        let fixture = Fixture::new("{ principals = [\"ops\"] }").await;
+        // A second broker on the same store (on PostgreSQL, another replica).
+        let other = fixture.broker.provider().await;
+        let (_, key) = client_key();
+        let alice = grant("alice@acme.example", NOW, Duration::from_mins(30));
+        let issued = fixture.issue(&alice, &key).await;
+        let mut revoked = alice.clone();
+        revoked.state = GrantState::Revoked;
+        other.revoke(&revoked, &issued.state, NOW).await.expect("revoked by the other replica");
+        let key_id = issued.state["key_id"].as_str().expect("key id");
+        for (which, provider) in [("the revoking replica", &other), ("the other one", &fixture.provider)] {
+            let served = krl::decode(&provider.document("krl").await.expect("krl").body).expect("a KRL");
+            assert_eq!(served.version, 1, "{which} serves the stored version");
+            assert!(served.revoked_key_ids.iter().any(|(_, id)| id == key_id), "{which} lists {key_id}");
+        }
+    }
+
+    #[tokio::test]
     async fn expired_certificates_need_no_krl_entry_and_are_pruned() {
-        let fixture = Fixture::new("{ principals = [\"ops\"] }");
+        let fixture = Fixture::new("{ principals = [\"ops\"] }").await;
         let (_, key) = client_key();
         let mut short = grant("alice@acme.example", NOW, Duration::from_mins(1));
         let long = grant("bob@acme.example", NOW, Duration::from_mins(30));

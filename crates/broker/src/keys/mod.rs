@@ -1,6 +1,14 @@
-//! The broker's own Ed25519 keys (token signing, the dev issuer), created on
-//! first start and kept as PKCS#8 PEM files readable by the broker's user
-//! only. Key material never reaches a log or an error message.
+//! The broker's own Ed25519 keys. Session, grant-token and SSH CA keys live
+//! in the store, sealed with the store key (`sealing.rs`), rotated with
+//! overlap and shared by every replica (`set.rs`); the dev issuer's key is
+//! a PKCS#8 PEM file readable by the broker's user only (dev mode runs one
+//! broker). Key material never reaches a log or an error message.
+
+mod sealing;
+mod set;
+
+pub use sealing::{StoreKey, StoreKeyError};
+pub use set::{KeyPurpose, KeySet, KeyWindow, RotationPolicy, signer_at, successor};
 
 use std::io::Write;
 use std::path::Path;
@@ -17,6 +25,8 @@ use crate::error::{Error, Result};
 /// An Ed25519 key ready for JWT signing and verification.
 pub struct Ed25519Key {
     pub kid: String,
+    /// Zeroized when dropped (ed25519-dalek's `zeroize` feature).
+    signing: SigningKey,
     encoding: EncodingKey,
     decoding: DecodingKey,
     public: [u8; 32],
@@ -44,10 +54,40 @@ impl Ed25519Key {
         let kid = hourglass_core::audit::to_hex(&Sha256::digest(public)[..8]);
         Ok(Ed25519Key {
             kid,
+            signing: signing.clone(),
             encoding: EncodingKey::from_ed_der(der.as_bytes()),
             decoding: DecodingKey::from_ed_der(&public),
             public,
         })
+    }
+
+    /// A new random key.
+    pub fn generate() -> Result<Self> {
+        Self::from_signing_key(&SigningKey::generate(&mut rand::rngs::OsRng))
+    }
+
+    /// The 32-byte secret seed, for sealing into the store and for keys of
+    /// other formats made from it (the SSH CA).
+    pub fn seed(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.signing.to_bytes())
+    }
+
+    pub fn from_seed(seed: &[u8; 32]) -> Result<Self> {
+        Self::from_signing_key(&SigningKey::from_bytes(seed))
+    }
+
+    /// The raw public key.
+    pub fn public(&self) -> [u8; 32] {
+        self.public
+    }
+
+    /// Reads a PKCS#8 PEM file (a key kept on disk by an older broker).
+    pub fn read_pem_file(path: &Path) -> Result<Self> {
+        let pem =
+            Zeroizing::new(std::fs::read_to_string(path).map_err(Error::io(format!("reading {}", path.display())))?);
+        let signing = SigningKey::from_pkcs8_pem(&pem)
+            .map_err(|_| Error::Config(format!("{} is not an Ed25519 PKCS#8 key", path.display())))?;
+        Self::from_signing_key(&signing)
     }
 
     pub fn encoding(&self) -> &EncodingKey {

@@ -1,0 +1,305 @@
+//! The shared engine: one PostgreSQL database for several brokers.
+//!
+//! Transactions run at READ COMMITTED. What SQLite's single writer
+//! serializes is serialized here by row locks: a read-modify-write reads
+//! its row `FOR UPDATE`, timed work is claimed `FOR UPDATE SKIP LOCKED`
+//! (replicas split due work instead of waiting on each other), filings of
+//! one principal take an advisory lock on the principal, and appends to the
+//! audit chain and the event stream lock the one `chain` row, taken last,
+//! just before `COMMIT`, so that it is held for the commit only.
+//!
+//! Connections come from a small pool, each with its statements prepared
+//! once. A session that sits inside a transaction longer than the replica
+//! lease (a replica stopped by SIGSTOP, say) is ended by the server
+//! (`idle_in_transaction_session_timeout`), so its row locks never hold up
+//! the replicas that take its work over.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::migrations::{MIGRATIONS, stored_version};
+use super::sql::PgConnection;
+use crate::error::{Error, Result};
+use crate::pg::PgTarget;
+
+/// Connections a broker holds to the store at most.
+const CONNECTIONS: usize = 16;
+/// The channel a commit with events notifies: a wake-up only, the events
+/// themselves are read from the table.
+pub(super) const EVENTS_CHANNEL: &str = "hourglass_events";
+/// Serializes migrations of brokers starting together (any constant will
+/// do, as long as every hourglassd uses the same one).
+const MIGRATION_LOCK: i64 = 0x686f_7572_676c_6173; // "hourglas"
+
+pub(super) struct PgStore {
+    target: PgTarget,
+    permits: Arc<Semaphore>,
+    idle: Arc<Mutex<Vec<PgConnection>>>,
+    /// `idle_in_transaction_session_timeout` of every connection, ms.
+    idle_in_transaction_ms: u64,
+    /// The connection the lease is renewed on, apart from the pool: a
+    /// replica busy with every pooled connection must still renew its lease
+    /// on time, or it would lose its claims to the others while it works.
+    lease_connection: tokio::sync::Mutex<Option<PgConnection>>,
+}
+
+impl PgStore {
+    /// Connects, and brings the schema to this binary's version (unless
+    /// `read_only`, when an older schema is only read).
+    pub async fn open(target: PgTarget, lease: StdDuration, read_only: bool) -> Result<PgStore> {
+        let store = PgStore {
+            target,
+            permits: Arc::new(Semaphore::new(CONNECTIONS)),
+            idle: Arc::new(Mutex::new(Vec::new())),
+            idle_in_transaction_ms: u64::try_from(lease.as_millis()).unwrap_or(u64::MAX).max(1000),
+            lease_connection: tokio::sync::Mutex::new(None),
+        };
+        let mut connection = store.connect().await.map_err(|error| {
+            Error::Config(format!("cannot connect to the store at {}: {}", store.target.describe(), describe(&error)))
+        })?;
+        if read_only {
+            let version = read_version(&connection).await?;
+            stored_version(version.as_deref(), &store.describe())?;
+        } else {
+            store.migrate(&mut connection).await?;
+        }
+        store.give_back(connection);
+        Ok(store)
+    }
+
+    pub fn describe(&self) -> String {
+        format!("postgres {}", self.target.describe())
+    }
+
+    async fn connect(&self) -> std::result::Result<PgConnection, tokio_postgres::Error> {
+        let client = self.target.connect().await?;
+        // Per session: a transaction left idle (its broker stopped) is ended
+        // by the server, releasing its locks; UTC for anything that formats
+        // time (nothing should, but logs read better).
+        client
+            .batch_execute(&format!(
+                "SET idle_in_transaction_session_timeout = {}; SET TIME ZONE 'UTC'; SET client_min_messages = warning",
+                self.idle_in_transaction_ms
+            ))
+            .await?;
+        Ok(PgConnection::new(client))
+    }
+
+    /// A connection from the pool, or a new one while fewer than
+    /// [`CONNECTIONS`] are in use.
+    pub async fn get(&self) -> Result<Pooled> {
+        // INVARIANT: the semaphore is never closed, so acquiring only waits.
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Internal("the store's connection pool closed".into()))?;
+        let idle = {
+            let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            idle.retain(|connection| !connection.client.is_closed());
+            idle.pop()
+        };
+        let connection = match idle {
+            Some(connection) => connection,
+            None => self.connect().await?,
+        };
+        Ok(Pooled { connection: Some(connection), idle: Arc::clone(&self.idle), _permit: permit })
+    }
+
+    /// Runs `work` on the lease's own connection (opened again if it broke).
+    pub async fn with_lease_connection<T>(&self, work: impl AsyncFnOnce(&mut PgConnection) -> Result<T>) -> Result<T> {
+        let mut slot = self.lease_connection.lock().await;
+        if slot.as_ref().is_none_or(|connection| connection.client.is_closed()) {
+            *slot = Some(self.connect().await?);
+        }
+        let connection = slot.as_mut().unwrap_or_else(|| unreachable!("set just above"));
+        let result = work(connection).await;
+        if result.is_err() {
+            *slot = None;
+        }
+        result
+    }
+
+    fn give_back(&self, connection: PgConnection) {
+        if !connection.client.is_closed() {
+            self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(connection);
+        }
+    }
+
+    pub async fn begin(&self) -> Result<PgTx> {
+        let connection = self.get().await?;
+        connection.client.batch_execute("BEGIN").await?;
+        Ok(PgTx { connection: Some(connection) })
+    }
+
+    /// Migrations run under a session advisory lock: brokers starting
+    /// together take turns, and the second finds the work done.
+    async fn migrate(&self, connection: &mut PgConnection) -> Result<()> {
+        let client = &connection.client;
+        client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
+        let migrated = async {
+            client.batch_execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)").await?;
+            let version = stored_version(read_version(connection).await?.as_deref(), &self.describe())?;
+            for (index, step) in MIGRATIONS.iter().enumerate().skip(usize::try_from(version).unwrap_or(0)) {
+                let mut script = String::from("BEGIN;\n");
+                for text in step.postgres {
+                    script.push_str(text);
+                    script.push('\n');
+                }
+                script.push_str(&format!(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', '{}') \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value;\nCOMMIT;",
+                    index + 1
+                ));
+                if let Err(error) = client.batch_execute(&script).await {
+                    let _ = client.batch_execute("ROLLBACK").await;
+                    return Err(Error::Config(format!(
+                        "migrating the store at {} to version {} failed (does its role own the database's \
+                         schema? README: \"Run several replicas\"): {}",
+                        self.target.describe(),
+                        index + 1,
+                        describe(&error)
+                    )));
+                }
+            }
+            Ok(())
+        }
+        .await;
+        let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await;
+        migrated?;
+        unlocked?;
+        Ok(())
+    }
+
+    /// A connection of its own that listens on [`EVENTS_CHANNEL`]: each
+    /// notification comes out of the receiver, which ends when the
+    /// connection does. Keep the client: dropping it closes the connection.
+    pub async fn listen(
+        &self,
+    ) -> Result<(tokio_postgres::Client, tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::Notification>)> {
+        let (client, notifications) = self.target.connect_with_notifications().await?;
+        client.batch_execute(&format!("LISTEN {EVENTS_CHANNEL}")).await?;
+        Ok((client, notifications))
+    }
+}
+
+async fn read_version(connection: &PgConnection) -> Result<Option<String>> {
+    let exists = connection.client.query_one("SELECT to_regclass('meta') IS NOT NULL", &[]).await?;
+    if !exists.get::<_, bool>(0) {
+        return Ok(None);
+    }
+    let row = connection.client.query_opt("SELECT value FROM meta WHERE key = 'schema_version'", &[]).await?;
+    Ok(row.map(|row| row.get(0)))
+}
+
+/// A server's error in its own words (message and detail): never the
+/// connection string, which may hold a password.
+pub(super) fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(detail) => format!("{} ({detail})", db.message()),
+            None => db.message().to_owned(),
+        },
+        None if error.is_closed() => "the connection to the database server closed".into(),
+        None => {
+            let cause = std::error::Error::source(error).map(ToString::to_string);
+            match cause {
+                Some(cause) => format!("{error}: {cause}"),
+                None => error.to_string(),
+            }
+        }
+    }
+}
+
+/// A connection taken from the pool; back to it when dropped, unless it
+/// broke.
+pub(super) struct Pooled {
+    connection: Option<PgConnection>,
+    idle: Arc<Mutex<Vec<PgConnection>>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl std::ops::Deref for Pooled {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        // INVARIANT: `connection` is Some until drop.
+        self.connection.as_ref().unwrap_or_else(|| unreachable!("a pooled connection is taken only on drop"))
+    }
+}
+
+impl std::ops::DerefMut for Pooled {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        self.connection.as_mut().unwrap_or_else(|| unreachable!("a pooled connection is taken only on drop"))
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let Some(connection) = self.connection.take()
+            && !connection.client.is_closed()
+        {
+            self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(connection);
+        }
+    }
+}
+
+/// A transaction on a pooled connection: `BEGIN` sent, `COMMIT` or
+/// `ROLLBACK` to come. Dropped uncommitted, it is rolled back before its
+/// connection serves anyone else.
+pub(super) struct PgTx {
+    connection: Option<Pooled>,
+}
+
+impl PgTx {
+    pub fn connection(&mut self) -> &mut PgConnection {
+        self.connection.as_mut().unwrap_or_else(|| unreachable!("a transaction's connection is taken only on drop"))
+    }
+
+    /// Runs the final statements (the appends) and `COMMIT`, pipelined:
+    /// one round trip. Any failure rolls everything back.
+    pub async fn commit(mut self, finish: impl AsyncFnOnce(&mut PgConnection) -> Result<()>) -> Result<()> {
+        let mut connection = self.connection.take().unwrap_or_else(|| unreachable!("committed once"));
+        let outcome = async {
+            finish(&mut *connection).await?;
+            connection.client.batch_execute("COMMIT").await?;
+            Ok(())
+        }
+        .await;
+        if outcome.is_err() {
+            // The connection may be mid-transaction: never reuse it.
+            close(connection);
+        }
+        outcome
+    }
+}
+
+/// Drops a connection without giving it back to the pool.
+fn close(mut pooled: Pooled) {
+    pooled.connection = None;
+}
+
+impl Drop for PgTx {
+    fn drop(&mut self) {
+        let Some(connection) = self.connection.take() else { return };
+        // Not committed: nothing of it happened. The connection goes back
+        // to the pool once the server has rolled it back; without a runtime
+        // (shutting down) it is simply closed.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if connection.client.batch_execute("ROLLBACK").await.is_err() {
+                        close(connection);
+                    }
+                });
+            }
+            Err(_) => close(connection),
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for Error {
+    fn from(error: tokio_postgres::Error) -> Self {
+        Error::Store(super::StoreError::Postgres(error))
+    }
+}

@@ -1,0 +1,329 @@
+//! Statements written once for both engines.
+//!
+//! A statement is [`Sql`]: one text when SQLite and PostgreSQL read it
+//! alike ([`both`]), two when they differ (`FOR UPDATE SKIP LOCKED`, say).
+//! Placeholders are PostgreSQL's `$1`, `$2`, …, which SQLite reads as named
+//! parameters; they are bound here by name, so their order in the text does
+//! not matter. Values are [`Param`]s in and [`Value`]s out: integers (unix
+//! milliseconds, counts), text (ids, JSON documents) and NULL, the only
+//! types the schema uses.
+
+use std::collections::HashMap;
+
+use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+
+use crate::error::{Error, Result};
+
+/// A statement, as each engine reads it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Sql {
+    pub sqlite: &'static str,
+    pub postgres: &'static str,
+}
+
+/// A statement both engines read the same way.
+pub(super) const fn both(text: &'static str) -> Sql {
+    Sql { sqlite: text, postgres: text }
+}
+
+/// A value bound to a placeholder.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Param<'a> {
+    Int(i64),
+    Text(&'a str),
+    Null,
+}
+
+impl From<i64> for Param<'_> {
+    fn from(value: i64) -> Self {
+        Param::Int(value)
+    }
+}
+
+impl<'a> From<&'a str> for Param<'a> {
+    fn from(value: &'a str) -> Self {
+        Param::Text(value)
+    }
+}
+
+impl<'a> From<&'a String> for Param<'a> {
+    fn from(value: &'a String) -> Self {
+        Param::Text(value)
+    }
+}
+
+impl<'a, T: Into<Param<'a>>> From<Option<T>> for Param<'a> {
+    fn from(value: Option<T>) -> Self {
+        value.map_or(Param::Null, Into::into)
+    }
+}
+
+/// A value read from a row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Value {
+    Int(i64),
+    Text(String),
+    Null,
+}
+
+/// One row read, its columns in the order selected.
+#[derive(Debug)]
+pub(super) struct Row(Vec<Value>);
+
+impl Row {
+    /// The value of column `index`, as read.
+    pub fn value(&self, index: usize) -> Result<&Value> {
+        self.column(index)
+    }
+
+    fn column(&self, index: usize) -> Result<&Value> {
+        self.0.get(index).ok_or_else(|| Error::Internal(format!("a stored row has no column {index}")))
+    }
+
+    pub fn text(&self, index: usize) -> Result<String> {
+        self.opt_text(index)?.ok_or_else(|| Error::Internal(format!("stored column {index} is NULL")))
+    }
+
+    pub fn opt_text(&self, index: usize) -> Result<Option<String>> {
+        match self.column(index)? {
+            Value::Text(text) => Ok(Some(text.clone())),
+            Value::Null => Ok(None),
+            Value::Int(_) => Err(Error::Internal(format!("stored column {index} is a number, not text"))),
+        }
+    }
+
+    /// Takes the text out of the row (no copy of a large document).
+    pub fn take_text(&mut self, index: usize) -> Result<String> {
+        let value = self.0.get_mut(index).map(|value| std::mem::replace(value, Value::Null));
+        match value {
+            Some(Value::Text(text)) => Ok(text),
+            Some(Value::Null) => Err(Error::Internal(format!("stored column {index} is NULL"))),
+            Some(Value::Int(_)) => Err(Error::Internal(format!("stored column {index} is a number, not text"))),
+            None => Err(Error::Internal(format!("a stored row has no column {index}"))),
+        }
+    }
+
+    pub fn int(&self, index: usize) -> Result<i64> {
+        self.opt_int(index)?.ok_or_else(|| Error::Internal(format!("stored column {index} is NULL")))
+    }
+
+    pub fn opt_int(&self, index: usize) -> Result<Option<i64>> {
+        match self.column(index)? {
+            Value::Int(value) => Ok(Some(*value)),
+            Value::Null => Ok(None),
+            Value::Text(_) => Err(Error::Internal(format!("stored column {index} is text, not a number"))),
+        }
+    }
+}
+
+/// A PostgreSQL connection and the statements prepared on it: planning a
+/// statement costs a round trip, so each is prepared once per connection.
+pub(super) struct PgConnection {
+    pub client: tokio_postgres::Client,
+    prepared: HashMap<&'static str, tokio_postgres::Statement>,
+}
+
+impl PgConnection {
+    pub fn new(client: tokio_postgres::Client) -> PgConnection {
+        PgConnection { client, prepared: HashMap::new() }
+    }
+
+    pub async fn prepared(&mut self, text: &'static str) -> Result<tokio_postgres::Statement> {
+        if let Some(statement) = self.prepared.get(text) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.prepare(text).await?;
+        self.prepared.insert(text, statement.clone());
+        Ok(statement)
+    }
+}
+
+/// A connection of either engine, for the statements of one call or
+/// transaction.
+pub(super) enum Conn<'a> {
+    /// `&mut`, not `&`: a connection is Send but not Sync, and a future
+    /// holding a shared reference to it would not be Send.
+    Sqlite(&'a mut rusqlite::Connection),
+    Postgres(&'a mut PgConnection),
+}
+
+impl Conn<'_> {
+    pub async fn query(&mut self, sql: Sql, params: &[Param<'_>]) -> Result<Vec<Row>> {
+        match self {
+            Conn::Sqlite(connection) => {
+                let mut statement = connection.prepare_cached(sql.sqlite)?;
+                sqlite_rows(&mut statement, params)
+            }
+            Conn::Postgres(connection) => {
+                let statement = connection.prepared(sql.postgres).await?;
+                let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+                let rows = connection.client.query(&statement, &params).await?;
+                rows.iter().map(pg_row).collect()
+            }
+        }
+    }
+
+    pub async fn query_opt(&mut self, sql: Sql, params: &[Param<'_>]) -> Result<Option<Row>> {
+        Ok(self.query(sql, params).await?.into_iter().next())
+    }
+
+    /// A statement made at run time (both engines read it alike), not kept
+    /// prepared: for what runs once, such as moving a store.
+    pub async fn query_text(&mut self, text: &str, params: &[Param<'_>]) -> Result<Vec<Row>> {
+        match self {
+            Conn::Sqlite(connection) => sqlite_rows(&mut connection.prepare(text)?, params),
+            Conn::Postgres(connection) => {
+                let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+                let rows = connection.client.query(text, &params).await?;
+                rows.iter().map(pg_row).collect()
+            }
+        }
+    }
+
+    /// [`Conn::query_text`] for a statement that returns no rows.
+    pub async fn execute_text(&mut self, text: &str, params: &[Param<'_>]) -> Result<u64> {
+        match self {
+            Conn::Sqlite(connection) => {
+                let mut statement = connection.prepare(text)?;
+                bind_by_name(&mut statement, params)?;
+                Ok(u64::try_from(statement.raw_execute()?).unwrap_or(0))
+            }
+            Conn::Postgres(connection) => {
+                let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+                Ok(connection.client.execute(text, &params).await?)
+            }
+        }
+    }
+
+    /// Runs a statement; returns the rows it changed.
+    pub async fn execute(&mut self, sql: Sql, params: &[Param<'_>]) -> Result<u64> {
+        match self {
+            Conn::Sqlite(connection) => {
+                let mut statement = connection.prepare_cached(sql.sqlite)?;
+                bind_by_name(&mut statement, params)?;
+                Ok(u64::try_from(statement.raw_execute()?).unwrap_or(0))
+            }
+            Conn::Postgres(connection) => {
+                let statement = connection.prepared(sql.postgres).await?;
+                let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+                Ok(connection.client.execute(&statement, &params).await?)
+            }
+        }
+    }
+}
+
+/// The rows of a SQLite statement run with `params`.
+fn sqlite_rows(statement: &mut rusqlite::Statement<'_>, params: &[Param<'_>]) -> Result<Vec<Row>> {
+    bind_by_name(statement, params)?;
+    let columns = statement.column_count();
+    let mut rows = statement.raw_query();
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let mut values = Vec::with_capacity(columns);
+        for index in 0..columns {
+            values.push(sqlite_value(row.get_ref(index)?)?);
+        }
+        out.push(Row(values));
+    }
+    Ok(out)
+}
+
+/// Binds `$N` to `params[N - 1]`, whatever order SQLite numbered them in.
+fn bind_by_name(statement: &mut rusqlite::Statement<'_>, params: &[Param<'_>]) -> Result<()> {
+    for index in 1..=statement.parameter_count() {
+        let name = statement.parameter_name(index).unwrap_or_default();
+        let position = name
+            .strip_prefix('$')
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| (1..=params.len()).contains(n))
+            .ok_or_else(|| {
+                Error::Internal(format!("statement placeholder {name:?} has no value ({} given)", params.len()))
+            })?;
+        statement.raw_bind_parameter(index, params[position - 1])?;
+    }
+    Ok(())
+}
+
+fn sqlite_value(value: rusqlite::types::ValueRef<'_>) -> Result<Value> {
+    use rusqlite::types::ValueRef;
+    Ok(match value {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(value) => Value::Int(value),
+        ValueRef::Text(text) => Value::Text(
+            String::from_utf8(text.to_vec()).map_err(|_| Error::Internal("stored text is not UTF-8".into()))?,
+        ),
+        ValueRef::Real(_) | ValueRef::Blob(_) => {
+            return Err(Error::Internal("the store holds a value of a type it never writes".into()));
+        }
+    })
+}
+
+fn pg_row(row: &tokio_postgres::Row) -> Result<Row> {
+    let mut values = Vec::with_capacity(row.len());
+    for (index, column) in row.columns().iter().enumerate() {
+        let value = match *column.type_() {
+            Type::INT8 => row.try_get::<_, Option<i64>>(index)?.map_or(Value::Null, Value::Int),
+            Type::INT4 => row.try_get::<_, Option<i32>>(index)?.map_or(Value::Null, |v| Value::Int(i64::from(v))),
+            Type::INT2 => row.try_get::<_, Option<i16>>(index)?.map_or(Value::Null, |v| Value::Int(i64::from(v))),
+            Type::BOOL => row.try_get::<_, Option<bool>>(index)?.map_or(Value::Null, |v| Value::Int(i64::from(v))),
+            Type::TEXT | Type::VARCHAR | Type::NAME | Type::BPCHAR => {
+                row.try_get::<_, Option<String>>(index)?.map_or(Value::Null, Value::Text)
+            }
+            ref other => {
+                return Err(Error::Internal(format!("the store read a column of type {other}, which it never writes")));
+            }
+        };
+        values.push(value);
+    }
+    Ok(Row(values))
+}
+
+impl rusqlite::ToSql for Param<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(match self {
+            Param::Int(value) => ToSqlOutput::Borrowed(ValueRef::Integer(*value)),
+            Param::Text(text) => ToSqlOutput::Borrowed(ValueRef::Text(text.as_bytes())),
+            Param::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+        })
+    }
+}
+
+impl ToSql for Param<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match (self, ty) {
+            (Param::Null, _) => Ok(IsNull::Yes),
+            (Param::Int(value), &Type::INT8) => value.to_sql(ty, out),
+            (Param::Int(value), &Type::INT4) => i32::try_from(*value)?.to_sql(ty, out),
+            (Param::Int(value), &Type::INT2) => i16::try_from(*value)?.to_sql(ty, out),
+            (Param::Text(text), &(Type::TEXT | Type::VARCHAR | Type::NAME | Type::BPCHAR | Type::UNKNOWN)) => {
+                text.to_sql(ty, out)
+            }
+            // The kind only: a value may be a document nobody should read in a log.
+            (Param::Int(_), ty) => Err(format!("a number cannot fill a parameter of type {ty}").into()),
+            (Param::Text(_), ty) => Err(format!("text cannot fill a parameter of type {ty}").into()),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        // Which variant is bound is known only at run time: accept the
+        // types any of them can fill, and let `to_sql` check the rest.
+        matches!(
+            *ty,
+            Type::INT8
+                | Type::INT4
+                | Type::INT2
+                | Type::TEXT
+                | Type::VARCHAR
+                | Type::NAME
+                | Type::BPCHAR
+                | Type::UNKNOWN
+        )
+    }
+
+    to_sql_checked!();
+}

@@ -1,0 +1,519 @@
+//! The store's own tests. Those in `each_engine!` run twice, once on a
+//! SQLite file and once on a real PostgreSQL (one throwaway cluster for the
+//! test binary, a database and an unprivileged owner of its own per test),
+//! so that both engines keep the same promises: `cargo test store::tests::
+//! postgres` runs the PostgreSQL half. The rest are one engine's own.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test fails by panicking")]
+
+use std::collections::BTreeSet;
+
+use hourglass_core::audit::{AuditAction, AuditResult, verify_chain};
+use hourglass_core::{AccessRequest, Duration, Grant, NewRequest};
+use hourglass_e2e::postgres::PostgresCluster;
+
+use super::*;
+
+const T0: i64 = 1_800_000_000_000;
+
+/// A store of the engine under test, and what keeps it alive.
+struct Fixture {
+    store: Store,
+    location: StoreLocation,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    async fn sqlite() -> Fixture {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let location = StoreLocation::sqlite(dir.path().join("hourglass.db"));
+        let store = Store::open(&location, &OpenOptions::default()).await.expect("a SQLite store");
+        Fixture { store, location, _dir: dir }
+    }
+
+    async fn postgres() -> Fixture {
+        let database = PostgresCluster::shared().new_database();
+        let location = StoreLocation::postgres(database.url("sslmode=disable"));
+        let store = Store::open(&location, &OpenOptions::default()).await.expect("a PostgreSQL store");
+        Fixture { store, location, _dir: tempfile::tempdir().expect("temp dir") }
+    }
+
+    /// A second broker on the same store (PostgreSQL only: SQLite refuses it).
+    async fn replica(&self, lease: StdDuration) -> Store {
+        Store::open(&self.location, &OpenOptions { lease, password: None }).await.expect("a second replica")
+    }
+}
+
+fn request(n: u32, requester: &str) -> AccessRequest {
+    AccessRequest::file(
+        RequestId::from_random(u64::from(n) + 1),
+        NewRequest {
+            requester: requester.into(),
+            resource: "orders-db".into(),
+            role: "read".into(),
+            duration: Duration::from_mins(30),
+            reason: format!("request {n}"),
+            ticket: None,
+            break_glass: false,
+            renews: None,
+        },
+        Vec::new(),
+        Duration::from_hours(1),
+        Timestamp::from_unix_millis(T0),
+    )
+}
+
+fn grant_for(request: &AccessRequest, n: u32, at: i64) -> GrantRecord {
+    let grant = Grant::start(GrantId::from_random(u64::from(n) + 1), request, "token", Timestamp::from_unix_millis(at));
+    GrantRecord { grant, provider_state: serde_json::Value::Null }
+}
+
+fn event(n: u64) -> AuditEvent {
+    AuditEvent::new(
+        Timestamp::from_unix_millis(T0),
+        "alice@acme.example",
+        AuditAction::RequestFiled,
+        "req",
+        AuditResult::Ok,
+    )
+    .detail("n", n)
+}
+
+fn published(n: u64, to: &str) -> NewEvent {
+    NewEvent {
+        kind: EventKind::RequestFiled,
+        at: Timestamp::from_unix_millis(T0),
+        json: format!("{{\"n\":{n}}}"),
+        audience: EventAudience { principals: vec![to.into()], deciders: false },
+    }
+}
+
+async fn chain(store: &Store) -> Vec<StoredLink> {
+    store.audit_links(0, 100_000).await.expect("the chain reads")
+}
+
+// ---------------------------------------------------------------------------
+// Both engines
+// ---------------------------------------------------------------------------
+
+async fn audit_events_of_every_commit_form_one_chain_that_verifies(f: Fixture) {
+    for n in 0..5 {
+        let mut tx = f.store.begin().await.unwrap();
+        tx.audit(event(2 * n)).await.unwrap();
+        tx.audit(event(2 * n + 1)).await.unwrap();
+        let records = tx.commit().await.unwrap();
+        assert_eq!(
+            records.iter().map(|r| r.event.seq).collect::<Vec<_>>(),
+            vec![2 * n + 1, 2 * n + 2],
+            "numbered in order"
+        );
+    }
+    let (count, _) = verify_chain(chain(&f.store).await).expect("the chain verifies");
+    assert_eq!(count, 10, "every appended event is in the chain");
+}
+
+async fn a_transaction_dropped_uncommitted_leaves_nothing(f: Fixture) {
+    let mut tx = f.store.begin().await.unwrap();
+    tx.insert_request(&request(1, "alice@acme.example"), None).await.unwrap();
+    tx.audit(event(1)).await.unwrap();
+    tx.publish(published(1, "alice@acme.example"));
+    drop(tx);
+    // The next transaction (on PostgreSQL, maybe the same pooled connection) starts clean.
+    let mut tx = f.store.begin().await.unwrap();
+    tx.audit(event(2)).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(f.store.request(&request(1, "alice@acme.example").id).await.unwrap().is_none(), "the request is not there");
+    assert_eq!(chain(&f.store).await.len(), 1, "only the committed audit event is in the chain");
+    assert_eq!(f.store.last_event().await.unwrap(), 0, "no event was published");
+}
+
+async fn events_are_numbered_in_commit_order_and_read_after_a_cursor(f: Fixture) {
+    for n in 1..=4 {
+        let mut tx = f.store.begin().await.unwrap();
+        tx.publish(published(n, "alice@acme.example"));
+        tx.commit().await.unwrap();
+    }
+    assert_eq!(f.store.last_event().await.unwrap(), 4);
+    let after_one = f.store.events_after(1, 10).await.unwrap();
+    assert_eq!(after_one.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2, 3, 4], "the events after the cursor");
+    assert_eq!(after_one[0].json, "{\"n\":2}", "as published");
+    assert_eq!(after_one[0].audience.principals, vec!["alice@acme.example".to_owned()]);
+    assert_eq!(f.store.events_after(1, 2).await.unwrap().len(), 2, "at most as many as asked");
+    assert!(f.store.events_after(4, 10).await.unwrap().is_empty(), "nothing after the last");
+    assert_eq!(f.store.oldest_event().await.unwrap(), Some(1));
+}
+
+async fn requests_and_grants_round_trip_with_their_lists(f: Fixture) {
+    let alice = request(1, "alice@acme.example");
+    let bob = request(2, "bob@acme.example");
+    let record = grant_for(&alice, 1, T0);
+    let mut tx = f.store.begin().await.unwrap();
+    tx.insert_request(&alice, None).await.unwrap();
+    tx.insert_request(&bob, None).await.unwrap();
+    tx.insert_grant(&record).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(f.store.request(&alice.id).await.unwrap().as_ref(), Some(&alice), "stored whole");
+    assert_eq!(f.store.grant(&record.grant.id).await.unwrap().as_ref(), Some(&record), "stored whole");
+    assert_eq!(f.store.requests_of("alice@acme.example", 10).await.unwrap(), vec![alice.clone()]);
+    assert_eq!(f.store.pending_requests(10).await.unwrap().len(), 2, "both wait");
+    assert_eq!(f.store.grants(Some("alice@acme.example"), false, 10).await.unwrap().len(), 1);
+    assert!(f.store.grants(Some("bob@acme.example"), true, 10).await.unwrap().is_empty());
+    let mut tx = f.store.begin().await.unwrap();
+    assert_eq!(tx.pending_count("alice@acme.example", Timestamp::from_unix_millis(T0)).await.unwrap(), 1);
+    assert_eq!(
+        tx.pending_duplicate("alice@acme.example", "orders-db", "read", Timestamp::from_unix_millis(T0)).await.unwrap(),
+        Some(alice.id.clone()),
+        "the same access already waits"
+    );
+    let live = tx.live_grants_on("orders-db", None, Some("alice@acme.example")).await.unwrap();
+    assert_eq!(live.len(), 1, "narrowed to an owner");
+    assert!(tx.live_grants_on("orders-db", Some("write"), None).await.unwrap().is_empty(), "narrowed to a role");
+}
+
+async fn due_work_is_found_at_its_time_and_not_before(f: Fixture) {
+    let alice = request(1, "alice@acme.example");
+    let mut record = grant_for(&alice, 1, T0);
+    record.grant.activate(true, Timestamp::from_unix_millis(T0));
+    let mut tx = f.store.begin().await.unwrap();
+    tx.insert_request(&alice, None).await.unwrap();
+    tx.insert_grant(&record).await.unwrap();
+    tx.commit().await.unwrap();
+    let deadline = record.grant.expires_at;
+    let (next, _) = f.store.next_work().await.unwrap();
+    assert_eq!(next, Some(deadline.min(alice.pending_until)), "the scheduler wakes at the first deadline");
+    let mut tx = f.store.begin().await.unwrap();
+    assert!(tx.due_grants(deadline.plus_millis(-1), 10).await.unwrap().is_empty(), "not before its deadline");
+    let mut due = tx.due_grants(deadline, 10).await.unwrap();
+    assert_eq!(due.len(), 1, "due at its deadline");
+    assert!(due[0].grant.expire_if_due(deadline));
+    tx.update_grant(&due[0], Claim::Take).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = f.store.begin().await.unwrap();
+    assert!(
+        tx.due_revocations(deadline, 10).await.unwrap().is_empty(),
+        "claimed by this replica: not due for it again"
+    );
+    assert_eq!(tx.claimed_grants(&[record.grant.id.clone()]).await.unwrap().len(), 1, "held by this replica");
+    tx.update_grant(&due[0], Claim::Release).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = f.store.begin().await.unwrap();
+    assert_eq!(tx.due_revocations(deadline, 10).await.unwrap().len(), 1, "released: due again");
+    assert!(tx.claimed_grants(&[record.grant.id.clone()]).await.unwrap().is_empty(), "no longer held");
+}
+
+async fn a_grant_being_issued_is_claimed_by_the_replica_issuing_it(f: Fixture) {
+    let alice = request(1, "alice@acme.example");
+    let record = grant_for(&alice, 1, T0);
+    let mut tx = f.store.begin().await.unwrap();
+    tx.insert_grant(&record).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = f.store.begin().await.unwrap();
+    tx.grant(&record.grant.id).await.unwrap();
+    assert!(tx.holds_claim(&record.grant.id).await.unwrap(), "the issuer holds it");
+    assert!(
+        tx.interrupted_issues(Timestamp::from_unix_millis(T0), 10).await.unwrap().is_empty(),
+        "an issue in progress is nobody else's"
+    );
+}
+
+async fn principals_and_history_read_by_actor_and_subject(f: Fixture) {
+    let mut tx = f.store.begin().await.unwrap();
+    tx.audit(event(1).subject("bob@acme.example")).await.unwrap();
+    tx.audit(
+        AuditEvent::new(
+            Timestamp::from_unix_millis(T0),
+            "carol@acme.example",
+            AuditAction::GrantRevoked,
+            "g",
+            AuditResult::Ok,
+        )
+        .subject("dave@acme.example"),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let alice = f.store.history("alice@acme.example", 10).await.unwrap();
+    assert_eq!(alice.len(), 1, "what alice did");
+    let bob = f.store.history("bob@acme.example", 10).await.unwrap();
+    assert_eq!(bob.len(), 1, "what was done about bob");
+    assert!(f.store.history("erin@acme.example", 10).await.unwrap().is_empty());
+}
+
+/// Runs each test on both engines: `store::tests::sqlite::NAME` and
+/// `store::tests::postgres::NAME`.
+macro_rules! each_engine {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Fixture::sqlite().await).await })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Fixture::postgres().await).await })*
+        }
+    };
+}
+
+each_engine!(
+    audit_events_of_every_commit_form_one_chain_that_verifies,
+    a_transaction_dropped_uncommitted_leaves_nothing,
+    events_are_numbered_in_commit_order_and_read_after_a_cursor,
+    requests_and_grants_round_trip_with_their_lists,
+    due_work_is_found_at_its_time_and_not_before,
+    a_grant_being_issued_is_claimed_by_the_replica_issuing_it,
+    principals_and_history_read_by_actor_and_subject,
+);
+
+// ---------------------------------------------------------------------------
+// PostgreSQL: several replicas on one store
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_appends_from_two_replicas_at_once_form_one_chain_and_one_event_order() {
+    let f = Fixture::postgres().await;
+    let other = f.replica(DEFAULT_LEASE).await;
+    let mut tasks = Vec::new();
+    for (r, store) in [f.store.clone(), other.clone()].into_iter().enumerate() {
+        for n in 0..20u64 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut tx = store.begin().await.unwrap();
+                tx.audit(event(n)).await.unwrap();
+                tx.publish(published(n, &format!("replica{r}")));
+                tx.commit().await.unwrap();
+            }));
+        }
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let (count, _) = verify_chain(chain(&f.store).await).expect("one chain across replicas verifies");
+    assert_eq!(count, 40, "every append of both replicas is in it");
+    let events = f.store.events_after(0, 100).await.unwrap();
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=40).collect::<Vec<_>>(), "numbered without gap or repeat");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_replicas_split_due_work_instead_of_waiting_on_each_other() {
+    let f = Fixture::postgres().await;
+    let other = f.replica(DEFAULT_LEASE).await;
+    let mut tx = f.store.begin().await.unwrap();
+    for n in 0..10 {
+        let request = request(n, &format!("user{n}@acme.example"));
+        let mut record = grant_for(&request, n, T0);
+        record.grant.activate(true, Timestamp::from_unix_millis(T0));
+        tx.insert_grant(&record).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let late = Timestamp::from_unix_millis(T0 + 3_600_000);
+    let mut first = f.store.begin().await.unwrap();
+    let mine = first.due_grants(late, 6).await.unwrap();
+    // The first replica holds six rows locked; the second gets the others at once.
+    let mut second = other.begin().await.unwrap();
+    let theirs = tokio::time::timeout(StdDuration::from_secs(5), second.due_grants(late, 10))
+        .await
+        .expect("not blocked by the rows another replica is taking")
+        .unwrap();
+    let mine: BTreeSet<_> = mine.iter().map(|r| r.grant.id.clone()).collect();
+    let theirs: BTreeSet<_> = theirs.iter().map(|r| r.grant.id.clone()).collect();
+    assert_eq!(mine.len(), 6);
+    assert_eq!(theirs.len(), 4, "the rest");
+    assert!(mine.is_disjoint(&theirs), "no grant is taken by both");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_lapsed_lease_is_not_renewed_and_its_claims_are_taken_over() {
+    let f = Fixture::postgres().await;
+    let short = f.replica(StdDuration::from_millis(600)).await;
+    let request = request(1, "alice@acme.example");
+    let record = grant_for(&request, 1, T0);
+    let mut tx = short.begin().await.unwrap();
+    tx.insert_grant(&record).await.unwrap();
+    tx.commit().await.unwrap();
+    let now = Timestamp::from_unix_millis(T0);
+    let mut tx = f.store.begin().await.unwrap();
+    assert!(tx.interrupted_issues(now, 10).await.unwrap().is_empty(), "the issuer's lease holds");
+    drop(tx);
+    assert!(short.may_act(), "within its lease");
+    // No renewal: as if the replica were paused.
+    tokio::time::sleep(StdDuration::from_millis(900)).await;
+    assert!(!short.may_act(), "past its lease it acts on nothing it claimed");
+    let mut tx = f.store.begin().await.unwrap();
+    let taken = tx.interrupted_issues(now, 10).await.unwrap();
+    assert_eq!(taken.len(), 1, "the lapsed claim is anyone's");
+    tx.update_grant(&taken[0], Claim::Take).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = short.begin().await.unwrap();
+    tx.grant(&record.grant.id).await.unwrap();
+    assert!(!tx.holds_claim(&record.grant.id).await.unwrap(), "the paused replica no longer holds it");
+    drop(tx);
+    let old_id = short.replica_id();
+    assert!(!short.renew_lease().await.unwrap(), "a lapsed lease is not renewed");
+    assert_ne!(short.replica_id(), old_id, "it carries on as a new replica");
+    assert!(short.may_act(), "with a lease of its own again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_tls_the_store_honours_sslmode_against_a_tls_only_server() {
+    let cluster = PostgresCluster::shared_tls();
+    let database = cluster.new_database();
+    let ca = cluster.tls_ca().expect("a TLS cluster").display().to_string();
+    let open = |query: String| {
+        let location = StoreLocation::postgres(database.url(&query));
+        async move { Store::open(&location, &OpenOptions::default()).await }
+    };
+    // verify-full: the chain to the server's CA, and its name (127.0.0.1).
+    let store = open(format!("sslmode=verify-full&sslrootcert={ca}")).await.expect("verify-full with the server's CA");
+    let Engine::Postgres(engine) = &store.engine else { unreachable!() };
+    let connection = engine.get().await.expect("a connection");
+    let row = connection.client.query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[]).await;
+    assert!(row.expect("pg_stat_ssl").get::<_, bool>(0), "the store's connections are TLS");
+    drop(connection);
+    // require: encrypted, the certificate taken as it is (libpq's meaning).
+    open("sslmode=require".into()).await.expect("require encrypts without checking the certificate");
+    // Plain text is refused by this server; a CA that did not sign its
+    // certificate is refused by the broker.
+    let plain = open("sslmode=disable".into()).await.err().expect("refused").to_string();
+    assert!(plain.contains("pg_hba.conf") || plain.contains("no encryption"), "the server refuses plain text: {plain}");
+    let other = tempfile::tempdir().expect("temp dir");
+    let other_ca = other.path().join("other.pem");
+    hourglass_e2e::ca::TestCa::new("Not the server's CA").write(&other_ca);
+    let wrong = open(format!("sslmode=verify-full&sslrootcert={}", other_ca.display())).await.err().expect("refused");
+    let wrong = wrong.to_string();
+    assert!(wrong.contains("certificate") || wrong.contains("UnknownIssuer"), "an unknown CA is refused: {wrong}");
+    assert!(!wrong.contains(&database.password), "never the password: {wrong}");
+}
+
+// ---------------------------------------------------------------------------
+// SQLite: one broker per file
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn sqlite_a_second_broker_on_the_same_file_is_refused_naming_the_first() {
+    let f = Fixture::sqlite().await;
+    let error = Store::open(&f.location, &OpenOptions::default()).await.err().expect("refused").to_string();
+    assert!(error.contains("in use by another hourglassd"), "{error}");
+    assert!(error.contains(&format!("pid {}", std::process::id())), "names the holder: {error}");
+    assert!(error.contains("PostgreSQL"), "says how to run several: {error}");
+    // Read-only opens (audit verify while a broker runs) are not refused.
+    Store::open_read_only(&f.location, &OpenOptions::default()).await.expect("read-only open");
+    let StoreLocation::Sqlite(path) = f.location.clone() else { unreachable!() };
+    drop(f.store);
+    Store::open_sqlite(&path).await.expect("free again once the first is closed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_commits_are_acknowledged_after_a_flush_they_share() {
+    let f = Fixture::sqlite().await;
+    let Engine::Sqlite(engine) = &f.store.engine else { unreachable!() };
+    let durability = engine.durability().expect("a writable store");
+    let syncs_before = durability.syncs();
+    let committed_before = durability.committed.load(std::sync::atomic::Ordering::Acquire);
+    // A flush in progress: commits may go to the WAL meanwhile, but none
+    // is acknowledged until a flush after it.
+    let flushing = durability.turn.lock().await;
+    let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel();
+    for i in 0..8 {
+        let (store, done_tx) = (f.store.clone(), done_tx.clone());
+        tokio::spawn(async move {
+            let mut tx = store.begin().await.expect("begin");
+            tx.audit(event(i)).await.expect("append");
+            tx.commit().await.expect("commit");
+            done_tx.send(()).expect("report");
+        });
+    }
+    drop(done_tx);
+    while durability.committed.load(std::sync::atomic::Ordering::Acquire) < committed_before + 8 {
+        tokio::time::sleep(StdDuration::from_millis(5)).await;
+    }
+    assert!(done.try_recv().is_err(), "a commit was acknowledged before any flush covered it");
+    drop(flushing);
+    let mut acknowledged = 0;
+    while done.recv().await.is_some() {
+        acknowledged += 1;
+    }
+    assert_eq!(acknowledged, 8);
+    assert_eq!(durability.syncs() - syncs_before, 1, "the eight commits waiting shared one fsync");
+    assert_eq!(f.store.audit_records(0, 100).await.expect("audit").len(), 8, "all eight are in the chain");
+}
+
+#[tokio::test]
+async fn sqlite_a_version_1_store_is_migrated_in_place_with_its_chain() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("hourglass.db");
+    let head = {
+        // A version-1 store with one chained event, as an old broker left it.
+        let store = Store::open_sqlite(&path).await.unwrap();
+        let mut tx = store.begin().await.unwrap();
+        tx.audit(event(1)).await.unwrap();
+        let head = tx.commit().await.unwrap().pop().unwrap().hash;
+        drop(store);
+        let connection = rusqlite::Connection::open(&path).unwrap();
+        connection
+            .execute_batch(
+                "DROP TABLE chain; DROP TABLE events; DROP TABLE replicas; DROP INDEX grants_claimed;
+                 DROP TABLE signing_keys; DROP TABLE documents;
+                 DROP INDEX audit_by_actor; DROP INDEX requests_renewing;
+                 ALTER TABLE grants DROP COLUMN claimed_by; ALTER TABLE requests DROP COLUMN client_material;
+                 UPDATE meta SET value = '1' WHERE key = 'schema_version';",
+            )
+            .unwrap();
+        head
+    };
+    let store = Store::open_sqlite(&path).await.expect("opens and migrates");
+    let mut tx = store.begin().await.unwrap();
+    tx.audit(event(2)).await.unwrap();
+    let appended = tx.commit().await.unwrap();
+    assert_eq!(appended[0].event.seq, 2, "the chain carries on from the old head");
+    assert_eq!(appended[0].prev_hash, head, "linked to the old head");
+    verify_chain(chain(&store).await).expect("the migrated chain verifies");
+    drop(store);
+    Store::open_sqlite(&path).await.expect("opening again applies nothing twice");
+}
+
+#[tokio::test]
+async fn sqlite_a_store_from_a_newer_broker_is_refused() {
+    let f = Fixture::sqlite().await;
+    let Engine::Sqlite(engine) = &f.store.engine else { unreachable!() };
+    let writer = engine.writer().expect("writable");
+    writer.lock().await.execute_batch("UPDATE meta SET value = '99' WHERE key = 'schema_version'").expect("bump");
+    drop(writer);
+    let StoreLocation::Sqlite(path) = f.location.clone() else { unreachable!() };
+    drop(f.store);
+    let error = Store::open_sqlite(&path).await.err().expect("refused").to_string();
+    assert!(error.contains("understands versions up to"), "{error}");
+}
+
+/// One schema for both engines: the same tables with the same columns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemas_have_the_same_columns_on_both_engines() {
+    let sqlite = Fixture::sqlite().await;
+    let postgres = Fixture::postgres().await;
+    let Engine::Sqlite(engine) = &sqlite.store.engine else { unreachable!() };
+    let connection = engine.reader().await;
+    let mut statement = connection
+        .prepare(
+            "SELECT m.name, p.name FROM sqlite_master m JOIN pragma_table_info(m.name) p
+             WHERE m.type = 'table' ORDER BY 1, 2",
+        )
+        .unwrap();
+    let on_sqlite: BTreeSet<(String, String)> =
+        statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?))).unwrap().map(|row| row.unwrap()).collect();
+    drop(statement);
+    drop(connection);
+    let Engine::Postgres(engine) = &postgres.store.engine else { unreachable!() };
+    let connection = engine.get().await.unwrap();
+    let rows = connection
+        .client
+        .query(
+            "SELECT table_name::text, column_name::text FROM information_schema.columns
+             WHERE table_schema = current_schema()",
+            &[],
+        )
+        .await
+        .unwrap();
+    let on_postgres: BTreeSet<(String, String)> = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+    assert!(on_sqlite.len() > 20, "the schema was read: {on_sqlite:?}");
+    assert_eq!(on_sqlite, on_postgres, "the same tables and columns");
+}
