@@ -96,6 +96,15 @@ impl Deployment {
         Ok(Deployment { urls, http, brokers: Brokers::Replicas(set) })
     }
 
+    /// CPU time the brokers have used so far.
+    fn broker_cpu(&self) -> Duration {
+        let pids: Vec<u32> = match &self.brokers {
+            Brokers::Sqlite { _broker, .. } => _broker.pid().into_iter().collect(),
+            Brokers::Replicas(set) => (0..set.count()).filter_map(|i| set.replica(i).pid()).collect(),
+        };
+        pids.into_iter().map(cpu_time).sum()
+    }
+
     fn idp(&self) -> &JwtIssuer {
         match &self.brokers {
             Brokers::Sqlite { idp, .. } => idp,
@@ -188,12 +197,16 @@ async fn throughput(deployment: &Deployment, label: &str, options: &Options) -> 
         tokio::time::sleep(window).await;
         done.store(true, Ordering::Relaxed);
     };
+    let cpu_before = (deployment.broker_cpu(), postgres_cpu());
     let (results, ()) = tokio::join!(futures::future::join_all(workers), stop);
     let mut samples = Vec::new();
     for result in results {
         samples.extend(result?);
     }
     let rate = samples.len() as f64 / started.elapsed().as_secs_f64();
+    let per = |total: Duration| total / u32::try_from(samples.len().max(1)).unwrap_or(u32::MAX);
+    let (broker_cpu, store_cpu) =
+        (per(deployment.broker_cpu().saturating_sub(cpu_before.0)), per(postgres_cpu().saturating_sub(cpu_before.1)));
     let summary = Summary::of(&mut samples);
     let postgres_one = deployment.one_replica();
     Ok(Figure {
@@ -202,7 +215,11 @@ async fn throughput(deployment: &Deployment, label: &str, options: &Options) -> 
         target: if postgres_one { "≥ 1,000/s".into() } else { "— (beside the others)".into() },
         met: postgres_one.then_some(rate >= 1_000.0),
         peer: "—".into(),
-        note: format!("**{rate:.0}/s** with {CLIENTS} clients; request → auto-approve → credential, 2 commits"),
+        note: format!(
+            "**{rate:.0}/s** with {CLIENTS} clients; request → auto-approve → credential, 2 commits; CPU per lifecycle: brokers {}, PostgreSQL {}",
+            human(broker_cpu),
+            human(store_cpu)
+        ),
     })
 }
 
@@ -677,4 +694,24 @@ fn verify_with_peak(store_url: &str) -> anyhow::Result<(Duration, u64)> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// User and system CPU time of a process (clock ticks of 10 ms); zero if gone.
+fn cpu_time(pid: u32) -> Duration {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return Duration::ZERO };
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = [11, 12].iter().filter_map(|i| fields.get(*i)?.parse::<u64>().ok()).sum();
+    Duration::from_millis(ticks * 10)
+}
+
+/// CPU time of every PostgreSQL server process on this machine so far.
+fn postgres_cpu() -> Duration {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Duration::ZERO };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "postgres"))
+        .map(cpu_time)
+        .sum()
 }

@@ -2,7 +2,6 @@
 //! The lifecycle operations are in `lifecycle.rs`, expiry in `expiry.rs`.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration as StdDuration;
 
@@ -10,8 +9,9 @@ use hourglass_core::audit::{AuditAction, AuditEvent, AuditResult};
 use hourglass_core::principal::SYSTEM_ACTOR;
 use hourglass_core::{GrantId, RequestId, Timestamp};
 use hourglass_policy::{Policy, Problem};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
+use crate::alarm::Alarm;
 use crate::auth::Authenticator;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
@@ -22,9 +22,6 @@ use crate::metrics::Metrics;
 use crate::provider::Providers;
 use crate::settings::LimitSettings;
 use crate::store::Store;
-
-/// `planned_wake` while the scheduler runs a pass.
-pub(crate) const SCHEDULER_RUNNING: i64 = i64::MIN;
 
 pub struct BrokerParts {
     pub store: Store,
@@ -53,12 +50,8 @@ pub struct Broker {
     pub(crate) metrics: Metrics,
     pub(crate) provider_timeout: StdDuration,
     pub(crate) limits: Limits,
-    /// Wakes the expiry scheduler when a nearer deadline appears.
-    pub(crate) wake: Notify,
-    /// When the scheduler means to wake next (unix ms), or
-    /// [`SCHEDULER_RUNNING`] during a pass: a new deadline later than this
-    /// needs no wake-up (`Broker::schedule`).
-    pub(crate) planned_wake: AtomicI64,
+    /// When the expiry scheduler looks at the store next.
+    pub(crate) alarm: Alarm,
     /// Set once when the broker shuts down; long-lived tasks and event
     /// streams end on it.
     stopping: watch::Sender<bool>,
@@ -97,8 +90,7 @@ impl Broker {
             metrics: Metrics::default(),
             provider_timeout: parts.provider_timeout,
             limits: Limits::new(parts.limits),
-            wake: Notify::new(),
-            planned_wake: AtomicI64::new(SCHEDULER_RUNNING),
+            alarm: Alarm::default(),
             stopping: watch::channel(false).0,
         }))
     }
@@ -108,14 +100,9 @@ impl Broker {
         self.stopping.send_replace(true);
     }
 
-    /// Has the scheduler look again by `at`: wakes it only when `at` is
-    /// earlier than its next planned pass, so that a burst of requests does
-    /// not make a burst of empty passes.
+    /// Has the scheduler look again by `at` (see [`Alarm`]).
     pub(crate) fn schedule(&self, at: Timestamp) {
-        let planned = self.planned_wake.load(Ordering::SeqCst);
-        if planned == SCHEDULER_RUNNING || at.unix_millis() < planned {
-            self.wake.notify_one();
-        }
+        self.alarm.ask(at);
     }
 
     /// Resolves once [`Broker::stop`] was called.

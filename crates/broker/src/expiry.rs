@@ -13,9 +13,7 @@ use hourglass_core::audit::{AuditAction, AuditEvent, AuditResult};
 use hourglass_core::principal::SYSTEM_ACTOR;
 use rand::Rng;
 
-use std::sync::atomic::Ordering;
-
-use crate::broker::{Broker, SCHEDULER_RUNNING};
+use crate::broker::Broker;
 use crate::error::Result;
 use crate::provider::Verification;
 use crate::store::{Claim, GrantRecord};
@@ -31,7 +29,7 @@ impl Broker {
     /// Runs until the broker stops.
     pub async fn run_scheduler(self: Arc<Self>) {
         loop {
-            self.planned_wake.store(SCHEDULER_RUNNING, Ordering::SeqCst);
+            self.alarm.pass_begins();
             if let Err(error) = self.run_due_work().await {
                 tracing::error!("expiry pass failed, retrying in 1s: {error}");
                 tokio::select! {
@@ -53,12 +51,15 @@ impl Broker {
                     StdDuration::from_secs(1)
                 }
             };
-            let wake_at = self.now().plus_millis(i64::try_from(sleep.as_millis()).unwrap_or(i64::MAX));
-            self.planned_wake.store(wake_at.unix_millis(), Ordering::SeqCst);
-            tokio::select! {
-                () = tokio::time::sleep(sleep) => {}
-                () = self.wake.notified() => {}
-                () = self.stopping() => return,
+            let planned = self.now().plus_millis(i64::try_from(sleep.as_millis()).unwrap_or(i64::MAX));
+            // Until the planned pass, or an earlier one asked for meanwhile.
+            loop {
+                let millis = self.now().millis_until(self.alarm.next(planned)).max(0);
+                tokio::select! {
+                    () = tokio::time::sleep(StdDuration::from_millis(u64::try_from(millis).unwrap_or(0))) => break,
+                    () = self.alarm.changed() => {}
+                    () = self.stopping() => return,
+                }
             }
         }
     }

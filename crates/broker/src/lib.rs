@@ -1,6 +1,7 @@
 //! `hourglassd`, the Hourglass access broker: policy, approvals, credential
 //! providers, expiry and revocation, audit. See ARCHITECTURE.md.
 
+mod alarm;
 pub mod auth;
 pub mod broker;
 pub mod clock;

@@ -349,7 +349,7 @@ async fn renew_lease(broker: Arc<Broker>) {
         match broker.store.renew_lease().await {
             Ok(true) => {}
             // A new replica id: whatever the old one claimed is anyone's.
-            Ok(false) => broker.wake.notify_one(),
+            Ok(false) => broker.schedule(broker.now()),
             Err(error) => tracing::warn!("renewing this replica's lease failed: {error}"),
         }
     }

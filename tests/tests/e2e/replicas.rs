@@ -586,3 +586,49 @@ fn db_grant_role(target: &PostgresCluster, grant: &hourglass_core::GrantId) -> S
     assert!(!role.is_empty(), "the grant's role exists");
     role
 }
+
+/// Exec hooks' credentials live in the memory of the replica that minted
+/// them, never in the store: another replica asked for them mints fresh
+/// ones for the same grant (a reissue, the hook's `renew` with
+/// `"reissue": true`), as a broker does after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_an_exec_grant_issued_on_one_replica_has_its_credential_minted_again_on_another() {
+    let cluster = PostgresCluster::shared();
+    let hooks = tempfile::tempdir().expect("temp dir");
+    let calls = hooks.path().join("calls.log");
+    let hook = hooks.path().join("hook.sh");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\nread input\necho \"$1 $HOURGLASS_REISSUE $PPID\" >> {calls}\ncase \"$1\" in\n  \
+             issue|renew) echo \"{{\\\"state\\\": {{\\\"n\\\": 1}}, \\\"env\\\": {{\\\"X_TOKEN\\\": \\\"minted-by-$PPID\\\"}}}}\" ;;\nesac\n",
+            calls = calls.display()
+        ),
+    )
+    .expect("the hook");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("executable");
+    let policy = format!(
+        "{POLICY}\n[resources.cloud]\nprovider = \"exec\"\nsettings = {{ command = [\"{}\"] }}\n[resources.cloud.roles.read]\n",
+        hook.display()
+    );
+    let cedar = format!(
+        "{CEDAR}\npermit (principal in Group::\"engineers\", action == Action::\"auto_approve\", resource == Role::\"cloud/read\");\n"
+    );
+    let set = Replicas::start(cluster, 2, &policy, &cedar, &[]);
+    let (a_pid, b_pid) = (set.replica(0).pid().unwrap(), set.replica(1).pid().unwrap());
+    let mut body = ask("read", "30m");
+    body.resource = "cloud".into();
+    let grant = set.replica(0).client("alice").create_request(&body).await.expect("issued").grant.expect("a grant");
+    let secret = |credential: &hourglass_core::api::Credential| {
+        credential.env.iter().find(|v| v.name == "X_TOKEN").map(|v| v.value.clone()).expect("the hook's variable")
+    };
+    let on_a = set.replica(0).client("alice").credential(&grant.id).await.expect("from A");
+    assert_eq!(secret(&on_a), format!("minted-by-{a_pid}"), "A hands out what its hook minted");
+    let on_b = set.replica(1).client("alice").credential(&grant.id).await.expect("from B");
+    assert_eq!(secret(&on_b), format!("minted-by-{b_pid}"), "B mints its own for the same grant");
+    let runs = std::fs::read_to_string(&calls).expect("the hook ran");
+    assert!(runs.contains(&format!("renew true {b_pid}")), "B's was a reissue: {runs}");
+    let stored = set.store_sql(cluster, &format!("SELECT provider_state FROM grants WHERE id = '{}'", grant.id));
+    assert!(!stored.contains("minted-by"), "no credential in the store: {stored}");
+}

@@ -107,7 +107,7 @@ impl Broker {
                 .await?;
                 self.publish_grant(&mut tx, &current.grant, EventKind::GrantFailed, &[]);
                 tx.commit().await?;
-                self.wake.notify_one();
+                self.schedule(now);
                 self.metrics.grant("failed");
                 Err(Error::Provider(error))
             }

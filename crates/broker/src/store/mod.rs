@@ -442,7 +442,7 @@ impl Store {
     pub async fn begin(&self) -> Result<WriteTx> {
         let inner = match &self.engine {
             Engine::Sqlite(store) => TxInner::Sqlite(store.begin().await?),
-            Engine::Postgres(store) => TxInner::Postgres(store.begin().await?),
+            Engine::Postgres(store) => TxInner::Postgres(Box::new(store.begin().await?)),
         };
         Ok(WriteTx { inner, store: self.clone(), audit: Vec::new(), events: Vec::new() })
     }
@@ -541,7 +541,7 @@ impl Store {
     pub async fn events_after(&self, after: u64, max: usize) -> Result<Vec<StoredEvent>> {
         let up_to = match self.engine {
             Engine::Sqlite(_) => self.events.durable.load(Ordering::Acquire),
-            // Visible on PostgreSQL means committed and flushed.
+            // PostgreSQL: read, then a flush barrier before handing them on.
             Engine::Postgres(_) => u64::MAX,
         };
         if up_to <= after {
@@ -552,6 +552,11 @@ impl Store {
             .conn()
             .query(q::EVENTS_AFTER, &[q::seq_param(after).into(), q::seq_param(up_to).into(), q::limit(max).into()])
             .await?;
+        // A commit is visible a moment before its WAL flush (group commit):
+        // what is handed on is on disk first.
+        if let (Reader::Postgres(connection), false) = (&reader, rows.is_empty()) {
+            connection.flushed().await?;
+        }
         rows.into_iter()
             .map(|mut row| {
                 let audience: EventAudience = q::from_doc(&row.take_text(2)?)?;
@@ -637,7 +642,8 @@ fn postgres_target(dsn: &str, options: &OpenOptions) -> Result<PgTarget> {
 
 enum TxInner {
     Sqlite(SqliteTx),
-    Postgres(PgTx),
+    // Boxed: a pooled connection is large beside SQLite's handle.
+    Postgres(Box<PgTx>),
 }
 
 /// A write transaction: changes, audit events and published events commit
@@ -952,7 +958,12 @@ impl WriteTx {
         let WriteTx { inner, store, audit, events } = self;
         match inner {
             TxInner::Sqlite(mut tx) => {
-                let appended = append(&mut Conn::Sqlite(tx.connection()), audit, &events).await?;
+                let mut conn = Conn::Sqlite(tx.connection());
+                let appended = append(&mut conn, audit, &events).await?;
+                for write in &appended.writes {
+                    let params: Vec<Param<'_>> = write.params.iter().map(sql::Owned::param).collect();
+                    conn.execute(write.sql, &params).await?;
+                }
                 tx.commit().await?;
                 if let Some(last) = appended.last_event {
                     store.events.durable.fetch_max(last, Ordering::AcqRel);
@@ -960,14 +971,12 @@ impl WriteTx {
                 }
                 Ok(appended.records)
             }
-            TxInner::Postgres(tx) => {
-                let mut appended = None;
-                tx.commit(async |connection| {
-                    appended = Some(append(&mut Conn::Postgres(connection), audit, &events).await?);
-                    Ok(())
-                })
-                .await?;
-                let appended = appended.unwrap_or_default();
+            TxInner::Postgres(mut tx) => {
+                let appended = append(&mut Conn::Postgres(tx.connection()), audit, &events).await?;
+                // The appends and COMMIT in one round trip: the chain's row is
+                // held from reading the head until the commit, not through
+                // the flush (`PgConnection::write_and_commit`).
+                (*tx).commit(&appended.writes).await?;
                 if appended.last_event.is_some() {
                     store.events.notify.notify_waiters();
                 }
@@ -977,15 +986,20 @@ impl WriteTx {
     }
 }
 
+/// What a commit appends: the audit records and the last event number, and
+/// the statements that write them.
 #[derive(Default)]
 struct Appended {
     records: Vec<AuditRecord>,
     last_event: Option<u64>,
+    writes: Vec<sql::Write>,
 }
 
-/// Appends audit events to the chain and events to the stream, under the
-/// `chain` row: the last thing a transaction does before `COMMIT`.
+/// Takes the `chain` row (its lock, on PostgreSQL) and numbers and hashes
+/// the audit events and published events after it: the statements that
+/// append them, to run last in the transaction.
 async fn append(conn: &mut Conn<'_>, audit: Vec<AuditEvent>, events: &[NewEvent]) -> Result<Appended> {
+    use sql::Owned;
     if audit.is_empty() && events.is_empty() {
         return Ok(Appended::default());
     }
@@ -999,57 +1013,84 @@ async fn append(conn: &mut Conn<'_>, audit: Vec<AuditEvent>, events: &[NewEvent]
         from_hex(&head_hash).ok_or_else(|| Error::Internal(format!("audit event {seq} has a malformed hash")))?;
     let mut event_seq = u64::try_from(head.int(2)?).unwrap_or(0);
     let mut records = Vec::with_capacity(audit.len());
+    // Audit rows and event rows, as they are inserted.
+    let mut audit_rows = Vec::with_capacity(audit.len());
     for mut event in audit {
         seq += 1;
         event.seq = seq;
         let canonical = event.canonical();
         let hash = chain_hash(&prev, &canonical);
         let (prev_hex, hash_hex) = (to_hex(&prev), to_hex(&hash));
-        conn.execute(
-            q::INSERT_AUDIT,
-            &[
-                q::seq_param(seq).into(),
-                event.at.unix_millis().into(),
-                event.actor.as_str().into(),
-                event.action.as_str().into(),
-                event.target.as_str().into(),
-                event.subject.as_deref().into(),
-                canonical.as_str().into(),
-                prev_hex.as_str().into(),
-                hash_hex.as_str().into(),
-            ],
-        )
-        .await?;
+        audit_rows.push(vec![
+            Owned::Int(q::seq_param(seq)),
+            Owned::Int(event.at.unix_millis()),
+            Owned::Text(event.actor.clone()),
+            Owned::Text(event.action.as_str().to_owned()),
+            Owned::Text(event.target.clone()),
+            event.subject.clone().map_or(Owned::Null, Owned::Text),
+            Owned::Text(canonical),
+            Owned::Text(prev_hex.clone()),
+            Owned::Text(hash_hex.clone()),
+        ]);
         prev = hash;
         records.push(AuditRecord { event, prev_hash: prev_hex, hash: hash_hex });
     }
+    let mut event_rows = Vec::with_capacity(events.len());
     for event in events {
         event_seq += 1;
-        let audience = q::to_json(&event.audience)?;
-        conn.execute(
-            q::INSERT_EVENT,
-            &[
-                q::seq_param(event_seq).into(),
-                event.at.unix_millis().into(),
-                event.kind.as_str().into(),
-                audience.as_str().into(),
-                event.json.as_str().into(),
-            ],
-        )
-        .await?;
+        event_rows.push(vec![
+            Owned::Int(q::seq_param(event_seq)),
+            Owned::Int(event.at.unix_millis()),
+            Owned::Text(event.kind.as_str().to_owned()),
+            Owned::Text(q::to_json(&event.audience)?),
+            Owned::Text(event.json.clone()),
+        ]);
     }
-    let prev_hex = to_hex(&prev);
-    conn.execute(
-        q::UPDATE_CHAIN,
-        &[q::seq_param(seq).into(), prev_hex.as_str().into(), q::seq_param(event_seq).into()],
-    )
-    .await?;
     let last_event = (!events.is_empty()).then_some(event_seq);
-    if let (Some(last), Conn::Postgres(_)) = (last_event, &*conn) {
-        let payload = last.to_string();
-        conn.execute(q::NOTIFY_EVENTS, &[payload.as_str().into()]).await?;
-    }
-    Ok(Appended { records, last_event })
+    let head = [Owned::Int(q::seq_param(seq)), Owned::Text(to_hex(&prev)), Owned::Int(q::seq_param(event_seq))];
+    let writes = match conn {
+        // One statement for all of it: the chain is held for one round trip.
+        Conn::Postgres(_) => {
+            const AUDIT: [&str; 9] =
+                ["seq", "at", "actor", "action", "target", "subject", "event", "prev_hash", "hash"];
+            const EVENTS: [&str; 5] = ["seq", "at", "kind", "audience", "event"];
+            let mut params =
+                vec![Owned::Text(json_rows(&AUDIT, &audit_rows)?), Owned::Text(json_rows(&EVENTS, &event_rows)?)];
+            params.extend(head);
+            params.push(Owned::Text(last_event.map(|last| last.to_string()).unwrap_or_default()));
+            vec![sql::Write { sql: q::APPEND, params }]
+        }
+        Conn::Sqlite(_) => {
+            let mut writes: Vec<sql::Write> =
+                audit_rows.into_iter().map(|params| sql::Write { sql: q::INSERT_AUDIT, params }).collect();
+            writes.extend(event_rows.into_iter().map(|params| sql::Write { sql: q::INSERT_EVENT, params }));
+            writes.push(sql::Write { sql: q::UPDATE_CHAIN, params: head.to_vec() });
+            writes
+        }
+    };
+    Ok(Appended { records, last_event, writes })
+}
+
+/// Rows as a JSON array of objects with `columns` (for `json_to_recordset`).
+fn json_rows(columns: &[&str], rows: &[Vec<sql::Owned>]) -> Result<String> {
+    let rows: Vec<serde_json::Map<String, serde_json::Value>> = rows
+        .iter()
+        .map(|row| {
+            columns
+                .iter()
+                .zip(row)
+                .map(|(column, value)| {
+                    let value = match value {
+                        sql::Owned::Int(number) => serde_json::Value::from(*number),
+                        sql::Owned::Text(text) => serde_json::Value::from(text.as_str()),
+                        sql::Owned::Null => serde_json::Value::Null,
+                    };
+                    ((*column).to_owned(), value)
+                })
+                .collect()
+        })
+        .collect();
+    q::to_json(&rows)
 }
 
 fn revocation_due(grant: &Grant) -> Option<i64> {

@@ -20,7 +20,7 @@ use std::time::Duration as StdDuration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::migrations::{MIGRATIONS, stored_version};
-use super::sql::PgConnection;
+use super::sql::{PgConnection, Write};
 use crate::error::{Error, Result};
 use crate::pg::PgTarget;
 
@@ -127,9 +127,10 @@ impl PgStore {
         }
     }
 
+    /// A transaction; its `BEGIN` goes out with its first statement.
     pub async fn begin(&self) -> Result<PgTx> {
-        let connection = self.get().await?;
-        connection.client.batch_execute("BEGIN").await?;
+        let mut connection = self.get().await?;
+        connection.begin_with_next();
         Ok(PgTx { connection: Some(connection) })
     }
 
@@ -256,16 +257,11 @@ impl PgTx {
         self.connection.as_mut().unwrap_or_else(|| unreachable!("a transaction's connection is taken only on drop"))
     }
 
-    /// Runs the final statements (the appends) and `COMMIT`, pipelined:
+    /// Runs the final statements (the appends) and `COMMIT`, sent together:
     /// one round trip. Any failure rolls everything back.
-    pub async fn commit(mut self, finish: impl AsyncFnOnce(&mut PgConnection) -> Result<()>) -> Result<()> {
+    pub async fn commit(mut self, writes: &[Write]) -> Result<()> {
         let mut connection = self.connection.take().unwrap_or_else(|| unreachable!("committed once"));
-        let outcome = async {
-            finish(&mut *connection).await?;
-            connection.client.batch_execute("COMMIT").await?;
-            Ok(())
-        }
-        .await;
+        let outcome = connection.write_and_commit(writes).await;
         if outcome.is_err() {
             // The connection may be mid-transaction: never reuse it.
             close(connection);
@@ -281,7 +277,12 @@ fn close(mut pooled: Pooled) {
 
 impl Drop for PgTx {
     fn drop(&mut self) {
-        let Some(connection) = self.connection.take() else { return };
+        let Some(mut connection) = self.connection.take() else { return };
+        if connection.begin_pending() {
+            // Nothing was sent: no transaction to roll back.
+            connection.clear_pending_begin();
+            return;
+        }
         // Not committed: nothing of it happened. The connection goes back
         // to the pool once the server has rolled it back; without a runtime
         // (shutting down) it is simply closed.

@@ -116,16 +116,55 @@ impl Row {
     }
 }
 
+/// A statement that commits synchronously after taking a transaction id:
+/// its commit record follows every commit already written to the WAL, and
+/// it returns once the WAL is flushed past it, so once they are on disk.
+/// Concurrent barriers share one flush (PostgreSQL's group commit).
+pub(super) const FLUSH_BARRIER: &str = "SELECT pg_current_xact_id()";
+
+/// Ends a transaction without waiting for its flush (the chain's row is
+/// released at once), then waits for the flush with [`FLUSH_BARRIER`].
+const COMMIT_THEN_FLUSH: &str = "SET LOCAL synchronous_commit TO off; COMMIT; SELECT pg_current_xact_id()";
+
+/// A value to bind that owns its text: for statements built ahead of the
+/// moment they are sent together ([`Write`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Owned {
+    Int(i64),
+    Text(String),
+    Null,
+}
+
+impl Owned {
+    pub fn param(&self) -> Param<'_> {
+        match self {
+            Owned::Int(value) => Param::Int(*value),
+            Owned::Text(text) => Param::Text(text),
+            Owned::Null => Param::Null,
+        }
+    }
+}
+
+/// A statement to run with its values, as one of several sent together.
+#[derive(Debug, Clone)]
+pub(super) struct Write {
+    pub sql: Sql,
+    pub params: Vec<Owned>,
+}
+
 /// A PostgreSQL connection and the statements prepared on it: planning a
 /// statement costs a round trip, so each is prepared once per connection.
 pub(super) struct PgConnection {
     pub client: tokio_postgres::Client,
     prepared: HashMap<&'static str, tokio_postgres::Statement>,
+    /// A transaction was asked for and its `BEGIN` not sent yet: it goes
+    /// out with the transaction's first statement, in the same round trip.
+    begin_pending: bool,
 }
 
 impl PgConnection {
     pub fn new(client: tokio_postgres::Client) -> PgConnection {
-        PgConnection { client, prepared: HashMap::new() }
+        PgConnection { client, prepared: HashMap::new(), begin_pending: false }
     }
 
     pub async fn prepared(&mut self, text: &'static str) -> Result<tokio_postgres::Statement> {
@@ -136,6 +175,81 @@ impl PgConnection {
         self.prepared.insert(text, statement.clone());
         Ok(statement)
     }
+
+    /// Starts a transaction with the next statement sent.
+    pub fn begin_with_next(&mut self) {
+        self.begin_pending = true;
+    }
+
+    /// Whether a transaction was asked for and nothing sent yet.
+    pub fn begin_pending(&self) -> bool {
+        self.begin_pending
+    }
+
+    /// Forgets a transaction that sent nothing.
+    pub fn clear_pending_begin(&mut self) {
+        self.begin_pending = false;
+    }
+
+    /// Runs `writes` in order, then `COMMIT`, sent together: one round trip
+    /// however many statements. If one fails, the server rolls the
+    /// transaction back and the error is returned.
+    ///
+    /// Group commit across the `chain` row: the transaction commits without
+    /// waiting for its WAL flush (`synchronous_commit = off`, local to it),
+    /// so the row lock is released at once, and a [`FLUSH_BARRIER`] sent
+    /// right behind the `COMMIT` returns only once the WAL is on disk past
+    /// it. Concurrent commits share that flush; none is acknowledged before.
+    pub async fn write_and_commit(&mut self, writes: &[Write]) -> Result<()> {
+        if writes.is_empty() && self.begin_pending {
+            // Nothing was sent: there is no transaction to end.
+            self.begin_pending = false;
+            return Ok(());
+        }
+        let mut statements = Vec::with_capacity(writes.len());
+        for write in writes {
+            statements.push(self.prepared(write.sql.postgres).await?);
+        }
+        let params: Vec<Vec<Param<'_>>> = writes.iter().map(|w| w.params.iter().map(Owned::param).collect()).collect();
+        let bound: Vec<Vec<&(dyn ToSql + Sync)>> =
+            params.iter().map(|p| p.iter().map(|x| x as &(dyn ToSql + Sync)).collect()).collect();
+        let begin = std::mem::take(&mut self.begin_pending);
+        let client = &self.client;
+        // Polled in this order on the first poll, so sent in this order.
+        let (begun, written, committed) = tokio::join!(
+            async { if begin { client.batch_execute("BEGIN").await } else { Ok(()) } },
+            futures::future::try_join_all(
+                statements.iter().zip(&bound).map(|(statement, params)| client.execute(statement, params))
+            ),
+            // One message: the commit, and the barrier in a transaction of its own after it.
+            client.batch_execute(COMMIT_THEN_FLUSH),
+        );
+        begun?;
+        written?;
+        committed?;
+        Ok(())
+    }
+
+    /// Returns once every commit visible to this connection is on disk
+    /// (see [`FLUSH_BARRIER`]).
+    pub async fn flushed(&self) -> Result<()> {
+        Ok(self.client.batch_execute(FLUSH_BARRIER).await?)
+    }
+}
+
+/// Sends the pending `BEGIN` (if any) and then `work`'s statement, both at
+/// once.
+async fn started<T>(
+    client: &tokio_postgres::Client,
+    begin_pending: &mut bool,
+    work: impl std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+) -> Result<T> {
+    if !std::mem::take(begin_pending) {
+        return Ok(work.await?);
+    }
+    let (begun, done) = tokio::join!(client.batch_execute("BEGIN"), work);
+    begun?;
+    Ok(done?)
 }
 
 /// A connection of either engine, for the statements of one call or
@@ -157,7 +271,8 @@ impl Conn<'_> {
             Conn::Postgres(connection) => {
                 let statement = connection.prepared(sql.postgres).await?;
                 let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-                let rows = connection.client.query(&statement, &params).await?;
+                let PgConnection { client, begin_pending, .. } = &mut **connection;
+                let rows = started(client, begin_pending, client.query(&statement, &params)).await?;
                 rows.iter().map(pg_row).collect()
             }
         }
@@ -174,7 +289,8 @@ impl Conn<'_> {
             Conn::Sqlite(connection) => sqlite_rows(&mut connection.prepare(text)?, params),
             Conn::Postgres(connection) => {
                 let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-                let rows = connection.client.query(text, &params).await?;
+                let PgConnection { client, begin_pending, .. } = &mut **connection;
+                let rows = started(client, begin_pending, client.query(text, &params)).await?;
                 rows.iter().map(pg_row).collect()
             }
         }
@@ -190,7 +306,8 @@ impl Conn<'_> {
             }
             Conn::Postgres(connection) => {
                 let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-                Ok(connection.client.execute(text, &params).await?)
+                let PgConnection { client, begin_pending, .. } = &mut **connection;
+                started(client, begin_pending, client.execute(text, &params)).await
             }
         }
     }
@@ -206,7 +323,8 @@ impl Conn<'_> {
             Conn::Postgres(connection) => {
                 let statement = connection.prepared(sql.postgres).await?;
                 let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-                Ok(connection.client.execute(&statement, &params).await?)
+                let PgConnection { client, begin_pending, .. } = &mut **connection;
+                started(client, begin_pending, client.execute(&statement, &params)).await
             }
         }
     }
