@@ -344,6 +344,60 @@ mod tests {
         Client::new("http://127.0.0.1:9", "not-a-real-token").expect("client")
     }
 
+    /// A broker of one trick on loopback: each event stream says `hello`
+    /// with the id `7` and ends; `whoami` answers alice. Sends the
+    /// `Last-Event-ID` each stream was opened with.
+    async fn broker_sending_ids() -> (String, tokio::sync::mpsc::UnboundedReceiver<Option<String>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let (opened, streams) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && socket.read(&mut byte).await.is_ok_and(|n| n == 1) {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let answer = if head.starts_with("GET /v1/events") {
+                    let resume = head
+                        .lines()
+                        .find_map(|line| line.strip_prefix("last-event-id: ").or(line.strip_prefix("Last-Event-ID: ")))
+                        .map(str::to_owned);
+                    let _ = opened.send(resume);
+                    let hello = r#"{"kind":"hello","at":"2026-12-01T10:00:00.000Z"}"#;
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\nid: 7\nevent: hello\ndata: {hello}\n\n"
+                    )
+                } else {
+                    let me = r#"{"principal":{"id":"alice@acme.example","groups":[]},"server_time":"2026-12-01T10:00:00.000Z"}"#;
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{me}",
+                        me.len()
+                    )
+                };
+                let _ = socket.write_all(answer.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            }
+        });
+        (url, streams)
+    }
+
+    #[tokio::test]
+    async fn feed_resumes_with_the_last_event_id_it_saw() {
+        let (url, mut streams) = broker_sending_ids().await;
+        let feed = Feed::start(Client::new(&url, "a-token").expect("client"));
+        let mut subscription = feed.subscribe();
+        assert_eq!(streams.recv().await, Some(None), "the first stream resumes from nothing");
+        let mut online = subscription.next().await;
+        while let Some(FeedItem::Clock(_)) = online {
+            online = subscription.next().await; // the broker's clock, from hello
+        }
+        assert!(matches!(&online, Some(FeedItem::Online(me)) if me.principal.id == "alice@acme.example"), "{online:?}");
+        assert_eq!(streams.recv().await, Some(Some("7".into())), "the next one from the id of the last event seen");
+    }
+
     #[tokio::test]
     async fn feed_says_offline_with_the_next_attempt_when_the_broker_is_unreachable() {
         let feed = Feed::start(unreachable_client());
