@@ -213,11 +213,11 @@ impl Desktop {
         }
     }
 
-    /// The window's view now.
+    /// The window's view: the last one sent, so that its revision is the
+    /// one the window compares later views with.
     pub fn view(&self) -> AppView {
-        let view = AppView::of(&self.live(), &self.settings().warnings(), local_now());
-        let revision = self.revisions.lock().ok().and_then(|r| r.last().map(|last| last.revision)).unwrap_or(0);
-        AppView { revision, ..view }
+        let last = self.revisions.lock().ok().and_then(|revisions| revisions.last().cloned());
+        last.unwrap_or_else(|| AppView::of(&self.live(), &self.settings().warnings(), local_now()))
     }
 
     /// The tray at this moment.
@@ -230,6 +230,8 @@ impl Desktop {
     /// that changed is sent, a grant past its deadline leaves both.
     pub fn publish(&self, app: &AppHandle) {
         let view = AppView::of(&self.live(), &self.settings().warnings(), local_now());
+        // The ticker and the sync both publish: two views may cross on their
+        // way, and the window keeps the one with the higher revision.
         let changed = self.revisions.lock().ok().and_then(|mut revisions| revisions.next(view));
         if let Some(view) = changed {
             window::emit(app, AppEvent::view(view));
