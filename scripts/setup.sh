@@ -7,14 +7,15 @@ hourglass_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # Debian packages the builds and the tests need: the toolchain's, the real
 # services tests start (PostgreSQL, sshd, keyring), the shells the prompt
 # hook is tested in, and the desktop app's (WebKitGTK and the tray library to
-# build; Xvfb, a notification daemon, a StatusNotifier host and WebKit's
-# WebDriver to test it headless), and Python's venv for schemathesis.
+# build; Xvfb, a notification daemon, a StatusNotifier host, WebKit's
+# WebDriver and a clipboard reader to test it headless), and Python's venv
+# for schemathesis.
 apt_packages=(build-essential pkg-config ca-certificates curl mold file python3 python3-venv
     postgresql openssh-server openssh-client
     libdbus-1-dev dbus dbus-x11 gnome-keyring libsecret-tools
     tmux zsh fish
     libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev libsoup-3.0-dev libxdo-dev libssl-dev
-    xvfb xauth webkit2gtk-driver dunst imagemagick
+    xvfb xauth webkit2gtk-driver dunst imagemagick xsel
     haskell-status-notifier-item-utils)
 # Node.js runs the OpenID Connect provider of the login tests; a machine may
 # already have it from elsewhere (with its own npm).

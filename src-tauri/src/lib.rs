@@ -1,13 +1,22 @@
 //! `hourglass-desktop`: the Hourglass tray app. Thin by design: what the app
-//! does lives in `hourglass-app` (view, tray status, alerts, settings) and
-//! `hourglass-client` (broker, login); this crate wires them to a window, a
-//! tray icon and the notification daemon.
+//! does lives in `hourglass-app` (view, tray status, alerts, settings, the
+//! window's commands and events) and `hourglass-client` (broker, login,
+//! filing, credentials); this crate wires them to a window, a tray icon and
+//! the notification daemon.
+//!
+//! - `commands.rs` — the window's commands, each one call of those crates.
+//! - `desktop.rs` — the app's state, and what turns a change of the view
+//!   into window, tray and notification updates.
+//! - `tray.rs`, `notify.rs`, `window.rs` — the tray, notifications and the
+//!   window; each shows what it is given and reports what the user picked.
+//! - `webview.rs` — WebKitGTK's rendering, chosen before any thread starts.
 
 mod commands;
 mod desktop;
 mod notify;
 mod tray;
 mod webview;
+mod window;
 
 use tauri::Manager;
 
@@ -22,36 +31,15 @@ pub fn run() {
     let hidden = std::env::args().any(|arg| arg == "--hidden");
     let built = tauri::Builder::default()
         // One instance: a second launch shows the first one's window.
-        .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| desktop::show_window(app)))
-        .invoke_handler(tauri::generate_handler![
-            commands::view,
-            commands::settings,
-            commands::save_settings,
-            commands::catalog,
-            commands::request_access,
-            commands::approve,
-            commands::deny,
-            commands::cancel,
-            commands::renew,
-            commands::revoke,
-            commands::history,
-            commands::shell_snippet,
-            commands::open_terminal,
-            commands::hide_window,
-            commands::reconnect,
-            commands::login,
-            commands::cancel_login,
-            commands::logout,
-            commands::account,
-            commands::integration,
-            commands::install_hook,
-        ])
+        .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| window::show(app)))
+        // INVARIANT: the one command is named hourglass_app::ipc::IPC_COMMAND ("call").
+        .invoke_handler(tauri::generate_handler![commands::call])
         .setup(move |app| {
-            let desktop = desktop::Desktop::start(app.handle())?;
-            app.manage(desktop);
-            tray::create(app.handle())?;
+            app.manage(desktop::Desktop::new());
+            desktop::start(app.handle());
+            tray::create(app.handle(), app.state::<desktop::Desktop>().first_tray())?;
             if !hidden {
-                desktop::show_window(app.handle());
+                window::show(app.handle());
             }
             Ok(())
         })

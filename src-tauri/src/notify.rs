@@ -1,11 +1,19 @@
 //! Desktop notifications through the notification daemon (notify-rust).
-//! An expiry warning offers "Renew" where the desktop supports actions.
+//! An expiry warning offers "Renew" where the desktop supports actions;
+//! what an action does is the caller's.
 
 use hourglass_app::alerts::{Alert, AlertKind};
-use tauri::{AppHandle, Emitter};
+use hourglass_app::ipc::Tab;
+use hourglass_core::GrantId;
 
-pub fn show(app: &AppHandle, alert: Alert) {
-    let app = app.clone();
+/// What the user picked on a notification.
+pub enum Picked {
+    Renew(GrantId),
+    Open(Tab),
+}
+
+/// Shows `alert`; `picked` runs with the action the user picks, if any.
+pub fn show(alert: Alert, picked: impl FnOnce(Picked) + Send + 'static) {
     // Showing waits on D-Bus, and waiting for an action blocks: own thread.
     std::thread::spawn(move || {
         let mut notification = notify_rust::Notification::new();
@@ -25,25 +33,11 @@ pub fn show(app: &AppHandle, alert: Alert) {
                 return;
             }
         };
-        handle.wait_for_action(|action| match action {
-            "renew" => {
-                if let Some(grant) = alert.grant.clone() {
-                    let app = app.clone();
-                    tauri::async_runtime::spawn(async move {
-                        if let Err(error) = crate::commands::renew_by_default(&app, &grant).await {
-                            tracing::warn!("renewing from a notification failed: {}", error.message);
-                        }
-                    });
-                }
-            }
-            "default" => {
-                crate::desktop::show_window(&app);
-                let tab = if matches!(alert.kind, AlertKind::ApprovalNeeded | AlertKind::BreakGlass) {
-                    "approvals"
-                } else {
-                    "grants"
-                };
-                let _ = app.emit("navigate", tab);
+        handle.wait_for_action(|action| match (action, alert.grant.clone()) {
+            ("renew", Some(grant)) => picked(Picked::Renew(grant)),
+            ("default", _) => {
+                let asks_me = matches!(alert.kind, AlertKind::ApprovalNeeded | AlertKind::BreakGlass);
+                picked(Picked::Open(if asks_me { Tab::Approvals } else { Tab::Grants }));
             }
             _ => {}
         });

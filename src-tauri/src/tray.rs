@@ -5,14 +5,14 @@
 
 use std::sync::Mutex;
 
-use hourglass_app::tray::{TrayModel, TrayStatus, tray_model};
-use hourglass_core::Duration;
+use hourglass_app::ipc::Tab;
+use hourglass_app::tray::{TrayModel, TrayStatus};
+use tauri::AppHandle;
 use tauri::image::Image;
 use tauri::menu::{Menu, MenuItem, PredefinedMenuItem};
 use tauri::tray::{TrayIcon, TrayIconBuilder};
-use tauri::{AppHandle, Emitter, Manager};
 
-use crate::desktop::{Desktop, local_now, show_window};
+use crate::window;
 
 const TRAY_ID: &str = "hourglass";
 
@@ -90,15 +90,8 @@ fn menu(app: &AppHandle, model: &TrayModel) -> tauri::Result<Menu<tauri::Wry>> {
     Ok(menu)
 }
 
-fn current_model(app: &AppHandle) -> TrayModel {
-    let desktop = app.state::<Desktop>();
-    let view = desktop.view.read().map(|v| v.clone()).unwrap_or_else(|_| hourglass_app::view::AppView::new(""));
-    let soon = desktop.settings().warnings().first().copied().unwrap_or(Duration::from_mins(10));
-    tray_model(&view, view.broker_now(local_now()), soon)
-}
-
-pub fn create(app: &AppHandle) -> tauri::Result<TrayIcon> {
-    let model = current_model(app);
+/// Creates the tray icon showing `model`.
+pub fn create(app: &AppHandle, model: TrayModel) -> tauri::Result<TrayIcon> {
     let tray = TrayIconBuilder::with_id(TRAY_ID)
         .icon(icon(model.status)?)
         .tooltip(&model.tooltip)
@@ -111,18 +104,17 @@ pub fn create(app: &AppHandle) -> tauri::Result<TrayIcon> {
     Ok(tray)
 }
 
-/// Brings the tray up to date with the view; cheap when nothing changed.
-/// The work runs on the main thread, where the tray lives: a tray call from
-/// another thread waits for the main thread, and a main thread waiting for
-/// that thread's lock would never answer.
-pub fn update(app: &AppHandle) {
+/// Shows `model`; cheap when nothing changed. The work runs on the main
+/// thread, where the tray lives: a tray call from another thread waits for
+/// the main thread, and a main thread waiting for that thread's lock would
+/// never answer. The caller holds no lock here.
+pub fn update(app: &AppHandle, model: TrayModel) {
     let handle = app.clone();
-    let _ = app.run_on_main_thread(move || apply(&handle));
+    let _ = app.run_on_main_thread(move || apply(&handle, model));
 }
 
-fn apply(app: &AppHandle) {
+fn apply(app: &AppHandle, model: TrayModel) {
     let Some(tray) = app.tray_by_id(TRAY_ID) else { return };
-    let model = current_model(app);
     let Ok(mut shown) = SHOWN.lock() else { return };
     let previous = shown.clone();
     if previous.as_ref() == Some(&model) {
@@ -147,13 +139,12 @@ fn apply(app: &AppHandle) {
 fn on_item(app: &AppHandle, item: Option<TrayItem>) {
     let tab = match item {
         Some(TrayItem::Quit) => return app.exit(0),
-        Some(TrayItem::Request) => "request",
-        Some(TrayItem::Approvals) => "approvals",
-        Some(TrayItem::Open | TrayItem::Grant(_)) => "grants",
+        Some(TrayItem::Request) => Tab::Request,
+        Some(TrayItem::Approvals) => Tab::Approvals,
+        Some(TrayItem::Open | TrayItem::Grant(_)) => Tab::Grants,
         None => return,
     };
-    show_window(app);
-    let _ = app.emit("navigate", tab);
+    window::open_on(app, tab);
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::eventually;
-use crate::keyring::{bus_has_owner, spawn_secret_service};
+use crate::keyring::{bus_config, bus_has_owner, spawn_secret_service};
 
 /// A private display and session bus, with a notification daemon on it.
 pub struct Desktop {
@@ -23,32 +23,58 @@ pub struct Desktop {
     pub home: tempfile::TempDir,
     /// Where Xvfb keeps the screen's pixels, as an XWD file (`-fbdir`).
     framebuffer: tempfile::TempDir,
+    /// A bus of our own config's: its config and socket.
+    _bus_dir: Option<tempfile::TempDir>,
 }
 
 impl Desktop {
+    /// A desktop with an unlocked keyring (gnome-keyring's Secret Service).
     pub fn start() -> Desktop {
-        let framebuffer = tempfile::tempdir().expect("a framebuffer dir");
-        let (display, xvfb) = start_xvfb(framebuffer.path());
-        let mut dbus = Command::new("dbus-daemon")
-            .args(["--session", "--nofork", "--print-address=1"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dbus-daemon starts");
-        let mut address = String::new();
-        BufReader::new(dbus.stdout.take().expect("stdout")).read_line(&mut address).expect("the bus address");
-        let bus = address.trim().to_owned();
-        let home = tempfile::tempdir().expect("a home");
-        let mut desktop = Desktop { display, bus, xvfb, dbus, extra: Vec::new(), home, framebuffer };
-        let dunst = desktop.command("dunst").stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("dunst starts");
-        desktop.extra.push(dunst);
-        let ready = eventually(Duration::from_secs(10), || desktop.dunstctl(&["count", "displayed"]).map(|_| ()));
-        assert!(ready.is_some(), "dunst serves notifications on the private bus");
+        let mut dbus = Command::new("dbus-daemon");
+        dbus.args(["--session", "--nofork", "--print-address=1"]);
+        let mut desktop = Desktop::bare(&mut dbus, None);
         // Started here, in the test's home, before anything asks for it: the
         // bus would otherwise activate one in the real user's home.
         let keyring = spawn_secret_service(desktop.command("gnome-keyring-daemon"), &desktop.bus);
         desktop.extra.push(keyring);
         desktop
+    }
+
+    /// A desktop with no keyring at all, as on a minimal window manager:
+    /// its bus activates no service, so no Secret Service ever answers.
+    pub fn without_keyring() -> Desktop {
+        let config_dir = tempfile::tempdir().expect("a bus config dir");
+        let config = config_dir.path().join("bus.conf");
+        std::fs::write(&config, bus_config(&config_dir.path().join("bus"))).expect("bus.conf");
+        let mut dbus = Command::new("dbus-daemon");
+        dbus.arg(format!("--config-file={}", config.display())).args(["--nofork", "--print-address=1"]);
+        let desktop = Desktop::bare(&mut dbus, Some(config_dir));
+        assert!(!desktop.has_owner("org.freedesktop.secrets"), "no Secret Service on this desktop");
+        desktop
+    }
+
+    /// A display, the session bus `dbus` starts, and a notification daemon.
+    fn bare(dbus: &mut Command, bus_dir: Option<tempfile::TempDir>) -> Desktop {
+        let framebuffer = tempfile::tempdir().expect("a framebuffer dir");
+        let (display, xvfb) = start_xvfb(framebuffer.path());
+        let mut dbus = dbus.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("dbus-daemon starts");
+        let mut address = String::new();
+        BufReader::new(dbus.stdout.take().expect("stdout")).read_line(&mut address).expect("the bus address");
+        let bus = address.trim().to_owned();
+        let home = tempfile::tempdir().expect("a home");
+        let mut desktop = Desktop { display, bus, xvfb, dbus, extra: Vec::new(), home, framebuffer, _bus_dir: bus_dir };
+        let dunst = desktop.command("dunst").stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("dunst starts");
+        desktop.extra.push(dunst);
+        let ready = eventually(Duration::from_secs(10), || desktop.dunstctl(&["count", "displayed"]).map(|_| ()));
+        assert!(ready.is_some(), "dunst serves notifications on the private bus");
+        desktop
+    }
+
+    /// What the clipboard holds (`xsel`, as a paste would read it).
+    pub fn clipboard(&self) -> String {
+        let output =
+            self.command("xsel").args(["--clipboard", "--output"]).output().expect("xsel runs (apt-get install xsel)");
+        String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
     fn has_owner(&self, name: &str) -> bool {

@@ -125,7 +125,9 @@ pub(crate) fn bus_has_owner(address: &str, name: &str) -> bool {
     String::from_utf8_lossy(&output.stdout).contains("boolean true")
 }
 
-fn bus_config(socket: &Path) -> String {
+/// A session bus's config with no service activation: nothing answers on
+/// it but what a test started.
+pub(crate) fn bus_config(socket: &Path) -> String {
     format!(
         r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">

@@ -15,6 +15,26 @@ const SSHD: &str = "/usr/sbin/sshd";
 const SSH: &str = "/usr/bin/ssh";
 const SSH_KEYGEN: &str = "/usr/bin/ssh-keygen";
 
+/// An `ssh` client that reads no config file, authenticates with public
+/// keys only and never asks anything.
+const CLIENT_OPTIONS: [&str; 15] = [
+    "-F",
+    "/dev/null",
+    "-T",
+    "-o",
+    "PreferredAuthentications=publickey",
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+    "-o",
+    "LogLevel=ERROR",
+    "-o",
+    "ConnectTimeout=10",
+];
+
 /// An `sshd -D -e` with its own host key and config in a temp dir. Killed on drop.
 pub struct Sshd {
     child: Child,
@@ -29,6 +49,18 @@ impl Sshd {
     /// `krl_path` (`RevokedKeys`: while that file is missing sshd refuses
     /// every key).
     pub fn start(ca_pub: &str, krl_path: &Path) -> Sshd {
+        // The port is free when picked but may be taken before sshd binds
+        // it: try a few.
+        Sshd::start_on((0..5).map(|_| free_port()), ca_pub, krl_path)
+    }
+
+    /// Like [`Sshd::start`], on `port`: one a policy named before the
+    /// broker (whose CA sshd trusts) started.
+    pub fn start_at(port: u16, ca_pub: &str, krl_path: &Path) -> Sshd {
+        Sshd::start_on(std::iter::once(port), ca_pub, krl_path)
+    }
+
+    fn start_on(ports: impl Iterator<Item = u16>, ca_pub: &str, krl_path: &Path) -> Sshd {
         let dir = tempfile::tempdir().expect("temp dir");
         // Privilege separation needs this directory when sshd runs as root.
         let _ = std::fs::create_dir_all("/run/sshd");
@@ -42,12 +74,8 @@ impl Sshd {
         let ca_path = dir.path().join("user_ca.pub");
         std::fs::write(&ca_path, format!("{}\n", ca_pub.trim())).expect("user_ca.pub");
         let log = dir.path().join("sshd.log");
-
-        // The port is free when picked but may be taken before sshd binds
-        // it: try a few.
         let mut last_log = String::new();
-        for _ in 0..5 {
-            let port = free_port();
+        for port in ports {
             let config = dir.path().join("sshd_config");
             std::fs::write(&config, config_text(port, dir.path(), &host_key, &ca_path, krl_path)).expect("config");
             let check = Command::new(SSHD).arg("-t").arg("-f").arg(&config).output().expect("sshd -t runs");
@@ -76,6 +104,11 @@ impl Sshd {
         panic!("sshd did not start: {last_log}");
     }
 
+    /// [`CLIENT_OPTIONS`] as one line, for a test's own `ssh` command in a shell.
+    pub fn client_options() -> String {
+        CLIENT_OPTIONS.join(" ")
+    }
+
     /// Runs `COMMAND` over ssh as `user` with the private key `key` and the
     /// certificate `cert`, and nothing else: no agent, no other identity,
     /// no config file, no prompts.
@@ -97,20 +130,7 @@ impl Sshd {
     /// `ssh` to this server with no config file, publickey only, never asking.
     fn client(&self) -> Command {
         let mut ssh = Command::new(SSH);
-        ssh.args(["-F", "/dev/null", "-T", "-p", &self.port.to_string()]).args([
-            "-o",
-            "PreferredAuthentications=publickey",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            "ConnectTimeout=10",
-        ]);
+        ssh.args(CLIENT_OPTIONS).args(["-p", &self.port.to_string()]);
         ssh
     }
 
@@ -168,6 +188,47 @@ fn accepts_ssh(port: u16) -> bool {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     let mut greeting = [0u8; 8];
     stream.read_exact(&mut greeting).is_ok() && greeting.starts_with(b"SSH-2.0-")
+}
+
+/// `ssh-agent -D -a SOCKET`, killed on drop: a user's ssh-agent.
+pub struct SshAgent {
+    child: Child,
+    pub socket: PathBuf,
+}
+
+impl SshAgent {
+    pub fn start(dir: &Path) -> SshAgent {
+        let socket = dir.join("ssh-agent.sock");
+        let child = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ssh-agent starts (install openssh-client)");
+        assert!(eventually(Duration::from_secs(10), || socket.exists().then_some(())).is_some(), "ssh-agent listens");
+        SshAgent { child, socket }
+    }
+
+    /// `ssh-add -L`: the identities' public lines (certificates included).
+    pub fn listed(&self) -> String {
+        let output = Command::new("ssh-add").arg("-L").env("SSH_AUTH_SOCK", &self.socket).output().expect("ssh-add");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// `ssh-add -l`: the identities' fingerprints and types.
+    pub fn fingerprints(&self) -> String {
+        let output = Command::new("ssh-add").arg("-l").env("SSH_AUTH_SOCK", &self.socket).output().expect("ssh-add");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
+
+impl Drop for SshAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// The current OS user's login name: the one user the test sshd can let in.

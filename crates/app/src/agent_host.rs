@@ -5,8 +5,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use hourglass_client::Client;
 use hourglass_client::agent::{self, AgentClient, Paths};
+use hourglass_client::feed::Feed;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -39,7 +39,7 @@ pub struct AgentHost {
 }
 
 enum Command {
-    Start(Client),
+    Start(Feed),
     Stop(Option<oneshot::Sender<()>>),
 }
 
@@ -66,10 +66,11 @@ impl AgentHost {
         self.state.lock().map(|s| s.clone()).unwrap_or(AgentState::Off)
     }
 
-    /// Serves the agent for `client` (the user logged in, or changed
-    /// broker), in place of the one running.
-    pub fn start(&self, client: Client) {
-        let _ = self.commands.send(Command::Start(client));
+    /// Serves the agent following `feed` (the user logged in, or changed
+    /// broker), in place of the one running. The agent shares the app's
+    /// feed: one event stream, one clock.
+    pub fn start(&self, feed: Feed) {
+        let _ = self.commands.send(Command::Start(feed));
     }
 
     /// Stops the app's agent (logged out).
@@ -98,7 +99,7 @@ async fn host(paths: Paths, state: Arc<Mutex<AgentState>>, mut commands: mpsc::U
         stop(&mut running).await;
         set(&state, AgentState::Off);
         match command {
-            Command::Start(client) => running = start(&paths, &state, client).await,
+            Command::Start(feed) => running = start(&paths, &state, feed).await,
             Command::Stop(done) => {
                 if let Some(done) = done {
                     let _ = done.send(());
@@ -118,7 +119,7 @@ async fn stop(running: &mut Option<Running>) {
     }
 }
 
-async fn start(paths: &Paths, state: &Arc<Mutex<AgentState>>, client: Client) -> Option<Running> {
+async fn start(paths: &Paths, state: &Arc<Mutex<AgentState>>, feed: Feed) -> Option<Running> {
     let socket = paths.socket().display().to_string();
     let probe = paths.clone();
     let existing = tokio::task::spawn_blocking(move || {
@@ -132,7 +133,7 @@ async fn start(paths: &Paths, state: &Arc<Mutex<AgentState>>, client: Client) ->
         return None;
     }
     let config = agent::Config {
-        client,
+        feed,
         paths: paths.clone(),
         ssh_auth_sock: std::env::var_os("SSH_AUTH_SOCK").filter(|p| !p.is_empty()).map(Into::into),
         pgpass: hourglass_client::pgpass::path(),
@@ -157,9 +158,9 @@ async fn start(paths: &Paths, state: &Arc<Mutex<AgentState>>, client: Client) ->
 mod tests {
     use super::*;
 
-    /// A client of a broker that is not there: the agent runs offline.
-    fn offline_client() -> Client {
-        Client::new("http://127.0.0.1:9", "not-a-real-token").expect("client")
+    /// The feed of a broker that is not there: the agent runs offline.
+    fn offline_feed() -> Feed {
+        Feed::start(hourglass_client::Client::new("http://127.0.0.1:9", "not-a-real-token").expect("client"))
     }
 
     async fn until(host: &AgentHost, wanted: impl Fn(&AgentState) -> bool) -> AgentState {
@@ -180,8 +181,8 @@ mod tests {
         let host = AgentHost::spawn(paths.clone(), &tokio::runtime::Handle::current());
 
         // Logged in twice in a row (a broker change): one agent, serving.
-        host.start(offline_client());
-        host.start(offline_client());
+        host.start(offline_feed());
+        host.start(offline_feed());
         let state = until(&host, |s| matches!(s, AgentState::InApp { .. })).await;
         assert!(matches!(state, AgentState::InApp { .. }), "the app serves the agent: {state:?}");
         // The state says "started"; the socket is bound a moment later.
@@ -212,7 +213,7 @@ mod tests {
         let paths = Paths::in_dir(&dir.path().join("hourglass"));
         let (stop_other, other_stopped) = oneshot::channel::<()>();
         let config = agent::Config {
-            client: offline_client(),
+            feed: offline_feed(),
             paths: paths.clone(),
             ssh_auth_sock: None,
             pgpass: None,
@@ -229,7 +230,7 @@ mod tests {
         }
 
         let host = AgentHost::spawn(paths.clone(), &tokio::runtime::Handle::current());
-        host.start(offline_client());
+        host.start(offline_feed());
         let state = until(&host, |s| matches!(s, AgentState::External { .. })).await;
         assert!(matches!(state, AgentState::External { .. }), "the running agent is used: {state:?}");
         host.stop_and_wait().await;

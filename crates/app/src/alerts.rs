@@ -3,7 +3,7 @@
 //! keep working while the broker is unreachable).
 
 use hourglass_core::api::{Event, EventKind};
-use hourglass_core::{Duration, Grant, GrantId, RequestId, RequestState, Timestamp};
+use hourglass_core::{Duration, Grant, GrantId, RequestId, RequestState, Timestamp, Warnings};
 use serde::Serialize;
 
 use crate::settings::NotifyKinds;
@@ -128,22 +128,21 @@ fn deciders(request: &hourglass_core::AccessRequest) -> String {
 }
 
 /// The expiry warnings whose moment (deadline minus a warning time) fell in
-/// `(since, now]`: each warning fires once, whenever the clock is checked.
-pub fn expiry_warnings(grants: &[Grant], warnings: &[Duration], since: Timestamp, now: Timestamp) -> Vec<Alert> {
+/// `(since, now]`, the broker's clock: each warning fires once, whenever
+/// the clock is checked.
+pub fn expiry_warnings(grants: &[Grant], warnings: &Warnings, since: Timestamp, now: Timestamp) -> Vec<Alert> {
     let mut alerts = Vec::new();
     for grant in grants.iter().filter(|g| g.state.is_live()) {
         // Only the nearest threshold crossed: after a sleep, one warning, not three.
         let crossed = warnings
-            .iter()
-            .filter(|before| {
-                let moment = warning_moment(grant, **before);
-                since < moment && moment <= now
-            })
+            .moments(grant.expires_at)
+            .filter(|(_, moment)| since < *moment && *moment <= now)
+            .map(|(before, _)| before)
             .min();
         if let Some(before) = crossed {
             alerts.push(Alert {
                 kind: AlertKind::Expiring,
-                title: format!("{} · {} expires in {}", grant.resource, grant.role, spoken(*before)),
+                title: format!("{} · {} expires in {}", grant.resource, grant.role, spoken(before)),
                 body: "Renew it to keep working, or let it end.".into(),
                 grant: Some(grant.id.clone()),
                 request: None,
@@ -153,20 +152,16 @@ pub fn expiry_warnings(grants: &[Grant], warnings: &[Duration], since: Timestamp
     alerts
 }
 
-/// The next moment after `now` at which an expiry warning is due, if any:
-/// the app sleeps until then instead of checking the clock every second.
-pub fn next_warning_at(grants: &[Grant], warnings: &[Duration], now: Timestamp) -> Option<Timestamp> {
+/// The next moment after `now` (the broker's clock) at which an expiry
+/// warning is due, if any: the app sleeps until then instead of checking
+/// the clock every second.
+pub fn next_warning_at(grants: &[Grant], warnings: &Warnings, now: Timestamp) -> Option<Timestamp> {
     grants
         .iter()
         .filter(|g| g.state.is_live())
-        .flat_map(|grant| warnings.iter().map(move |before| warning_moment(grant, *before)))
+        .flat_map(|grant| warnings.moments(grant.expires_at).map(|(_, moment)| moment))
         .filter(|moment| *moment > now)
         .min()
-}
-
-/// When the warning given `before` a grant's deadline is due.
-fn warning_moment(grant: &Grant, before: Duration) -> Timestamp {
-    grant.expires_at.plus_millis(-(before.as_secs() as i64) * 1000)
 }
 
 /// `10 minutes`, `2 minutes`, `30 seconds`.
@@ -271,7 +266,7 @@ mod tests {
     #[test]
     fn each_expiry_warning_fires_once_at_its_moment() {
         let grants = vec![grant("orders-api", NOW.plus(Duration::from_mins(10)))];
-        let warnings = [Duration::from_mins(10), Duration::from_mins(2)];
+        let warnings = Warnings::default();
         let at = |secs: i64| NOW.plus_millis(secs * 1000);
         let fired = expiry_warnings(&grants, &warnings, at(-1), at(0));
         assert_eq!(fired.len(), 1, "10 minutes before");
@@ -289,7 +284,7 @@ mod tests {
             grant("orders-api", NOW.plus(Duration::from_mins(10))),
             grant("billing-api", NOW.plus(Duration::from_mins(30))),
         ];
-        let warnings = [Duration::from_mins(10), Duration::from_mins(2)];
+        let warnings = Warnings::default();
         let at = |secs: i64| NOW.plus_millis(secs * 1000);
         assert_eq!(next_warning_at(&grants, &warnings, at(-5)), Some(at(0)), "orders-api's 10-minute warning");
         assert_eq!(next_warning_at(&grants, &warnings, at(0)), Some(at(480)), "a moment passed is not next");

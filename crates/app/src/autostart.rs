@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use hourglass_client::atomic_write::{self, Durability};
+
 pub const FILE_NAME: &str = "hourglass-desktop.desktop";
 
 pub fn autostart_dir() -> Option<PathBuf> {
@@ -27,7 +29,7 @@ pub fn apply(dir: &Path, enabled: bool, exe: &Path) -> std::io::Result<()> {
     let path = dir.join(FILE_NAME);
     if enabled {
         std::fs::create_dir_all(dir)?;
-        std::fs::write(path, entry(exe))
+        atomic_write::write(&path, entry(exe).as_bytes(), Durability::Synced)
     } else {
         match std::fs::remove_file(path) {
             Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),

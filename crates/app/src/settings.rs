@@ -4,7 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use hourglass_core::Duration;
+use hourglass_client::atomic_write::{self, Durability};
+use hourglass_core::{Duration, Warnings};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
@@ -41,7 +42,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             broker_url: hourglass_client::DEFAULT_BROKER.into(),
-            warn_before: vec![Duration::from_mins(10), Duration::from_mins(2)],
+            warn_before: Warnings::DEFAULT.to_vec(),
             notify: NotifyKinds::default(),
             start_at_login: false,
         }
@@ -75,12 +76,9 @@ impl Settings {
         Ok(())
     }
 
-    /// Warning times, largest first, without duplicates.
-    pub fn warnings(&self) -> Vec<Duration> {
-        let mut warnings = self.warn_before.clone();
-        warnings.sort_unstable_by(|a, b| b.cmp(a));
-        warnings.dedup();
-        warnings
+    /// The warning times, as core's rules read them.
+    pub fn warnings(&self) -> Warnings {
+        Warnings::new(self.warn_before.iter().copied())
     }
 
     /// `$XDG_CONFIG_HOME/hourglass/desktop.json` (or `~/.config/…`).
@@ -108,10 +106,7 @@ impl Settings {
             std::fs::create_dir_all(dir).map_err(write)?;
         }
         let text = serde_json::to_string_pretty(self).map_err(|e| SettingsError::Rejected(e.to_string()))?;
-        // Written whole to a temporary file, then renamed: never half a file.
-        let temporary = path.with_extension("json.tmp");
-        std::fs::write(&temporary, text).map_err(write)?;
-        std::fs::rename(&temporary, path).map_err(write)
+        atomic_write::write(path, text.as_bytes(), Durability::Synced).map_err(write)
     }
 }
 
@@ -158,6 +153,6 @@ mod tests {
             warn_before: vec![Duration::from_mins(2), Duration::from_mins(10), Duration::from_mins(2)],
             ..Settings::default()
         };
-        assert_eq!(settings.warnings(), vec![Duration::from_mins(10), Duration::from_mins(2)]);
+        assert_eq!(settings.warnings().times(), [Duration::from_mins(10), Duration::from_mins(2)]);
     }
 }

@@ -1,9 +1,9 @@
 //! The tray icon's state and menu, from the view: what needs attention first.
 
-use hourglass_core::{Duration, GrantId, Timestamp};
+use hourglass_core::{GrantId, TimeLeft, Timestamp, Urgency, Warnings};
 use serde::Serialize;
 
-use crate::view::AppView;
+use crate::view::Live;
 
 /// Which icon the tray shows, most pressing first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ts_rs::TS)]
@@ -11,7 +11,7 @@ use crate::view::AppView;
 pub enum TrayStatus {
     /// Teammates wait for my decision.
     ApprovalsWaiting,
-    /// A grant of mine ends within the first warning time.
+    /// A grant of mine ends within the first warning time (core's urgency).
     ExpiringSoon,
     Active,
     Idle,
@@ -44,21 +44,21 @@ pub struct TrayModel {
     pub tooltip: String,
 }
 
-/// `1 h 02 min left`, `41 min left`, `under a minute left`.
-pub fn minutes_left(left: Duration) -> String {
-    let minutes = left.as_secs() / 60;
+/// `1 h 02 min left`, `41 min left`: whole minutes rounded up, as the
+/// window's cards count them (`TimeLeft::minutes_rounded_up`).
+pub fn minutes_left(left: TimeLeft) -> String {
+    let minutes = left.minutes_rounded_up();
     match (minutes / 60, minutes % 60) {
-        (0, 0) => "under a minute left".into(),
         (0, m) => format!("{m} min left"),
         (h, m) => format!("{h} h {m:02} min left"),
     }
 }
 
-/// The tray for `view` at the broker's `now`; `soon` is the first warning time.
-pub fn tray_model(view: &AppView, now: Timestamp, soon: Duration) -> TrayModel {
-    let live: Vec<_> = view.grants.iter().filter(|g| g.expires_at > now).collect();
+/// The tray for `view` at the broker's `now`.
+pub fn tray_model(view: &Live, now: Timestamp, warnings: &Warnings) -> TrayModel {
+    let live: Vec<_> = view.current_grants(now).collect();
     let approvals = view.awaiting_me.len();
-    let expiring = live.iter().any(|g| now.until(g.expires_at) <= soon);
+    let expiring = live.iter().any(|g| matches!(g.time_left(now).urgency(warnings), Urgency::Soon | Urgency::Urgent));
     let status = if approvals > 0 {
         TrayStatus::ApprovalsWaiting
     } else if expiring {
@@ -72,7 +72,7 @@ pub fn tray_model(view: &AppView, now: Timestamp, soon: Duration) -> TrayModel {
         .iter()
         .map(|g| TrayGrant {
             id: g.id.clone(),
-            label: format!("{} · {} — {}", g.resource, g.role, minutes_left(now.until(g.expires_at))),
+            label: format!("{} · {} — {}", g.resource, g.role, minutes_left(g.time_left(now))),
         })
         .collect();
     let mut parts = Vec::new();
@@ -89,29 +89,32 @@ pub fn tray_model(view: &AppView, now: Timestamp, soon: Duration) -> TrayModel {
 
 #[cfg(test)]
 mod tests {
+    use hourglass_core::Duration;
+
     use super::*;
     use crate::testing::{grant, request};
 
     const NOW: Timestamp = Timestamp::from_unix_millis(1_800_000_000_000);
 
     #[test]
-    fn time_left_is_said_in_minutes() {
-        assert_eq!(minutes_left(Duration::from_secs(3723)), "1 h 02 min left");
-        assert_eq!(minutes_left(Duration::from_secs(2467)), "41 min left");
-        assert_eq!(minutes_left(Duration::from_secs(59)), "under a minute left");
+    fn time_left_is_said_in_minutes_rounded_up_like_the_window() {
+        let left = |secs: i64| TimeLeft::from_millis(secs * 1000);
+        assert_eq!(minutes_left(left(3723)), "1 h 03 min left");
+        assert_eq!(minutes_left(left(2467)), "42 min left", "41:07 left reads 42 min, as on the card");
+        assert_eq!(minutes_left(left(59)), "1 min left", "never 0 min while time remains");
     }
 
     #[test]
     fn tray_status_shows_what_needs_attention_first() {
-        let soon = Duration::from_mins(10);
-        let mut view = AppView::new("http://b");
-        assert_eq!(tray_model(&view, NOW, soon).status, TrayStatus::Idle, "nothing live");
+        let warnings = Warnings::default();
+        let mut view = Live::new("http://b");
+        assert_eq!(tray_model(&view, NOW, &warnings).status, TrayStatus::Idle, "nothing live");
         view.grants = vec![grant("orders-api", NOW.plus(Duration::from_hours(1)))];
-        assert_eq!(tray_model(&view, NOW, soon).status, TrayStatus::Active);
+        assert_eq!(tray_model(&view, NOW, &warnings).status, TrayStatus::Active);
         view.grants.push(grant("bastion", NOW.plus(Duration::from_mins(5))));
-        assert_eq!(tray_model(&view, NOW, soon).status, TrayStatus::ExpiringSoon, "one within the warning time");
+        assert_eq!(tray_model(&view, NOW, &warnings).status, TrayStatus::ExpiringSoon, "one within the warning time");
         view.awaiting_me = vec![request("dave@acme.example")];
-        let model = tray_model(&view, NOW, soon);
+        let model = tray_model(&view, NOW, &warnings);
         assert_eq!(model.status, TrayStatus::ApprovalsWaiting, "a teammate waiting beats a countdown");
         assert_eq!(model.approvals, 1);
         assert_eq!(model.tooltip, "Hourglass: 2 live grants, 1 waiting for you");
@@ -120,9 +123,9 @@ mod tests {
 
     #[test]
     fn grants_past_their_deadline_leave_the_tray() {
-        let mut view = AppView::new("http://b");
+        let mut view = Live::new("http://b");
         view.grants = vec![grant("orders-api", NOW)];
-        let model = tray_model(&view, NOW, Duration::from_mins(10));
+        let model = tray_model(&view, NOW, &Warnings::default());
         assert_eq!((model.status, model.grants.len()), (TrayStatus::Idle, 0), "ended at its deadline");
     }
 }

@@ -1,6 +1,11 @@
-//! What the app shows: the broker as this user sees it, kept live.
+//! What the app knows of the broker ([`Live`], kept by the sync) and what
+//! its window shows ([`AppView`]): the same, with every deadline on this
+//! machine's clock and each grant's urgency moments worked out, so that the
+//! front end only counts down and formats.
 
-use hourglass_core::{AccessRequest, Grant, Principal, Timestamp};
+use hourglass_client::clock::BrokerClock;
+use hourglass_client::session::SessionKind;
+use hourglass_core::{AccessRequest, Duration, Grant, Principal, Timestamp, Warnings};
 use serde::Serialize;
 
 /// How the app is connected to its broker.
@@ -18,52 +23,43 @@ pub enum Connection {
     /// No valid session: the user must log in.
     SignedOut {
         reason: String,
+        /// There is no keyring here: a login keeps the session in the
+        /// app's memory until it quits (the login page says so).
+        memory_only: bool,
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ts_rs::TS)]
-#[ts(optional_fields = nullable)]
-pub struct AppView {
+/// The broker as this user sees it, kept live by the sync. Instants are
+/// the broker's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Live {
     pub broker: String,
     pub connection: Connection,
     pub principal: Option<Principal>,
-    /// The broker's clock minus this machine's, in milliseconds: deadlines
-    /// are the broker's, so countdowns add this to the local clock.
-    #[ts(type = "number")]
-    pub clock_offset_ms: i64,
+    pub clock: BrokerClock,
     /// My live grants, soonest deadline first.
     pub grants: Vec<Grant>,
     /// My requests, newest first.
     pub requests: Vec<AccessRequest>,
     /// Teammates' requests waiting for my decision, oldest first.
     pub awaiting_me: Vec<AccessRequest>,
-    /// Bumped on every change, so the front end can skip identical updates.
-    #[ts(type = "number")]
-    pub revision: u64,
 }
 
-impl AppView {
-    pub fn new(broker: &str) -> Self {
-        AppView {
+impl Live {
+    pub fn new(broker: &str) -> Live {
+        Live {
             broker: broker.to_owned(),
             connection: Connection::Connecting,
             principal: None,
-            clock_offset_ms: 0,
+            clock: BrokerClock::default(),
             grants: Vec::new(),
             requests: Vec::new(),
             awaiting_me: Vec::new(),
-            revision: 0,
         }
     }
 
-    /// The broker's time now, from this machine's clock and the offset.
-    pub fn broker_now(&self, local_now: Timestamp) -> Timestamp {
-        local_now.plus_millis(self.clock_offset_ms)
-    }
-
-    /// Records the broker's clock as seen at `local_now`.
-    pub fn set_clock(&mut self, server_time: Timestamp, local_now: Timestamp) {
-        self.clock_offset_ms = local_now.millis_until(server_time);
+    pub fn signed_out(broker: &str, reason: String, memory_only: bool) -> Live {
+        Live { connection: Connection::SignedOut { reason, memory_only }, ..Live::new(broker) }
     }
 
     /// Replaces the lists with fresh ones from the broker.
@@ -81,25 +77,128 @@ impl AppView {
         self.awaiting_me = awaiting_me;
     }
 
-    /// Drops grants past their deadline at the broker's `now`: the app does
-    /// not wait for the broker (it may be unreachable) to stop showing them.
-    pub fn drop_expired(&mut self, now: Timestamp) -> bool {
-        let before = self.grants.len();
-        self.grants.retain(|grant| grant.expires_at > now);
-        before != self.grants.len()
+    /// The grants still before their deadline at the broker's `now`: the
+    /// app does not wait for the broker (it may be unreachable) to stop
+    /// showing the others.
+    pub fn current_grants(&self, now: Timestamp) -> impl Iterator<Item = &Grant> {
+        self.grants.iter().filter(move |grant| !grant.is_past_deadline(now))
+    }
+
+    /// The next deadline after the broker's `now`, when the window must
+    /// drop a grant.
+    pub fn next_deadline(&self, now: Timestamp) -> Option<Timestamp> {
+        self.current_grants(now).map(|grant| grant.expires_at).min()
     }
 }
 
-/// How the app's session is kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ts_rs::TS)]
-#[serde(rename_all = "snake_case")]
-pub enum SessionKind {
-    /// In the OS keyring, renewed silently.
-    Keyring,
-    /// Only in this process: there is no Secret Service to keep it in.
-    Memory,
-    /// `HOURGLASS_TOKEN` from the environment.
-    Environment,
+/// A live grant as the window shows it. Instants are this machine's clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ts_rs::TS)]
+#[ts(optional_fields = nullable)]
+pub struct GrantView {
+    pub grant: Grant,
+    /// When the access clock started.
+    pub started_at: Timestamp,
+    /// The deadline: what the countdown counts to.
+    pub ends_at: Timestamp,
+    /// From here the grant is expiring soon (the first warning time).
+    pub soon_at: Option<Timestamp>,
+    /// From here its end is urgent (the last warning time).
+    pub urgent_at: Option<Timestamp>,
+}
+
+/// A teammate's request waiting for my decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ts_rs::TS)]
+pub struct ApprovalView {
+    pub request: AccessRequest,
+    /// When it expires undecided, on this machine's clock.
+    pub expires_at: Timestamp,
+}
+
+/// What the window shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ts_rs::TS)]
+#[ts(optional_fields = nullable)]
+pub struct AppView {
+    pub broker: String,
+    pub connection: Connection,
+    pub principal: Option<Principal>,
+    /// My grants before their deadline, soonest first.
+    pub grants: Vec<GrantView>,
+    /// My requests, newest first.
+    pub requests: Vec<AccessRequest>,
+    /// Teammates' requests waiting for my decision, oldest first.
+    pub awaiting_me: Vec<ApprovalView>,
+    /// The last warning time: "ends in under …" on an urgent grant.
+    pub urgent_within: Option<Duration>,
+    /// Moves whenever anything above does, so the front end can skip
+    /// identical updates.
+    #[ts(type = "number")]
+    pub revision: u64,
+}
+
+impl AppView {
+    /// The window's view of `live` at this machine's `local_now`.
+    pub fn of(live: &Live, warnings: &Warnings, local_now: Timestamp) -> AppView {
+        let clock = live.clock;
+        let now = clock.broker_time(local_now);
+        let local = |at| clock.to_local(at);
+        let grants = live
+            .current_grants(now)
+            .map(|grant| {
+                // Largest warning time first: the first moment is "soon", the last "urgent".
+                let moments: Vec<Timestamp> = warnings.moments(grant.expires_at).map(|(_, at)| local(at)).collect();
+                GrantView {
+                    grant: grant.clone(),
+                    started_at: local(grant.issued_at),
+                    ends_at: local(grant.expires_at),
+                    soon_at: moments.first().copied(),
+                    urgent_at: moments.last().copied(),
+                }
+            })
+            .collect();
+        let awaiting_me = live
+            .awaiting_me
+            .iter()
+            .map(|request| ApprovalView { request: request.clone(), expires_at: local(request.pending_until) })
+            .collect();
+        AppView {
+            broker: live.broker.clone(),
+            connection: live.connection.clone(),
+            principal: live.principal.clone(),
+            grants,
+            requests: live.requests.clone(),
+            awaiting_me,
+            urgent_within: warnings.urgent(),
+            revision: 0,
+        }
+    }
+}
+
+/// The views sent to the window, numbered: a view equal to the last one
+/// sent is not sent again.
+#[derive(Debug, Default)]
+pub struct Revisions {
+    last: Option<AppView>,
+}
+
+impl Revisions {
+    /// `view`, numbered, when it differs from the last one sent.
+    pub fn next(&mut self, mut view: AppView) -> Option<AppView> {
+        let revision = self.last.as_ref().map_or(1, |last| last.revision + 1);
+        if let Some(last) = &self.last {
+            view.revision = last.revision;
+            if *last == view {
+                return None;
+            }
+        }
+        view.revision = revision;
+        self.last = Some(view.clone());
+        Some(view)
+    }
+
+    /// The last view sent.
+    pub fn last(&self) -> Option<&AppView> {
+        self.last.as_ref()
+    }
 }
 
 /// Who the app is logged in as, for the settings view.
@@ -113,4 +212,54 @@ pub struct Account {
     pub idp: Option<String>,
     /// When the session ends unless it is renewed.
     pub expires_at: Option<Timestamp>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{grant, request};
+
+    const LOCAL: Timestamp = Timestamp::from_unix_millis(1_800_000_000_000);
+
+    #[test]
+    fn window_view_has_deadlines_and_warning_moments_on_this_machines_clock() {
+        let mut live = Live::new("https://b");
+        // The broker's clock is a minute ahead of this machine's.
+        live.clock = BrokerClock::with_offset(60_000);
+        let broker_now = live.clock.broker_time(LOCAL);
+        live.grants = vec![grant("orders-api", broker_now.plus(Duration::from_mins(30)))];
+        live.awaiting_me = vec![request("dave@acme.example")];
+        let view = AppView::of(&live, &Warnings::default(), LOCAL);
+        let shown = &view.grants[0];
+        assert_eq!(shown.ends_at, LOCAL.plus(Duration::from_mins(30)), "thirty minutes left here too");
+        assert_eq!(shown.soon_at, Some(LOCAL.plus(Duration::from_mins(20))), "soon ten minutes before");
+        assert_eq!(shown.urgent_at, Some(LOCAL.plus(Duration::from_mins(28))), "urgent two minutes before");
+        assert_eq!(view.urgent_within, Some(Duration::from_mins(2)), "the urgent threshold, for words");
+        let pending_until = live.awaiting_me[0].pending_until;
+        assert_eq!(view.awaiting_me[0].expires_at, pending_until.plus_millis(-60_000), "its expiry, here");
+    }
+
+    #[test]
+    fn window_view_drops_grants_at_their_deadline_whatever_the_broker_said() {
+        let mut live = Live::new("https://b");
+        live.grants = vec![grant("orders-api", LOCAL), grant("billing-api", LOCAL.plus_millis(1))];
+        let view = AppView::of(&live, &Warnings::default(), LOCAL);
+        let names: Vec<&str> = view.grants.iter().map(|g| g.grant.resource.as_str()).collect();
+        assert_eq!(names, ["billing-api"], "the one at its deadline is gone");
+        assert_eq!(live.next_deadline(LOCAL), Some(LOCAL.plus_millis(1)), "the next one to drop");
+        let none = AppView::of(&live, &Warnings::new([]), LOCAL);
+        assert_eq!((none.grants[0].soon_at, none.grants[0].urgent_at), (None, None), "no warning times, no moments");
+    }
+
+    #[test]
+    fn revisions_number_changed_views_and_skip_identical_ones() {
+        let mut revisions = Revisions::default();
+        let live = Live::new("https://b");
+        let first = revisions.next(AppView::of(&live, &Warnings::default(), LOCAL)).expect("the first view is sent");
+        assert_eq!(first.revision, 1);
+        assert!(revisions.next(AppView::of(&live, &Warnings::default(), LOCAL)).is_none(), "the same view is not");
+        let changed = Live { connection: Connection::Online, ..live };
+        let second = revisions.next(AppView::of(&changed, &Warnings::default(), LOCAL)).expect("a change is sent");
+        assert_eq!(second.revision, 2, "with the next number");
+    }
 }

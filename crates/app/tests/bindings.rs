@@ -1,41 +1,33 @@
-//! The front end's TypeScript types are generated from the Rust types it
-//! receives. This test fails when the committed ones (ui/src/bindings) are
-//! stale; run it with HOURGLASS_UPDATE_BINDINGS=1 to regenerate them.
+//! The front end's TypeScript is generated from Rust: the types it
+//! receives, and its one way to call the app and hear from it (`ipc.ts`,
+//! with the commands' and events' names, arguments and answers from
+//! `hourglass_app::ipc`). This test fails when the committed files
+//! (ui/src/bindings) are stale; run it with HOURGLASS_UPDATE_BINDINGS=1 to
+//! regenerate them.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test fails by panicking")]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use hourglass_app::alerts::Alert;
-use hourglass_app::integration::IntegrationStatus;
-use hourglass_app::settings::Settings;
-use hourglass_app::tray::TrayStatus;
-use hourglass_app::view::{Account, AppView};
-use hourglass_core::api::{ApiError, Catalog, CreateRequest, RenewOutcome, RequestOutcome};
-use hourglass_core::audit::AuditRecord;
+use hourglass_app::ipc::{Answers, Call, Events, typescript_api};
+use hourglass_core::api::ApiError;
 use ts_rs::{Config, TS};
 
 fn committed() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ui/src/bindings")
 }
 
-/// Every type the front end uses, with what they refer to.
+/// Every type the front end uses (what the commands take and answer, what
+/// the events carry, and the errors), with what they refer to; and `ipc.ts`.
 fn export_all(dir: &Path) {
     // JSON numbers, not bigint: nothing we send exceeds 2^53.
     let config = Config::new().with_out_dir(dir).with_large_int("number");
-    AppView::export_all(&config).unwrap();
-    Alert::export_all(&config).unwrap();
-    Settings::export_all(&config).unwrap();
-    TrayStatus::export_all(&config).unwrap();
-    Catalog::export_all(&config).unwrap();
-    CreateRequest::export_all(&config).unwrap();
-    RequestOutcome::export_all(&config).unwrap();
-    RenewOutcome::export_all(&config).unwrap();
-    AuditRecord::export_all(&config).unwrap();
+    Call::export_all(&config).unwrap();
+    Answers::export_all(&config).unwrap();
+    Events::export_all(&config).unwrap();
     ApiError::export_all(&config).unwrap();
-    Account::export_all(&config).unwrap();
-    IntegrationStatus::export_all(&config).unwrap();
+    std::fs::write(dir.join("ipc.ts"), typescript_api()).unwrap();
 }
 
 fn files(dir: &Path) -> BTreeMap<String, String> {
@@ -53,6 +45,7 @@ fn typescript_bindings_are_fresh() {
     export_all(generated.path());
     let fresh = files(generated.path());
     assert!(fresh.contains_key("AppView.ts") && fresh.contains_key("Grant.ts"), "types and their dependencies");
+    assert!(fresh.contains_key("ipc.ts"), "the calls and events");
     if std::env::var_os("HOURGLASS_UPDATE_BINDINGS").is_some() {
         let dir = committed();
         if dir.exists() {

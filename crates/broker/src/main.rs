@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
+use hourglass_broker::clock::{Clock, SystemClock};
 use hourglass_broker::server::{self, ServerOptions};
 use hourglass_broker::settings::BrokerSettings;
 use hourglass_broker::store::{OpenOptions, Store, StoreLocation};
@@ -391,7 +392,7 @@ async fn migrate_store(from: &str, to: Option<String>, store_key: Option<PathBuf
     let key_path = store_key.unwrap_or_else(|| data_dir.join("keys/store.key"));
     let key = std::sync::Arc::new(StoreKey::read_or_create(&key_path)?);
     // Keys an older broker kept as files move into the store first.
-    let now = hourglass_core::Timestamp::from_offset_date_time(time::OffsetDateTime::now_utc());
+    let now = SystemClock.now();
     let rotation = RotationPolicy {
         period: std::time::Duration::from_secs(30 * 24 * 3600),
         publish_ahead: std::time::Duration::from_secs(24 * 3600),
@@ -421,7 +422,7 @@ async fn migrate_store(from: &str, to: Option<String>, store_key: Option<PathBuf
 }
 
 async fn list_keys(store: &Store) -> anyhow::Result<ExitCode> {
-    let now = hourglass_core::Timestamp::from_offset_date_time(time::OffsetDateTime::now_utc());
+    let now = SystemClock.now();
     println!("{:<12} {:<18} {:<10} {:<25} {:<25} verifies until", "purpose", "kid", "now", "signs from", "signs until");
     for key in store.all_signing_keys().await? {
         let state = if key.verifies_until <= now {
@@ -454,7 +455,7 @@ async fn rotate_key(config: &Path, data_dir: Option<PathBuf>, purpose: &str, aft
         .context("no data directory: set data_dir in [broker] or pass --data-dir")?;
     let location = settings.store_location(config, &data_dir)?;
     let store = Store::open(&location, &settings.store_options(config)?).await?;
-    let now = hourglass_core::Timestamp::from_offset_date_time(time::OffsetDateTime::now_utc());
+    let now = SystemClock.now();
     let keys = server::SigningKeys::open(&settings, &policy, &store, config, &data_dir, now).await?;
     let set = if purpose == KeyPurpose::Session { &keys.session } else { &keys.grant_token };
     let window = set.rotate_now(now, std::time::Duration::from_secs(after)).await?;

@@ -4,8 +4,6 @@
 //! Thin: the logic lives in `hourglass_client::{agent, hook, tools, …}`.
 
 use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::process::CommandExt;
 use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};
@@ -13,13 +11,15 @@ use std::time::{Duration as StdDuration, Instant};
 use anyhow::{Context, anyhow, bail};
 use hourglass_client::agent::protocol::{HeldCredential, Selector, Status};
 use hourglass_client::agent::{self, AgentClient, AgentErrorCode, Paths};
+use hourglass_client::clock::local_now;
 use hourglass_client::env::{Shell, exports};
-use hourglass_client::filing;
+use hourglass_client::feed::Feed;
 use hourglass_client::hook::{self, HookShell, Tracked};
 use hourglass_client::tools::{aws, git, kube};
 use hourglass_client::{Client, Error, pgpass};
+use hourglass_client::{credentials, filing};
 use hourglass_core::Timestamp;
-use hourglass_core::api::{ClientSecret, CreateRequest, Credential, RequestOutcome};
+use hourglass_core::api::{CreateRequest, Credential, RequestOutcome};
 
 use crate::Broker;
 use crate::show::Output;
@@ -113,7 +113,7 @@ fn agent_code(error: &Error) -> Option<AgentErrorCode> {
 
 /// Time left until a local instant, for people.
 fn left(until: Timestamp) -> String {
-    agent::local_now().until(until).to_string()
+    local_now().until(until).to_string()
 }
 
 pub async fn agent(broker: Broker<'_>, args: AgentArgs, out: &Output) -> anyhow::Result<ExitCode> {
@@ -139,7 +139,7 @@ pub async fn agent(broker: Broker<'_>, args: AgentArgs, out: &Output) -> anyhow:
         return Ok(ExitCode::SUCCESS);
     }
     let config = agent::Config {
-        client,
+        feed: Feed::start(client),
         paths,
         ssh_auth_sock: std::env::var_os("SSH_AUTH_SOCK").filter(|p| !p.is_empty()).map(Into::into),
         pgpass: pgpass::path(),
@@ -151,6 +151,7 @@ pub async fn agent(broker: Broker<'_>, args: AgentArgs, out: &Output) -> anyhow:
 
 /// Ctrl-C and SIGTERM stop the agent; so does SIGHUP (the terminal closed),
 /// unless it runs detached.
+#[cfg(unix)]
 async fn stop_signal(detached: bool) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut hangup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
@@ -164,6 +165,12 @@ async fn stop_signal(detached: bool) {
             _ = hangup.recv() => if !detached { return },
         }
     }
+}
+
+/// Elsewhere (no Unix signals): Ctrl-C.
+#[cfg(not(unix))]
+async fn stop_signal(_detached: bool) {
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn print_status(status: &Status, out: &Output) {
@@ -215,26 +222,23 @@ pub fn ensure_agent(client: &Client, paths: &Paths, out: &Output) -> anyhow::Res
         Err(error) => return Err(error.into()),
     }
     paths.prepare()?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(paths.log())
-        .with_context(|| format!("opening {}", paths.log().display()))?;
+    let mut log = std::fs::OpenOptions::new();
+    log.create(true).append(true);
+    // The agent's notes are its user's only.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut log, 0o600);
+    let log = log.open(paths.log()).with_context(|| format!("opening {}", paths.log().display()))?;
     let exe = std::env::current_exe().context("finding the hourglass executable")?;
     let mut command = std::process::Command::new(exe);
     command.args(["agent", "--detached", "--broker", client.base_url()]);
     if let Some(ca) = client.trust().ca_file() {
         command.arg("--ca").arg(ca);
     }
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().context("agent log")?)
-        .stderr(log)
-        // Its own process group: Ctrl-C in this terminal does not reach it.
-        .process_group(0)
-        .spawn()
-        .context("starting the hourglass agent")?;
+    command.stdin(Stdio::null()).stdout(log.try_clone().context("agent log")?).stderr(log);
+    // Its own process group: Ctrl-C in this terminal does not reach it.
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    let mut child = command.spawn().context("starting the hourglass agent")?;
     let started = Instant::now();
     loop {
         if let Ok(status) = AgentClient::connect(paths).and_then(|mut agent| agent.status()) {
@@ -264,13 +268,15 @@ pub fn ensure_agent(client: &Client, paths: &Paths, out: &Output) -> anyhow::Res
 /// here and kept by the agent, started first if none runs
 /// (`hourglass_client::filing`).
 pub async fn file_request(client: &Client, body: CreateRequest, out: &Output) -> anyhow::Result<RequestOutcome> {
-    let Some(kind) = filing::secret_kind(client, &body.resource).await? else {
-        return Ok(client.create_request(&body).await?);
-    };
     let paths = Paths::from_env();
-    ensure_agent(client, &paths, out)
-        .context("the secret of this grant is kept by the hourglass agent, which is not available")?;
-    let filed = filing::file_with_secret(client, &paths, body, kind).await?;
+    let start_agent = || {
+        ensure_agent(client, &paths, out).map(drop).map_err(|error| {
+            Error::Config(format!(
+                "the secret of this grant is kept by the hourglass agent, which is not available: {error:#}"
+            ))
+        })
+    };
+    let filed = filing::file(client, &paths, body, start_agent).await?;
     for note in &filed.notes {
         out.note(note);
     }
@@ -281,61 +287,7 @@ pub async fn file_request(client: &Client, body: CreateRequest, out: &Output) ->
 /// own secret, no network), else from the broker by grant id.
 async fn credential_for(broker: Broker<'_>, grant: &str) -> anyhow::Result<Credential> {
     let selector = Selector::parse(grant)?;
-    let paths = Paths::from_env();
-    let agent_error = match AgentClient::connect(&paths).and_then(|mut agent| agent.credential(selector.clone())) {
-        Ok(held) => return Ok(held.credential.clone()),
-        Err(error) => error,
-    };
-    let direct = match agent_code(&agent_error) {
-        // The agent may not have caught up with a grant just issued.
-        Some(AgentErrorCode::NotRunning | AgentErrorCode::NotFound) => true,
-        _ => false,
-    };
-    let Selector::Grant { grant } = &selector else { return Err(agent_error.into()) };
-    if !direct {
-        return Err(agent_error.into());
-    }
-    let client = broker.client()?;
-    let credential = client.credential(grant).await?;
-    if credential.client_secret.is_some() && agent_code(&agent_error) == Some(AgentErrorCode::NotFound) {
-        // The agent holds this grant's secret and hears of the grant from the
-        // broker's event stream a moment after the request returned.
-        if let Some(held) = wait_for_agent(&paths, &selector) {
-            return Ok(held);
-        }
-    }
-    if let Some(kind) = credential.client_secret {
-        let what = match kind {
-            ClientSecret::PostgresPassword => "password",
-            ClientSecret::SshPrivateKey => "SSH key",
-        };
-        let why = if agent_code(&agent_error) == Some(AgentErrorCode::NotRunning) {
-            "the hourglass agent, which is not running".to_owned()
-        } else {
-            "the hourglass agent, which does not hold it".to_owned()
-        };
-        bail!("the {what} of grant {grant} was made on the client and lives only in {why}: request access again");
-    }
-    Ok(credential)
-}
-
-/// How long a command waits for the agent to catch up with a grant just
-/// issued whose secret only the agent has.
-const AGENT_CATCH_UP: StdDuration = StdDuration::from_secs(5);
-
-/// The agent's credential for `selector` once it holds it, within
-/// [`AGENT_CATCH_UP`].
-fn wait_for_agent(paths: &Paths, selector: &Selector) -> Option<Credential> {
-    let started = Instant::now();
-    while started.elapsed() < AGENT_CATCH_UP {
-        std::thread::sleep(StdDuration::from_millis(50));
-        match AgentClient::connect(paths).and_then(|mut agent| agent.credential(selector.clone())) {
-            Ok(held) => return Some(held.credential.clone()),
-            Err(error) if agent_code(&error) == Some(AgentErrorCode::NotFound) => {}
-            Err(_) => return None,
-        }
-    }
-    None
+    Ok(credentials::complete(&Paths::from_env(), selector, || Client::from_env(broker.url, broker.ca)).await?)
 }
 
 fn shell_of(name: Option<String>) -> anyhow::Result<Shell> {
@@ -358,8 +310,7 @@ pub async fn env(broker: Broker<'_>, args: EnvArgs, out: &Output) -> anyhow::Res
     Ok(ExitCode::SUCCESS)
 }
 
-/// Replaces this process with the command, the credential in its
-/// environment only: its exit status and signals are the command's own.
+/// Runs the command with the credential in its environment only.
 pub async fn exec(broker: Broker<'_>, args: ExecArgs, _out: &Output) -> anyhow::Result<ExitCode> {
     let credential = credential_for(broker, &args.grant).await?;
     let Some((program, rest)) = args.command.split_first() else { bail!("name a command after --") };
@@ -368,12 +319,31 @@ pub async fn exec(broker: Broker<'_>, args: ExecArgs, _out: &Output) -> anyhow::
     for var in &credential.env {
         command.env(&var.name, &var.value);
     }
-    let error = command.exec();
+    let error = become_command(&mut command);
     drop(credential);
+    let error = match error {
+        Ok(code) => return Ok(code),
+        Err(error) => error,
+    };
     if error.kind() == std::io::ErrorKind::NotFound {
         bail!("{program}: command not found");
     }
     Err(anyhow!(error).context(format!("running {program}")))
+}
+
+/// On Unix this process becomes the command (`exec`): its exit status and
+/// signals are the command's own. Returns only when that failed.
+#[cfg(unix)]
+fn become_command(command: &mut std::process::Command) -> std::io::Result<ExitCode> {
+    Err(std::os::unix::process::CommandExt::exec(command))
+}
+
+/// Elsewhere there is no `exec`: the command runs as a child, and its exit
+/// code is this process's.
+#[cfg(not(unix))]
+fn become_command(command: &mut std::process::Command) -> std::io::Result<ExitCode> {
+    let status = command.status()?;
+    Ok(ExitCode::from(u8::try_from(status.code().unwrap_or(1)).unwrap_or(1)))
 }
 
 pub fn hook(args: HookArgs, _out: &Output) -> anyhow::Result<ExitCode> {
@@ -404,7 +374,7 @@ pub async fn hook_env(args: HookEnvArgs, _out: &Output) -> anyhow::Result<ExitCo
         }
     };
     let file_state = std::fs::read_to_string(paths.hook_state()).unwrap_or_default();
-    let now = agent::local_now().unix_seconds();
+    let now = local_now().unix_seconds();
     let text = hook::hook_env(shell, &tracked, snapshot.as_ref(), file_state.trim_end(), now);
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(text.as_bytes()).context("writing to the shell")?;

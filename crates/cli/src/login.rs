@@ -6,8 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use hourglass_client::Client;
+use hourglass_client::account::{self, Keeping};
 use hourglass_client::login::{Login, Prompt, open_browser};
-use hourglass_client::session::SessionStore;
+use zeroize::Zeroizing;
 
 use crate::Broker;
 use crate::show::Output;
@@ -33,13 +34,7 @@ pub async fn login(broker: Broker<'_>, args: LoginArgs, out: &Output) -> anyhow:
     let base = broker.url();
     let trust = broker.trust()?;
     // Know before the browser dance whether the session can be kept.
-    let store = if args.print_token {
-        None
-    } else {
-        let store = SessionStore::for_broker(&base)?;
-        store.check()?;
-        Some(store)
-    };
+    let keeping = if args.print_token { Keeping::Memory } else { Keeping::keyring(&base)? };
     let login = Login::start(&base, &trust).await.with_context(|| format!("cannot log in to {base}"))?;
     if login.config().dev {
         out.note("This broker runs `hourglassd dev`: its issuer is a DEVELOPMENT user picker, no passwords.");
@@ -48,22 +43,18 @@ pub async fn login(broker: Broker<'_>, args: LoginArgs, out: &Output) -> anyhow:
     let prompt = move |prompt: Prompt<'_>| show_prompt(prompt, no_browser);
     let session = if args.device { login.with_device(prompt).await? } else { login.with_browser(prompt).await? };
 
-    let client = Client::with_trust(&base, trust.clone(), &session.session_token)?;
-    let me = client.whoami().await?;
-    match store {
-        Some(store) => {
-            store.save(&session)?;
-            out.logged_in(&me, &client.session_info().await, login.metadata().issuer.as_str(), true);
-        }
-        None => {
-            // The refresh token is not kept anywhere: end it at the IdP.
-            if let Err(error) = hourglass_client::login::revoke(&session, &trust).await {
-                out.note(&format!("note: the identity provider's refresh token was not revoked: {error}"));
-            }
-            println!("export HOURGLASS_TOKEN={}", session.session_token);
-            out.logged_in(&me, &client.session_info().await, login.metadata().issuer.as_str(), false);
-        }
+    let token = Zeroizing::new(session.session_token.clone());
+    let me = Client::with_trust(&base, trust.clone(), &token)?.whoami().await?;
+    let kept = account::keep(&base, trust, session, keeping).await?;
+    for note in &kept.notes {
+        out.note(note);
     }
+    let in_keyring = kept.kind == hourglass_client::session::SessionKind::Keyring;
+    if !in_keyring {
+        // The session lives in the shell that evaluates this line only.
+        println!("export HOURGLASS_TOKEN={}", token.as_str());
+    }
+    out.logged_in(&me, &kept.client.session_info().await, login.metadata().issuer.as_str(), in_keyring);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -91,18 +82,14 @@ fn show_prompt(prompt: Prompt<'_>, no_browser: bool) {
 
 pub async fn logout(broker: Broker<'_>, _args: LogoutArgs, out: &Output) -> anyhow::Result<ExitCode> {
     let base = broker.url();
-    let trust = broker.trust()?;
-    let store = SessionStore::for_broker(&base)?;
-    let Some(session) = store.load()? else {
+    let logged_out = account::log_out(&base, &broker.trust()?).await?;
+    if !logged_out.was_logged_in {
         out.note(&format!("Not logged in to {base}; nothing to do."));
         return Ok(ExitCode::SUCCESS);
-    };
-    match hourglass_client::login::revoke(&session, &trust).await {
-        Ok(true) => out.note("The identity provider revoked the refresh token."),
-        Ok(false) => {}
-        Err(error) => out.note(&format!("note: the refresh token was not revoked at the identity provider: {error}")),
     }
-    store.delete()?;
+    for note in &logged_out.notes {
+        out.note(note);
+    }
     out.note(&format!("Logged out of {base}: the session is removed from the keyring."));
     Ok(ExitCode::SUCCESS)
 }

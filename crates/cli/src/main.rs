@@ -90,8 +90,9 @@ enum Command {
     /// Extend a grant: it runs DURATION from now (approved again if policy says so).
     Renew {
         grant: String,
+        /// How long from now (default: the role's default duration).
         #[arg(long = "for", value_name = "DURATION")]
-        duration: String,
+        duration: Option<String>,
         #[arg(long)]
         reason: Option<String>,
         /// Wait for the renewal's approval when it needs one.
@@ -248,7 +249,11 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<ExitCode> {
         Command::Cancel { id } => out.request(&client.cancel(&request_id(&id)?).await?),
         Command::Grants { ended, all } => out.grants(&client.grants(ended, all).await?),
         Command::Renew { grant, duration, reason, wait } => {
-            let renewed = client.renew(&grant_id(&grant)?, &duration, reason).await?;
+            let grant = grant_id(&grant)?;
+            let renewed = match duration {
+                Some(duration) => client.renew(&grant, &duration, reason).await?,
+                None => hourglass_client::renewal::renew_for_default(&client, &grant, reason).await?,
+            };
             if wait && renewed.request.state == RequestState::Pending {
                 out.renewal(&renewed);
                 let done = wait::until_decided(&client, out, &renewed.request, Some(renewed.grant.expires_at)).await?;

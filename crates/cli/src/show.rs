@@ -47,7 +47,7 @@ impl Output {
     /// Local wall-clock time of an instant: `14:32:10`, with the date when not today.
     fn clock(&self, at: Timestamp) -> String {
         let local = at.to_offset_date_time().to_offset(self.offset);
-        let today = time::OffsetDateTime::now_utc().to_offset(self.offset).date();
+        let today = hourglass_client::clock::local_now().to_offset_date_time().to_offset(self.offset).date();
         let time = format!("{:02}:{:02}:{:02}", local.hour(), local.minute(), local.second());
         if local.date() == today { time } else { format!("{} {time}", local.date()) }
     }

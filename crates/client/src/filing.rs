@@ -7,9 +7,9 @@
 use hourglass_core::GrantState;
 use hourglass_core::api::{CreateRequest, RequestOutcome};
 
-use crate::agent::protocol::Status;
+use crate::agent::protocol::{ClientSecretValue, Status};
 use crate::agent::{AgentClient, AgentErrorCode, Paths};
-use crate::secrets::{self, ClientSecretValue};
+use crate::secrets;
 use crate::{Client, Error, Result, material, readiness};
 
 /// The secret a resource's provider needs its requester's client to make.
@@ -36,6 +36,25 @@ impl SecretKind {
 pub async fn secret_kind(client: &Client, resource: &str) -> Result<Option<SecretKind>> {
     let catalog = client.catalog().await?;
     Ok(catalog.resources.iter().find(|r| r.name == resource).and_then(|r| SecretKind::of_provider(&r.provider)))
+}
+
+/// Files `body`: as it is for a resource whose credential the broker
+/// makes whole; with a fresh secret, kept by the agent at `paths`, for a
+/// PostgreSQL or SSH resource. `before_secret` runs first in that case
+/// (the CLI starts an agent there when none runs; the app runs its own).
+pub async fn file(
+    client: &Client,
+    paths: &Paths,
+    body: CreateRequest,
+    before_secret: impl FnOnce() -> Result<()>,
+) -> Result<Filed> {
+    match secret_kind(client, &body.resource).await? {
+        None => Ok(Filed { outcome: client.create_request(&body).await?, notes: Vec::new() }),
+        Some(kind) => {
+            before_secret()?;
+            file_with_secret(client, paths, body, kind).await
+        }
+    }
 }
 
 /// A filed request, with what its requester should be told beyond it.

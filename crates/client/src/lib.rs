@@ -2,14 +2,20 @@
 //! stream, and the formats that hand credentials to shells and tools. The
 //! CLI and the desktop app reach the broker only through this crate.
 
+pub mod account;
 pub mod agent;
+pub mod atomic_write;
+pub mod clock;
+pub mod credentials;
 pub mod env;
+pub mod feed;
 pub mod filing;
 pub mod hook;
 pub mod login;
 pub mod material;
 pub mod pgpass;
 pub mod readiness;
+pub mod renewal;
 pub mod secrets;
 pub mod session;
 pub mod sse;
@@ -49,6 +55,15 @@ pub enum Error {
     /// The local agent refused or could not be reached: its code and message.
     #[error("{0}")]
     Agent(agent::AgentError),
+    /// There is no usable OS keyring to keep a session in. The message
+    /// tells a shell user what to do; the desktop app offers to keep the
+    /// session in its own memory instead.
+    #[error(
+        "the OS keyring is unavailable ({detail}). Hourglass keeps sessions only there, never in a file. \
+         Start and unlock a keyring (gnome-keyring, KWallet), or keep the session in this shell's memory only: \
+         eval \"$(hourglass login --print-token)\" (it sets HOURGLASS_TOKEN)"
+    )]
+    NoKeyring { detail: String },
 }
 
 impl Error {
@@ -113,10 +128,14 @@ impl Client {
     }
 
     /// A client using the session stored in the OS keyring, renewed
-    /// silently (refresh token, then a new exchange) near its end. Trusts
-    /// what [`Client::new`] trusts.
-    pub fn with_session(base: &str, store: session::SessionStore, current: session::StoredSession) -> Result<Client> {
-        let trust = Trust::for_broker(base, None)?;
+    /// silently (refresh token, then a new exchange) near its end, trusting
+    /// `trust` for the broker's certificate.
+    pub fn with_session(
+        base: &str,
+        trust: Trust,
+        store: session::SessionStore,
+        current: session::StoredSession,
+    ) -> Result<Client> {
         Client::with_auth(base, trust, Auth::Session { store, current: tokio::sync::Mutex::new(current) })
     }
 
@@ -142,16 +161,10 @@ impl Client {
     pub fn from_env(broker: Option<&str>, ca: Option<&std::path::Path>) -> Result<Client> {
         let base = broker_url(broker);
         let trust = Trust::for_broker(&base, ca)?;
-        let token = Zeroizing::new(std::env::var("HOURGLASS_TOKEN").unwrap_or_default());
-        if !token.trim().is_empty() {
-            return Client::with_trust(&base, trust, &token);
-        }
-        let store = session::SessionStore::for_broker(&base)?;
-        match store.load()? {
-            Some(current) => {
-                Client::with_auth(&base, trust, Auth::Session { store, current: tokio::sync::Mutex::new(current) })
-            }
-            None => Err(Error::Config(format!(
+        match account::resume(&base, trust)? {
+            account::Resumed::LoggedIn { client, .. } => Ok(client),
+            account::Resumed::NoKeyring(error) => Err(error),
+            account::Resumed::LoggedOut => Err(Error::Config(format!(
                 "not logged in to {base}: run `hourglass login --broker {base}` (scripts and CI: set HOURGLASS_TOKEN; \
                  with `hourglassd dev`, `export HOURGLASS_TOKEN=$(hourglass dev-token alice)` also works)"
             ))),
@@ -166,7 +179,7 @@ impl Client {
             Auth::Session { store, current } => (store, current),
         };
         let mut current = current.lock().await;
-        let now = login::time_now();
+        let now = clock::local_now().unix_seconds();
         if !current.needs_renewal(now) {
             return Ok(Zeroizing::new(current.session_token.clone()));
         }
@@ -327,17 +340,30 @@ impl Client {
 
     /// Opens the event stream. The first event is `hello`, with the broker's
     /// clock. The stream ends when the connection does; reconnecting (and
-    /// reloading state, since events may have been missed) is the caller's.
+    /// reloading state, since events may have been missed) is the caller's:
+    /// [`feed::Feed`] does both.
     pub async fn events(&self) -> Result<impl Stream<Item = Result<Event>> + Send + 'static> {
+        Ok(self.events_since(None).await?.map(|delivered| delivered.map(|delivered| delivered.event)))
+    }
+
+    /// Opens the event stream, asking the broker to resume after the event
+    /// `last_event_id` names (`Last-Event-ID`): it replays what was missed,
+    /// or sends `resync` when it cannot. Each event comes with the stream's
+    /// id, if the broker sends ids.
+    pub async fn events_since(
+        &self,
+        last_event_id: Option<&str>,
+    ) -> Result<impl Stream<Item = Result<Delivered>> + Send + 'static> {
         let token = self.bearer().await?;
-        let response = self
+        let mut request = self
             .http
             .get(format!("{}/v1/events", self.base))
             .bearer_auth(token.as_str())
-            .header(reqwest::header::ACCEPT, "text/event-stream")
-            .send()
-            .await
-            .map_err(|error| self.unreachable(&error))?;
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        let response = request.send().await.map_err(|error| self.unreachable(&error))?;
         if !response.status().is_success() {
             let status = response.status();
             let bytes = response.bytes().await.unwrap_or_default();
@@ -349,12 +375,13 @@ impl Client {
         let url = self.base.clone();
         let mut parser = sse::Parser::default();
         let stream = response.bytes_stream().flat_map(move |chunk| {
-            let items: Vec<Result<Event>> = match chunk {
+            let items: Vec<Result<Delivered>> = match chunk {
                 Ok(bytes) => parser
                     .push(&bytes)
                     .into_iter()
                     .map(|message| {
                         serde_json::from_str::<Event>(&message.data)
+                            .map(|event| Delivered { id: message.id, event })
                             .map_err(|error| Error::Protocol(format!("event {}: {error}", message.event)))
                     })
                     .collect(),
@@ -364,4 +391,12 @@ impl Client {
         });
         Ok(stream)
     }
+}
+
+/// An event as the stream delivered it.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    /// The stream's last event id with it (SSE `id:`), when the broker sends ids.
+    pub id: Option<String>,
+    pub event: Event,
 }

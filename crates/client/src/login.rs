@@ -279,7 +279,7 @@ fn oidc_client(
 
 fn stored(session: &SessionToken, response: &OidcTokenResponse, issuer: &str, client_id: &str) -> StoredSession {
     let claims = unverified_claims(&session.access_token).unwrap_or_default();
-    let now = time_now();
+    let now = crate::clock::local_now().unix_seconds();
     let issued_at = claims.iat.unwrap_or(now);
     StoredSession {
         session_token: session.access_token.clone(),
@@ -289,13 +289,6 @@ fn stored(session: &SessionToken, response: &OidcTokenResponse, issuer: &str, cl
         issuer: issuer.to_owned(),
         client_id: client_id.to_owned(),
     }
-}
-
-/// Seconds since the Unix epoch, by this machine's clock.
-pub fn time_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX))
 }
 
 fn id_token_of(response: &OidcTokenResponse) -> Result<Zeroizing<String>> {

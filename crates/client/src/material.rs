@@ -7,6 +7,8 @@ use hourglass_core::api::ClientMaterial;
 use rand::RngCore;
 use zeroize::Zeroizing;
 
+use crate::agent::protocol::ClientSecretValue;
+
 /// A fresh PostgreSQL password and its SCRAM-SHA-256 verifier.
 pub struct PostgresSecret {
     pub password: Zeroizing<String>,
@@ -102,6 +104,24 @@ pub fn ssh() -> Result<SshSecret, String> {
         private_key,
         material: ClientMaterial { postgres_scram_verifier: None, ssh_public_key: Some(public) },
     })
+}
+
+impl From<&PostgresSecret> for ClientSecretValue {
+    fn from(secret: &PostgresSecret) -> Self {
+        ClientSecretValue::PostgresPassword(secret.password.as_str().to_owned())
+    }
+}
+
+impl TryFrom<&SshSecret> for ClientSecretValue {
+    type Error = crate::Error;
+
+    fn try_from(secret: &SshSecret) -> crate::Result<Self> {
+        let pem = secret
+            .private_key
+            .to_openssh(ssh_key::LineEnding::LF)
+            .map_err(|error| crate::Error::Config(format!("encoding the SSH key: {error}")))?;
+        Ok(ClientSecretValue::SshPrivateKey(pem.as_str().to_owned()))
+    }
 }
 
 #[cfg(test)]

@@ -8,12 +8,12 @@
 //! `VALID UNTIL`). Lines outside the markers are never touched. Whether the
 //! block is on is the file itself: the markers present mean on.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use hourglass_core::GrantId;
 use zeroize::Zeroizing;
+
+use crate::atomic_write::{self, Durability};
 
 pub const BEGIN: &str = "# BEGIN hourglass: managed by the hourglass agent; lines here end with their grants";
 pub const END: &str = "# END hourglass";
@@ -125,23 +125,10 @@ fn read(path: &Path) -> std::io::Result<Zeroizing<String>> {
     }
 }
 
-/// Replaces the file in one step (a new 0600 file renamed over it), so a
-/// reader never sees half a file and the mode is never wider than 0600.
+/// Replaces the file in one step, never wider than 0600 (see
+/// [`crate::atomic_write`]): a reader never sees half a file.
 fn write(path: &Path, text: &str) -> std::io::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "pgpass".into());
-    let temp = dir.join(format!(".{name}.hourglass-{}", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temp)?;
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&temp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    result
+    atomic_write::write(path, text.as_bytes(), Durability::Synced)
 }
 
 /// Turns the block on: adds it (empty) if absent. Returns whether it was off.
@@ -201,8 +188,11 @@ mod tests {
         let text = std::fs::read_to_string(&path).expect("read");
         assert!(text.starts_with("other:5432:*:me:mine\n"), "the user's line stays first: {text}");
         assert!(text.contains("\ndb.example:5432:orders:hg_u:a\\:b\\\\c\n"), "escaped fields: {text}");
-        let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600, "libpq ignores a .pgpass others can read");
+        #[cfg(unix)]
+        {
+            let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).expect("meta").permissions());
+            assert_eq!(mode & 0o777, 0o600, "libpq ignores a .pgpass others can read");
+        }
         assert!(fill(&path, &[]).expect("fill"), "the grant ended");
         let text = std::fs::read_to_string(&path).expect("read");
         assert!(!text.contains("hg_u"), "its line is gone: {text}");

@@ -14,53 +14,9 @@
 //! else.)
 
 use hourglass_core::{GrantId, RequestId};
-use serde::{Deserialize, Serialize};
-use zeroize::{Zeroize, ZeroizeOnDrop};
 
+use crate::agent::protocol::ClientSecretValue;
 use crate::agent::{AgentClient, Paths};
-
-/// A secret born on this client. Zeroized when dropped; never logged.
-#[derive(Clone, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
-#[serde(rename_all = "snake_case")]
-pub enum ClientSecretValue {
-    /// The password whose SCRAM verifier went to the broker.
-    PostgresPassword(String),
-    /// The OpenSSH private key whose public key went to the broker.
-    SshPrivateKey(String),
-}
-
-impl ClientSecretValue {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            ClientSecretValue::PostgresPassword(_) => "postgres_password",
-            ClientSecretValue::SshPrivateKey(_) => "ssh_private_key",
-        }
-    }
-}
-
-impl std::fmt::Debug for ClientSecretValue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ClientSecretValue::{}(…)", self.kind())
-    }
-}
-
-impl From<&crate::material::PostgresSecret> for ClientSecretValue {
-    fn from(secret: &crate::material::PostgresSecret) -> Self {
-        ClientSecretValue::PostgresPassword(secret.password.as_str().to_owned())
-    }
-}
-
-impl TryFrom<&crate::material::SshSecret> for ClientSecretValue {
-    type Error = crate::Error;
-
-    fn try_from(secret: &crate::material::SshSecret) -> crate::Result<Self> {
-        let pem = secret
-            .private_key
-            .to_openssh(ssh_key::LineEnding::LF)
-            .map_err(|error| crate::Error::Config(format!("encoding the SSH key: {error}")))?;
-        Ok(ClientSecretValue::SshPrivateKey(pem.as_str().to_owned()))
-    }
-}
 
 /// Hands `secret`, made for `request` (and its grant, when already issued),
 /// to the running agent. With `confirm_ready`, the agent also checks the

@@ -14,6 +14,20 @@ use crate::{Error, Result};
 /// The keyring service name of every entry; the entry's user is the broker URL.
 pub const KEYRING_SERVICE: &str = "hourglass";
 
+/// Where a client's session is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "snake_case")]
+pub enum SessionKind {
+    /// In the OS keyring, renewed silently.
+    Keyring,
+    /// In this process's memory only (no keyring to keep it in): it ends
+    /// when the process does. Never in a file.
+    Memory,
+    /// `HOURGLASS_TOKEN` from the environment.
+    Environment,
+}
+
 /// What the keyring holds for one broker, as JSON. Zeroized when dropped.
 #[derive(Clone, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
 pub struct StoredSession {
@@ -107,18 +121,15 @@ impl SessionStore {
     }
 }
 
-/// The error for every keyring failure: what happened, and what to do.
+/// The error for every keyring failure: [`Error::NoKeyring`], saying what
+/// happened.
 fn unavailable(error: &keyring::Error) -> Error {
     let detail = match error {
         keyring::Error::PlatformFailure(inner) => format!("no Secret Service or session bus: {inner}"),
         keyring::Error::NoStorageAccess(inner) => format!("the keyring is locked or has no collection: {inner}"),
         other => other.to_string(),
     };
-    Error::Config(format!(
-        "the OS keyring is unavailable ({detail}). Hourglass keeps sessions only there, never in a file. \
-         Start and unlock a keyring (gnome-keyring, KWallet), or keep the session in this shell's memory only: \
-         eval \"$(hourglass login --print-token)\" (it sets HOURGLASS_TOKEN)"
-    ))
+    Error::NoKeyring { detail }
 }
 
 /// What a session token says about itself, read without verification: for

@@ -11,7 +11,6 @@ use std::time::Duration as StdDuration;
 
 use ssh_key::{Certificate, PrivateKey};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixStream;
 use zeroize::Zeroizing;
 
 const SSH_AGENT_FAILURE: u8 = 5;
@@ -108,6 +107,19 @@ pub struct SshAgent {
     path: PathBuf,
 }
 
+/// ssh-agent listens on a Unix domain socket (`SSH_AUTH_SOCK`).
+#[cfg(unix)]
+async fn connect(path: &Path) -> std::io::Result<tokio::net::UnixStream> {
+    tokio::net::UnixStream::connect(path).await
+}
+
+/// Windows' OpenSSH agent listens on a named pipe, which this client does
+/// not speak: no keys go to an agent there.
+#[cfg(not(unix))]
+async fn connect(_path: &Path) -> std::io::Result<tokio::io::DuplexStream> {
+    Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "ssh-agent is reached over a Unix socket only"))
+}
+
 impl SshAgent {
     pub fn new(path: &Path) -> SshAgent {
         SshAgent { path: path.to_path_buf() }
@@ -128,7 +140,7 @@ impl SshAgent {
 
     async fn exchange(&self, message: &[u8]) -> Result<Vec<u8>, SshAgentError> {
         let work = async {
-            let mut stream = UnixStream::connect(&self.path).await.map_err(|e| self.io(e))?;
+            let mut stream = connect(&self.path).await.map_err(|e| self.io(e))?;
             stream.write_all(message).await.map_err(|e| self.io(e))?;
             let mut length = [0u8; 4];
             stream.read_exact(&mut length).await.map_err(|e| self.io(e))?;

@@ -11,6 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::countdown::TimeLeft;
 use crate::{AccessRequest, Duration, GrantId, Timestamp};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -196,6 +197,25 @@ impl Grant {
         }
     }
 
+    /// Whether `now` (the broker's clock) has reached the deadline. From
+    /// then on the credential is dead whatever the state still says: the
+    /// scheduler's `expired` only records what the deadline already did.
+    pub fn is_past_deadline(&self, now: Timestamp) -> bool {
+        now >= self.expires_at
+    }
+
+    /// Whether the grant can be used at `now` (the broker's clock): its
+    /// credential fetched, renewed or confirmed working. Active, and before
+    /// its deadline.
+    pub fn is_usable_at(&self, now: Timestamp) -> bool {
+        self.state == GrantState::Active && !self.is_past_deadline(now)
+    }
+
+    /// The time from `now` (the broker's clock) to the deadline.
+    pub fn time_left(&self, now: Timestamp) -> TimeLeft {
+        TimeLeft::until(self.expires_at, now)
+    }
+
     /// The owner's client confirmed the credential works. Returns whether it
     /// changed (a grant is marked ready once).
     pub fn mark_ready(&mut self, now: Timestamp) -> bool {
@@ -231,7 +251,7 @@ impl Grant {
         if self.state != GrantState::Active {
             return Err(GrantRefused::NotActive(self.state));
         }
-        if now >= self.expires_at {
+        if self.is_past_deadline(now) {
             return Err(GrantRefused::PastDeadline);
         }
         limits.check_duration(duration)?;
@@ -266,7 +286,7 @@ impl Grant {
 
     /// Ends the grant at its deadline. Returns whether it changed.
     pub fn expire_if_due(&mut self, now: Timestamp) -> bool {
-        if self.state.is_live() && now >= self.expires_at {
+        if self.state.is_live() && self.is_past_deadline(now) {
             self.state = GrantState::Expired;
             let deadline = self.expires_at;
             self.end(crate::principal::SYSTEM_ACTOR, "reached its deadline", deadline);
@@ -437,6 +457,20 @@ mod tests {
         assert_eq!(grant.ended_at, Some(at(1800)));
         assert!(grant.revocation_pending(), "expiry opens a revocation");
         assert!(!grant.expire_if_due(at(1900)), "expires once");
+    }
+
+    #[test]
+    fn a_grant_is_usable_while_active_and_before_its_deadline_only() {
+        let mut grant = grant_issued_at(0);
+        let deadline = grant.expires_at;
+        assert!(grant.is_usable_at(at(1799)), "active, a second before its deadline");
+        assert!(!grant.is_past_deadline(at(1799)), "not past it yet");
+        assert!(grant.is_past_deadline(deadline), "the deadline itself is past it");
+        assert!(!grant.is_usable_at(deadline), "not usable at its deadline, whatever the state says");
+        assert_eq!(grant.state, GrantState::Active, "the state has not caught up, and need not have");
+        grant.revoke("alice", "done", at(10)).expect("revoked");
+        assert!(!grant.is_usable_at(at(11)), "a revoked grant is not usable before its deadline");
+        assert!(!grant.is_past_deadline(at(11)), "yet its deadline has not passed");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod approval;
 pub mod audit;
+pub mod countdown;
 pub mod duration;
 pub mod grant;
 pub mod id;
@@ -14,6 +15,7 @@ pub mod request;
 pub mod timestamp;
 
 pub use approval::ApprovalRule;
+pub use countdown::{TimeLeft, Urgency, Warnings};
 pub use duration::{Duration, DurationError};
 pub use grant::{Grant, GrantRefused, GrantState, LifetimeLimits, Revocation, RevocationStatus};
 pub use id::{GrantId, IdError, RequestId};

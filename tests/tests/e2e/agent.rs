@@ -13,7 +13,7 @@ use std::time::Duration;
 use hourglass_core::{GrantId, Timestamp};
 use hourglass_e2e::postgres::{PostgresCluster, psql};
 use hourglass_e2e::shell::{TmuxShell, Workstation, helpers_policy};
-use hourglass_e2e::sshd::{Sshd, current_user};
+use hourglass_e2e::sshd::{SshAgent, Sshd, current_user};
 use hourglass_e2e::{DevBroker, Run, bin, eventually, policy_dir};
 use serde_json::Value;
 
@@ -240,47 +240,6 @@ fn prompt_hook_follows_grants_in_bash_zsh_and_fish() {
             shell.kind
         );
         assert!(!shell.var("HOURGLASS_HOOK").contains(&last_id), "{}: and it is no longer tracked", shell.kind);
-    }
-}
-
-/// A plain HTTP GET on the broker (its public SSH CA).
-/// `ssh-agent -D -a SOCKET`, killed on drop.
-struct SshAgent {
-    child: std::process::Child,
-    socket: PathBuf,
-}
-
-impl SshAgent {
-    fn start(dir: &Path) -> SshAgent {
-        let socket = dir.join("ssh-agent.sock");
-        let child = Command::new("ssh-agent")
-            .arg("-D")
-            .arg("-a")
-            .arg(&socket)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("ssh-agent starts (install openssh-client)");
-        assert!(eventually(Duration::from_secs(10), || socket.exists().then_some(())).is_some(), "ssh-agent listens");
-        SshAgent { child, socket }
-    }
-
-    /// `ssh-add -L`: the identities' public lines (certificates included).
-    fn listed(&self) -> String {
-        let output = Command::new("ssh-add").arg("-L").env("SSH_AUTH_SOCK", &self.socket).output().expect("ssh-add");
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    fn fingerprints(&self) -> String {
-        let output = Command::new("ssh-add").arg("-l").env("SSH_AUTH_SOCK", &self.socket).output().expect("ssh-add");
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-}
-
-impl Drop for SshAgent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

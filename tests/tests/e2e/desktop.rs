@@ -9,8 +9,9 @@ use std::time::Duration;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hourglass_e2e::desktop::{Desktop, Driver, screenshots_dir, target_dir};
 use hourglass_e2e::oidc::Browser;
-use hourglass_e2e::postgres::PostgresCluster;
-use hourglass_e2e::{DevBroker, bin, eventually, policy_dir};
+use hourglass_e2e::postgres::{PostgresCluster, psql};
+use hourglass_e2e::sshd::{SshAgent, Sshd, current_user};
+use hourglass_e2e::{DevBroker, bin, eventually, free_port, policy_dir};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -83,12 +84,22 @@ fn fake_browser(desktop: &Desktop) -> (String, std::path::PathBuf) {
 /// fake system browser; returns the driver (kept while the session lives),
 /// the session, the file the browser writes its page to, and the CA file.
 async fn start_app(desktop: &Desktop, broker: &DevBroker) -> (Driver, Client, std::path::PathBuf, std::path::PathBuf) {
+    start_app_with(desktop, broker, &[]).await
+}
+
+/// [`start_app`], with more of the app's environment.
+async fn start_app_with(
+    desktop: &Desktop,
+    broker: &DevBroker,
+    env: &[(&str, &str)],
+) -> (Driver, Client, std::path::PathBuf, std::path::PathBuf) {
     write_settings(desktop, &broker.url);
     let (browser, opened) = fake_browser(desktop);
     let ca_file = broker.ca.clone().expect("dev serves HTTPS");
     let ca = ca_file.display().to_string();
-    let driver =
-        Driver::start(desktop, &[("HOURGLASS_BROKER", &broker.url), ("HOURGLASS_CA", &ca), ("BROWSER", &browser)]);
+    let mut all = vec![("HOURGLASS_BROKER", broker.url.as_str()), ("HOURGLASS_CA", &ca), ("BROWSER", &browser)];
+    all.extend_from_slice(env);
+    let driver = Driver::start(desktop, &all);
     let app = open_app(&driver, &bin("hourglass-desktop")).await;
     (driver, app, opened, ca_file)
 }
@@ -410,6 +421,236 @@ approvals = [{{ group = "security", count = 1 }}]
         .await
         .expect("the role reads the orders table, as a member of orders_read");
     assert_eq!(row.get::<_, String>(0), user, "logged in as the grant's role");
+    let _ = app.close().await;
+}
+
+/// Requests `resource`/`role` from the app's Request view and waits until
+/// it is approved; panics with the app's error if it cannot be filed.
+async fn request_from_the_app(app: &Client, resource: &str, role: &str) {
+    click(app, "[data-testid=tab-request]").await;
+    until_text(app, "[data-testid=resource]", resource).await;
+    app.find(Locator::Css("[data-testid=resource]"))
+        .await
+        .expect("the resource list")
+        .select_by_value(resource)
+        .await
+        .unwrap_or_else(|e| panic!("{resource} chosen: {e}"));
+    click(app, &format!("input[name=role][value={role}]")).await;
+    click(app, "[data-testid=submit-request]").await;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if let Ok(refused) = app.find(Locator::Css("[data-testid=request-error]")).await {
+            panic!("the app could not file {resource}: {}", refused.text().await.unwrap_or_default());
+        }
+        if let Ok(state) = app.find(Locator::Css("[data-testid=request-state]")).await
+            && state.text().await.unwrap_or_default().contains("approved")
+        {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "the request for {resource} was never approved");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Clicks "Copy" on the grant's card in the Grants view and returns what a
+/// paste would give.
+async fn copy_snippet(app: &Client, desktop: &Desktop, grant: &str) -> String {
+    click(app, "[data-testid=tab-grants]").await;
+    let card = format!("[data-testid=grant-card][data-grant={grant}]");
+    click(app, &format!("{card} [data-testid=copy]")).await;
+    let note = until_text(app, &format!("{card} [data-testid=note]"), "").await;
+    let pasted = eventually(WAIT, || Some(desktop.clipboard()).filter(|text| text.contains("export ")));
+    pasted.unwrap_or_else(|| {
+        panic!("the clipboard holds the snippet (the card said {note:?}): {:?}", desktop.clipboard())
+    })
+}
+
+/// Runs `script` in bash, as a user who pasted into a terminal.
+fn bash(script: &str, env: &[(&str, &str)]) -> hourglass_e2e::Run {
+    let output = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
+        .output()
+        .expect("bash runs");
+    hourglass_e2e::Run::from(output)
+}
+
+/// The live grant of `owner` on `resource`, as the broker lists it.
+fn grant_on(broker: &DevBroker, owner: &str, resource: &str) -> serde_json::Value {
+    let grants = broker.json(owner, &["grants"]);
+    grants
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|g| g["resource"] == resource)
+        .cloned()
+        .unwrap_or_else(|| panic!("{owner} holds a grant on {resource}: {grants}"))
+}
+
+/// Regression test (issue 23): the window's "Copy" and "Terminal" used the
+/// broker's credential, so a PostgreSQL grant came without the password the
+/// app made, and an SSH grant without the app's key. The snippet, pasted
+/// into a shell, logs in to PostgreSQL and to sshd; the terminal opens with
+/// a credential that logs in too.
+#[tokio::test(flavor = "multi_thread")]
+async fn desktop_copy_and_terminal_give_the_agents_credential_that_logs_in_to_postgres_and_sshd() {
+    let cluster = PostgresCluster::start();
+    cluster.create_orders_db();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let krl = dir.path().join("revoked.krl");
+    let user = current_user();
+    let ssh_port = free_port();
+    let toml = format!(
+        r#"
+[defaults]
+workflow = "review"
+min_duration = "5m"
+max_duration = "1h"
+reason_required = false
+
+[workflows.review]
+approvals = [{{ group = "security", count = 1 }}]
+
+{orders_db}
+[resources.box]
+provider = "ssh"
+settings = {{ host = "127.0.0.1", port = {ssh_port}, krl_file = "{krl}" }}
+
+[resources.box.roles.login]
+settings = {{ principals = ["{user}"] }}
+"#,
+        orders_db = cluster.orders_db_policy(),
+        krl = krl.display()
+    );
+    let cedar =
+        r#"permit (principal in Group::"sre", action in [Action::"request", Action::"auto_approve"], resource);"#;
+    let policy = policy_dir(&toml, cedar);
+    let broker = DevBroker::start_with_policy(policy.path(), &[("ORDERS_DB_ADMIN_DSN", &cluster.admin_dsn())]);
+    // The blocking HTTP client must not run on the runtime's own threads.
+    let ca = tokio::task::block_in_place(|| broker.get("/v1/providers/ssh/ca.pub"));
+    let sshd = Sshd::start_at(ssh_port, &ca, &krl);
+    let ssh_agent = SshAgent::start(dir.path());
+    let socket = ssh_agent.socket.display().to_string();
+    // "Terminal" starts $TERMINAL with the grant in its environment: this
+    // one logs in to the database with it and writes down what it saw.
+    let terminal_out = dir.path().join("terminal.out");
+    let terminal = dir.path().join("terminal.sh");
+    std::fs::write(
+        &terminal,
+        format!(
+            "#!/bin/sh\n'{psql}' -XAt -c 'SELECT current_user' > '{out}.tmp' 2>&1; mv '{out}.tmp' '{out}'\n",
+            psql = psql().display(),
+            out = terminal_out.display()
+        ),
+    )
+    .expect("terminal script");
+    std::fs::set_permissions(&terminal, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("executable");
+    let desktop = Desktop::start();
+    let terminal_path = terminal.display().to_string();
+    let env = [("SSH_AUTH_SOCK", socket.as_str()), ("TERMINAL", terminal_path.as_str()), ("SHELL", "/bin/bash")];
+    let (_driver, app, opened, ca_file) = start_app_with(&desktop, &broker, &env).await;
+    log_in(&app, &opened, &ca_file, "bob@acme.example").await;
+    eventually(WAIT, || agent_status(&desktop, &broker.url)).expect("the app's agent answers");
+
+    // PostgreSQL: the app makes the password and its agent keeps it.
+    request_from_the_app(&app, "orders-db", "read").await;
+    let grant = grant_on(&broker, "bob", "orders-db");
+    let id = grant["id"].as_str().expect("grant id");
+    let snippet = copy_snippet(&app, &desktop, id).await;
+    assert!(snippet.contains("export PGPASSWORD="), "the password the app made is in the snippet: {snippet}");
+    let pasted =
+        bash(&format!("{snippet}\n'{}' -XAt -c 'SELECT current_user, count(*) FROM orders'", psql().display()), &[]);
+    let role = snippet
+        .lines()
+        .find_map(|line| line.strip_prefix("export PGUSER='"))
+        .map(|user| user.trim_end_matches('\''))
+        .expect("PGUSER in the snippet");
+    assert!(pasted.ok, "psql logs in with the pasted snippet: {}\n{}", pasted.stderr, cluster.log());
+    assert_eq!(pasted.stdout.trim(), format!("{role}|0"), "as the grant's role, reading orders");
+
+    let card = format!("[data-testid=grant-card][data-grant={id}]");
+    click(&app, &format!("{card} [data-testid=terminal]")).await;
+    until_text(&app, &format!("{card} [data-testid=note]"), "Terminal opened").await;
+    let seen = eventually(WAIT, || std::fs::read_to_string(&terminal_out).ok())
+        .expect("the terminal ran with the grant's environment");
+    assert_eq!(seen.trim(), role, "the terminal's psql logged in as the grant's role: {seen}");
+
+    // SSH: the app makes the key; its agent adds it to the user's ssh-agent,
+    // and the snippet says where to log in.
+    request_from_the_app(&app, "box", "login").await;
+    let grant = grant_on(&broker, "bob", "box");
+    let id = grant["id"].as_str().expect("grant id");
+    let in_agent = eventually(WAIT, || ssh_agent.listed().contains(&format!("hourglass {id}")).then_some(()));
+    assert!(in_agent.is_some(), "the app's agent put the key in ssh-agent: {}", ssh_agent.listed());
+    let snippet = copy_snippet(&app, &desktop, id).await;
+    let login = bash(
+        &format!(
+            "{snippet}\nssh {options} -p \"$BOX_SSH_PORT\" \"$BOX_SSH_USER@$BOX_SSH_HOST\" echo ok",
+            options = Sshd::client_options()
+        ),
+        &[("SSH_AUTH_SOCK", &socket)],
+    );
+    assert!(
+        login.ok && login.stdout.trim() == "ok",
+        "ssh logs in with the pasted snippet and the key in ssh-agent: {}\n{snippet}\n--- sshd log ---\n{}",
+        login.stderr,
+        sshd.log()
+    );
+    screenshot(&app, "copied").await;
+    let _ = app.close().await;
+}
+
+/// On a desktop without a keyring (common on minimal window managers) the
+/// app says so plainly and offers to keep the session in its own memory
+/// until it quits; a login then works, nothing is written to a file, and
+/// the next start asks again.
+#[tokio::test(flavor = "multi_thread")]
+async fn desktop_without_a_keyring_keeps_the_session_in_memory_until_it_quits() {
+    let desktop = Desktop::without_keyring();
+    let broker = DevBroker::start();
+    let (driver, app, opened, ca_file) = start_app(&desktop, &broker).await;
+    let offer = until_text(&app, "[data-testid=signed-out-reason]", "memory").await;
+    assert!(offer.contains("until you quit") && offer.contains("never in a file"), "said plainly: {offer}");
+    assert!(!offer.contains("--print-token"), "no advice for a shell: {offer}");
+    assert_eq!(text(&app, "[data-testid=login]").await, "Log in until I quit", "the button says what it does");
+    screenshot(&app, "no-keyring").await;
+
+    log_in(&app, &opened, &ca_file, "bob@acme.example").await;
+    assert!(text(&app, "[data-testid=identity]").await.contains("Bob"), "logged in");
+    eventually(WAIT, || agent_status(&desktop, &broker.url)).expect("the app serves the agent");
+    click(&app, "[data-testid=tab-settings]").await;
+    let account = until_text(&app, "[data-testid=account]", "memory").await;
+    assert!(account.contains("kept in memory only"), "the account says where the session is: {account}");
+    broker.json("bob", &["request", "staging-api", "--role", "deploy", "--for", "1h", "--reason", "deploy"]);
+    click(&app, "[data-testid=tab-grants]").await;
+    until_text(&app, "[data-testid=grant-card]", "staging-api").await;
+
+    // Nothing of the session is in a file: no token anywhere under the home
+    // (settings, the agent's directory, caches).
+    let mut written = Vec::new();
+    let mut dirs = vec![desktop.home.path().to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if std::fs::read(&path).is_ok_and(|bytes| bytes.windows(3).any(|w| w == b"eyJ")) {
+                written.push(path);
+            }
+        }
+    }
+    assert!(written.is_empty(), "no file holds a token: {written:?}");
+
+    // Quit: the session went with the process; the next start asks again.
+    let _ = app.close().await;
+    drop(driver);
+    let quit = eventually(WAIT, || agent_status(&desktop, &broker.url).is_none().then_some(()));
+    assert!(quit.is_some(), "the app quit (its agent with it)");
+    let (_driver, app, _, _) = start_app(&desktop, &broker).await;
+    until_text(&app, "[data-testid=signed-out-reason]", "memory").await;
     let _ = app.close().await;
 }
 

@@ -140,6 +140,9 @@ fn cli_renew_then_revoke_ends_the_credential() {
     let renewed = broker.json("alice", &["renew", &grant_id, "--for", "10m"]);
     assert!(renewed["expires_at"].as_str().unwrap() > before.as_str(), "renewal moves the deadline: {renewed}");
     assert_eq!(renewed["renewal"]["state"], "approved", "within the renewals allowed without approval");
+    let by_default = broker.json("alice", &["renew", &grant_id]);
+    let (ten, default) = (renewed["expires_at"].as_str().unwrap(), by_default["expires_at"].as_str().unwrap());
+    assert!(default > ten, "without --for, the role's default (15m) from now: {by_default}");
 
     let other = broker.hourglass("dave", &["revoke", &grant_id]);
     assert!(!other.ok && other.stderr.contains("does not allow"), "dave cannot revoke alice's grant: {}", other.stderr);

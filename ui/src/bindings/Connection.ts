@@ -4,4 +4,9 @@ import type { Timestamp } from "./Timestamp";
 /**
  * How the app is connected to its broker.
  */
-export type Connection = { "state": "connecting" } | { "state": "online" } | { "state": "offline", since: Timestamp, error: string, retry_at: Timestamp, } | { "state": "signed_out", reason: string, };
+export type Connection = { "state": "connecting" } | { "state": "online" } | { "state": "offline", since: Timestamp, error: string, retry_at: Timestamp, } | { "state": "signed_out", reason: string, 
+/**
+ * There is no keyring here: a login keeps the session in the
+ * app's memory until it quits (the login page says so).
+ */
+memory_only: boolean, };

@@ -1,5 +1,10 @@
-// Times as people read them. Deadlines are the broker's: a countdown is
-// deadline − (local clock + offset to the broker's clock).
+import { untrack } from "svelte";
+import { clock } from "./clock.svelte";
+
+// Times as people read them. Every instant the app sends for a countdown
+// is on this machine's clock already (Rust converts the broker's), and
+// which grants are live or urgent is decided there: this file only writes
+// numbers as words.
 
 /** `1:02:03`, `41:07`, `0:09`. */
 export function countdown(ms: number): string {
@@ -12,8 +17,9 @@ export function countdown(ms: number): string {
   return hours > 0 ? `${hours}:${mm}:${ss}` : `${mm}:${ss}`;
 }
 
-/** `2 h 05 min`, `42 min`: time left in whole minutes, rounded up, so it
- *  never reads "0 min" while time remains. */
+/** `2 h 05 min`, `42 min`: whole minutes rounded up, so it never reads
+ *  "0 min" while time remains; the tray rounds the same way
+ *  (`TimeLeft::minutes_rounded_up` in hourglass-core). */
 export function minutesLeft(ms: number): string {
   const minutes = Math.max(0, Math.ceil(ms / 60000));
   const hours = Math.floor(minutes / 60);
@@ -25,7 +31,8 @@ export function minutesLeft(ms: number): string {
 export function clockTime(iso: string): string {
   const at = new Date(iso);
   const time = at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-  const today = new Date().toDateString() === at.toDateString();
+  // Read, not followed: the text changes with the instant, not every tick.
+  const today = new Date(untrack(() => clock.now)).toDateString() === at.toDateString();
   return today ? time : `${at.toLocaleDateString([], { month: "short", day: "numeric" })} ${time}`;
 }
 
@@ -37,23 +44,4 @@ export function spokenDuration(text: string): string {
     .replace(/(\d+)m/, "$1 min ")
     .replace(/(\d+)s/, "$1 s ")
     .trim();
-}
-
-/** Durations (as the broker writes them) between `min` and `max`, for a picker. */
-export function durationChoices(min: string, max: string, preferred: string): string[] {
-  const seconds = (text: string): number => {
-    let total = 0;
-    for (const [, value, unit] of text.matchAll(/(\d+)([smhd])/g)) {
-      total += Number(value) * ({ s: 1, m: 60, h: 3600, d: 86400 }[unit as "s" | "m" | "h" | "d"]);
-    }
-    return total;
-  };
-  const candidates = ["5m", "15m", "30m", "1h", "2h", "4h", "8h", "12h", "1d"];
-  const low = seconds(min);
-  const high = seconds(max);
-  const picked = candidates.filter((c) => seconds(c) >= low && seconds(c) <= high);
-  for (const extra of [preferred, max]) {
-    if (!picked.includes(extra)) picked.push(extra);
-  }
-  return picked.sort((a, b) => seconds(a) - seconds(b));
 }

@@ -57,11 +57,7 @@ impl StoreLock {
         let note = format!(
             "pid {} on {host}, since {}\n",
             std::process::id(),
-            hourglass_core::Timestamp::from_unix_millis(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0))
-            )
+            crate::clock::Clock::now(&crate::clock::SystemClock)
         );
         let written = file
             .set_len(0)

@@ -42,9 +42,7 @@ pub(super) struct SqliteStore {
 /// The unix time in ms, as `hourglass_now_ms()` in SQL: the clock leases
 /// are measured on. One broker per file: its own clock.
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+    crate::clock::Clock::now(&crate::clock::SystemClock).unix_millis()
 }
 
 fn prepare(connection: &Connection) -> rusqlite::Result<()> {

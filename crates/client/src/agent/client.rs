@@ -3,6 +3,7 @@
 //! way.
 
 use std::io::{BufRead, BufReader, Write};
+#[cfg(unix)]
 use std::os::unix::net::UnixStream;
 use std::time::Duration as StdDuration;
 
@@ -10,10 +11,14 @@ use hourglass_core::{GrantId, RequestId};
 
 use super::paths::{Paths, not_running};
 use super::protocol::{
-    AgentError, AgentErrorCode, Answer, GitAnswer, HeldCredential, HookSnapshot, Reply, Request, RequestLine, Selector,
-    Status, VERSION,
+    AgentError, AgentErrorCode, Answer, ClientSecretValue, GitAnswer, HeldCredential, HookSnapshot, Reply, Request,
+    RequestLine, Selector, Status, VERSION,
 };
-use crate::secrets::ClientSecretValue;
+
+/// Elsewhere there is no agent to connect to (`Paths::verify` refuses
+/// first): a stream type only so that the client compiles.
+#[cfg(not(unix))]
+type UnixStream = std::net::TcpStream;
 
 pub struct AgentClient {
     reader: BufReader<UnixStream>,

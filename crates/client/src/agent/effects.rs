@@ -4,8 +4,6 @@
 //! simply tried again at the next change or tick.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
@@ -13,8 +11,10 @@ use std::time::Duration as StdDuration;
 use hourglass_core::GrantId;
 use tokio::sync::watch;
 
+use super::Shared;
 use super::state::{Desired, Secret};
-use super::{Shared, local_now};
+use crate::atomic_write::{self, Durability};
+use crate::clock::local_now;
 use crate::pgpass;
 use crate::ssh_agent::SshAgent;
 
@@ -162,14 +162,10 @@ impl Effects {
     }
 }
 
-/// Writes the hook state line atomically (a new file renamed over the old),
-/// so a shell reads either the old line or the new one.
+/// Writes the hook state line atomically (see [`crate::atomic_write`]), so
+/// a shell reads either the old line or the new one. Not flushed: the
+/// directory is a runtime one and the line is rewritten at every start.
 fn write_hook_file(path: &Path, line: &str) -> Result<(), String> {
-    let temp = path.with_extension("tmp");
-    let result = (|| {
-        let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temp)?;
-        file.write_all(format!("{line}\n").as_bytes())?;
-        std::fs::rename(&temp, path)
-    })();
-    result.map_err(|error| format!("cannot write {}: {error}", path.display()))
+    atomic_write::write(path, format!("{line}\n").as_bytes(), Durability::Volatile)
+        .map_err(|error| format!("cannot write {}: {error}", path.display()))
 }

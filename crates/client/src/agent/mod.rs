@@ -8,21 +8,25 @@
 //! at [`Paths::from_env`].
 //!
 //! - `state.rs` — what is held and the rules that change it (no I/O).
-//! - `sync.rs` — following the broker: events, resync, credential fetches,
-//!   readiness checks, and the expiry timer.
+//! - `sync.rs` — what the broker's feed ([`crate::feed`]) means for the
+//!   state: credential fetches, resyncs, readiness checks, and the expiry
+//!   timer.
 //! - `effects.rs` — what the state implies outside the agent: the hook
 //!   state file, identities in ssh-agent, the managed `.pgpass` block.
 //! - `server.rs` — the socket: peer uid check, JSON lines ([`protocol`]).
 //! - `client.rs` — [`AgentClient`], the blocking client the CLI uses.
 //!
-//! Time: the broker's clock is the reference for every deadline. The agent
-//! measures the skew (`hello` and `server_time`) and converts each deadline
-//! to this machine's clock, so expiry works with the broker unreachable.
+//! Time: the broker's clock is the reference for every deadline. The feed
+//! measures it ([`crate::clock::BrokerClock`]) and the agent converts each
+//! deadline to this machine's clock, so expiry works with the broker
+//! unreachable.
 
 mod client;
 mod effects;
 mod paths;
 pub mod protocol;
+// The socket: Unix only (see `paths::unsupported`).
+#[cfg(unix)]
 mod server;
 mod state;
 mod sync;
@@ -31,21 +35,25 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use hourglass_core::Timestamp;
 use tokio::sync::{Notify, watch};
 
 pub use client::AgentClient;
-pub use paths::{Paths, my_uid};
+pub use paths::Paths;
+#[cfg(unix)]
+pub use paths::my_uid;
 pub use protocol::{AgentError, AgentErrorCode};
 
 use crate::Client;
+use crate::clock::local_now;
+use crate::feed::Feed;
 use state::{Desired, State};
 
 /// Where the agent's notes go (the CLI prints them; the app may show them).
 pub type Notes = Arc<dyn Fn(&str) + Send + Sync>;
 
 pub struct Config {
-    pub client: Client,
+    /// The broker, followed: the app shares its feed with the agent it runs.
+    pub feed: Feed,
     pub paths: Paths,
     /// The user's ssh-agent (`SSH_AUTH_SOCK`), where SSH keys go.
     pub ssh_auth_sock: Option<PathBuf>,
@@ -54,19 +62,10 @@ pub struct Config {
     pub notes: Notes,
 }
 
-/// This machine's clock.
-pub fn local_now() -> Timestamp {
-    let millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0);
-    Timestamp::from_unix_millis(millis)
-}
-
 /// What the agent's tasks share.
 pub(crate) struct Shared {
     state: Mutex<State>,
-    pub client: Client,
+    pub feed: Feed,
     pub paths: Paths,
     pub ssh_auth_sock: Option<PathBuf>,
     pub pgpass: Option<PathBuf>,
@@ -83,6 +82,10 @@ pub(crate) struct Shared {
 impl Shared {
     pub fn note(&self, text: &str) {
         (self.notes)(text);
+    }
+
+    pub fn client(&self) -> &Client {
+        self.feed.client()
     }
 
     pub fn lock(&self) -> MutexGuard<'_, State> {
@@ -125,15 +128,16 @@ impl Shared {
 /// Runs the agent until `shutdown` completes or a client sends `stop`.
 /// Fails if another agent already serves this user's socket.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> crate::Result<()> {
-    let Config { client, paths, ssh_auth_sock, pgpass, notes } = config;
+    let Config { feed, paths, ssh_auth_sock, pgpass, notes } = config;
     paths.prepare()?;
+    #[cfg(unix)]
     let listener = server::bind(&paths)?;
     let boot = format!("{:x}", local_now().unix_millis());
-    let state = State::new(boot);
+    let state = State::new(boot, feed.clock());
     let (desired, desired_rx) = watch::channel(state.desired());
     let shared = Arc::new(Shared {
         state: Mutex::new(state),
-        client,
+        feed,
         paths: paths.clone(),
         ssh_auth_sock,
         pgpass,
@@ -146,12 +150,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> crate::R
     shared.note(&format!(
         "hourglass agent: serving {} for {} (pid {})",
         paths.socket().display(),
-        shared.client.base_url(),
+        shared.client().base_url(),
         std::process::id()
     ));
     let (effects_done, effects_done_rx) = watch::channel(false);
     let effects = tokio::spawn(effects::run(shared.clone(), desired_rx, effects_done_rx));
     let tasks = [
+        #[cfg(unix)]
         tokio::spawn(server::serve(shared.clone(), listener)),
         tokio::spawn(sync::follow(shared.clone())),
         tokio::spawn(sync::expire(shared.clone())),

@@ -2,6 +2,7 @@
 //! `$XDG_RUNTIME_DIR/hourglass` (or `/tmp/hourglass-$UID` without one),
 //! mode 0700, holding the socket (0600), the hook state file and the log.
 
+#[cfg(unix)]
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -12,7 +13,8 @@ pub struct Paths {
     pub dir: PathBuf,
 }
 
-/// This process's user id.
+/// This process's user id: whose agent this is, and the one peer it answers.
+#[cfg(unix)]
 pub fn my_uid() -> u32 {
     rustix::process::getuid().as_raw()
 }
@@ -27,7 +29,10 @@ impl Paths {
         let runtime = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).filter(|dir| dir.is_absolute());
         match runtime {
             Some(dir) => Paths { dir: dir.join("hourglass") },
+            #[cfg(unix)]
             None => Paths { dir: PathBuf::from(format!("/tmp/hourglass-{}", my_uid())) },
+            #[cfg(not(unix))]
+            None => Paths { dir: std::env::temp_dir().join("hourglass") },
         }
     }
 
@@ -51,6 +56,7 @@ impl Paths {
     }
 
     /// Creates the directory (0700) if needed, then checks it.
+    #[cfg(unix)]
     pub fn prepare(&self) -> crate::Result<()> {
         match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir) {
             Ok(()) => {}
@@ -69,6 +75,7 @@ impl Paths {
     /// link), owned by this user, with no access for anyone else. Under a
     /// shared `/tmp` this is what stops another user from planting a socket
     /// that would collect our secrets.
+    #[cfg(unix)]
     pub fn verify(&self) -> crate::Result<()> {
         let meta = match std::fs::symlink_metadata(&self.dir) {
             Ok(meta) => meta,
@@ -100,6 +107,29 @@ impl Paths {
         }
         Ok(())
     }
+}
+
+/// The agent is Unix only: it serves over a Unix domain socket and checks
+/// each peer's uid, which other platforms' sockets do not offer alike.
+#[cfg(not(unix))]
+impl Paths {
+    pub fn prepare(&self) -> crate::Result<()> {
+        Err(crate::Error::Agent(unsupported()))
+    }
+
+    pub fn verify(&self) -> crate::Result<()> {
+        Err(crate::Error::Agent(unsupported()))
+    }
+}
+
+/// Why there is no agent on this platform. `not_running`'s code: a caller
+/// that can do without it (a token grant's credential from the broker) does.
+#[cfg(not(unix))]
+pub(crate) fn unsupported() -> AgentError {
+    AgentError::new(
+        AgentErrorCode::NotRunning,
+        "the hourglass agent runs on Unix only (a Unix domain socket whose peer it checks): not on this platform",
+    )
 }
 
 pub(crate) fn not_running(paths: &Paths, why: &str) -> AgentError {

@@ -18,8 +18,7 @@
 use hourglass_core::api::{Credential, EnvVar};
 use hourglass_core::{GrantId, GrantState, RequestId, Timestamp};
 use serde::{Deserialize, Serialize};
-
-use crate::secrets::ClientSecretValue;
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
 pub const VERSION: u32 = 1;
 
@@ -66,6 +65,31 @@ pub enum Request {
     Pgpass { enabled: bool },
     /// Asks the agent to exit.
     Stop,
+}
+
+/// A secret born on this client. Zeroized when dropped; never logged.
+#[derive(Clone, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientSecretValue {
+    /// The password whose SCRAM verifier went to the broker.
+    PostgresPassword(String),
+    /// The OpenSSH private key whose public key went to the broker.
+    SshPrivateKey(String),
+}
+
+impl ClientSecretValue {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientSecretValue::PostgresPassword(_) => "postgres_password",
+            ClientSecretValue::SshPrivateKey(_) => "ssh_private_key",
+        }
+    }
+}
+
+impl std::fmt::Debug for ClientSecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ClientSecretValue::{}(…)", self.kind())
+    }
 }
 
 /// Which grant: by id, or the live grant on a resource (and role).

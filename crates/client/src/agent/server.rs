@@ -9,9 +9,10 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use zeroize::Zeroizing;
 
+use super::Shared;
 use super::paths::{Paths, my_uid};
 use super::protocol::{AgentError, AgentErrorCode, Answer, MAX_LINE, Reply, Request, RequestLine, Status, VERSION};
-use super::{Shared, local_now};
+use crate::clock::local_now;
 use crate::pgpass;
 
 /// A connection idle this long is closed.
@@ -176,10 +177,10 @@ fn status(shared: &Arc<Shared>) -> Status {
     Status {
         version: VERSION,
         pid: std::process::id(),
-        broker: shared.client.base_url().to_owned(),
+        broker: shared.client().base_url().to_owned(),
         principal: state.principal.clone(),
         online: state.online,
-        skew_ms: state.skew_ms,
+        skew_ms: state.clock.offset_ms(),
         grants: state.held_grants(),
         waiting_secrets: state.waiting_secrets(),
         ssh_auth_sock: shared.ssh_auth_sock.as_ref().map(|p| p.display().to_string()),

@@ -8,11 +8,13 @@ use hourglass_core::api::{ClientSecret, Credential, EnvVar};
 use hourglass_core::{Grant, GrantId, GrantState, RequestId, Timestamp};
 use zeroize::Zeroizing;
 
+use crate::clock::BrokerClock;
+
 use super::protocol::{
-    AgentError, AgentErrorCode, GitAnswer, HeldCredential, HeldGrant, HookGrant, HookSnapshot, Selector, VERSION,
+    AgentError, AgentErrorCode, ClientSecretValue, GitAnswer, HeldCredential, HeldGrant, HookGrant, HookSnapshot,
+    Selector, VERSION,
 };
 use crate::pgpass;
-use crate::secrets::ClientSecretValue;
 use crate::tools;
 
 /// Ended grants remembered, so that asking for one gets "it expired"
@@ -131,8 +133,8 @@ pub(crate) struct State {
     /// Distinguishes this agent's hook lines from a previous run's.
     boot: String,
     generation: u64,
-    /// The broker's clock minus this machine's, in milliseconds.
-    pub skew_ms: i64,
+    /// The broker's clock, as the feed measured it.
+    pub clock: BrokerClock,
     pub principal: Option<String>,
     pub online: bool,
     held: BTreeMap<GrantId, Held>,
@@ -141,11 +143,11 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub fn new(boot: String) -> State {
+    pub fn new(boot: String, clock: BrokerClock) -> State {
         State {
             boot,
             generation: 0,
-            skew_ms: 0,
+            clock,
             principal: None,
             online: false,
             held: BTreeMap::new(),
@@ -165,17 +167,15 @@ impl State {
 
     /// A broker instant on this machine's clock.
     pub fn local(&self, at: Timestamp) -> Timestamp {
-        at.plus_millis(-self.skew_ms)
+        self.clock.to_local(at)
     }
 
-    pub fn set_skew(&mut self, server_time: Timestamp, local_now: Timestamp) -> bool {
-        let skew = local_now.millis_until(server_time);
-        // Jitter of a few hundred milliseconds is the network, not the clock.
-        if (skew - self.skew_ms).abs() < 500 {
-            return false;
-        }
-        self.skew_ms = skew;
-        true
+    /// The broker's clock moved against this machine's: every local
+    /// deadline moves with it. Returns whether it changed.
+    pub fn set_clock(&mut self, clock: BrokerClock) -> bool {
+        let changed = self.clock != clock;
+        self.clock = clock;
+        changed
     }
 
     pub fn is_mine(&self, grant: &Grant) -> bool {
@@ -200,7 +200,7 @@ impl State {
     /// whether what tools see changed.
     pub fn upsert(&mut self, grant: Grant, credential: Option<Credential>, now: Timestamp) -> bool {
         let waiting = self.waiting.remove(&grant.request_id);
-        let local_deadline = self.local(grant.expires_at);
+        let past_deadline = grant.is_past_deadline(self.clock.broker_time(now));
         let held = self.held.entry(grant.id.clone()).or_insert_with(|| Held {
             grant: grant.clone(),
             credential: None,
@@ -229,7 +229,7 @@ impl State {
             held.expired_locally = false;
             held.problem = None;
         }
-        if held.credential.is_some() && now >= local_deadline {
+        if held.credential.is_some() && past_deadline {
             held.credential = None;
             held.expired_locally = true;
         }
@@ -274,11 +274,11 @@ impl State {
     /// Drops every credential whose deadline passed on this machine's
     /// clock. Works with the broker unreachable.
     pub fn expire_due(&mut self, now: Timestamp) -> bool {
-        let skew = self.skew_ms;
+        let broker_now = self.clock.broker_time(now);
         let due: Vec<Grant> = self
             .held
             .values_mut()
-            .filter(|held| held.credential.is_some() && now >= held.grant.expires_at.plus_millis(-skew))
+            .filter(|held| held.credential.is_some() && held.grant.is_past_deadline(broker_now))
             .map(|held| {
                 held.credential = None;
                 held.expired_locally = true;
@@ -630,7 +630,7 @@ mod tests {
     }
 
     fn state() -> State {
-        let mut state = State::new("boot".into());
+        let mut state = State::new("boot".into(), BrokerClock::default());
         state.principal = Some("alice@acme.example".into());
         state
     }
@@ -639,7 +639,7 @@ mod tests {
     fn credentials_are_dropped_at_the_local_deadline_with_the_broker_clock_ahead() {
         let mut state = state();
         // The broker's clock is 10 s ahead of ours: its deadline comes 10 s earlier here.
-        state.set_skew(NOW.plus_millis(10_000), NOW);
+        state.set_clock(BrokerClock::with_offset(10_000));
         let g = grant(1, "token", NOW.plus_millis(60_000));
         let c = credential(&g, &[("A_TOKEN", "t")], None);
         assert!(state.upsert(g.clone(), Some(c), NOW), "a new credential is a change");
@@ -659,7 +659,8 @@ mod tests {
         let broker_now = NOW;
         let local_now = NOW.plus_millis(-3_600_000);
         let mut state = state();
-        assert!(state.set_skew(broker_now, local_now), "the offset is learned from the broker's time");
+        let clock = BrokerClock::default().observe(broker_now, local_now).expect("the offset is learned");
+        assert!(state.set_clock(clock), "a new offset is a change");
         let g = grant(3, "token", broker_now.plus_millis(600_000));
         let c = credential(&g, &[("A_TOKEN", "t")], None);
         state.upsert(g.clone(), Some(c), local_now);
@@ -678,7 +679,8 @@ mod tests {
         assert!(!state.expire_due(local_now.plus_millis(599_999)), "not before ten minutes pass");
 
         // The local clock jumps to the right time: the offset follows at the next sync.
-        assert!(state.set_skew(broker_now.plus_millis(60_000), broker_now.plus_millis(60_000)), "a changed offset");
+        let corrected = clock.observe(broker_now.plus_millis(60_000), broker_now.plus_millis(60_000));
+        assert!(state.set_clock(corrected.expect("the clocks agree now")), "a changed offset");
         assert_eq!(state.held_grants()[0].local_expires_at, g.expires_at, "deadline re-read on the corrected clock");
         assert!(!state.expire_due(broker_now.plus_millis(599_999)), "nine minutes on");
         assert!(state.expire_due(g.expires_at), "ended at the broker's deadline");

@@ -1,113 +1,86 @@
-//! Following the broker: the event stream with reconnects and backoff, a
-//! full resync after each (re)connect, on `resync` and every few minutes,
-//! credential fetches on issue and renew, readiness checks, and the expiry
+//! What the broker's feed ([`crate::feed`]) means for the agent: a full
+//! resync after each (re)connect, on `resync` and every few minutes,
+//! credential fetches on issue and renew, readiness checks; and the expiry
 //! timer that ends credentials by this machine's clock.
 
 use std::sync::Arc;
-use std::time::{Duration as StdDuration, Instant};
+use std::time::Duration as StdDuration;
 
-use futures::StreamExt;
-use hourglass_core::api::{ErrorCode, Event, EventKind};
+use hourglass_core::api::{ErrorCode, Event, EventKind, WhoAmI};
 use hourglass_core::{Grant, GrantState};
-use rand::Rng;
 
+use super::Shared;
 use super::state::ReadyCheck;
-use super::{Shared, local_now};
+use crate::clock::local_now;
+use crate::feed::FeedItem;
 
-const MIN_BACKOFF: StdDuration = StdDuration::from_millis(500);
-const MAX_BACKOFF: StdDuration = StdDuration::from_secs(30);
-/// A connection that lasted this long resets the backoff.
-const STABLE: StdDuration = StdDuration::from_secs(60);
-/// Events can be lost without the stream noticing (a half-open
-/// connection): a full resync this often bounds how long.
-const RESYNC_EVERY: StdDuration = StdDuration::from_secs(300);
 /// The expiry timer wakes at least this often, to notice wall-clock jumps
 /// (suspend, NTP) that a monotonic sleep does not see.
 const EXPIRY_TICK: StdDuration = StdDuration::from_secs(30);
 
 pub(crate) async fn follow(shared: Arc<Shared>) {
-    let mut backoff = MIN_BACKOFF;
+    let mut subscription = shared.feed.subscribe();
+    // Said once while the broker stays down, not at every retry.
     let mut last_note = String::new();
-    loop {
-        let started = Instant::now();
-        let note = match session(&shared).await {
-            Ok(()) => "the broker closed the event stream; reconnecting".to_owned(),
-            Err(error) => format!("broker: {error}; retrying"),
+    while let Some(item) = subscription.next().await {
+        let loaded = match item {
+            FeedItem::Online(me) => online(&shared, &me, &mut last_note).await,
+            FeedItem::Event(event) => handle(&shared, &event).await,
+            FeedItem::Resync => resync(&shared).await,
+            FeedItem::Clock(clock) => {
+                shared.update(|state| (state.set_clock(clock), ()));
+                Ok(())
+            }
+            FeedItem::Offline { error: why, .. } | FeedItem::SignedOut { reason: why } => {
+                offline(&shared, &format!("broker: {why}; retrying"), &mut last_note);
+                Ok(())
+            }
         };
-        // Said once while the broker stays down, not at every retry.
-        if note != last_note || started.elapsed() > STABLE {
-            shared.note(&note);
-            last_note = note;
+        if let Err(error) = loaded {
+            shared.feed.reconnect(error.to_string());
         }
-        shared.update(|state| {
-            state.online = false;
-            (false, ())
-        });
-        if started.elapsed() > STABLE {
-            backoff = MIN_BACKOFF;
-        }
-        // Jitter keeps many agents from reconnecting in step after a restart.
-        let jitter = rand::thread_rng().gen_range(0.5..1.0);
-        tokio::time::sleep(backoff.mul_f64(jitter)).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
-/// One connection: hello (the broker's clock), who we are, a full resync,
-/// then events as they come.
-async fn session(shared: &Arc<Shared>) -> crate::Result<()> {
-    let events = shared.client.events().await?;
-    let mut events = std::pin::pin!(events);
-    match events.next().await {
-        Some(Ok(event)) if event.kind == EventKind::Hello => set_skew(shared, event.at),
-        Some(Ok(_)) => {}
-        Some(Err(error)) => return Err(error),
-        None => return Ok(()),
-    }
-    if shared.lock().principal.is_none() {
-        let me = shared.client.whoami().await?;
-        shared.lock().principal = Some(me.principal.id.clone());
-        set_skew(shared, me.server_time);
-    }
+/// Connected: who we are, then a full resync.
+async fn online(shared: &Arc<Shared>, me: &WhoAmI, last_note: &mut String) -> crate::Result<()> {
+    shared.lock().principal = Some(me.principal.id.clone());
     resync(shared).await?;
+    last_note.clear();
     shared.update(|state| {
         state.online = true;
         (false, ())
     });
-    let mut periodic = tokio::time::interval_at(tokio::time::Instant::now() + RESYNC_EVERY, RESYNC_EVERY);
-    loop {
-        tokio::select! {
-            event = events.next() => match event {
-                None => return Ok(()),
-                Some(Err(error)) => return Err(error),
-                Some(Ok(event)) => handle(shared, event).await?,
-            },
-            _ = periodic.tick() => resync(shared).await?,
-        }
+    Ok(())
+}
+
+fn offline(shared: &Arc<Shared>, note: &str, last_note: &mut String) {
+    if note != last_note.as_str() {
+        shared.note(note);
+        note.clone_into(last_note);
     }
+    shared.update(|state| {
+        state.online = false;
+        (false, ())
+    });
 }
 
-fn set_skew(shared: &Arc<Shared>, server_time: hourglass_core::Timestamp) {
-    shared.update(|state| (state.set_skew(server_time, local_now()), ()));
-}
-
-async fn handle(shared: &Arc<Shared>, event: Event) -> crate::Result<()> {
+async fn handle(shared: &Arc<Shared>, event: &Event) -> crate::Result<()> {
     match event.kind {
-        EventKind::Resync => resync(shared).await,
         EventKind::GrantIssued | EventKind::GrantRenewed | EventKind::GrantReady => {
-            if let Some(grant) = event.grant.filter(|g| shared.lock().is_mine(g)) {
+            if let Some(grant) = event.grant.clone().filter(|g| shared.lock().is_mine(g)) {
                 take_in(shared, grant).await;
             }
             Ok(())
         }
         EventKind::GrantRevoked | EventKind::GrantExpired | EventKind::GrantFailed => {
-            if let Some(grant) = event.grant.filter(|g| shared.lock().is_mine(g)) {
+            if let Some(grant) = event.grant.as_ref().filter(|g| shared.lock().is_mine(g)) {
                 shared.update(|state| (state.end(&grant.id, Some(grant.state), local_now()), ()));
             }
             Ok(())
         }
         EventKind::RequestDenied | EventKind::RequestCancelled | EventKind::RequestExpired => {
-            if let Some(request) = event.request {
+            if let Some(request) = &event.request {
                 shared.update(|state| {
                     state.forget_request(&request.id);
                     (false, ())
@@ -133,7 +106,7 @@ async fn take_in(shared: &Arc<Shared>, grant: Grant) {
         shared.update(|state| (state.upsert(grant, None, local_now()), ()));
         return;
     }
-    match shared.client.credential(&grant.id).await {
+    match shared.client().credential(&grant.id).await {
         Ok(credential) => {
             shared.update(|state| (state.upsert(grant, Some(credential), local_now()), ()));
         }
@@ -155,8 +128,9 @@ async fn take_in(shared: &Arc<Shared>, grant: Grant) {
 /// Reloads the list of my live grants: takes in new and renewed ones and
 /// forgets those that ended while events were missed.
 async fn resync(shared: &Arc<Shared>) -> crate::Result<()> {
-    let list = shared.client.grants(false, false).await?;
-    set_skew(shared, list.server_time);
+    let list = shared.client().grants(false, false).await?;
+    shared.feed.observe_clock(list.server_time);
+    shared.update(|state| (state.set_clock(shared.feed.clock()), ()));
     let mine: Vec<Grant> = {
         let state = shared.lock();
         list.grants.into_iter().filter(|g| state.is_mine(g) && g.state.is_live()).collect()
@@ -167,7 +141,7 @@ async fn resync(shared: &Arc<Shared>) -> crate::Result<()> {
         take_in(shared, grant).await;
     }
     for id in gone {
-        let ended = shared.client.grant(&id).await.ok().map(|grant| grant.state).filter(|state| !state.is_live());
+        let ended = shared.client().grant(&id).await.ok().map(|grant| grant.state).filter(|state| !state.is_live());
         shared.update(|state| (state.end(&id, ended, local_now()), ()));
     }
     Ok(())
@@ -196,7 +170,7 @@ pub(crate) fn spawn_ready_check(shared: Arc<Shared>, check: ReadyCheck) {
     tokio::spawn(async move {
         let ReadyCheck { grant, env, password } = check;
         let result = match crate::readiness::postgres(&env, &password).await {
-            Ok(what) => shared.client.confirm_ready(&grant, Some(what)).await.map_err(|error| error.to_string()),
+            Ok(what) => shared.client().confirm_ready(&grant, Some(what)).await.map_err(|error| error.to_string()),
             Err(error) => Err(format!("the login with the grant's password failed: {error}")),
         };
         match result {

@@ -2,7 +2,11 @@
 import type { ApprovalRule } from "./ApprovalRule";
 import type { Duration } from "./Duration";
 
-export type CatalogRole = { name: string, description: string, min_duration: Duration, max_duration: Duration, default_duration: Duration, max_total: Duration, renewals_without_approval: number, approvals: Array<ApprovalRule>, reason_required: boolean, ticket_required: boolean, 
+export type OfferedRole = { 
+/**
+ * What a duration picker lists, shortest first.
+ */
+durations: Array<Duration>, name: string, description: string, min_duration: Duration, max_duration: Duration, default_duration: Duration, max_total: Duration, renewals_without_approval: number, approvals: Array<ApprovalRule>, reason_required: boolean, ticket_required: boolean, 
 /**
  * Whether policy lets me request it for its default duration.
  */

@@ -1,0 +1,198 @@
+//! ARCHITECTURE.md's structural invariants, checked: which crate may depend
+//! on what (read from `cargo metadata`, so a new dependency that breaks a
+//! rule fails here, not in review), and where the wall clock may be read.
+//! Each rule says why it holds.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace is the e2e crate's parent").to_path_buf()
+}
+
+/// Each workspace crate's direct dependencies of normal kind (what its
+/// library and binaries link; optional ones included), by crate name.
+fn dependencies() -> BTreeMap<String, Vec<String>> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = std::process::Command::new(cargo)
+        .args(["metadata", "--no-deps", "--format-version", "1", "--manifest-path"])
+        .arg(workspace().join("Cargo.toml"))
+        .output()
+        .expect("cargo metadata runs");
+    assert!(output.status.success(), "cargo metadata: {}", String::from_utf8_lossy(&output.stderr));
+    let metadata: Value = serde_json::from_slice(&output.stdout).expect("cargo metadata prints JSON");
+    let mut crates = BTreeMap::new();
+    for package in metadata["packages"].as_array().expect("packages") {
+        let name = package["name"].as_str().expect("a name").to_owned();
+        let deps = package["dependencies"]
+            .as_array()
+            .expect("dependencies")
+            .iter()
+            .filter(|dep| dep["kind"].is_null())
+            .map(|dep| dep["name"].as_str().expect("a dependency's name").to_owned())
+            .collect();
+        crates.insert(name, deps);
+    }
+    assert!(crates.contains_key("hourglass-core"), "the workspace's crates are listed: {crates:?}");
+    crates
+}
+
+/// The harnesses that drive everything from outside (tests, benchmarks):
+/// they may depend on anything.
+const HARNESSES: [&str; 2] = ["hourglass-e2e", "hourglass-bench"];
+
+/// Crates only `owners` (and the harnesses) may depend on, and why.
+const ONLY: &[(&[&str], &[&str], &str)] = &[
+    (
+        &["axum", "tower-http", "utoipa-axum", "rusqlite", "sqlx", "rcgen", "prometheus-client", "cedar-policy"],
+        &["hourglass-broker", "hourglass-policy"],
+        "only the broker serves HTTP, keeps a store and decides policy (the policy crate decides with Cedar)",
+    ),
+    (
+        &["tokio-postgres", "postgres-protocol"],
+        &["hourglass-broker", "hourglass-client"],
+        "of the providers' protocols, a client speaks only PostgreSQL's: one login with the password only it \
+         holds (readiness)",
+    ),
+    (
+        &["tauri", "tauri-build", "tauri-plugin-single-instance", "notify-rust", "glib"],
+        &["hourglass-desktop"],
+        "only src-tauri depends on Tauri and the desktop: what the app decides is tested without a display",
+    ),
+    (
+        &["reqwest", "oauth2", "keyring"],
+        &["hourglass-client", "hourglass-broker"],
+        "the app and the CLI reach the broker, the identity provider and the keyring only through hourglass-client",
+    ),
+    (
+        &["anyhow"],
+        &["hourglass-broker", "hourglass-cli"],
+        "anyhow in binaries only; every library crate has its own thiserror type",
+    ),
+];
+
+/// What `core` may depend on: nothing that does I/O, reads a clock or
+/// makes randomness.
+const CORE_MAY_USE: [&str; 8] = ["serde", "serde_json", "sha2", "thiserror", "time", "zeroize", "ts-rs", "utoipa"];
+
+/// Workspace crates a crate must not depend on, and why.
+const NEVER: &[(&str, &[&str], &str)] = &[
+    (
+        "hourglass-client",
+        &["hourglass-broker", "hourglass-policy", "hourglass-app"],
+        "a client knows the broker by its API",
+    ),
+    ("hourglass-broker", &["hourglass-client", "hourglass-app"], "the broker knows no client"),
+    (
+        "hourglass-cli",
+        &["hourglass-broker", "hourglass-policy"],
+        "the CLI reaches the broker only through hourglass-client",
+    ),
+    (
+        "hourglass-app",
+        &["hourglass-broker", "hourglass-policy"],
+        "the app reaches the broker only through hourglass-client",
+    ),
+    (
+        "hourglass-desktop",
+        &["hourglass-broker", "hourglass-policy"],
+        "the app reaches the broker only through hourglass-client",
+    ),
+];
+
+#[test]
+fn architecture_core_depends_on_nothing_that_does_io() {
+    let crates = dependencies();
+    let extra: Vec<&String> =
+        crates["hourglass-core"].iter().filter(|dep| !CORE_MAY_USE.contains(&dep.as_str())).collect();
+    assert!(extra.is_empty(), "core is pure (no I/O, no clock, no randomness) but depends on {extra:?}");
+}
+
+#[test]
+fn architecture_crates_depend_only_on_what_their_layer_may() {
+    let crates = dependencies();
+    let mut broken = Vec::new();
+    for (name, deps) in &crates {
+        if HARNESSES.contains(&name.as_str()) {
+            continue;
+        }
+        for (guarded, owners, why) in ONLY {
+            for dep in deps.iter().filter(|dep| guarded.contains(&dep.as_str())) {
+                if !owners.contains(&name.as_str()) {
+                    broken.push(format!("{name} depends on {dep}: {why}"));
+                }
+            }
+        }
+    }
+    for (name, forbidden, why) in NEVER {
+        for dep in crates[*name].iter().filter(|dep| forbidden.contains(&dep.as_str())) {
+            broken.push(format!("{name} depends on {dep}: {why}"));
+        }
+    }
+    assert!(broken.is_empty(), "dependencies ARCHITECTURE.md rules out:\n{}", broken.join("\n"));
+}
+
+/// The only files that read the wall clock. Everything else is given
+/// `now` (the broker's `Clock`, the client's `BrokerClock`), so that what
+/// a deadline means is decided in one place and tests pass time in.
+const READ_THE_CLOCK: [&str; 5] = [
+    // The broker's Clock; tokens' expiry as the JWT library checks it; the
+    // dev CA's certificate validity.
+    "crates/broker/src/clock.rs",
+    "crates/broker/src/auth.rs",
+    "crates/broker/src/dev/tls.rs",
+    // This machine's clock, for every client crate.
+    "crates/client/src/clock.rs",
+    // The window's one timer.
+    "ui/src/lib/clock.svelte.ts",
+];
+
+/// Ways to read the wall clock, in Rust and in the front end's TypeScript.
+const CLOCK_READS: [&str; 7] =
+    ["SystemTime::now", "now_utc()", "now_local()", "Utc::now", "Local::now", "Date.now()", "new Date()"];
+
+fn sources(dir: &Path, found: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        if path.is_dir() && name != "node_modules" && name != "bindings" {
+            sources(&path, found);
+        } else if ["rs", "ts", "svelte"].iter().any(|ext| path.extension().is_some_and(|e| e == *ext)) {
+            found.push(path);
+        }
+    }
+}
+
+#[test]
+fn architecture_only_the_named_files_read_the_clock() {
+    let root = workspace();
+    let mut files = Vec::new();
+    // The product's code; the harnesses (tests/, crates/bench) time things.
+    for dir in ["crates/core/src", "crates/policy/src", "crates/broker/src", "crates/client/src", "crates/cli/src"] {
+        sources(&root.join(dir), &mut files);
+    }
+    for dir in ["crates/app/src", "src-tauri/src", "ui/src"] {
+        sources(&root.join(dir), &mut files);
+    }
+    assert!(files.len() > 50, "the sources were found: {}", files.len());
+    let mut reading = Vec::new();
+    for file in &files {
+        let relative = file.strip_prefix(&root).expect("under the workspace").to_string_lossy().replace('\\', "/");
+        if READ_THE_CLOCK.contains(&relative.as_str()) {
+            continue;
+        }
+        let text = std::fs::read_to_string(file).expect("a source file");
+        for (number, line) in text.lines().enumerate() {
+            if let Some(read) = CLOCK_READS.iter().find(|read| line.contains(**read)) {
+                reading.push(format!("{relative}:{}: {read}", number + 1));
+            }
+        }
+    }
+    assert!(
+        reading.is_empty(),
+        "the clock is read outside the files that may (pass `now` in, or use the crate's clock):\n{}",
+        reading.join("\n")
+    );
+}
