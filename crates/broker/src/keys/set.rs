@@ -91,26 +91,55 @@ fn plus(at: Timestamp, duration: StdDuration) -> Timestamp {
     at.plus_millis(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX / 4))
 }
 
+fn minus(at: Timestamp, duration: StdDuration) -> Timestamp {
+    at.plus_millis(-i64::try_from(duration.as_millis()).unwrap_or(0))
+}
+
 /// The key that signs at `now`: of those in their window, the newest. None
 /// when no window holds `now`.
 pub fn signer_at(windows: &[KeyWindow], now: Timestamp) -> Option<&KeyWindow> {
     windows.iter().filter(|w| w.signs_at(now)).max_by_key(|w| (w.signs_from, w.kid.clone()))
 }
 
+/// How far apart the clocks of replicas (and of a broker's own callers) may
+/// be: a key made because none signed starts signing this long before now,
+/// so a replica whose clock is behind signs with it too instead of making
+/// another.
+const CLOCK_SKEW: StdDuration = StdDuration::from_secs(5 * 60);
+
 /// The window of the key to make now, if one is due: the first key of a
 /// purpose; a successor once the signing key is within `publish_ahead` of
 /// its end and none follows it; a key at once when none signs any more.
 pub fn successor(windows: &[KeyWindow], now: Timestamp, policy: &RotationPolicy) -> Option<KeyWindow> {
-    let window = |from: Timestamp| KeyWindow {
-        kid: String::new(),
-        signs_from: from,
-        signs_until: plus(from, policy.period),
-        verifies_until: plus(plus(from, policy.period), policy.overlap),
+    let Some(current) = signer_at(windows, now) else {
+        if windows.iter().any(|w| w.signs_from > now) {
+            // One starts later on this clock: made by a replica whose clock
+            // is ahead. It signs soon; another key would be one too many.
+            return None;
+        }
+        // None signs: one from now (less the skew allowance, not before the
+        // last window's end) for a period.
+        let last_end = windows.iter().map(|w| w.signs_until).max();
+        let from = last_end.map_or(minus(now, CLOCK_SKEW), |end| end.max(minus(now, CLOCK_SKEW)));
+        let until = plus(now, policy.period);
+        return Some(KeyWindow {
+            kid: String::new(),
+            signs_from: from,
+            signs_until: until,
+            verifies_until: plus(until, policy.overlap),
+        });
     };
-    let Some(current) = signer_at(windows, now) else { return Some(window(now)) };
     let followed = windows.iter().any(|w| w.signs_from >= current.signs_until);
     let due = plus(now, policy.publish_ahead) >= current.signs_until;
-    (due && !followed).then(|| window(current.signs_until))
+    (due && !followed).then(|| {
+        let until = plus(current.signs_until, policy.period);
+        KeyWindow {
+            kid: String::new(),
+            signs_from: current.signs_until,
+            signs_until: until,
+            verifies_until: plus(until, policy.overlap),
+        }
+    })
 }
 
 /// Keys of one purpose as this broker holds them.
@@ -193,12 +222,17 @@ impl KeySet {
     /// `hourglassd keys rotate`; makes a successor when one is due.
     pub async fn refresh(&self, now: Timestamp) -> Result<()> {
         let Some((store, _)) = &self.backing else { return Ok(()) };
-        let mut stored = store.signing_keys(self.purpose.as_str()).await?;
-        let due = successor(&stored.iter().map(window_of).collect::<Vec<_>>(), now, &self.policy).is_some();
-        if due {
+        let stored = store.signing_keys(self.purpose.as_str()).await?;
+        if successor(&stored.iter().map(window_of).collect::<Vec<_>>(), now, &self.policy).is_some() {
             self.rotate(now, None).await?;
-            stored = store.signing_keys(self.purpose.as_str()).await?;
         }
+        self.reload(now).await
+    }
+
+    /// Reads the store again, making nothing.
+    async fn reload(&self, now: Timestamp) -> Result<()> {
+        let Some((store, _)) = &self.backing else { return Ok(()) };
+        let stored = store.signing_keys(self.purpose.as_str()).await?;
         let windows: Vec<KeyWindow> = stored.iter().map(window_of).collect();
         let previous = self.current();
         let mut keys = HashMap::new();
@@ -300,7 +334,8 @@ impl KeySet {
 
     /// Reads the store again when `kid` is not among the keys held (a key
     /// another replica made since the last refresh), at most once per
-    /// [`LOOKUP_INTERVAL`].
+    /// [`LOOKUP_INTERVAL`]. It never makes a key: a token naming a key
+    /// nobody has is the caller's to refuse, not a reason to rotate.
     pub async fn look_up(&self, kid: &str, now: Timestamp) {
         if self.backing.is_none() || self.current().keys.contains_key(kid) {
             return;
@@ -312,7 +347,7 @@ impl KeySet {
             }
             *last = Some(std::time::Instant::now());
         }
-        if let Err(error) = self.refresh(now).await {
+        if let Err(error) = self.reload(now).await {
             tracing::warn!(purpose = self.purpose.as_str(), "reading signing keys failed: {error}");
         }
     }
@@ -401,8 +436,21 @@ mod tests {
     #[test]
     fn keys_the_first_key_is_made_at_once_and_signs_for_the_period() {
         let first = successor(&[], at(0), &policy()).expect("no key: one is due");
-        assert_eq!((first.signs_from, first.signs_until), (at(0), at(720)), "signs from now for 30 days");
+        assert_eq!(first.signs_from, minus(at(0), CLOCK_SKEW), "signs from now, less the clocks' skew");
+        assert_eq!(first.signs_until, at(720), "for 30 days");
         assert_eq!(first.verifies_until, at(728), "and verifies for the overlap after");
+    }
+
+    #[test]
+    fn keys_a_clock_behind_the_one_that_made_the_key_makes_none() {
+        // Made by a replica (or read with a caller's time) a moment ahead.
+        let made = successor(&[], at(0), &policy()).expect("the first key");
+        let made = KeyWindow { kid: "a".into(), ..made };
+        let behind = at(0).plus_millis(-1_500);
+        assert_eq!(signer_at(std::slice::from_ref(&made), behind).map(|w| w.kid.as_str()), Some("a"), "it signs");
+        assert_eq!(successor(std::slice::from_ref(&made), behind, &policy()), None, "no second key");
+        let later = key("b", 10, 720, 728);
+        assert_eq!(successor(&[later], at(5), &policy()), None, "nor when the only key starts later");
     }
 
     #[test]
@@ -421,7 +469,8 @@ mod tests {
     fn keys_a_set_whose_keys_all_stopped_signing_gets_one_at_once() {
         let old = key("a", 0, 720, 728);
         let fresh = successor(&[old], at(2000), &policy()).expect("none signs");
-        assert_eq!(fresh.signs_from, at(2000), "signs from now");
+        assert_eq!(fresh.signs_from, minus(at(2000), CLOCK_SKEW), "signs from now, less the clocks' skew");
+        assert_eq!(fresh.signs_until, at(2720), "for a period");
     }
 
     #[test]
@@ -430,6 +479,20 @@ mod tests {
         let windows = [key("a", 0, 720, 728), key("b", 100, 820, 828)];
         assert_eq!(signer_at(&windows, at(150)).map(|w| w.kid.as_str()), Some("b"));
         assert_eq!(signer_at(&windows, at(50)).map(|w| w.kid.as_str()), Some("a"));
+    }
+
+    #[tokio::test]
+    async fn keys_a_token_naming_an_unknown_key_makes_no_key() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let store = Store::open_sqlite(&dir.path().join("hourglass.db")).await.expect("a store");
+        let store_key = Arc::new(StoreKey::from_bytes(&[9; 32]).expect("a store key"));
+        let set =
+            KeySet::open(store.clone(), store_key, KeyPurpose::Session, policy(), None, at(0)).await.expect("a set");
+        // Looked up at a time no key signs at: making keys is the refresh's
+        // job, never an unknown token's.
+        set.look_up("a-kid-nobody-has", at(2000)).await;
+        let stored = store.signing_keys(KeyPurpose::Session.as_str()).await.expect("keys");
+        assert_eq!(stored.len(), 1, "only the key the set opened with: {:?}", set.windows());
     }
 
     /// Two replicas on one PostgreSQL store, each with its key set.
