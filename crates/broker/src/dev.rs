@@ -70,7 +70,8 @@ pub fn materialize_policy(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
     for (name, text) in DEMO_POLICY {
         let path = dir.join(name);
-        std::fs::write(&path, text).map_err(Error::io(format!("writing {}", path.display())))?;
+        crate::files::write_atomic(&path, text.as_bytes(), crate::files::Access::Everyone)
+            .map_err(Error::io(format!("writing {}", path.display())))?;
     }
     Ok(())
 }

@@ -12,9 +12,9 @@ pub enum Error {
     #[error("{message}")]
     RateLimited { message: String, retry_after_secs: u64 },
     #[error("store: {0}")]
-    Store(crate::store::StoreError),
+    Store(StoreError),
     #[error("{0}")]
-    Provider(#[from] crate::provider::ProviderError),
+    Provider(#[from] ProviderError),
     #[error("policy: {0}")]
     Policy(#[from] hourglass_policy::Error),
     #[error("{context}: {source}")]
@@ -26,6 +26,45 @@ pub enum Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// What went wrong in the store's engine.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{}", crate::pg::describe_error(.0))]
+    Postgres(tokio_postgres::Error),
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(error: rusqlite::Error) -> Self {
+        Error::Store(StoreError::Sqlite(error))
+    }
+}
+
+impl From<tokio_postgres::Error> for Error {
+    fn from(error: tokio_postgres::Error) -> Self {
+        Error::Store(StoreError::Postgres(error))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The target refused or failed. The message names the target and what
+    /// went wrong, and never contains a secret.
+    #[error("{resource}: {message}")]
+    Failed { resource: String, message: String },
+    #[error("{resource}: no answer within {seconds}s")]
+    TimedOut { resource: String, seconds: u64 },
+    #[error("no credential provider of kind \"{0}\"")]
+    UnknownKind(String),
+}
+
+impl ProviderError {
+    pub fn failed(resource: &str, message: impl Into<String>) -> Self {
+        ProviderError::Failed { resource: resource.to_owned(), message: message.into() }
+    }
+}
 
 impl Error {
     pub fn refused(code: ErrorCode, message: impl Into<String>) -> Self {
@@ -69,9 +108,9 @@ fn internal() -> ApiError {
 /// Disk full, read-only, locked or out of reach: the store is there (or
 /// will be) but refuses writes. Why, in words for the caller (no path, no
 /// internals).
-fn refuses_writes(error: &crate::store::StoreError) -> Option<&'static str> {
+fn refuses_writes(error: &StoreError) -> Option<&'static str> {
     match error {
-        crate::store::StoreError::Sqlite(error) => {
+        StoreError::Sqlite(error) => {
             use rusqlite::ErrorCode::{CannotOpen, DatabaseBusy, DatabaseLocked, DiskFull, ReadOnly, SystemIoFailure};
             match error.sqlite_error_code()? {
                 DiskFull => Some("its disk is full"),
@@ -81,7 +120,7 @@ fn refuses_writes(error: &crate::store::StoreError) -> Option<&'static str> {
                 _ => None,
             }
         }
-        crate::store::StoreError::Postgres(error) => {
+        StoreError::Postgres(error) => {
             use tokio_postgres::error::SqlState;
             let Some(db) = error.as_db_error() else {
                 // No answer from the server: a connection that failed or closed.

@@ -1,7 +1,7 @@
 //! Token introspection (RFC 7662): a grant token is active while its
 //! signature verifies, its `exp` has not passed, and its grant is active.
 
-use hourglass_core::{GrantId, GrantState};
+use hourglass_core::GrantId;
 use jsonwebtoken::{Algorithm, Validation};
 use serde::Serialize;
 
@@ -72,7 +72,7 @@ impl Broker {
         let Ok(id) = GrantId::parse(&claims.jti) else { return Ok(Introspection::inactive()) };
         let Some(record) = self.store.grant(&id).await? else { return Ok(Introspection::inactive()) };
         let grant = record.grant;
-        let live = grant.state == GrantState::Active && self.now() < grant.expires_at && grant.owner == claims.sub;
+        let live = grant.is_usable_at(self.now()) && grant.owner == claims.sub;
         if !live {
             return Ok(Introspection::inactive());
         }

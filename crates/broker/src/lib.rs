@@ -9,6 +9,8 @@ pub mod dev;
 pub mod error;
 pub mod events;
 mod expiry;
+mod files;
+mod follower;
 pub mod http;
 mod introspection;
 pub mod keys;

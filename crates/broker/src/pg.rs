@@ -590,6 +590,27 @@ impl AsyncWrite for TlsStream {
     }
 }
 
+/// A server's error in its own words (message and detail), or what broke
+/// the connection: never the connection string, which may hold a password,
+/// nor the statement, which may carry a verifier.
+pub fn describe_error(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(detail) => format!("{} ({detail})", db.message()),
+            None => db.message().to_owned(),
+        },
+        None if error.is_closed() => "the connection to the database server closed".into(),
+        None => {
+            // Connection errors name the cause (refused, timed out).
+            let cause = std::error::Error::source(error).map(ToString::to_string);
+            match cause {
+                Some(cause) => format!("{error}: {cause}"),
+                None => error.to_string(),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

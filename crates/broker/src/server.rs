@@ -149,7 +149,9 @@ pub async fn start(options: ServerOptions) -> Result<Server> {
     let serving = match &certificate {
         Some(certificate) => {
             let listener = TlsListener::new(listener, certificate.server_config()?);
-            tasks.push(tokio::spawn(crate::tls::reload_on_hangup(Arc::clone(certificate), Arc::clone(&broker))));
+            let until_stop = Arc::clone(&broker);
+            let stop = async move { until_stop.stopping().await };
+            tasks.push(tokio::spawn(crate::tls::reload_on_hangup(Arc::clone(certificate), stop)));
             tokio::spawn(async move {
                 if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stopping).await {
                     tracing::error!("server failed: {error}");

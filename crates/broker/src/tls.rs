@@ -21,7 +21,6 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use crate::broker::Broker;
 use crate::error::{Error, Result};
 
 /// How long a client may take to finish its TLS handshake.
@@ -135,9 +134,9 @@ pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
 }
 
 /// Reloads the certificate on every SIGHUP (a renewal tool's deploy hook
-/// sends one), until the broker stops. A failed reload is logged and the
+/// sends one), until `stop` resolves. A failed reload is logged and the
 /// certificate in use stays.
-pub async fn reload_on_hangup(certificate: Arc<ServerCertificate>, broker: Arc<Broker>) {
+pub async fn reload_on_hangup(certificate: Arc<ServerCertificate>, stop: impl std::future::Future<Output = ()>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -145,6 +144,7 @@ pub async fn reload_on_hangup(certificate: Arc<ServerCertificate>, broker: Arc<B
             tracing::warn!("no SIGHUP handler: the TLS certificate is reloaded only by a restart");
             return;
         };
+        let mut stop = std::pin::pin!(stop);
         loop {
             tokio::select! {
                 received = hangup.recv() => {
@@ -152,7 +152,7 @@ pub async fn reload_on_hangup(certificate: Arc<ServerCertificate>, broker: Arc<B
                         return;
                     }
                 }
-                () = broker.stopping() => return,
+                () = &mut stop => return,
             }
             match certificate.reload() {
                 Ok(()) => tracing::info!("TLS certificate reloaded from {}", certificate.files.cert.display()),
@@ -162,7 +162,7 @@ pub async fn reload_on_hangup(certificate: Arc<ServerCertificate>, broker: Arc<B
     }
     #[cfg(not(unix))]
     {
-        let _ = (certificate, broker);
+        let _ = (certificate, stop);
     }
 }
 

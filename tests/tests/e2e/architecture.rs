@@ -1,6 +1,7 @@
 //! ARCHITECTURE.md's structural invariants, checked: which crate may depend
 //! on what (read from `cargo metadata`, so a new dependency that breaks a
-//! rule fails here, not in review), and where the wall clock may be read.
+//! rule fails here, not in review), where the wall clock may be read, and
+//! that no source file imports one that imports it back.
 //! Each rule says why it holds.
 
 use std::collections::BTreeMap;
@@ -195,4 +196,174 @@ fn architecture_only_the_named_files_read_the_clock() {
         "the clock is read outside the files that may (pass `now` in, or use the crate's clock):\n{}",
         reading.join("\n")
     );
+}
+
+/// A crate's source files by module path (`provider/exec/mod.rs` is
+/// `["provider", "exec"]`; the crate root is `[]`).
+fn modules(src: &Path) -> BTreeMap<Vec<String>, PathBuf> {
+    let mut files = Vec::new();
+    sources(src, &mut files);
+    files
+        .into_iter()
+        .filter(|file| file.extension().is_some_and(|ext| ext == "rs"))
+        .map(|file| {
+            let relative = file.strip_prefix(src).expect("under src").with_extension("");
+            let mut path: Vec<String> =
+                relative.components().map(|part| part.as_os_str().to_string_lossy().into_owned()).collect();
+            if path.last().is_some_and(|last| ["mod", "lib", "main"].contains(&last.as_str())) {
+                path.pop();
+            }
+            (path, file)
+        })
+        .collect()
+}
+
+/// The module paths a file names through `crate::` and `super::` (outside
+/// comments and its test module), made absolute. `dir` is the module the
+/// file's `super` is relative to.
+fn named_paths(text: &str, dir: &[String]) -> Vec<Vec<String>> {
+    let code: String = text
+        .split("#[cfg(test)]")
+        .next()
+        .unwrap_or_default()
+        .lines()
+        .map(|line| line.split("//").next().unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+    let mut found = Vec::new();
+    let mut rest = code.as_str();
+    while let Some(at) = rest.find(['c', 's']) {
+        let before = code.len() - rest.len() + at;
+        let tail = &rest[at..];
+        rest = &rest[at + 1..];
+        if before > 0 && code[..before].chars().next_back().is_some_and(is_ident) {
+            continue;
+        }
+        let (mut path, after) = if let Some(after) = tail.strip_prefix("crate::") {
+            (Vec::new(), after)
+        } else if let Some(after) = tail.strip_prefix("super::") {
+            (dir[..dir.len().saturating_sub(1)].to_vec(), after)
+        } else {
+            continue;
+        };
+        // `a::b::Item`, `super::super::a`, or `{a, b::c}` (each item's path).
+        let mut segments = after;
+        loop {
+            if let Some(group) = segments.strip_prefix('{') {
+                let group = group.split('}').next().unwrap_or_default();
+                for item in group.split(',') {
+                    let item: Vec<String> = item
+                        .trim()
+                        .split("::")
+                        .map(|s| s.chars().take_while(|c| is_ident(*c)).collect::<String>())
+                        .take_while(|s| !s.is_empty())
+                        .collect();
+                    if !item.is_empty() {
+                        found.push([path.clone(), item].concat());
+                    }
+                }
+                break;
+            }
+            let ident: String = segments.chars().take_while(|c| is_ident(*c)).collect();
+            if ident.is_empty() {
+                break;
+            }
+            segments = &segments[ident.len()..];
+            if ident == "super" {
+                path.pop();
+            } else {
+                path.push(ident);
+            }
+            match segments.strip_prefix("::") {
+                Some(next) => segments = next,
+                None => break,
+            }
+        }
+        found.push(path);
+    }
+    found
+}
+
+/// Files of one crate that import each other, directly or round a longer
+/// loop (a module and its own parent or children excepted: Rust nests them).
+fn import_cycles(src: &Path) -> Vec<Vec<String>> {
+    let modules = modules(src);
+    let mut edges: BTreeMap<&Vec<String>, std::collections::BTreeSet<&Vec<String>>> = BTreeMap::new();
+    for (module, file) in &modules {
+        let text = std::fs::read_to_string(file).expect("a source file");
+        // A mod.rs's `super` is its parent's parent; a.rs's is a's parent.
+        let is_dir = file.file_stem().is_some_and(|stem| ["mod", "lib", "main"].contains(&stem.to_str().unwrap_or("")));
+        let dir: Vec<String> = if is_dir { [module.clone(), vec!["_".into()]].concat() } else { module.clone() };
+        let targets = edges.entry(module).or_default();
+        for path in named_paths(&text, &dir) {
+            let Some(target) = (0..=path.len()).rev().find_map(|n| modules.get_key_value(&path[..n]).map(|(k, _)| k))
+            else {
+                continue;
+            };
+            let nested = target.starts_with(module) || module.starts_with(target);
+            if !nested {
+                targets.insert(target);
+            }
+        }
+    }
+    // A module is in a cycle when it can reach itself.
+    let mut cycles = Vec::new();
+    for start in edges.keys() {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut stack: Vec<&Vec<String>> = edges[start].iter().copied().collect();
+        while let Some(next) = stack.pop() {
+            if next == *start {
+                cycles.push(start.join("/"));
+                break;
+            }
+            if seen.insert(next) {
+                stack.extend(edges.get(next).into_iter().flatten().copied());
+            }
+        }
+    }
+    if cycles.is_empty() { Vec::new() } else { vec![cycles] }
+}
+
+#[test]
+fn architecture_no_file_imports_one_that_imports_it_back() {
+    let root = workspace();
+    let mut found = Vec::new();
+    let crates: Vec<PathBuf> =
+        ["crates/core", "crates/policy", "crates/broker", "crates/client", "crates/cli", "crates/app"]
+            .iter()
+            .map(|dir| root.join(dir).join("src"))
+            .chain([root.join("src-tauri/src")])
+            .collect();
+    for src in &crates {
+        assert!(modules(src).len() > 1, "{} has modules", src.display());
+        for cycle in import_cycles(src) {
+            found.push(format!("{}: {}", src.strip_prefix(&root).unwrap_or(src).display(), cycle.join(", ")));
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "files that import each other (move what both need to one of them, or below both):\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn architecture_the_cycle_check_finds_files_that_import_each_other() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let src = dir.path();
+    std::fs::create_dir(src.join("store")).expect("a module directory");
+    std::fs::write(src.join("lib.rs"), "mod error;\nmod store;\nmod tls;\n").expect("written");
+    std::fs::write(src.join("tls.rs"), "use crate::error::Error;\n").expect("written");
+    std::fs::write(src.join("store/mod.rs"), "use super::error::{self, Error};\nmod sql;\n").expect("written");
+    std::fs::write(src.join("store/sql.rs"), "use super::super::error::Error;\nuse super::Store;\n").expect("written");
+    std::fs::write(src.join("error.rs"), "pub enum Error { Tls(crate::tls::TlsError), Sql(crate::store::sql::E) }\n")
+        .expect("written");
+    // store/sql reaches error through `super::super`; store itself and its
+    // child naming each other is nesting, not a cycle.
+    let cycles = import_cycles(src);
+    assert_eq!(cycles, vec![vec!["error".to_owned(), "store/sql".into(), "tls".into()]]);
+    // Untied: the error no longer names tls, and nothing imports store.
+    std::fs::write(src.join("error.rs"), "pub enum Error { Io(std::io::Error) }\n").expect("written");
+    assert_eq!(import_cycles(src), Vec::<Vec<String>>::new(), "no cycle left");
 }

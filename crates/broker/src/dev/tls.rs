@@ -133,10 +133,8 @@ fn rcgen_error(error: rcgen::Error) -> Error {
 
 /// A certificate: anyone may read it.
 fn write_public_file(path: &Path, contents: &[u8]) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
-    }
-    std::fs::write(path, contents).map_err(Error::io(format!("writing {}", path.display())))
+    crate::files::write_atomic(path, contents, crate::files::Access::Everyone)
+        .map_err(Error::io(format!("writing {}", path.display())))
 }
 
 #[cfg(test)]

@@ -10,7 +10,6 @@ mod set;
 pub use sealing::{StoreKey, StoreKeyError};
 pub use set::{KeyPurpose, KeySet, KeyWindow, RotationPolicy, signer_at, successor};
 
-use std::io::Write;
 use std::path::Path;
 
 use base64::Engine;
@@ -34,17 +33,17 @@ pub struct Ed25519Key {
 
 impl Ed25519Key {
     pub fn load_or_create(path: &Path) -> Result<Self> {
-        let signing = if path.exists() {
-            let pem = Zeroizing::new(
-                std::fs::read_to_string(path).map_err(Error::io(format!("reading {}", path.display())))?,
-            );
-            SigningKey::from_pkcs8_pem(&pem)
-                .map_err(|_| Error::Config(format!("{} is not an Ed25519 PKCS#8 key", path.display())))?
-        } else {
+        if !path.exists() {
             let signing = SigningKey::generate(&mut rand::rngs::OsRng);
-            write_private(path, &signing)?;
-            signing
-        };
+            if create_private(path, &signing)? {
+                return Self::from_signing_key(&signing);
+            }
+            // Another process made one first: that one is the key.
+        }
+        let pem =
+            Zeroizing::new(std::fs::read_to_string(path).map_err(Error::io(format!("reading {}", path.display())))?);
+        let signing = SigningKey::from_pkcs8_pem(&pem)
+            .map_err(|_| Error::Config(format!("{} is not an Ed25519 PKCS#8 key", path.display())))?;
         Self::from_signing_key(&signing)
     }
 
@@ -117,26 +116,24 @@ impl Ed25519Key {
     }
 }
 
-fn write_private(path: &Path, signing: &SigningKey) -> Result<()> {
+/// Stores a new key at `path` unless one is already there: whether it did.
+fn create_private(path: &Path, signing: &SigningKey) -> Result<bool> {
     let pem = signing
         .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
         .map_err(|_| Error::Internal("encoding an Ed25519 key".into()))?;
-    write_secret_file(path, pem.as_bytes())
+    create_secret_file(path, pem.as_bytes())
 }
 
-/// Writes a file only the broker's user can read, creating its directory.
+/// Writes a file only the broker's user can read, whole, creating its
+/// directory.
 pub fn write_secret_file(path: &Path, contents: &[u8]) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path).map_err(Error::io(format!("creating {}", path.display())))?;
-    file.write_all(contents).map_err(Error::io(format!("writing {}", path.display())))?;
-    file.sync_all().map_err(Error::io(format!("writing {}", path.display())))
+    crate::files::write_atomic(path, contents, crate::files::Access::Owner)
+        .map_err(Error::io(format!("writing {}", path.display())))
+}
+
+/// Makes a file only the broker's user can read, unless another process
+/// made it first: whether this call made it.
+pub fn create_secret_file(path: &Path, contents: &[u8]) -> Result<bool> {
+    crate::files::create_atomic(path, contents, crate::files::Access::Owner)
+        .map_err(Error::io(format!("writing {}", path.display())))
 }

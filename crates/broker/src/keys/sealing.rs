@@ -63,7 +63,8 @@ impl StoreKey {
                 .fill(bytes.as_mut())
                 .map_err(|_| Error::Internal("the system's random source failed".into()))?;
             let text = Zeroizing::new(format!("{}\n", STANDARD.encode(bytes.as_ref())));
-            crate::keys::write_secret_file(path, text.as_bytes())?;
+            // Another process that made one first wins: its key is read.
+            crate::keys::create_secret_file(path, text.as_bytes())?;
         }
         StoreKey::read(path)
     }

@@ -365,7 +365,7 @@ impl Broker {
                 .refuse(event, refused(ErrorCode::Forbidden, format!("policy does not allow you to revoke {id}")))
                 .await?);
         }
-        if record.grant.state.is_live() && now >= record.grant.expires_at {
+        if record.grant.state.is_live() && record.grant.is_past_deadline(now) {
             let message =
                 format!("grant {id} reached its deadline at {}; it is being revoked", record.grant.expires_at);
             return Err(refused(ErrorCode::NotActive, message));
@@ -439,7 +439,7 @@ impl Broker {
             return Err(self.refuse(event, refused(ErrorCode::Forbidden, message)).await?);
         }
         // Past its deadline a grant is the scheduler's to expire, as for one revocation.
-        records.retain(|record| now < record.grant.expires_at);
+        records.retain(|record| !record.grant.is_past_deadline(now));
         for record in &mut records {
             record.grant.revoke(&who.id, &reason, now).map_err(grant_refused)?;
             tx.update_grant(record, Claim::Take).await?;
@@ -480,8 +480,8 @@ impl Broker {
             let error = refused(ErrorCode::Forbidden, "only the grant's owner can confirm it works");
             return Err(self.refuse(event, error).await?);
         }
-        if record.grant.state != hourglass_core::GrantState::Active || now >= record.grant.expires_at {
-            return Err(refused(ErrorCode::NotActive, format!("grant {id} is {}", record.grant.state)));
+        if !record.grant.is_usable_at(now) {
+            return Err(not_usable(&record.grant, now));
         }
         if !record.grant.mark_ready(now) {
             return Ok(record.grant); // confirmed before: once is enough
@@ -511,8 +511,8 @@ impl Broker {
             let error = refused(ErrorCode::Forbidden, "only the grant's owner can fetch its credential");
             return Err(self.refuse(event, error).await?);
         }
-        if grant.state != hourglass_core::GrantState::Active || now >= grant.expires_at {
-            return Err(refused(ErrorCode::NotActive, format!("grant {id} is {}", grant.state)));
+        if !grant.is_usable_at(now) {
+            return Err(not_usable(grant, now));
         }
         let role = policy.role(&grant.resource, &grant.role).map_err(unknown)?;
         let resource = policy.resource(&grant.resource).map_err(unknown)?;
@@ -525,4 +525,15 @@ impl Broker {
         tx.commit().await?;
         Ok(credential)
     }
+}
+
+/// Why a grant cannot be used at `now`: its state, or its deadline passed
+/// while it still reads active (the scheduler expires it in a moment).
+fn not_usable(grant: &Grant, now: Timestamp) -> Error {
+    let message = if grant.state == GrantState::Active && grant.is_past_deadline(now) {
+        format!("grant {} reached its deadline at {}", grant.id, grant.expires_at)
+    } else {
+        format!("grant {} is {}", grant.id, grant.state)
+    };
+    refused(ErrorCode::NotActive, message)
 }

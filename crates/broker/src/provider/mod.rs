@@ -20,23 +20,7 @@ use hourglass_core::Grant;
 use hourglass_core::api::{ClientMaterial, Credential};
 use hourglass_policy::{POLICY_FILE, Policy, Problem, Resource, Role};
 
-#[derive(Debug, thiserror::Error)]
-pub enum ProviderError {
-    /// The target refused or failed. The message names the target and what
-    /// went wrong, and never contains a secret.
-    #[error("{resource}: {message}")]
-    Failed { resource: String, message: String },
-    #[error("{resource}: no answer within {seconds}s")]
-    TimedOut { resource: String, seconds: u64 },
-    #[error("no credential provider of kind \"{0}\"")]
-    UnknownKind(String),
-}
-
-impl ProviderError {
-    pub fn failed(resource: &str, message: impl Into<String>) -> Self {
-        ProviderError::Failed { resource: resource.to_owned(), message: message.into() }
-    }
-}
+pub use crate::error::ProviderError;
 
 /// What a provider checked on the target, recorded in the audit log with the
 /// step it belongs to (for example: the role exists with the right deadline,

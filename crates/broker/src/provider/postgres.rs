@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Statement};
 
-use crate::pg::PgTarget;
+use crate::pg::{PgTarget, describe_error};
 use zeroize::Zeroizing;
 
 use super::{IssueInput, Issued, MaterialKind, Provider, ProviderError, Verification};
@@ -281,27 +281,6 @@ fn failed(resource: &str, message: impl Into<String>) -> ProviderError {
     ProviderError::failed(resource, message)
 }
 
-/// A database error as the target reported it (message, detail), never the
-/// statement, which may carry the verifier.
-fn db_error(error: &tokio_postgres::Error) -> String {
-    match error.as_db_error() {
-        Some(db) => match db.detail() {
-            Some(detail) => format!("{} ({detail})", db.message()),
-            None => db.message().to_owned(),
-        },
-        None if error.is_closed() => "the connection to the database server closed".into(),
-        None => {
-            // Connection errors name the cause (refused, timed out) but not the DSN.
-            let text = error.to_string();
-            let cause = std::error::Error::source(error).map(ToString::to_string);
-            match cause {
-                Some(cause) => format!("{text}: {cause}"),
-                None => text,
-            }
-        }
-    }
-}
-
 impl PostgresProvider {
     fn pool(&self, resource: &str) -> Arc<Pool> {
         let mut pools = self.pools.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -317,7 +296,7 @@ impl PostgresProvider {
         let target = settings.admin_target().map_err(|message| failed(resource, message))?;
         let client = target.connect().await.map_err(|error| {
             let server = target.describe();
-            failed(resource, format!("cannot connect to the database server at {server}: {}", db_error(&error)))
+            failed(resource, format!("cannot connect to the database server at {server}: {}", describe_error(&error)))
         })?;
         // Sent together: one round trip, not five.
         let (role_facts, terminate, session_count, leftovers, ()) = tokio::try_join!(
@@ -327,7 +306,7 @@ impl PostgresProvider {
             client.prepare(LEFTOVERS),
             client.batch_execute(SESSION_SETTINGS),
         )
-        .map_err(|error| failed(resource, format!("preparing the admin queries: {}", db_error(&error))))?;
+        .map_err(|error| failed(resource, format!("preparing the admin queries: {}", describe_error(&error))))?;
         Ok(Admin { client, target, role_facts, terminate, session_count, leftovers })
     }
 
@@ -381,7 +360,7 @@ impl Drop for CancelOnDrop {
         {
             runtime.spawn(async move {
                 if let Err(error) = target.cancel(token).await {
-                    tracing::warn!("cancelling an abandoned statement failed: {}", db_error(&error));
+                    tracing::warn!("cancelling an abandoned statement failed: {}", describe_error(&error));
                 }
             });
         }
@@ -402,7 +381,7 @@ async fn role_facts(admin: &Admin, resource: &str, role: &str) -> Result<Option<
         .client
         .query_opt(&admin.role_facts, &[&role])
         .await
-        .map_err(|error| failed(resource, format!("reading role {role}: {}", db_error(&error))))?;
+        .map_err(|error| failed(resource, format!("reading role {role}: {}", describe_error(&error))))?;
     Ok(row.map(|row| RoleFacts {
         can_login: row.get(0),
         valid_until: row.get::<_, Option<f64>>(1).map(|millis| millis.round() as i64),
@@ -428,7 +407,7 @@ async fn session_count(admin: &Admin, resource: &str, role: &str) -> Result<i64,
         .client
         .query_one(&admin.session_count, &[&role])
         .await
-        .map_err(|error| failed(resource, format!("counting sessions of {role}: {}", db_error(&error))))?;
+        .map_err(|error| failed(resource, format!("counting sessions of {role}: {}", describe_error(&error))))?;
     Ok(row.get(0))
 }
 
@@ -567,10 +546,10 @@ impl Provider for PostgresProvider {
                     Err(error) if error.code() == Some(&SqlState::DUPLICATE_OBJECT) => {
                         let alter = format!("ALTER ROLE {quoted} {attributes}{memberships}");
                         let (altered, facts) = execute_and_read_back(admin, name, &alter, &role).await;
-                        altered.map_err(|e| failed(name, format!("{}: {}", what(), db_error(&e))))?;
+                        altered.map_err(|e| failed(name, format!("{}: {}", what(), describe_error(&e))))?;
                         facts?
                     }
-                    Err(error) => return Err(failed(name, format!("{}: {}", what(), db_error(&error)))),
+                    Err(error) => return Err(failed(name, format!("{}: {}", what(), describe_error(&error)))),
                 };
                 verify_role(name, &role, facts, deadline, &grants)
             })
@@ -589,7 +568,7 @@ impl Provider for PostgresProvider {
             .with_admin(name, &stored.settings(), async |admin| {
                 let alter = format!("ALTER ROLE {} VALID UNTIL {}", escape_identifier(&stored.role), until(deadline));
                 let (altered, facts) = execute_and_read_back(admin, name, &alter, &stored.role).await;
-                altered.map_err(|e| failed(name, format!("extending role {}: {}", stored.role, db_error(&e))))?;
+                altered.map_err(|e| failed(name, format!("extending role {}: {}", stored.role, describe_error(&e))))?;
                 verify_role(name, &stored.role, facts?, deadline, &stored.member_of)
             })
             .await?;
@@ -624,13 +603,13 @@ impl Provider for PostgresProvider {
                         .client
                         .batch_execute(&format!("ALTER ROLE {quoted} NOLOGIN"))
                         .await
-                        .map_err(|e| failed(name, format!("stopping logins of {role}: {}", db_error(&e))))?;
+                        .map_err(|e| failed(name, format!("stopping logins of {role}: {}", describe_error(&e))))?;
                 }
                 let row = admin
                     .client
                     .query_one(&admin.terminate, &[&role])
                     .await
-                    .map_err(|e| failed(name, format!("terminating sessions of {role}: {}", db_error(&e))))?;
+                    .map_err(|e| failed(name, format!("terminating sessions of {role}: {}", describe_error(&e))))?;
                 let found: i64 = row.get(0);
                 terminated = row.get(1);
                 // Termination is a signal: wait until the backends are gone.
@@ -655,7 +634,10 @@ impl Provider for PostgresProvider {
                 }
                 removal.push_str(&format!("DROP OWNED BY {quoted}; DROP ROLE {quoted}"));
                 admin.client.batch_execute(&removal).await.map_err(|e| {
-                    failed(name, format!("dropping role {role} with its memberships and objects: {}", db_error(&e)))
+                    failed(
+                        name,
+                        format!("dropping role {role} with its memberships and objects: {}", describe_error(&e)),
+                    )
                 })?;
             }
             // Verified, not assumed: the role and every session of it are gone.
@@ -663,7 +645,7 @@ impl Provider for PostgresProvider {
                 .client
                 .query_one(&admin.leftovers, &[&role])
                 .await
-                .map_err(|e| failed(name, format!("checking that role {role} is gone: {}", db_error(&e))))?;
+                .map_err(|e| failed(name, format!("checking that role {role} is gone: {}", describe_error(&e))))?;
             if row.get::<_, bool>(0) {
                 return Err(failed(name, format!("role {role} still exists after it was dropped")));
             }

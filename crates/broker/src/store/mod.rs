@@ -48,20 +48,7 @@ use sqlite::{SqliteStore, SqliteTx};
 
 pub use copy::Copied;
 
-/// What went wrong in an engine.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("{0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("{}", postgres::describe(.0))]
-    Postgres(tokio_postgres::Error),
-}
-
-impl From<rusqlite::Error> for Error {
-    fn from(error: rusqlite::Error) -> Self {
-        Error::Store(StoreError::Sqlite(error))
-    }
-}
+pub use crate::error::StoreError;
 
 /// Where the store is: `sqlite:PATH` or a PostgreSQL connection string
 /// (`postgres://…`, `postgresql://…`).

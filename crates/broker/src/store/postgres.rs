@@ -22,7 +22,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::migrations::{MIGRATIONS, stored_version};
 use super::sql::{PgConnection, Write};
 use crate::error::{Error, Result};
-use crate::pg::PgTarget;
+use crate::pg::{PgTarget, describe_error};
 
 /// Connections a broker holds to the store at most.
 const CONNECTIONS: usize = 16;
@@ -57,7 +57,11 @@ impl PgStore {
             lease_connection: tokio::sync::Mutex::new(None),
         };
         let mut connection = store.connect().await.map_err(|error| {
-            Error::Config(format!("cannot connect to the store at {}: {}", store.target.describe(), describe(&error)))
+            Error::Config(format!(
+                "cannot connect to the store at {}: {}",
+                store.target.describe(),
+                describe_error(&error)
+            ))
         })?;
         if read_only {
             let version = read_version(&connection).await?;
@@ -160,7 +164,7 @@ impl PgStore {
                          schema? README: \"Run several replicas\"): {}",
                         self.target.describe(),
                         index + 1,
-                        describe(&error)
+                        describe_error(&error)
                     )));
                 }
             }
@@ -192,25 +196,6 @@ async fn read_version(connection: &PgConnection) -> Result<Option<String>> {
     }
     let row = connection.client.query_opt("SELECT value FROM meta WHERE key = 'schema_version'", &[]).await?;
     Ok(row.map(|row| row.get(0)))
-}
-
-/// A server's error in its own words (message and detail): never the
-/// connection string, which may hold a password.
-pub(super) fn describe(error: &tokio_postgres::Error) -> String {
-    match error.as_db_error() {
-        Some(db) => match db.detail() {
-            Some(detail) => format!("{} ({detail})", db.message()),
-            None => db.message().to_owned(),
-        },
-        None if error.is_closed() => "the connection to the database server closed".into(),
-        None => {
-            let cause = std::error::Error::source(error).map(ToString::to_string);
-            match cause {
-                Some(cause) => format!("{error}: {cause}"),
-                None => error.to_string(),
-            }
-        }
-    }
 }
 
 /// A connection taken from the pool; back to it when dropped, unless it
@@ -296,11 +281,5 @@ impl Drop for PgTx {
             }
             Err(_) => close(connection),
         }
-    }
-}
-
-impl From<tokio_postgres::Error> for Error {
-    fn from(error: tokio_postgres::Error) -> Self {
-        Error::Store(super::StoreError::Postgres(error))
     }
 }

@@ -72,7 +72,9 @@ use crate::keys::Ed25519Key;
 mod krl;
 mod revocations;
 
-use revocations::{RevocationList, write_atomic};
+use revocations::RevocationList;
+
+use crate::files::{Access, write_atomic};
 
 pub const KIND: &str = "ssh";
 
@@ -318,7 +320,7 @@ impl SshProvider {
         let ca_public = PublicKey::new(ca.public_key().key_data().clone(), CA_COMMENT);
         let ca_line = ca_public.to_openssh().map_err(|_| "encoding the SSH user CA public key failed".to_owned())?;
         let public_path = dir.join(CA_PUBLIC_FILE);
-        write_atomic(&public_path, format!("{ca_line}\n").as_bytes(), 0o644)
+        write_atomic(&public_path, format!("{ca_line}\n").as_bytes(), Access::Everyone)
             .map_err(|error| format!("writing {}: {error}", public_path.display()))?;
         let ca_blob = ca_public.to_bytes().map_err(|_| "encoding the SSH user CA key failed")?;
         // The CA's public key blob (SSH wire form) names it in KRL sections.

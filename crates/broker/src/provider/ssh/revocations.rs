@@ -9,15 +9,14 @@
 //! refuses that certificate by itself then, and the KRL stays small.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use hourglass_core::Timestamp;
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 use super::krl;
+use crate::files::{Access, write_atomic};
 use crate::provider::{SharedRecord, Verification};
 
 pub(super) const KRL_COMMENT: &str = "hourglass: revoked certificates of the broker's SSH user CA";
@@ -84,7 +83,7 @@ impl RevocationList {
         };
         let krl = Arc::new(encode(&revocations, &ca_blob));
         for path in &revocations.krl_files {
-            if let Err(error) = write_atomic(path, &krl, 0o644) {
+            if let Err(error) = write_atomic(path, &krl, Access::Everyone) {
                 tracing::warn!("ssh: cannot write the KRL to {}: {error}", path.display());
             }
         }
@@ -131,7 +130,7 @@ impl RevocationList {
         let stored = text.as_deref().map(Revocations::parse).transpose()?.unwrap_or_default();
         let version = stored.krl_version;
         let krl = self.remember(stored);
-        write_atomic(path, &krl, 0o644)
+        write_atomic(path, &krl, Access::Everyone)
             .map_err(|error| format!("cannot write the KRL to {}: {error}", path.display()))?;
         Ok(version)
     }
@@ -207,46 +206,12 @@ fn encode(revocations: &Revocations, ca_blob: &[u8]) -> Vec<u8> {
 
 /// Writes a KRL, reads it back and checks it lists `key_id`.
 fn write_and_check(path: &Path, krl: &[u8], ca_blob: &[u8], key_id: &str) -> Result<(), String> {
-    write_atomic(path, krl, 0o644).map_err(|error| format!("cannot write the KRL to {}: {error}", path.display()))?;
+    write_atomic(path, krl, Access::Everyone)
+        .map_err(|error| format!("cannot write the KRL to {}: {error}", path.display()))?;
     let read = std::fs::read(path).map_err(|error| format!("cannot read back {}: {error}", path.display()))?;
     let decoded = krl::decode(&read).map_err(|error| format!("{} is not a valid KRL: {error}", path.display()))?;
     if !decoded.lists(ca_blob, key_id) {
         return Err(format!("{} does not list {key_id} after writing", path.display()));
-    }
-    Ok(())
-}
-
-/// Replaces `path` in one step (a temporary file renamed over it), so that
-/// sshd never reads a half-written file. Creates the directory if needed.
-pub(super) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let temp = dir.join(format!(".{name}.{:016x}.tmp", rand::rngs::OsRng.next_u64()));
-    let result = (|| {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(mode);
-        }
-        let mut file = options.open(&temp)?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&temp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    result?;
-    // Make the rename itself durable; not every filesystem allows this.
-    if let Ok(directory) = std::fs::File::open(dir) {
-        let _ = directory.sync_all();
     }
     Ok(())
 }
