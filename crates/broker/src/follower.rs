@@ -51,6 +51,7 @@ impl Broker {
                             Err(error) => tracing::error!("skipping an event: {error}"),
                         }
                     }
+                    self.store.followed(cursor);
                     if full {
                         continue;
                     }

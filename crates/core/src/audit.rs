@@ -137,6 +137,10 @@ pub struct AuditRecord {
     pub hash: String,
 }
 
+/// How every canonical text starts, before the event's number: `seq` is
+/// the struct's first field.
+pub const CANONICAL_SEQ_PREFIX: &str = r#"{"seq":"#;
+
 /// The previous hash of the first event.
 pub const GENESIS_HASH: [u8; 32] = [0; 32];
 
@@ -168,6 +172,18 @@ impl AuditEvent {
     pub fn detail(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
         self.details.insert(key.to_owned(), value.into());
         self
+    }
+
+    /// The canonical text after its number: the canonical text is
+    /// [`CANONICAL_SEQ_PREFIX`], the number, then this, so that a store can
+    /// number and hash an event where it takes the number (PostgreSQL's
+    /// `hourglass_append` does).
+    pub fn canonical_after_seq(&self) -> String {
+        let canonical = self.canonical();
+        let digits = canonical
+            .get(CANONICAL_SEQ_PREFIX.len()..)
+            .map_or(0, |rest| rest.bytes().take_while(u8::is_ascii_digit).count());
+        canonical.get(CANONICAL_SEQ_PREFIX.len() + digits..).unwrap_or_default().to_owned()
     }
 
     /// The canonical text hashed into the chain.
@@ -343,6 +359,24 @@ mod tests {
         let bytes = chain_hash(&GENESIS_HASH, "x");
         assert_eq!(from_hex(&to_hex(&bytes)), Some(bytes));
         assert_eq!(from_hex("zz"), None);
+    }
+
+    #[test]
+    fn canonical_text_is_its_number_between_the_prefix_and_the_tail() {
+        let mut event = AuditEvent::new(
+            Timestamp::from_unix_millis(0),
+            "alice@acme.example",
+            AuditAction::RequestFiled,
+            "req-1",
+            AuditResult::Ok,
+        )
+        .detail("role", "read");
+        let tail = event.canonical_after_seq();
+        for seq in [0, 7, 1_234_567_890] {
+            event.seq = seq;
+            assert_eq!(event.canonical(), format!("{CANONICAL_SEQ_PREFIX}{seq}{tail}"));
+            assert_eq!(event.canonical_after_seq(), tail, "the tail does not depend on the number");
+        }
     }
 
     #[test]

@@ -103,7 +103,8 @@ impl Broker {
         let mut tx = self.store.begin().await?;
         tx.take_turn(&format!("principal/{}", who.id)).await?;
         let mut superseded = None;
-        if let Some(existing) = tx.pending_duplicate(&who.id, &request.resource, &request.role, now).await? {
+        let clashes = tx.filing_clashes(&who.id, &request.resource, &request.role, now).await?;
+        if let Some(existing) = clashes.pending {
             if !request.break_glass {
                 return Err(refused(
                     ErrorCode::Duplicate,
@@ -124,7 +125,7 @@ impl Broker {
                 superseded = Some(waiting);
             }
         }
-        if let Some(live) = tx.live_grant(&who.id, &request.resource, &request.role, now).await? {
+        if let Some(live) = clashes.live {
             return Err(refused(
                 ErrorCode::Duplicate,
                 format!(

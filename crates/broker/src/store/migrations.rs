@@ -1,7 +1,7 @@
 //! The store's schema versions, one list for both engines: a store at
 //! version N has had the first N steps applied, whichever engine it is on.
 //! Most steps are one text both engines read; where they differ (types in
-//! version 1, a function in version 3) each engine has its own, with the
+//! version 1, functions in versions 3 and 5) each engine has its own, with the
 //! same tables and columns (pinned by `schemas_have_the_same_columns` in
 //! the store tests). Never edit a step once released: add one.
 
@@ -28,6 +28,10 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     // 4: signing keys and providers' shared records, out of the data
     // directory and into the store.
     Migration { sqlite: &[V4_KEYS], postgres: &[V4_KEYS] },
+    // 5: PostgreSQL numbers and hashes what a commit appends where it
+    // takes the chain's row, in the same round trip as the commit.
+    // Nothing changes on SQLite.
+    Migration { sqlite: &[], postgres: &[include_str!("schema/5-postgres.sql")] },
 ];
 
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -120,6 +120,15 @@ impl Default for OpenOptions {
 /// killed holding work has it taken over by another about this soon.
 pub const DEFAULT_LEASE: StdDuration = StdDuration::from_millis(1500);
 
+/// What a new filing clashes with ([`WriteTx::filing_clashes`]).
+#[derive(Debug, Default)]
+pub struct FilingClashes {
+    /// A request of the same person for the same access, still waiting.
+    pub pending: Option<RequestId>,
+    /// A grant of the same person for the same access, still live.
+    pub live: Option<GrantRecord>,
+}
+
 /// A grant with the provider's (non-secret) record of what it created.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GrantRecord {
@@ -217,6 +226,10 @@ struct EventSignal {
     /// SQLite: the last event known on disk (another connection can read a
     /// commit before its fsync, and nothing is published before it).
     durable: AtomicU64,
+    /// The last event the follower has handed on: a wake-up announcing no
+    /// later one (PostgreSQL's notification of this replica's own commit,
+    /// arriving after the follower read it) wakes nobody.
+    followed: AtomicU64,
     notify: tokio::sync::Notify,
 }
 
@@ -302,7 +315,11 @@ impl Store {
                 lease,
                 valid_until: Mutex::new(valid_until),
             }),
-            events: Arc::new(EventSignal { durable: AtomicU64::new(0), notify: tokio::sync::Notify::new() }),
+            events: Arc::new(EventSignal {
+                durable: AtomicU64::new(0),
+                followed: AtomicU64::new(0),
+                notify: tokio::sync::Notify::new(),
+            }),
         }
     }
 
@@ -557,6 +574,12 @@ impl Store {
             .collect()
     }
 
+    /// Records that the event follower has handed on every event up to
+    /// `seq` (see [`Store::follow_commits`]).
+    pub fn followed(&self, seq: u64) {
+        self.events.followed.fetch_max(seq, Ordering::AcqRel);
+    }
+
     /// Resolves when events may have been committed after it was enabled
     /// (by this broker; [`Store::follow_commits`] brings other replicas').
     pub fn events_committed(&self) -> tokio::sync::futures::Notified<'_> {
@@ -576,8 +599,12 @@ impl Store {
                 match store.listen().await {
                     Ok((_client, mut notifications)) => {
                         signal.notify.notify_waiters();
-                        while notifications.recv().await.is_some() {
-                            signal.notify.notify_waiters();
+                        while let Some(notification) = notifications.recv().await {
+                            // The payload is the last event committed (unreadable: wake anyway).
+                            let last = notification.payload().parse::<u64>().unwrap_or(u64::MAX);
+                            if last > signal.followed.load(Ordering::Acquire) {
+                                signal.notify.notify_waiters();
+                            }
                         }
                         tracing::warn!("the store's notification connection closed; reconnecting");
                     }
@@ -667,7 +694,7 @@ impl WriteTx {
     /// waiting).
     pub async fn take_turn(&mut self, name: &str) -> Result<()> {
         if let TxInner::Postgres(_) = self.inner {
-            self.conn().execute(q::TAKE_TURN, &[name.into()]).await?;
+            self.conn().write(q::TAKE_TURN, &[name.into()]).await?;
         }
         Ok(())
     }
@@ -676,7 +703,7 @@ impl WriteTx {
         let material = material.map(q::to_json).transpose()?;
         let doc = q::to_json(request)?;
         self.conn()
-            .execute(
+            .write(
                 q::INSERT_REQUEST,
                 &[
                     request.id.as_str().into(),
@@ -698,10 +725,7 @@ impl WriteTx {
     pub async fn update_request(&mut self, request: &AccessRequest) -> Result<()> {
         let doc = q::to_json(request)?;
         self.conn()
-            .execute(
-                q::UPDATE_REQUEST,
-                &[request.state.as_str().into(), doc.as_str().into(), request.id.as_str().into()],
-            )
+            .write(q::UPDATE_REQUEST, &[request.state.as_str().into(), doc.as_str().into(), request.id.as_str().into()])
             .await?;
         Ok(())
     }
@@ -713,7 +737,7 @@ impl WriteTx {
         let claimed_by = (grant.state == GrantState::Issuing).then(|| self.store.replica_id());
         let (state, doc) = (q::to_json(&record.provider_state)?, q::to_json(grant)?);
         self.conn()
-            .execute(
+            .write(
                 q::INSERT_GRANT,
                 &[
                     grant.id.as_str().into(),
@@ -756,7 +780,7 @@ impl WriteTx {
                 q::UPDATE_GRANT_CLAIM
             }
         };
-        self.conn().execute(sql, &params).await?;
+        self.conn().write(sql, &params).await?;
         Ok(())
     }
 
@@ -780,26 +804,27 @@ impl WriteTx {
         q::grants(&mut self.conn(), q::CLAIMED_GRANTS, &[ids.as_str().into(), Param::Text(&me)]).await
     }
 
-    /// A pending request by `requester` for the same access, if any. One
-    /// past its timeout at `now` no longer counts: it can no longer be
-    /// approved, and the scheduler expires it.
-    pub async fn pending_duplicate(
+    /// What a new filing by `requester` for `resource`/`role` clashes with
+    /// at `now`, read together (one round trip on PostgreSQL): a request of
+    /// theirs for the same access still pending, and a live grant they hold
+    /// for it. A request past its timeout no longer waits, nor does a grant
+    /// past its deadline live: neither can be approved or renewed any more,
+    /// and the scheduler ends them.
+    pub async fn filing_clashes(
         &mut self,
         requester: &str,
         resource: &str,
         role: &str,
         now: Timestamp,
-    ) -> Result<Option<RequestId>> {
-        let row = self
-            .conn()
-            .query_opt(
-                q::PENDING_DUPLICATE,
-                &[requester.into(), resource.into(), role.into(), now.unix_millis().into()],
-            )
-            .await?;
-        Ok(match row {
-            Some(row) => RequestId::parse(&row.text(0)?).ok(),
-            None => None,
+    ) -> Result<FilingClashes> {
+        let params = [requester.into(), resource.into(), role.into(), now.unix_millis().into()];
+        let (pending, live) = self.conn().query_both((q::PENDING_DUPLICATE, &params), (q::LIVE_GRANT, &params)).await?;
+        Ok(FilingClashes {
+            pending: match pending.into_iter().next() {
+                Some(row) => RequestId::parse(&row.text(0)?).ok(),
+                None => None,
+            },
+            live: live.into_iter().next().map(q::grant_of).transpose()?,
         })
     }
 
@@ -809,20 +834,6 @@ impl WriteTx {
         let count =
             q::scalar(&mut self.conn(), q::PENDING_COUNT, &[requester.into(), now.unix_millis().into()]).await?;
         Ok(u64::try_from(count.unwrap_or(0)).unwrap_or(0))
-    }
-
-    /// A live grant `owner` holds for the same access, if any. One past its
-    /// deadline at `now` no longer counts: it can no longer be renewed, and
-    /// the scheduler expires it.
-    pub async fn live_grant(
-        &mut self,
-        owner: &str,
-        resource: &str,
-        role: &str,
-        now: Timestamp,
-    ) -> Result<Option<GrantRecord>> {
-        let params = [owner.into(), resource.into(), role.into(), now.unix_millis().into()];
-        Ok(q::grants(&mut self.conn(), q::LIVE_GRANT, &params).await?.pop())
     }
 
     /// Live grants on `resource`, narrowed to a role and an owner when
@@ -879,7 +890,7 @@ impl WriteTx {
 
     pub async fn insert_signing_key(&mut self, key: &StoredKey) -> Result<()> {
         self.conn()
-            .execute(
+            .write(
                 q::INSERT_SIGNING_KEY,
                 &[
                     key.kid.as_str().into(),
@@ -906,7 +917,7 @@ impl WriteTx {
         verifies_until: Timestamp,
     ) -> Result<()> {
         self.conn()
-            .execute(
+            .write(
                 q::RETIRE_SIGNING_KEY,
                 &[kid.into(), signs_until.unix_millis().into(), verifies_until.unix_millis().into()],
             )
@@ -923,7 +934,7 @@ impl WriteTx {
     }
 
     pub async fn put_document(&mut self, name: &str, doc: &str) -> Result<()> {
-        self.conn().execute(q::PUT_DOCUMENT, &[name.into(), doc.into()]).await?;
+        self.conn().write(q::PUT_DOCUMENT, &[name.into(), doc.into()]).await?;
         Ok(())
     }
 
@@ -946,7 +957,7 @@ impl WriteTx {
         match inner {
             TxInner::Sqlite(mut tx) => {
                 let mut conn = Conn::Sqlite(tx.connection());
-                let appended = append(&mut conn, audit, &events).await?;
+                let appended = append_here(&mut conn, audit, &events).await?;
                 for write in &appended.writes {
                     let params: Vec<Param<'_>> = write.params.iter().map(sql::Owned::param).collect();
                     conn.execute(write.sql, &params).await?;
@@ -958,23 +969,22 @@ impl WriteTx {
                 }
                 Ok(appended.records)
             }
-            TxInner::Postgres(mut tx) => {
-                let appended = append(&mut Conn::Postgres(tx.connection()), audit, &events).await?;
-                // The appends and COMMIT in one round trip: the chain's row is
-                // held from reading the head until the commit, not through
-                // the flush (`PgConnection::write_and_commit`).
-                (*tx).commit(&appended.writes).await?;
-                if appended.last_event.is_some() {
+            TxInner::Postgres(tx) => {
+                // Numbered and hashed by the server, with the COMMIT: the
+                // chain's row is held for no round trip at all.
+                let append = append_there(&audit, &events)?;
+                let links = (*tx).commit(append.as_ref()).await?;
+                if !events.is_empty() {
                     store.events.notify.notify_waiters();
                 }
-                Ok(appended.records)
+                linked(audit, links)
             }
         }
     }
 }
 
-/// What a commit appends: the audit records and the last event number, and
-/// the statements that write them.
+/// What a commit appends on SQLite: the audit records and the last event
+/// number, and the statements that write them.
 #[derive(Default)]
 struct Appended {
     records: Vec<AuditRecord>,
@@ -982,10 +992,10 @@ struct Appended {
     writes: Vec<sql::Write>,
 }
 
-/// Takes the `chain` row (its lock, on PostgreSQL) and numbers and hashes
-/// the audit events and published events after it: the statements that
-/// append them, to run last in the transaction.
-async fn append(conn: &mut Conn<'_>, audit: Vec<AuditEvent>, events: &[NewEvent]) -> Result<Appended> {
+/// Reads the `chain` row and numbers and hashes the audit events and
+/// published events after it (SQLite: its one writer holds the row): the
+/// statements that append them, to run last in the transaction.
+async fn append_here(conn: &mut Conn<'_>, audit: Vec<AuditEvent>, events: &[NewEvent]) -> Result<Appended> {
     use sql::Owned;
     if audit.is_empty() && events.is_empty() {
         return Ok(Appended::default());
@@ -1000,15 +1010,14 @@ async fn append(conn: &mut Conn<'_>, audit: Vec<AuditEvent>, events: &[NewEvent]
         from_hex(&head_hash).ok_or_else(|| Error::Internal(format!("audit event {seq} has a malformed hash")))?;
     let mut event_seq = u64::try_from(head.int(2)?).unwrap_or(0);
     let mut records = Vec::with_capacity(audit.len());
-    // Audit rows and event rows, as they are inserted.
-    let mut audit_rows = Vec::with_capacity(audit.len());
+    let mut writes = Vec::with_capacity(audit.len() + events.len() + 1);
     for mut event in audit {
         seq += 1;
         event.seq = seq;
         let canonical = event.canonical();
         let hash = chain_hash(&prev, &canonical);
         let (prev_hex, hash_hex) = (to_hex(&prev), to_hex(&hash));
-        audit_rows.push(vec![
+        let params = vec![
             Owned::Int(q::seq_param(seq)),
             Owned::Int(event.at.unix_millis()),
             Owned::Text(event.actor.clone()),
@@ -1018,44 +1027,88 @@ async fn append(conn: &mut Conn<'_>, audit: Vec<AuditEvent>, events: &[NewEvent]
             Owned::Text(canonical),
             Owned::Text(prev_hex.clone()),
             Owned::Text(hash_hex.clone()),
-        ]);
+        ];
+        writes.push(sql::Write { sql: q::INSERT_AUDIT, params });
         prev = hash;
         records.push(AuditRecord { event, prev_hash: prev_hex, hash: hash_hex });
     }
-    let mut event_rows = Vec::with_capacity(events.len());
     for event in events {
         event_seq += 1;
-        event_rows.push(vec![
+        let params = vec![
             Owned::Int(q::seq_param(event_seq)),
             Owned::Int(event.at.unix_millis()),
             Owned::Text(event.kind.as_str().to_owned()),
             Owned::Text(q::to_json(&event.audience)?),
             Owned::Text(event.json.clone()),
-        ]);
+        ];
+        writes.push(sql::Write { sql: q::INSERT_EVENT, params });
     }
+    let head = vec![Owned::Int(q::seq_param(seq)), Owned::Text(to_hex(&prev)), Owned::Int(q::seq_param(event_seq))];
+    writes.push(sql::Write { sql: q::UPDATE_CHAIN, params: head });
     let last_event = (!events.is_empty()).then_some(event_seq);
-    let head = [Owned::Int(q::seq_param(seq)), Owned::Text(to_hex(&prev)), Owned::Int(q::seq_param(event_seq))];
-    let writes = match conn {
-        // One statement for all of it: the chain is held for one round trip.
-        Conn::Postgres(_) => {
-            const AUDIT: [&str; 9] =
-                ["seq", "at", "actor", "action", "target", "subject", "event", "prev_hash", "hash"];
-            const EVENTS: [&str; 5] = ["seq", "at", "kind", "audience", "event"];
-            let mut params =
-                vec![Owned::Text(json_rows(&AUDIT, &audit_rows)?), Owned::Text(json_rows(&EVENTS, &event_rows)?)];
-            params.extend(head);
-            params.push(Owned::Text(last_event.map(|last| last.to_string()).unwrap_or_default()));
-            vec![sql::Write { sql: q::APPEND, params }]
-        }
-        Conn::Sqlite(_) => {
-            let mut writes: Vec<sql::Write> =
-                audit_rows.into_iter().map(|params| sql::Write { sql: q::INSERT_AUDIT, params }).collect();
-            writes.extend(event_rows.into_iter().map(|params| sql::Write { sql: q::INSERT_EVENT, params }));
-            writes.push(sql::Write { sql: q::UPDATE_CHAIN, params: head.to_vec() });
-            writes
-        }
-    };
     Ok(Appended { records, last_event, writes })
+}
+
+/// The call that appends the audit events and published events on
+/// PostgreSQL, numbered and hashed by the server (`hourglass_append`, in
+/// schema version 5) where it takes the chain's row; none if there is
+/// nothing to append.
+fn append_there(audit: &[AuditEvent], events: &[NewEvent]) -> Result<Option<sql::Write>> {
+    use sql::Owned;
+    if audit.is_empty() && events.is_empty() {
+        return Ok(None);
+    }
+    let audit_rows: Vec<Vec<Owned>> = audit
+        .iter()
+        .map(|event| {
+            vec![
+                Owned::Int(event.at.unix_millis()),
+                Owned::Text(event.actor.clone()),
+                Owned::Text(event.action.as_str().to_owned()),
+                Owned::Text(event.target.clone()),
+                event.subject.clone().map_or(Owned::Null, Owned::Text),
+                Owned::Text(event.canonical_after_seq()),
+            ]
+        })
+        .collect();
+    let event_rows = events
+        .iter()
+        .map(|event| {
+            Ok(vec![
+                Owned::Int(event.at.unix_millis()),
+                Owned::Text(event.kind.as_str().to_owned()),
+                Owned::Text(q::to_json(&event.audience)?),
+                Owned::Text(event.json.clone()),
+            ])
+        })
+        .collect::<Result<Vec<_>>>()?;
+    const AUDIT: [&str; 6] = ["at", "actor", "action", "target", "subject", "tail"];
+    const EVENTS: [&str; 4] = ["at", "kind", "audience", "event"];
+    let params = vec![Owned::Text(json_rows(&AUDIT, &audit_rows)?), Owned::Text(json_rows(&EVENTS, &event_rows)?)];
+    Ok(Some(sql::Write { sql: q::APPEND, params }))
+}
+
+/// The audit records of `audit` as the server appended them: `links` is
+/// each one's number and link, in order. Each hash is checked against
+/// core's rule, so that the server's copy of it never drifts unseen.
+fn linked(audit: Vec<AuditEvent>, links: Vec<sql::Row>) -> Result<Vec<AuditRecord>> {
+    if links.len() != audit.len() {
+        return Err(Error::Internal(format!("{} audit events appended, {} links returned", audit.len(), links.len())));
+    }
+    audit
+        .into_iter()
+        .zip(links)
+        .map(|(mut event, link)| {
+            event.seq = u64::try_from(link.int(0)?).unwrap_or(0);
+            let (prev_hash, hash) = (link.text(1)?, link.text(2)?);
+            let expected = from_hex(&prev_hash).map(|prev| to_hex(&chain_hash(&prev, &event.canonical())));
+            if expected.as_deref() != Some(hash.as_str()) {
+                // Committed already: the chain's verification will name it.
+                tracing::error!(seq = event.seq, "the store hashed audit event {} unlike core's rule", event.seq);
+            }
+            Ok(AuditRecord { event, prev_hash, hash })
+        })
+        .collect()
 }
 
 /// Rows as a JSON array of objects with `columns` (for `json_to_recordset`).

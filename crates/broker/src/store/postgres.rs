@@ -20,7 +20,7 @@ use std::time::Duration as StdDuration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::migrations::{MIGRATIONS, stored_version};
-use super::sql::{PgConnection, Write};
+use super::sql::{PgConnection, Row, Write};
 use crate::error::{Error, Result};
 use crate::pg::{PgTarget, describe_error};
 
@@ -242,11 +242,12 @@ impl PgTx {
         self.connection.as_mut().unwrap_or_else(|| unreachable!("a transaction's connection is taken only on drop"))
     }
 
-    /// Runs the final statements (the appends) and `COMMIT`, sent together:
-    /// one round trip. Any failure rolls everything back.
-    pub async fn commit(mut self, writes: &[Write]) -> Result<()> {
+    /// Runs the append (if any) and `COMMIT`, sent together with whatever
+    /// the transaction has not sent yet: one round trip. Returns the
+    /// append's rows. Any failure rolls everything back.
+    pub async fn commit(mut self, append: Option<&Write>) -> Result<Vec<Row>> {
         let mut connection = self.connection.take().unwrap_or_else(|| unreachable!("committed once"));
-        let outcome = connection.write_and_commit(writes).await;
+        let outcome = connection.append_and_commit(append).await;
         if outcome.is_err() {
             // The connection may be mid-transaction: never reuse it.
             close(connection);
@@ -263,9 +264,11 @@ fn close(mut pooled: Pooled) {
 impl Drop for PgTx {
     fn drop(&mut self) {
         let Some(mut connection) = self.connection.take() else { return };
-        if connection.begin_pending() {
-            // Nothing was sent: no transaction to roll back.
-            connection.clear_pending_begin();
+        // Writes not sent yet never will be: not with the next transaction.
+        let nothing_sent = connection.begin_pending();
+        connection.discard_unsent();
+        if nothing_sent {
+            // No transaction to roll back.
             return;
         }
         // Not committed: nothing of it happened. The connection goes back

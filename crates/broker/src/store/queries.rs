@@ -155,36 +155,18 @@ pub const TAKE_TURN: Sql = Sql { sqlite: "", postgres: "SELECT pg_advisory_xact_
 
 // -- audit and events --------------------------------------------------------
 
-pub const CHAIN_HEAD: Sql = Sql {
-    sqlite: "SELECT audit_seq, audit_hash, event_seq FROM chain WHERE id = 1",
-    postgres: "SELECT audit_seq, audit_hash, event_seq FROM chain WHERE id = 1 FOR UPDATE",
-};
+/// The chain's head (SQLite's one writer holds it until commit).
+pub const CHAIN_HEAD: Sql = both("SELECT audit_seq, audit_hash, event_seq FROM chain WHERE id = 1");
 pub const UPDATE_CHAIN: Sql = both("UPDATE chain SET audit_seq = $1, audit_hash = $2, event_seq = $3 WHERE id = 1");
 pub const INSERT_AUDIT: Sql = both(
     "INSERT INTO audit (seq, at, actor, action, target, subject, event, prev_hash, hash)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
 );
 pub const INSERT_EVENT: Sql = both("INSERT INTO events (seq, at, kind, audience, event) VALUES ($1, $2, $3, $4, $5)");
-/// PostgreSQL: a commit's appends in one statement — its audit rows (`$1`)
-/// and event rows (`$2`) as JSON arrays, the chain's new head (`$3`..`$5`),
-/// and the wake-up of the other replicas when there are events (`$6`, the
-/// last event's number, or empty): the one round trip that holds the chain.
-pub const APPEND: Sql = Sql {
-    sqlite: "",
-    postgres: "WITH audit_rows AS (
-        INSERT INTO audit (seq, at, actor, action, target, subject, event, prev_hash, hash)
-        SELECT seq, at, actor, action, target, subject, event, prev_hash, hash
-        FROM json_to_recordset(CAST(CAST($1 AS TEXT) AS json)) AS r(seq bigint, at bigint, actor text, action text,
-            target text, subject text, event text, prev_hash text, hash text)
-    ), event_rows AS (
-        INSERT INTO events (seq, at, kind, audience, event)
-        SELECT seq, at, kind, audience, event
-        FROM json_to_recordset(CAST(CAST($2 AS TEXT) AS json)) AS r(seq bigint, at bigint, kind text, audience text, event text)
-    ), head AS (
-        UPDATE chain SET audit_seq = $3, audit_hash = $4, event_seq = $5 WHERE id = 1
-    )
-    SELECT pg_notify('hourglass_events', CAST($6 AS TEXT)) WHERE CAST($6 AS TEXT) <> ''",
-};
+/// Appends a commit's audit events and published events on PostgreSQL
+/// (schema version 5's `hourglass_append`); SQLite's are appended by the
+/// broker (`INSERT_AUDIT`, `INSERT_EVENT`, `UPDATE_CHAIN`).
+pub const APPEND: Sql = Sql { sqlite: "", postgres: "SELECT seq, prev_hash, hash FROM hourglass_append($1, $2)" };
 pub const AUDIT_LINKS: Sql = both("SELECT seq, event, prev_hash, hash FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2");
 /// By subject and by actor apart, each from its own index, then merged:
 /// an `OR` would scan the whole log backwards for a quiet principal.
@@ -278,7 +260,7 @@ pub async fn grant(conn: &mut Conn<'_>, sql: Sql, id: &GrantId) -> Result<Option
     Ok(grants(conn, sql, &[id.as_str().into()]).await?.pop())
 }
 
-fn grant_of(mut row: Row) -> Result<GrantRecord> {
+pub fn grant_of(mut row: Row) -> Result<GrantRecord> {
     Ok(GrantRecord {
         grant: from_doc::<Grant>(&row.take_text(0)?)?,
         provider_state: serde_json::from_str(&row.take_text(1)?)

@@ -135,6 +135,16 @@ pub(super) enum Owned {
     Null,
 }
 
+impl From<Param<'_>> for Owned {
+    fn from(param: Param<'_>) -> Owned {
+        match param {
+            Param::Int(value) => Owned::Int(value),
+            Param::Text(text) => Owned::Text(text.to_owned()),
+            Param::Null => Owned::Null,
+        }
+    }
+}
+
 impl Owned {
     pub fn param(&self) -> Param<'_> {
         match self {
@@ -160,11 +170,14 @@ pub(super) struct PgConnection {
     /// A transaction was asked for and its `BEGIN` not sent yet: it goes
     /// out with the transaction's first statement, in the same round trip.
     begin_pending: bool,
+    /// Writes of the transaction not sent yet ([`Conn::write`]): they go
+    /// out in order ahead of its next statement, in the same round trip.
+    deferred: Vec<Write>,
 }
 
 impl PgConnection {
     pub fn new(client: tokio_postgres::Client) -> PgConnection {
-        PgConnection { client, prepared: HashMap::new(), begin_pending: false }
+        PgConnection { client, prepared: HashMap::new(), begin_pending: false, deferred: Vec::new() }
     }
 
     pub async fn prepared(&mut self, text: &'static str) -> Result<tokio_postgres::Statement> {
@@ -186,48 +199,72 @@ impl PgConnection {
         self.begin_pending
     }
 
-    /// Forgets a transaction that sent nothing.
-    pub fn clear_pending_begin(&mut self) {
+    /// Forgets what a transaction has not sent: its `BEGIN`, if pending,
+    /// and its deferred writes.
+    pub fn discard_unsent(&mut self) {
         self.begin_pending = false;
+        self.deferred.clear();
     }
 
-    /// Runs `writes` in order, then `COMMIT`, sent together: one round trip
-    /// however many statements. If one fails, the server rolls the
-    /// transaction back and the error is returned.
+    /// What goes out ahead of the next statement: the pending `BEGIN` and
+    /// the deferred writes, prepared.
+    async fn take_queued(&mut self) -> Result<Queued> {
+        let mut statements = Vec::with_capacity(self.deferred.len());
+        for index in 0..self.deferred.len() {
+            statements.push(self.prepared(self.deferred[index].sql.postgres).await?);
+        }
+        Ok(Queued {
+            begin: std::mem::take(&mut self.begin_pending),
+            writes: std::mem::take(&mut self.deferred),
+            statements,
+        })
+    }
+
+    /// Runs `append` (a statement returning rows), then `COMMIT`, sent
+    /// together with the statements queued before them: one round trip
+    /// however many statements. Returns `append`'s rows. If one fails, the
+    /// server rolls the transaction back and the error is returned.
     ///
-    /// Group commit across the `chain` row: the transaction commits without
-    /// waiting for its WAL flush (`synchronous_commit = off`, local to it),
-    /// so the row lock is released at once, and a [`FLUSH_BARRIER`] sent
-    /// right behind the `COMMIT` returns only once the WAL is on disk past
-    /// it. Concurrent commits share that flush; none is acknowledged before.
-    pub async fn write_and_commit(&mut self, writes: &[Write]) -> Result<()> {
-        if writes.is_empty() && self.begin_pending {
-            // Nothing was sent: there is no transaction to end.
+    /// Group commit: the transaction commits without waiting for its WAL
+    /// flush (`synchronous_commit = off`, local to it), so its locks are
+    /// released at once, and a [`FLUSH_BARRIER`] sent right behind the
+    /// `COMMIT` returns only once the WAL is on disk past it. Concurrent
+    /// commits share that flush; none is acknowledged before.
+    pub async fn append_and_commit(&mut self, append: Option<&Write>) -> Result<Vec<Row>> {
+        if append.is_none() && self.deferred.is_empty() && self.begin_pending {
+            // Nothing was asked: there is no transaction to end.
             self.begin_pending = false;
-            return Ok(());
+            return Ok(Vec::new());
         }
-        let mut statements = Vec::with_capacity(writes.len());
-        for write in writes {
-            statements.push(self.prepared(write.sql.postgres).await?);
-        }
-        let params: Vec<Vec<Param<'_>>> = writes.iter().map(|w| w.params.iter().map(Owned::param).collect()).collect();
-        let bound: Vec<Vec<&(dyn ToSql + Sync)>> =
-            params.iter().map(|p| p.iter().map(|x| x as &(dyn ToSql + Sync)).collect()).collect();
-        let begin = std::mem::take(&mut self.begin_pending);
+        let statement = match append {
+            Some(write) => Some(self.prepared(write.sql.postgres).await?),
+            None => None,
+        };
+        let queued = self.take_queued().await?;
+        let params: Vec<Param<'_>> = append.map(|w| w.params.iter().map(Owned::param).collect()).unwrap_or_default();
+        let bound: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
         let client = &self.client;
-        // Polled in this order on the first poll, so sent in this order.
-        let (begun, written, committed) = tokio::join!(
-            async { if begin { client.batch_execute("BEGIN").await } else { Ok(()) } },
-            futures::future::try_join_all(
-                statements.iter().zip(&bound).map(|(statement, params)| client.execute(statement, params))
-            ),
-            // One message: the commit, and the barrier in a transaction of its own after it.
-            client.batch_execute(COMMIT_THEN_FLUSH),
-        );
-        begun?;
-        written?;
-        committed?;
-        Ok(())
+        let rows = queued
+            .send_before(client, async {
+                // Polled in this order on the first poll, so sent in this order.
+                let (appended, committed) = tokio::join!(
+                    async {
+                        match &statement {
+                            Some(statement) => client.query(statement, &bound).await,
+                            None => Ok(Vec::new()),
+                        }
+                    },
+                    // One message: the commit, and the barrier in a transaction of its own after it.
+                    client.batch_execute(COMMIT_THEN_FLUSH),
+                );
+                // The first failure is the one to name: what follows it was
+                // refused because of it.
+                let rows = appended?;
+                committed?;
+                Ok(rows)
+            })
+            .await?;
+        rows.iter().map(pg_row).collect()
     }
 
     /// Returns once every commit visible to this connection is on disk
@@ -237,19 +274,41 @@ impl PgConnection {
     }
 }
 
-/// Sends the pending `BEGIN` (if any) and then `work`'s statement, both at
-/// once.
-async fn started<T>(
-    client: &tokio_postgres::Client,
-    begin_pending: &mut bool,
-    work: impl std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>,
-) -> Result<T> {
-    if !std::mem::take(begin_pending) {
-        return Ok(work.await?);
+/// The statements a transaction has queued ahead of its next one.
+struct Queued {
+    begin: bool,
+    writes: Vec<Write>,
+    statements: Vec<tokio_postgres::Statement>,
+}
+
+impl Queued {
+    /// Sends the queued statements and then `work`'s, all at once (one
+    /// round trip), and returns `work`'s outcome, or the first error: a
+    /// failed write aborts the transaction, so what follows it fails too.
+    async fn send_before<T>(
+        self,
+        client: &tokio_postgres::Client,
+        work: impl std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+    ) -> Result<T> {
+        if !self.begin && self.writes.is_empty() {
+            return Ok(work.await?);
+        }
+        let params: Vec<Vec<Param<'_>>> =
+            self.writes.iter().map(|w| w.params.iter().map(Owned::param).collect()).collect();
+        let bound: Vec<Vec<&(dyn ToSql + Sync)>> =
+            params.iter().map(|p| p.iter().map(|x| x as &(dyn ToSql + Sync)).collect()).collect();
+        // Polled in this order on the first poll, so sent in this order.
+        let (begun, written, done) = tokio::join!(
+            async { if self.begin { client.batch_execute("BEGIN").await } else { Ok(()) } },
+            futures::future::try_join_all(
+                self.statements.iter().zip(&bound).map(|(statement, params)| client.execute(statement, params))
+            ),
+            work,
+        );
+        begun?;
+        written?;
+        Ok(done?)
     }
-    let (begun, done) = tokio::join!(client.batch_execute("BEGIN"), work);
-    begun?;
-    Ok(done?)
 }
 
 /// A connection of either engine, for the statements of one call or
@@ -271,9 +330,43 @@ impl Conn<'_> {
             Conn::Postgres(connection) => {
                 let statement = connection.prepared(sql.postgres).await?;
                 let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-                let PgConnection { client, begin_pending, .. } = &mut **connection;
-                let rows = started(client, begin_pending, client.query(&statement, &params)).await?;
+                let queued = connection.take_queued().await?;
+                let rows = queued.send_before(&connection.client, connection.client.query(&statement, &params)).await?;
                 rows.iter().map(pg_row).collect()
+            }
+        }
+    }
+
+    /// Two statements, neither depending on the other, sent together on
+    /// PostgreSQL (one round trip); their rows.
+    pub async fn query_both(
+        &mut self,
+        (first, first_params): (Sql, &[Param<'_>]),
+        (second, second_params): (Sql, &[Param<'_>]),
+    ) -> Result<(Vec<Row>, Vec<Row>)> {
+        match self {
+            Conn::Sqlite(_) => Ok((self.query(first, first_params).await?, self.query(second, second_params).await?)),
+            Conn::Postgres(connection) => {
+                let first = connection.prepared(first.postgres).await?;
+                let second = connection.prepared(second.postgres).await?;
+                let first_bound: Vec<&(dyn ToSql + Sync)> =
+                    first_params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+                let second_bound: Vec<&(dyn ToSql + Sync)> =
+                    second_params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+                let queued = connection.take_queued().await?;
+                let client = &connection.client;
+                let (first_rows, second_rows) = queued
+                    .send_before(client, async {
+                        // Polled in this order on the first poll, so sent in this order.
+                        let (a, b) =
+                            tokio::join!(client.query(&first, &first_bound), client.query(&second, &second_bound));
+                        Ok((a?, b?))
+                    })
+                    .await?;
+                Ok((
+                    first_rows.iter().map(pg_row).collect::<Result<_>>()?,
+                    second_rows.iter().map(pg_row).collect::<Result<_>>()?,
+                ))
             }
         }
     }
@@ -289,8 +382,8 @@ impl Conn<'_> {
             Conn::Sqlite(connection) => sqlite_rows(&mut connection.prepare(text)?, params),
             Conn::Postgres(connection) => {
                 let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-                let PgConnection { client, begin_pending, .. } = &mut **connection;
-                let rows = started(client, begin_pending, client.query(text, &params)).await?;
+                let queued = connection.take_queued().await?;
+                let rows = queued.send_before(&connection.client, connection.client.query(text, &params)).await?;
                 rows.iter().map(pg_row).collect()
             }
         }
@@ -306,8 +399,8 @@ impl Conn<'_> {
             }
             Conn::Postgres(connection) => {
                 let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-                let PgConnection { client, begin_pending, .. } = &mut **connection;
-                started(client, begin_pending, client.execute(text, &params)).await
+                let queued = connection.take_queued().await?;
+                queued.send_before(&connection.client, connection.client.execute(text, &params)).await
             }
         }
     }
@@ -323,8 +416,22 @@ impl Conn<'_> {
             Conn::Postgres(connection) => {
                 let statement = connection.prepared(sql.postgres).await?;
                 let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-                let PgConnection { client, begin_pending, .. } = &mut **connection;
-                started(client, begin_pending, client.execute(&statement, &params)).await
+                let queued = connection.take_queued().await?;
+                queued.send_before(&connection.client, connection.client.execute(&statement, &params)).await
+            }
+        }
+    }
+
+    /// Runs a statement whose outcome nobody waits on, in a transaction: on
+    /// PostgreSQL it goes out with the transaction's next statement (or its
+    /// commit), in the same round trip, and an error it meets is that
+    /// statement's error; SQLite runs it now.
+    pub async fn write(&mut self, sql: Sql, params: &[Param<'_>]) -> Result<()> {
+        match self {
+            Conn::Sqlite(_) => self.execute(sql, params).await.map(drop),
+            Conn::Postgres(connection) => {
+                connection.deferred.push(Write { sql, params: params.iter().copied().map(Owned::from).collect() });
+                Ok(())
             }
         }
     }

@@ -97,19 +97,27 @@ async fn chain(store: &Store) -> Vec<StoredLink> {
 // ---------------------------------------------------------------------------
 
 async fn audit_events_of_every_commit_form_one_chain_that_verifies(f: Fixture) {
+    let mut returned = Vec::new();
     for n in 0..5 {
         let mut tx = f.store.begin().await.unwrap();
         tx.audit(event(2 * n)).await.unwrap();
-        tx.audit(event(2 * n + 1)).await.unwrap();
+        // Text beyond ASCII hashes as its UTF-8 bytes, whoever hashes it.
+        tx.audit(event(2 * n + 1).reason("déploiement d’urgence ✓ 緊急")).await.unwrap();
         let records = tx.commit().await.unwrap();
         assert_eq!(
             records.iter().map(|r| r.event.seq).collect::<Vec<_>>(),
             vec![2 * n + 1, 2 * n + 2],
             "numbered in order"
         );
+        returned.extend(records);
     }
-    let (count, _) = verify_chain(chain(&f.store).await).expect("the chain verifies");
+    let links = chain(&f.store).await;
+    let (count, _) = verify_chain(links.clone()).expect("the chain verifies");
     assert_eq!(count, 10, "every appended event is in the chain");
+    let kept: Vec<(u64, &str, &str)> = links.iter().map(|l| (l.seq, l.prev_hash.as_str(), l.hash.as_str())).collect();
+    let told: Vec<(u64, &str, &str)> =
+        returned.iter().map(|r| (r.event.seq, r.prev_hash.as_str(), r.hash.as_str())).collect();
+    assert_eq!(told, kept, "each commit returned the links the store keeps");
 }
 
 async fn a_transaction_dropped_uncommitted_leaves_nothing(f: Fixture) {
@@ -125,6 +133,53 @@ async fn a_transaction_dropped_uncommitted_leaves_nothing(f: Fixture) {
     assert!(f.store.request(&request(1, "alice@acme.example").id).await.unwrap().is_none(), "the request is not there");
     assert_eq!(chain(&f.store).await.len(), 1, "only the committed audit event is in the chain");
     assert_eq!(f.store.last_event().await.unwrap(), 0, "no event was published");
+}
+
+async fn a_transaction_dropped_after_a_read_leaves_nothing_of_its_writes(f: Fixture) {
+    let alice = request(1, "alice@acme.example");
+    let mut tx = f.store.begin().await.unwrap();
+    assert!(tx.request(&alice.id).await.unwrap().is_none(), "a read: the transaction has begun");
+    // On PostgreSQL these wait to go out with the next statement, which never comes.
+    tx.insert_request(&alice, None).await.unwrap();
+    tx.take_turn("principal/alice@acme.example").await.unwrap();
+    drop(tx);
+    // PostgreSQL: time for the rollback, so that its connection is back in
+    // the pool and serves the next transaction.
+    tokio::time::sleep(StdDuration::from_millis(200)).await;
+    for n in 2..=4 {
+        let mut tx = f.store.begin().await.unwrap();
+        tx.audit(event(n)).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    assert!(f.store.request(&alice.id).await.unwrap().is_none(), "the dropped write never reached the store");
+    assert_eq!(chain(&f.store).await.len(), 3, "the later transactions committed");
+}
+
+async fn a_failed_write_fails_its_transaction_and_leaves_nothing(f: Fixture) {
+    let alice = request(1, "alice@acme.example");
+    let mut tx = f.store.begin().await.unwrap();
+    tx.insert_request(&alice, None).await.unwrap();
+    tx.commit().await.unwrap();
+    let bob = request(2, "bob@acme.example");
+    let mut tx = f.store.begin().await.unwrap();
+    tx.insert_request(&bob, None).await.unwrap();
+    // The same id again: refused, here (SQLite) or at the commit (PostgreSQL).
+    let again = tx.insert_request(&alice, None).await;
+    tx.audit(event(1)).await.unwrap();
+    let committed = match again {
+        Ok(()) => tx.commit().await,
+        Err(error) => {
+            drop(tx);
+            Err(error)
+        }
+    };
+    assert!(committed.is_err(), "a transaction with a failed write does not commit");
+    assert!(f.store.request(&bob.id).await.unwrap().is_none(), "nothing of it is in the store");
+    assert!(chain(&f.store).await.is_empty(), "nor its audit event");
+    let mut tx = f.store.begin().await.unwrap();
+    tx.insert_request(&bob, None).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(f.store.request(&bob.id).await.unwrap().is_some(), "the store takes the next transaction");
 }
 
 async fn events_are_numbered_in_commit_order_and_read_after_a_cursor(f: Fixture) {
@@ -160,11 +215,13 @@ async fn requests_and_grants_round_trip_with_their_lists(f: Fixture) {
     assert!(f.store.grants(Some("bob@acme.example"), true, 10).await.unwrap().is_empty());
     let mut tx = f.store.begin().await.unwrap();
     assert_eq!(tx.pending_count("alice@acme.example", Timestamp::from_unix_millis(T0)).await.unwrap(), 1);
-    assert_eq!(
-        tx.pending_duplicate("alice@acme.example", "orders-db", "read", Timestamp::from_unix_millis(T0)).await.unwrap(),
-        Some(alice.id.clone()),
-        "the same access already waits"
-    );
+    let clashes =
+        tx.filing_clashes("alice@acme.example", "orders-db", "read", Timestamp::from_unix_millis(T0)).await.unwrap();
+    assert_eq!(clashes.pending, Some(alice.id.clone()), "the same access already waits");
+    assert_eq!(clashes.live.map(|live| live.grant.id), Some(record.grant.id.clone()), "and is held");
+    let none =
+        tx.filing_clashes("bob@acme.example", "orders-db", "write", Timestamp::from_unix_millis(T0)).await.unwrap();
+    assert!(none.pending.is_none() && none.live.is_none(), "nothing clashes with other access");
     let live = tx.live_grants_on("orders-db", None, Some("alice@acme.example")).await.unwrap();
     assert_eq!(live.len(), 1, "narrowed to an owner");
     assert!(tx.live_grants_on("orders-db", Some("write"), None).await.unwrap().is_empty(), "narrowed to a role");
@@ -257,6 +314,8 @@ macro_rules! each_engine {
 each_engine!(
     audit_events_of_every_commit_form_one_chain_that_verifies,
     a_transaction_dropped_uncommitted_leaves_nothing,
+    a_transaction_dropped_after_a_read_leaves_nothing_of_its_writes,
+    a_failed_write_fails_its_transaction_and_leaves_nothing,
     events_are_numbered_in_commit_order_and_read_after_a_cursor,
     requests_and_grants_round_trip_with_their_lists,
     due_work_is_found_at_its_time_and_not_before,
