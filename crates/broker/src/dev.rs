@@ -9,6 +9,7 @@ pub mod oidc;
 pub mod tls;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::Path;
 
 use hourglass_core::{Duration, Timestamp};
@@ -17,6 +18,31 @@ use serde::{Deserialize, Serialize};
 use crate::auth::{TrustedIssuer, VerificationKey};
 use crate::error::{Error, Result};
 use crate::keys::{Ed25519Key, write_secret_file};
+use crate::settings::BrokerSettings;
+
+/// Where the development broker may run: its issuer signs anyone in as
+/// any demo user without a password, so it listens on a loopback address
+/// only (nobody on another machine reaches it), and never with a
+/// configuration that logs real people in (`[broker.login]`: that is a
+/// production configuration, for `hourglassd serve`).
+pub fn check_dev_mode(listen: SocketAddr, settings: &BrokerSettings) -> Result<()> {
+    if !listen.ip().is_loopback() {
+        return Err(Error::Config(format!(
+            "refusing to run the development broker on {listen}: its login page signs anyone in as any demo user \
+             without a password. Listen on a loopback address (--listen 127.0.0.1:7300), or run `hourglassd serve` \
+             with your identity provider"
+        )));
+    }
+    if settings.login.is_some() {
+        return Err(Error::Config(
+            "refusing to run the development broker with [broker.login]: that configuration logs real people in, \
+             and the development broker signs anyone in as any demo user without a password. \
+             Run `hourglassd serve --config DIR` with it"
+                .into(),
+        ));
+    }
+    Ok(())
+}
 
 /// The demo policy, compiled in so `hourglassd dev` works from anywhere.
 pub const DEMO_POLICY: &[(&str, &str)] = &[
@@ -174,4 +200,34 @@ pub fn write_tokens(data_dir: &Path, issuer: &DevIssuer, now: Timestamp) -> Resu
     let json = serde_json::to_vec_pretty(&by_name).map_err(|e| Error::Internal(e.to_string()))?;
     write_secret_file(&data_dir.join("dev-users.json"), &json)?;
     Ok(tokens)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(toml: &str) -> BrokerSettings {
+        BrokerSettings::from_table(&toml.parse::<toml::Table>().expect("TOML")).expect("settings")
+    }
+
+    #[test]
+    fn dev_mode_refuses_an_address_other_machines_reach() {
+        let plain = settings("");
+        for listen in ["127.0.0.1:7300", "[::1]:7300"] {
+            assert!(check_dev_mode(listen.parse().expect("an address"), &plain).is_ok(), "{listen}");
+        }
+        for listen in ["0.0.0.0:7300", "[::]:7300", "10.1.2.3:7300"] {
+            let error = check_dev_mode(listen.parse().expect("an address"), &plain).expect_err(listen).to_string();
+            assert!(error.contains(listen) && error.contains("loopback"), "names the address and the way out: {error}");
+        }
+    }
+
+    #[test]
+    fn dev_mode_refuses_a_configuration_that_logs_real_people_in() {
+        let production = settings("[login]\nissuer = \"https://idp.acme.example\"\nclient_id = \"hourglass\"\n");
+        let error = check_dev_mode("127.0.0.1:7300".parse().expect("an address"), &production)
+            .expect_err("a production configuration")
+            .to_string();
+        assert!(error.contains("[broker.login]") && error.contains("hourglassd serve"), "{error}");
+    }
 }

@@ -78,6 +78,9 @@ pub async fn start(options: ServerOptions) -> Result<Server> {
         Some(files) => Some(files),
         None => settings.tls_files(&options.policy_dir)?,
     };
+    if options.dev {
+        crate::dev::check_dev_mode(listen, &settings)?;
+    }
     crate::tls::check_listen(listen, tls.is_some(), settings.insecure_http)?;
     let certificate = tls.map(ServerCertificate::load).transpose()?;
     let listener = TcpListener::bind(listen).await.map_err(Error::io(format!("listening on {listen}")))?;

@@ -344,6 +344,15 @@ async fn postgres_bad_input_gets_a_clear_error_and_leaves_nothing_behind() {
     let plain =
         alice.create_request(&request("orders-db", "read", "10m", Some(password))).await.expect_err("a password");
     assert!(plain.to_string().contains("never the password") && !plain.to_string().contains("hunter2"), "{plain}");
+    // A verifier asking every login to the role for 2^31 rounds.
+    let mut costly = material::postgres().material;
+    let verifier = costly.postgres_scram_verifier.take().expect("a verifier");
+    let rounds = verifier.split(['$', ':']).nth(1).expect("the round count").to_owned();
+    costly.postgres_scram_verifier = Some(verifier.replacen(&format!("${rounds}:"), "$2147483648:", 1));
+    let refused =
+        alice.create_request(&request("orders-db", "read", "10m", Some(costly))).await.expect_err("too many rounds");
+    assert_eq!(refused.code(), Some(ErrorCode::InvalidRequest), "{refused}");
+    assert!(refused.to_string().contains("2147483648") && refused.to_string().contains("at most 4096"), "{refused}");
     assert_eq!(setup.roles_left(), "", "nothing was created for refused requests");
 }
 

@@ -160,6 +160,54 @@ fn broker_serves_https_with_the_configured_certificate_and_reloads_it_on_sighup(
 }
 
 #[test]
+fn dev_refuses_a_non_loopback_address_and_a_production_configuration() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    // A broker that starts serving (the refusal missing) is stopped after
+    // a while rather than left to hang the test: it counts as started.
+    let dev = |args: &[&str]| {
+        let mut child = Command::new(bin("hourglassd"))
+            .args(["dev", "--data-dir"])
+            .arg(data_dir.path())
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("hourglassd runs");
+        let exited = eventually(Duration::from_secs(20), || child.try_wait().ok().flatten()).is_some();
+        if !exited {
+            let _ = child.kill();
+        }
+        let output = child.wait_with_output().expect("hourglassd's output");
+        Run {
+            ok: !exited || output.status.success(),
+            stdout: String::new(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    };
+    let everywhere = dev(&["--listen", "0.0.0.0:0"]);
+    assert!(!everywhere.ok, "the password-less demo login on every interface does not start");
+    assert!(
+        everywhere.stderr.contains("refusing to run the development broker on 0.0.0.0")
+            && everywhere.stderr.contains("loopback"),
+        "the error says why and names the way out: {}",
+        everywhere.stderr
+    );
+
+    // The demo policy with a production login added: refused on loopback too.
+    let policy = data_dir.path().join("policy");
+    let toml = std::fs::read_to_string(policy.join("hourglass.toml")).expect("the demo policy was written");
+    let login = "[broker.login]\nissuer = \"https://idp.acme.example\"\nclient_id = \"hourglass\"\n\n";
+    std::fs::write(policy.join("hourglass.toml"), format!("{login}{toml}")).expect("written");
+    let production = dev(&["--listen", "127.0.0.1:0", "--config", policy.to_str().expect("a UTF-8 path")]);
+    assert!(!production.ok, "a configuration that logs real people in does not start in dev mode");
+    assert!(
+        production.stderr.contains("[broker.login]") && production.stderr.contains("hourglassd serve"),
+        "the error names the table and the way out: {}",
+        production.stderr
+    );
+}
+
+#[test]
 fn non_loopback_listen_without_tls_refused() {
     let idp = JwtIssuer::new("idp-1");
     let config = serve_config(&idp, "");

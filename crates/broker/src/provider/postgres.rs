@@ -207,13 +207,19 @@ pub fn role_name(owner: &str, grant: &Grant) -> String {
     format!("hg_{user}_{suffix}")
 }
 
+/// The most SCRAM rounds a client-made verifier may ask for: PostgreSQL's
+/// own default.
+const MAX_SCRAM_ITERATIONS: u32 = 4096;
+
 /// Checks the shape of a SCRAM-SHA-256 verifier, so that a password sent
 /// by mistake is refused rather than stored (PostgreSQL would hash it, and
 /// the broker would have seen it).
 ///
-/// Any positive round count is taken: rounds only slow down guessing a
-/// weak password, which a verifier cannot reveal, and Hourglass's clients
-/// send one round over 256 random bits (see `hourglass_client::material`).
+/// Rounds only slow down guessing a weak password, which a verifier cannot
+/// reveal, and Hourglass's clients send one round over 256 random bits
+/// (see `hourglass_client::material`); at most [`MAX_SCRAM_ITERATIONS`] are
+/// taken, since the count is the requester's choice and every login to the
+/// role pays for it (2^31 rounds is minutes of a core on each side).
 fn check_verifier(verifier: &str) -> Result<(), String> {
     let refuse = || {
         "postgres_scram_verifier is not a SCRAM-SHA-256 verifier (SCRAM-SHA-256$<iterations>:<salt>$<stored key>:<server key>); \
@@ -224,7 +230,13 @@ fn check_verifier(verifier: &str) -> Result<(), String> {
     let (params, keys) = rest.split_once('$').ok_or_else(refuse)?;
     let (iterations, salt) = params.split_once(':').ok_or_else(refuse)?;
     let (stored, server) = keys.split_once(':').ok_or_else(refuse)?;
-    iterations.parse::<std::num::NonZeroU32>().map_err(|_| refuse())?;
+    let iterations = iterations.parse::<std::num::NonZeroU32>().map_err(|_| refuse())?;
+    if iterations.get() > MAX_SCRAM_ITERATIONS {
+        return Err(format!(
+            "postgres_scram_verifier asks for {iterations} SCRAM rounds; at most {MAX_SCRAM_ITERATIONS} are accepted \
+             (PostgreSQL's own default is 4096; Hourglass's clients use 1 over a random password)"
+        ));
+    }
     let decode = |text: &str| base64::engine::general_purpose::STANDARD.decode(text).map_err(|_| refuse());
     if decode(salt)?.len() < 16 || decode(stored)?.len() != 32 || decode(server)?.len() != 32 {
         return Err(refuse());
@@ -743,6 +755,17 @@ mod tests {
             let error = check_verifier(bad).expect_err(bad);
             assert!(error.contains("SCRAM-SHA-256$<iterations>"), "{bad:?}: {error}");
             assert!(!error.contains("correct horse"), "the refusal never echoes what was sent");
+        }
+    }
+
+    #[test]
+    fn scram_verifier_with_more_rounds_than_postgres_default_refused() {
+        let good = postgres_protocol::password::scram_sha_256(b"correct horse");
+        assert_eq!(check_verifier(&good), Ok(()), "4096 rounds, PostgreSQL's default, is the most taken");
+        for rounds in ["4097", "2147483648", "4294967295"] {
+            let costly = good.replacen("$4096:", &format!("${rounds}:"), 1);
+            let error = check_verifier(&costly).expect_err(rounds);
+            assert!(error.contains(rounds) && error.contains("at most 4096"), "names the count and the cap: {error}");
         }
     }
 
