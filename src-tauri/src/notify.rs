@@ -2,7 +2,9 @@
 //! An expiry warning offers "Renew" where the desktop supports actions;
 //! what an action does is the caller's.
 
-use hourglass_app::alerts::{Alert, AlertKind};
+use std::sync::OnceLock;
+
+use hourglass_app::alerts::{Alert, AlertKind, escape_markup};
 use hourglass_app::ipc::Tab;
 use hourglass_core::GrantId;
 
@@ -17,7 +19,8 @@ pub fn show(alert: Alert, picked: impl FnOnce(Picked) + Send + 'static) {
     // Showing waits on D-Bus, and waiting for an action blocks: own thread.
     std::thread::spawn(move || {
         let mut notification = notify_rust::Notification::new();
-        notification.appname("Hourglass").summary(&alert.title).body(&alert.body).icon("dialog-information");
+        let body = if renders_markup() { escape_markup(&alert.body) } else { alert.body.clone() };
+        notification.appname("Hourglass").summary(&alert.title).body(&body).icon("dialog-information");
         let renewable = alert.kind == AlertKind::Expiring && alert.grant.is_some();
         if renewable {
             notification.action("renew", "Renew");
@@ -42,4 +45,19 @@ pub fn show(alert: Alert, picked: impl FnOnce(Picked) + Send + 'static) {
             _ => {}
         });
     });
+}
+
+/// Whether the notification daemon renders markup in bodies: then what
+/// people typed is escaped, so a reason cannot become a link. Asked once
+/// (the daemon is the session's).
+fn renders_markup() -> bool {
+    static RENDERS: OnceLock<bool> = OnceLock::new();
+    *RENDERS.get_or_init(|| {
+        // Capabilities are a freedesktop (D-Bus) notion; elsewhere bodies are plain text.
+        #[cfg(all(unix, not(target_os = "macos")))]
+        return notify_rust::get_capabilities()
+            .is_ok_and(|capabilities| capabilities.iter().any(|c| c == "body-markup"));
+        #[cfg(not(all(unix, not(target_os = "macos"))))]
+        false
+    })
 }

@@ -122,6 +122,25 @@ pub fn from_event(event: &Event, me: &str) -> Option<Alert> {
     }
 }
 
+/// `text` for a notification daemon that renders markup in bodies (the
+/// `body-markup` capability): `&`, `<` and `>` as entities, so that what a
+/// requester typed (a reason, a comment) shows as typed and never as a link
+/// or an image. Summaries are plain text by the specification.
+pub fn escape_markup(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '"' => escaped.push_str("&quot;"),
+            '\'' => escaped.push_str("&apos;"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
+}
+
 fn deciders(request: &hourglass_core::AccessRequest) -> String {
     let names: Vec<&str> = request.decisions.iter().map(|d| d.approver.as_str()).collect();
     if names.is_empty() { "policy".into() } else { names.join(", ") }
@@ -187,6 +206,16 @@ mod tests {
     use crate::testing::{grant, request};
 
     const NOW: Timestamp = Timestamp::from_unix_millis(1_800_000_000_000);
+
+    #[test]
+    fn markup_in_what_people_typed_is_shown_as_typed() {
+        let reason = r#"hotfix <a href="https://evil.example/">see</a> & <img src=x>"#;
+        assert_eq!(
+            escape_markup(reason),
+            "hotfix &lt;a href=&quot;https://evil.example/&quot;&gt;see&lt;/a&gt; &amp; &lt;img src=x&gt;"
+        );
+        assert_eq!(escape_markup("plain text · 30m"), "plain text · 30m", "text without markup is unchanged");
+    }
 
     fn event(kind: EventKind, request: Option<hourglass_core::AccessRequest>, grant: Option<Grant>) -> Event {
         Event { kind, at: NOW, request, grant }

@@ -222,15 +222,22 @@ async fn desktop_login_request_approve_countdown_warn_renew_revoke_and_approve_f
     assert!(warned.is_some(), "the 50 s warning was shown: {:?}", desktop.notifications());
 
     // dave asks for write access: it appears in Approvals and bob approves it there.
-    let filed =
-        broker.json("dave", &["request", "orders-api", "--role", "write", "--for", "30m", "--reason", "hotfix"]);
+    // His reason holds markup: the notification shows it as typed, never as a link.
+    let reason = r#"hotfix <a href="https://evil.example/">see</a>"#;
+    let filed = broker.json("dave", &["request", "orders-api", "--role", "write", "--for", "30m", "--reason", reason]);
     let daves = filed["id"].as_str().expect("id").to_owned();
     until_text(&app, "[data-testid=tab-approvals]", "1").await;
     click(&app, "[data-testid=tab-approvals]").await;
     until_text(&app, "[data-testid=approval]", "hotfix").await;
     screenshot(&app, "approvals").await;
     let asked = desktop.notifications();
-    assert!(asked.iter().any(|n| n.contains("dave@acme.example asks for access")), "bob was notified: {asked:?}");
+    let to_bob = asked.iter().find(|n| n.contains("dave@acme.example asks for access"));
+    let to_bob = to_bob.unwrap_or_else(|| panic!("bob was notified: {asked:?}"));
+    assert!(
+        to_bob.contains("hotfix &lt;a href=&quot;https://evil.example/&quot;&gt;see&lt;/a&gt;")
+            && !to_bob.contains("<a "),
+        "the reason reached the daemon (which renders markup) escaped: {to_bob}"
+    );
     click(&app, "[data-testid=approve]").await;
     until_text(&app, "[data-testid=no-approvals]", "Nobody is waiting").await;
     let decided = broker.json("dave", &["requests"]);
