@@ -53,9 +53,11 @@ impl Introspection {
 }
 
 impl Broker {
-    pub async fn introspect(&self, token: &str) -> Result<Introspection> {
+    /// `audience`: the one the asking resource server answers to, if it
+    /// said; a token for another is inactive to it.
+    pub async fn introspect(&self, token: &str, audience: Option<&str>) -> Result<Introspection> {
         let mut validation = Validation::new(Algorithm::EdDSA);
-        // Any audience: the resource server asking knows which it expects.
+        // Compared below, when the resource server names its audience.
         validation.validate_aud = false;
         validation.leeway = 0;
         // The key that signed it, by its id: any replica's, within its overlap.
@@ -69,6 +71,9 @@ impl Broker {
             return Ok(Introspection::inactive());
         };
         let claims = data.claims;
+        if audience.is_some_and(|audience| audience != claims.aud) {
+            return Ok(Introspection::inactive());
+        }
         let Ok(id) = GrantId::parse(&claims.jti) else { return Ok(Introspection::inactive()) };
         let Some(record) = self.store.grant(&id).await? else { return Ok(Introspection::inactive()) };
         let grant = record.grant;

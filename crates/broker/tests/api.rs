@@ -288,11 +288,22 @@ impl Harness {
 
     /// RFC 7662 introspection of a grant token (no bearer token needed).
     async fn introspect(&self, token: &str) -> Value {
+        self.introspect_form(&format!("token={token}")).await
+    }
+
+    /// Introspection as a resource server answering to `audience` asks.
+    async fn introspect_for(&self, token: &str, audience: &str) -> Value {
+        // Audiences are URLs and names: nothing in them a form must escape but these.
+        let audience = audience.replace('%', "%25").replace('&', "%26").replace('+', "%2B");
+        self.introspect_form(&format!("token={token}&audience={audience}")).await
+    }
+
+    async fn introspect_form(&self, form: &str) -> Value {
         let request = Request::builder()
             .method(Method::POST)
             .uri("/v1/introspect")
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(Body::from(format!("token={token}")))
+            .body(Body::from(form.to_owned()))
             .expect("a request");
         let (status, _, body) = self.send(request).await;
         assert_eq!(status, StatusCode::OK, "introspection always answers 200: {body}");

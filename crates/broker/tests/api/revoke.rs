@@ -124,3 +124,18 @@ async fn revoke_or_cancel_past_the_deadline_is_refused_not_recorded() {
     assert_eq!(h.grant("alice", &grant).await["state"], "expired", "the scheduler records the expiry");
     assert_eq!(h.request("alice", &request).await["state"], "expired", "and the request's");
 }
+
+#[tokio::test]
+async fn introspection_for_another_audience_is_inactive() {
+    let h = Harness::new().await;
+    let id = grant_id(&h.file("alice", read_orders("10m")).await);
+    let token = h.grant_token("alice", &id).await;
+    let live = h.introspect(&token).await;
+    let audience = live["aud"].as_str().expect("the token's audience").to_owned();
+    assert_eq!(h.introspect_for(&token, &audience).await, live, "active to the resource server it was made for");
+    assert_eq!(
+        h.introspect_for(&token, "https://billing.acme.example").await,
+        json!({"active": false}),
+        "inactive to a resource server answering to another audience"
+    );
+}
