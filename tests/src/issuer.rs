@@ -38,7 +38,7 @@ impl JwtIssuer {
     pub fn token(&self, email: &str, groups: &[&str], audience: &str, lifetime_secs: i64) -> String {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
         let claims = serde_json::json!({
-            "iss": ISSUER, "aud": audience, "sub": format!("id-{email}"), "email": email,
+            "iss": ISSUER, "aud": audience, "sub": format!("id-{email}"), "email": email, "email_verified": true,
             "groups": groups, "iat": now, "exp": now + lifetime_secs,
         });
         let mut header = Header::new(Algorithm::EdDSA);

@@ -75,6 +75,10 @@ pub enum AuthError {
     BadSignature,
     #[error("the token names no principal (claim `{0}` is missing)")]
     NoPrincipal(String),
+    #[error(
+        "the token's email is not verified by its identity provider (`email_verified` is not true): an unverified address names nobody"
+    )]
+    UnverifiedEmail,
     #[error("a broker session cannot be exchanged for another: exchange an ID token from your identity provider")]
     SessionNotExchangeable,
     #[error("this broker issues no sessions")]
@@ -618,11 +622,21 @@ fn unix_now() -> i64 {
 }
 
 fn identity_from(claims: &Value, issuer: &TrustedIssuer) -> std::result::Result<Identity, AuthError> {
+    // The configured claim or nothing: falling back to another (`sub`)
+    // would let one person's id be another's in a second namespace.
     let id = claims[issuer.id_claim.as_str()]
         .as_str()
-        .or_else(|| claims["sub"].as_str())
         .filter(|id| !id.trim().is_empty())
         .ok_or_else(|| AuthError::NoPrincipal(issuer.id_claim.clone()))?;
+    // Anyone can type an address into an account at many providers: it
+    // names a person only once the provider has verified it. Some send the
+    // flag as a string.
+    if issuer.id_claim == "email"
+        && !matches!(&claims["email_verified"], Value::Bool(true))
+        && claims["email_verified"] != "true"
+    {
+        return Err(AuthError::UnverifiedEmail);
+    }
     let mut groups: std::collections::BTreeSet<String> = issuer.groups.iter().cloned().collect();
     if !issuer.groups_claim.is_empty() {
         match &claims[issuer.groups_claim.as_str()] {

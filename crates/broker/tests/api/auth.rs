@@ -29,7 +29,7 @@ async fn auth_bad_tokens_are_refused() {
     let now = SystemClock.now().unix_seconds();
     let claims = |iss: &str, aud: &str, exp: i64| {
         json!({
-            "iss": iss, "aud": aud, "sub": "alice@acme.example", "email": "alice@acme.example",
+            "iss": iss, "aud": aud, "sub": "alice@acme.example", "email": "alice@acme.example", "email_verified": true,
             "groups": ["engineers"], "iat": now - 7200, "exp": exp,
         })
     };
@@ -37,12 +37,28 @@ async fn auth_bad_tokens_are_refused() {
         jsonwebtoken::encode(&key.header(), &claims, key.encoding()).expect("a signed token")
     };
     let good = sign(&dev_key, claims(&h.dev_issuer, "hourglass", now + 600));
+    let with = |change: &dyn Fn(&mut Value)| {
+        let mut claims = claims(&h.dev_issuer, "hourglass", now + 600);
+        change(&mut claims);
+        sign(&dev_key, claims)
+    };
+    let unverified = with(&|c| c["email_verified"] = json!(false));
+    let unsaid = with(&|c| {
+        c.as_object_mut().expect("claims").remove("email_verified");
+    });
+    // The principal is the configured claim (`email`) or nobody: never `sub`.
+    let no_email = with(&|c| {
+        c.as_object_mut().expect("claims").remove("email");
+    });
     let cases = [
         ("garbage".to_owned(), "malformed", "a token that is no JWT"),
         (sign(&stranger, claims(&h.dev_issuer, "hourglass", now + 600)), "signature", "signed by an unknown key"),
         (sign(&stranger, claims("https://evil.example", "hourglass", now + 600)), "not trusted", "an unknown issuer"),
         (sign(&dev_key, claims(&h.dev_issuer, "other-app", now + 600)), "audience", "a token for another app"),
         (sign(&dev_key, claims(&h.dev_issuer, "hourglass", now - 3600)), "expired", "an expired token"),
+        (unverified, "not verified", "an email its provider has not verified"),
+        (unsaid, "not verified", "an email nobody said was verified"),
+        (no_email, "claim `email` is missing", "no email, though `sub` is there"),
     ];
     for (token, names, why) in cases {
         let request = Request::builder()

@@ -110,7 +110,7 @@ impl Idp {
     fn token(&self, key: &IdpKey, email: &str, groups: &[&str], audience: &str, lifetime: i64) -> String {
         let now = SystemClock.now().unix_seconds();
         key.sign(&json!({
-            "iss": self.issuer, "aud": audience, "sub": format!("id-{email}"), "email": email,
+            "iss": self.issuer, "aud": audience, "sub": format!("id-{email}"), "email": email, "email_verified": true,
             "name": "Test User", "groups": groups, "iat": now, "exp": now + lifetime,
         }))
     }
