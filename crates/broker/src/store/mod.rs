@@ -18,6 +18,7 @@
 //! transaction that records the work ([`WriteTx::holds_claim`]), and once
 //! its lease lapses it acts on nothing it had claimed ([`Store::may_act`]).
 
+mod append;
 mod copy;
 mod durability;
 mod lock;
@@ -35,12 +36,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration as StdDuration, Instant};
 
 use hourglass_core::api::{ClientMaterial, EventKind};
-use hourglass_core::audit::{AuditEvent, AuditRecord, StoredLink, chain_hash, from_hex, to_hex};
+use hourglass_core::audit::{AuditEvent, AuditRecord, StoredLink};
 use hourglass_core::{AccessRequest, Grant, GrantId, GrantState, RequestId, Timestamp};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 use crate::pg::PgTarget;
+use append::{append_here, append_there, linked};
 use postgres::{PgStore, PgTx};
 use queries as q;
 use sql::{Conn, Param};
@@ -981,156 +983,6 @@ impl WriteTx {
             }
         }
     }
-}
-
-/// What a commit appends on SQLite: the audit records and the last event
-/// number, and the statements that write them.
-#[derive(Default)]
-struct Appended {
-    records: Vec<AuditRecord>,
-    last_event: Option<u64>,
-    writes: Vec<sql::Write>,
-}
-
-/// Reads the `chain` row and numbers and hashes the audit events and
-/// published events after it (SQLite: its one writer holds the row): the
-/// statements that append them, to run last in the transaction.
-async fn append_here(conn: &mut Conn<'_>, audit: Vec<AuditEvent>, events: &[NewEvent]) -> Result<Appended> {
-    use sql::Owned;
-    if audit.is_empty() && events.is_empty() {
-        return Ok(Appended::default());
-    }
-    let head = conn
-        .query_opt(q::CHAIN_HEAD, &[])
-        .await?
-        .ok_or_else(|| Error::Internal("the store has no chain head (schema version 3 missing?)".into()))?;
-    let mut seq = u64::try_from(head.int(0)?).unwrap_or(0);
-    let head_hash = head.text(1)?;
-    let mut prev =
-        from_hex(&head_hash).ok_or_else(|| Error::Internal(format!("audit event {seq} has a malformed hash")))?;
-    let mut event_seq = u64::try_from(head.int(2)?).unwrap_or(0);
-    let mut records = Vec::with_capacity(audit.len());
-    let mut writes = Vec::with_capacity(audit.len() + events.len() + 1);
-    for mut event in audit {
-        seq += 1;
-        event.seq = seq;
-        let canonical = event.canonical();
-        let hash = chain_hash(&prev, &canonical);
-        let (prev_hex, hash_hex) = (to_hex(&prev), to_hex(&hash));
-        let params = vec![
-            Owned::Int(q::seq_param(seq)),
-            Owned::Int(event.at.unix_millis()),
-            Owned::Text(event.actor.clone()),
-            Owned::Text(event.action.as_str().to_owned()),
-            Owned::Text(event.target.clone()),
-            event.subject.clone().map_or(Owned::Null, Owned::Text),
-            Owned::Text(canonical),
-            Owned::Text(prev_hex.clone()),
-            Owned::Text(hash_hex.clone()),
-        ];
-        writes.push(sql::Write { sql: q::INSERT_AUDIT, params });
-        prev = hash;
-        records.push(AuditRecord { event, prev_hash: prev_hex, hash: hash_hex });
-    }
-    for event in events {
-        event_seq += 1;
-        let params = vec![
-            Owned::Int(q::seq_param(event_seq)),
-            Owned::Int(event.at.unix_millis()),
-            Owned::Text(event.kind.as_str().to_owned()),
-            Owned::Text(q::to_json(&event.audience)?),
-            Owned::Text(event.json.clone()),
-        ];
-        writes.push(sql::Write { sql: q::INSERT_EVENT, params });
-    }
-    let head = vec![Owned::Int(q::seq_param(seq)), Owned::Text(to_hex(&prev)), Owned::Int(q::seq_param(event_seq))];
-    writes.push(sql::Write { sql: q::UPDATE_CHAIN, params: head });
-    let last_event = (!events.is_empty()).then_some(event_seq);
-    Ok(Appended { records, last_event, writes })
-}
-
-/// The call that appends the audit events and published events on
-/// PostgreSQL, numbered and hashed by the server (`hourglass_append`, in
-/// schema version 5) where it takes the chain's row; none if there is
-/// nothing to append.
-fn append_there(audit: &[AuditEvent], events: &[NewEvent]) -> Result<Option<sql::Write>> {
-    use sql::Owned;
-    if audit.is_empty() && events.is_empty() {
-        return Ok(None);
-    }
-    let audit_rows: Vec<Vec<Owned>> = audit
-        .iter()
-        .map(|event| {
-            vec![
-                Owned::Int(event.at.unix_millis()),
-                Owned::Text(event.actor.clone()),
-                Owned::Text(event.action.as_str().to_owned()),
-                Owned::Text(event.target.clone()),
-                event.subject.clone().map_or(Owned::Null, Owned::Text),
-                Owned::Text(event.canonical_after_seq()),
-            ]
-        })
-        .collect();
-    let event_rows = events
-        .iter()
-        .map(|event| {
-            Ok(vec![
-                Owned::Int(event.at.unix_millis()),
-                Owned::Text(event.kind.as_str().to_owned()),
-                Owned::Text(q::to_json(&event.audience)?),
-                Owned::Text(event.json.clone()),
-            ])
-        })
-        .collect::<Result<Vec<_>>>()?;
-    const AUDIT: [&str; 6] = ["at", "actor", "action", "target", "subject", "tail"];
-    const EVENTS: [&str; 4] = ["at", "kind", "audience", "event"];
-    let params = vec![Owned::Text(json_rows(&AUDIT, &audit_rows)?), Owned::Text(json_rows(&EVENTS, &event_rows)?)];
-    Ok(Some(sql::Write { sql: q::APPEND, params }))
-}
-
-/// The audit records of `audit` as the server appended them: `links` is
-/// each one's number and link, in order. Each hash is checked against
-/// core's rule, so that the server's copy of it never drifts unseen.
-fn linked(audit: Vec<AuditEvent>, links: Vec<sql::Row>) -> Result<Vec<AuditRecord>> {
-    if links.len() != audit.len() {
-        return Err(Error::Internal(format!("{} audit events appended, {} links returned", audit.len(), links.len())));
-    }
-    audit
-        .into_iter()
-        .zip(links)
-        .map(|(mut event, link)| {
-            event.seq = u64::try_from(link.int(0)?).unwrap_or(0);
-            let (prev_hash, hash) = (link.text(1)?, link.text(2)?);
-            let expected = from_hex(&prev_hash).map(|prev| to_hex(&chain_hash(&prev, &event.canonical())));
-            if expected.as_deref() != Some(hash.as_str()) {
-                // Committed already: the chain's verification will name it.
-                tracing::error!(seq = event.seq, "the store hashed audit event {} unlike core's rule", event.seq);
-            }
-            Ok(AuditRecord { event, prev_hash, hash })
-        })
-        .collect()
-}
-
-/// Rows as a JSON array of objects with `columns` (for `json_to_recordset`).
-fn json_rows(columns: &[&str], rows: &[Vec<sql::Owned>]) -> Result<String> {
-    let rows: Vec<serde_json::Map<String, serde_json::Value>> = rows
-        .iter()
-        .map(|row| {
-            columns
-                .iter()
-                .zip(row)
-                .map(|(column, value)| {
-                    let value = match value {
-                        sql::Owned::Int(number) => serde_json::Value::from(*number),
-                        sql::Owned::Text(text) => serde_json::Value::from(text.as_str()),
-                        sql::Owned::Null => serde_json::Value::Null,
-                    };
-                    ((*column).to_owned(), value)
-                })
-                .collect()
-        })
-        .collect();
-    q::to_json(&rows)
 }
 
 fn revocation_due(grant: &Grant) -> Option<i64> {
