@@ -136,21 +136,29 @@ impl Desktop {
 
     /// (Re)creates the client for the configured broker from the keyring
     /// (or `HOURGLASS_TOKEN`) and starts following it.
+    ///
+    /// The keyring is read on a blocking thread: it answers over D-Bus and
+    /// may first ask the user to unlock it, and the thread that called
+    /// (Tauri's main thread, at start) paints the window meanwhile.
     pub fn connect(&self, app: &AppHandle) {
-        let resumed = self.trust().and_then(|trust| account::resume(&self.broker(), trust));
-        match resumed {
-            Ok(Resumed::LoggedIn { client, kind }) => self.use_client(app, client, kind),
-            // The CLI's advice (run `hourglass login`) does not fit here: the
-            // app logs in itself.
-            Ok(Resumed::LoggedOut) => {
-                self.sign_out(app, "Log in with your company account to see and request access.".into(), false);
+        let app = app.clone();
+        tauri::async_runtime::spawn_blocking(move || {
+            let desktop = app.state::<Desktop>();
+            let resumed = desktop.trust().and_then(|trust| account::resume(&desktop.broker(), trust));
+            match resumed {
+                Ok(Resumed::LoggedIn { client, kind }) => desktop.use_client(&app, client, kind),
+                // The CLI's advice (run `hourglass login`) does not fit here:
+                // the app logs in itself.
+                Ok(Resumed::LoggedOut) => {
+                    desktop.sign_out(&app, "Log in with your company account to see and request access.".into(), false)
+                }
+                Ok(Resumed::NoKeyring(error)) => {
+                    tracing::warn!("{error}");
+                    desktop.sign_out(&app, NO_KEYRING.into(), true);
+                }
+                Err(error) => desktop.sign_out(&app, error.to_string(), false),
             }
-            Ok(Resumed::NoKeyring(error)) => {
-                tracing::warn!("{error}");
-                self.sign_out(app, NO_KEYRING.into(), true);
-            }
-            Err(error) => self.sign_out(app, error.to_string(), false),
-        }
+        });
     }
 
     /// Follows the broker as `client`, and serves the local agent on the
@@ -159,8 +167,8 @@ impl Desktop {
         if let Ok(mut slot) = self.session.write() {
             *slot = Some((client.clone(), kind));
         }
-        // Called from Tauri's setup too, outside any runtime: the feed's and
-        // the sync's tasks live on Tauri's Tokio runtime.
+        // Called from a blocking thread and from commands: the feed's and the
+        // sync's tasks live on Tauri's Tokio runtime.
         let runtime = tauri::async_runtime::handle();
         let _entered = runtime.inner().enter();
         let feed = Feed::start(client);

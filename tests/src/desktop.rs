@@ -25,6 +25,8 @@ pub struct Desktop {
     framebuffer: tempfile::TempDir,
     /// A bus of our own config's: its config and socket.
     _bus_dir: Option<tempfile::TempDir>,
+    /// Every desktop test is bounded (see [`crate::watchdog`]).
+    _watchdog: crate::watchdog::Watchdog,
 }
 
 impl Desktop {
@@ -55,6 +57,7 @@ impl Desktop {
 
     /// A display, the session bus `dbus` starts, and a notification daemon.
     fn bare(dbus: &mut Command, bus_dir: Option<tempfile::TempDir>) -> Desktop {
+        let watchdog = crate::watchdog::Watchdog::for_test();
         let framebuffer = tempfile::tempdir().expect("a framebuffer dir");
         let (display, xvfb) = start_xvfb(framebuffer.path());
         let mut dbus = dbus.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("dbus-daemon starts");
@@ -62,7 +65,17 @@ impl Desktop {
         BufReader::new(dbus.stdout.take().expect("stdout")).read_line(&mut address).expect("the bus address");
         let bus = address.trim().to_owned();
         let home = tempfile::tempdir().expect("a home");
-        let mut desktop = Desktop { display, bus, xvfb, dbus, extra: Vec::new(), home, framebuffer, _bus_dir: bus_dir };
+        let mut desktop = Desktop {
+            display,
+            bus,
+            xvfb,
+            dbus,
+            extra: Vec::new(),
+            home,
+            framebuffer,
+            _bus_dir: bus_dir,
+            _watchdog: watchdog,
+        };
         let dunst = desktop.command("dunst").stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("dunst starts");
         desktop.extra.push(dunst);
         let ready = eventually(Duration::from_secs(10), || desktop.dunstctl(&["count", "displayed"]).map(|_| ()));
@@ -249,11 +262,31 @@ impl Screen {
 
 impl Drop for Desktop {
     fn drop(&mut self) {
-        for child in self.extra.iter_mut().chain([&mut self.dbus, &mut self.xvfb]) {
+        for child in self.extra.iter_mut().chain([&mut self.dbus]) {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // Asked to stop, Xvfb removes its socket and lock file; killed, it
+        // leaves them, and every display number they name looks taken to
+        // the next runs until none is left.
+        let _ = Command::new("kill").args(["-TERM", &self.xvfb.id().to_string()]).status();
+        let stopped = eventually(Duration::from_secs(5), || self.xvfb.try_wait().ok().flatten());
+        if stopped.is_none() {
+            let _ = self.xvfb.kill();
+            let _ = self.xvfb.wait();
+        }
     }
+}
+
+/// Whether display `number` is taken: its lock file names a live process.
+/// A lock left by a killed server names a dead one, and Xvfb takes such a
+/// display over (it removes the stale lock and socket itself).
+fn display_taken(number: usize) -> bool {
+    let Ok(lock) = std::fs::read_to_string(format!("/tmp/.X{number}-lock")) else {
+        // No lock: a socket alone is another server's only if it still listens.
+        return std::os::unix::net::UnixStream::connect(format!("/tmp/.X11-unix/X{number}")).is_ok();
+    };
+    lock.trim().parse::<u32>().map_or(true, |pid| Path::new(&format!("/proc/{pid}")).exists())
 }
 
 fn start_xvfb(framebuffer: &Path) -> (String, Child) {
@@ -264,9 +297,7 @@ fn start_xvfb(framebuffer: &Path) -> (String, Child) {
     for _ in 0..20 {
         let attempt = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let number = 90 + (std::process::id() as usize * 13 + attempt) % 400;
-        if Path::new(&format!("/tmp/.X11-unix/X{number}")).exists()
-            || Path::new(&format!("/tmp/.X{number}-lock")).exists()
-        {
+        if display_taken(number) {
             continue;
         }
         let display = format!(":{number}");
@@ -277,16 +308,18 @@ fn start_xvfb(framebuffer: &Path) -> (String, Child) {
             .stderr(Stdio::null())
             .spawn()
             .expect("Xvfb starts");
-        let up = eventually(Duration::from_secs(5), || {
+        let up = eventually(Duration::from_secs(10), || {
             if let Ok(Some(_)) = child.try_wait() {
                 return Some(false);
             }
-            Path::new(&format!("/tmp/.X11-unix/X{number}")).exists().then_some(true)
+            // Listening, not merely present: a killed server's socket file may be left.
+            std::os::unix::net::UnixStream::connect(format!("/tmp/.X11-unix/X{number}")).is_ok().then_some(true)
         });
         if up == Some(true) {
             return (display, child);
         }
         let _ = child.kill();
+        let _ = child.wait();
     }
     panic!("no free X display for Xvfb");
 }

@@ -23,6 +23,7 @@ pub mod proxy;
 pub mod replicas;
 pub mod shell;
 pub mod sshd;
+pub mod watchdog;
 
 /// A binary of this workspace, built next to the running test (or next to
 /// the running benchmark).
@@ -56,6 +57,8 @@ pub struct DevBroker {
     /// How it was launched, for [`DevBroker::restart`].
     policy_dir: Option<PathBuf>,
     env: Vec<(String, String)>,
+    /// Every test that starts a broker is bounded (see [`watchdog`]).
+    _watchdog: watchdog::Watchdog,
 }
 
 impl DevBroker {
@@ -113,6 +116,7 @@ impl DevBroker {
     }
 
     fn launch(data_dir: &Path, policy_dir: Option<&Path>, env: &[(&str, &str)], listen: &str) -> DevBroker {
+        let watchdog = watchdog::Watchdog::for_test();
         let mut command = Command::new(bin("hourglassd"));
         command.args(["dev", "--listen", listen, "--data-dir"]).arg(data_dir);
         if let Some(dir) = policy_dir {
@@ -154,6 +158,7 @@ impl DevBroker {
             tokens,
             policy_dir: policy_dir.map(Path::to_path_buf),
             env: env.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect(),
+            _watchdog: watchdog,
         }
     }
 
@@ -166,6 +171,7 @@ impl DevBroker {
     /// Starts `hourglassd serve --config DIR --listen LISTEN`. Its clients
     /// trust the system's roots until the test sets [`DevBroker::ca`].
     pub fn serve_on(config: &Path, listen: &str, tokens: BTreeMap<String, String>) -> DevBroker {
+        let watchdog = watchdog::Watchdog::for_test();
         let mut child = Command::new(bin("hourglassd"))
             .args(["serve", "--listen", listen, "--config"])
             .arg(config)
@@ -195,6 +201,7 @@ impl DevBroker {
             tokens,
             policy_dir: None,
             env: Vec::new(),
+            _watchdog: watchdog,
         }
     }
 
@@ -208,6 +215,7 @@ impl DevBroker {
         log: &Path,
         level: &str,
     ) -> DevBroker {
+        let watchdog = watchdog::Watchdog::for_test();
         let file = std::fs::File::create(log).expect("the broker's log file");
         let child = Command::new(bin("hourglassd"))
             .args(["serve", "--listen", "127.0.0.1:0", "--config"])
@@ -232,6 +240,7 @@ impl DevBroker {
             tokens,
             policy_dir: None,
             env: Vec::new(),
+            _watchdog: watchdog,
         };
         match listening {
             Some(url) => broker.url = url,

@@ -183,6 +183,7 @@ impl Replicas {
             tokens: self.tokens.clone(),
             policy_dir: None,
             env: Vec::new(),
+            _watchdog: crate::watchdog::Watchdog::for_test(),
         };
         let listening = eventually(Duration::from_secs(30), || {
             let text = std::fs::read(&log_path).ok()?;

@@ -20,10 +20,15 @@ async fn open_app(driver: &Driver, app: &Path) -> Client {
     let mut capabilities = serde_json::Map::new();
     capabilities.insert("browserName".into(), json!("wry"));
     capabilities.insert("tauri:options".into(), json!({ "application": app }));
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(capabilities)
-        .connect(&driver.url())
+    let mut builder = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
+    builder.capabilities(capabilities);
+    let url = driver.url();
+    let session = builder.connect(&url);
+    // The session is made once the app's window loaded its page; a driver
+    // that lost the request would otherwise keep the test waiting for ever.
+    tokio::time::timeout(Duration::from_secs(120), session)
         .await
+        .expect("WebDriver opened a session with the app within 2 minutes")
         .expect("a WebDriver session with the app")
 }
 
