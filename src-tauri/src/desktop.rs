@@ -242,7 +242,7 @@ impl Desktop {
         // way, and the window keeps the one with the higher revision.
         let changed = self.revisions.lock().ok().and_then(|mut revisions| revisions.next(view));
         if let Some(view) = changed {
-            window::emit(app, AppEvent::view(view));
+            window::emit(app, AppEvent::view(Box::new(view)));
         }
         crate::tray::update(app, self.tray());
     }

@@ -57,8 +57,25 @@ const nativeClient = (clientId) => ({
   grant_types: ['authorization_code', 'refresh_token', 'urn:ietf:params:oauth:grant-type:device_code'],
 });
 
+// CI pipelines: client-credentials clients whose tokens say which repository
+// they run for, as GitHub Actions' OIDC tokens do. Secret: `<id>-secret`.
+const PIPELINES = {
+  'ci-acme-deploy': { repository: 'acme/deploy', repository_owner: 'acme', ref: 'refs/heads/main' },
+  'ci-acme-web': { repository: 'acme/web', repository_owner: 'acme', ref: 'refs/heads/main' },
+  'ci-evil-deploy': { repository: 'evil/deploy', repository_owner: 'evil', ref: 'refs/heads/main' },
+};
+
+const pipelineClient = (clientId) => ({
+  client_id: clientId,
+  client_secret: `${clientId}-secret`,
+  token_endpoint_auth_method: 'client_secret_post',
+  grant_types: ['client_credentials'],
+  response_types: [],
+  redirect_uris: [],
+});
+
 const configuration = {
-  clients: [nativeClient('hourglass'), nativeClient('another-app')],
+  clients: [nativeClient('hourglass'), nativeClient('another-app'), ...Object.keys(PIPELINES).map(pipelineClient)],
   jwks: { keys: [signing] },
   cookies: { keys: [randomBytes(16).toString('hex')] },
   findAccount: async (ctx, id) => account(id),
@@ -77,12 +94,31 @@ const configuration = {
     deviceFlow: { enabled: true },
     revocation: { enabled: true },
     introspection: { enabled: true },
+    // A pipeline's token: a JWT for the audience `hourglass` (resource
+    // urn:hourglass), signed with the provider's published key.
+    clientCredentials: { enabled: true },
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: async (ctx, client, oneOf) => oneOf ?? (PIPELINES[client.clientId] ? 'urn:hourglass' : undefined),
+      getResourceServerInfo: async () => ({
+        scope: 'deploy',
+        audience: 'hourglass',
+        accessTokenFormat: 'jwt',
+        accessTokenTTL: 600,
+        jwt: { sign: { alg: 'RS256' } },
+      }),
+      useGrantedResource: async () => false,
+    },
+  },
+  async extraTokenClaims(ctx, token) {
+    return token.kind === 'ClientCredentials' ? PIPELINES[token.clientId] : undefined;
   },
   async issueRefreshToken(ctx, client) {
     return client.grantTypeAllowed('refresh_token');
   },
   ttl: {
     AccessToken: 3600,
+    ClientCredentials: 600,
     AuthorizationCode: 60,
     DeviceCode: 600,
     IdToken: 3600,

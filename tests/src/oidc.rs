@@ -8,7 +8,9 @@
 //! come from a table in provider.mjs (alice: engineers, bob: sre, anyone
 //! else: contractors). Its client `hourglass` is a native public client
 //! (PKCE, loopback redirect, device grant, rotating refresh tokens);
-//! `another-app` is the same for another audience.
+//! `another-app` is the same for another audience. The `ci-*` clients are
+//! CI pipelines (client credentials) whose tokens, for the audience
+//! `hourglass`, carry the repository they run for, as GitHub Actions' do.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -57,6 +59,22 @@ impl OidcProvider {
         });
         assert!(ready.is_some(), "oidc-provider answered discovery at {discovery}");
         OidcProvider { child, issuer }
+    }
+}
+
+impl OidcProvider {
+    /// The OIDC token of pipeline `client` (`ci-acme-deploy`, `ci-acme-web`,
+    /// `ci-evil-deploy`): a JWT for the audience `hourglass` with its
+    /// `repository`, `repository_owner` and `ref`.
+    pub fn pipeline_token(&self, client: &str) -> String {
+        let secret = format!("{client}-secret");
+        let response = reqwest::blocking::Client::new()
+            .post(format!("{}/token", self.issuer))
+            .form(&[("grant_type", "client_credentials"), ("client_id", client), ("client_secret", &secret)])
+            .send()
+            .expect("the provider's token endpoint answers");
+        let body: serde_json::Value = response.json().expect("a JSON token response");
+        body["access_token"].as_str().unwrap_or_else(|| panic!("a token for {client}: {body}")).to_owned()
     }
 }
 

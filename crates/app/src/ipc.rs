@@ -166,8 +166,8 @@ macro_rules! events {
 }
 
 events! {
-    /// The view changed.
-    view: AppView;
+    /// The view changed. Boxed: it is most of the enum's size otherwise.
+    view: Box<AppView>;
     /// Show a tab (the tray's items, a notification's "Open").
     navigate: Tab;
     /// The login page the system browser was sent to.

@@ -15,8 +15,10 @@
 //! [`REFETCH_COOLDOWN`] per issuer) and periodically, so IdP key rotation
 //! needs no restart.
 
+mod claims;
 mod verified;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration as StdDuration, Instant};
@@ -31,6 +33,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::keys::KeySet;
 use crate::settings::{IssuerKind, IssuerSettings, LoginSettings};
+pub use claims::ClaimRules;
 
 /// Tokens longer than this are refused before any parsing.
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -67,6 +70,8 @@ pub enum AuthError {
     Malformed,
     #[error("the token has expired; log in again")]
     Expired,
+    #[error("the token is not valid yet (its `nbf` is ahead of the broker's clock)")]
+    NotYetValid,
     #[error("the token's issuer is not trusted by this broker")]
     UntrustedIssuer,
     #[error("the token was issued for another audience")]
@@ -79,6 +84,10 @@ pub enum AuthError {
         "the token's email is not verified by its identity provider (`email_verified` is not true): an unverified address names nobody"
     )]
     UnverifiedEmail,
+    #[error(
+        "the token's `{0}` claim is missing or holds a value this broker does not accept from its issuer ([[broker.issuers]] require)"
+    )]
+    ClaimNotAccepted(String),
     #[error("a broker session cannot be exchanged for another: exchange an ID token from your identity provider")]
     SessionNotExchangeable,
     #[error("this broker issues no sessions")]
@@ -105,12 +114,14 @@ pub struct TrustedIssuer {
     pub audience: String,
     pub keys: IssuerKeys,
     pub kind: IssuerKind,
-    /// The claim that identifies the principal (falls back to `sub`).
+    /// The claim that identifies the principal (no fallback).
     pub id_claim: String,
     /// A claim with groups; empty for none.
     pub groups_claim: String,
     /// Groups every principal of this issuer is in.
     pub groups: Vec<String>,
+    /// Required claims, groups and attributes from claims, the namespace.
+    pub rules: ClaimRules,
 }
 
 impl TrustedIssuer {
@@ -124,6 +135,7 @@ impl TrustedIssuer {
             id_claim: "email".into(),
             groups_claim: "groups".into(),
             groups: Vec::new(),
+            rules: ClaimRules::default(),
         }
     }
 
@@ -142,6 +154,7 @@ impl TrustedIssuer {
             id_claim: settings.id_claim.clone(),
             groups_claim: settings.groups_claim.clone(),
             groups: settings.groups.clone(),
+            rules: ClaimRules::from_settings(settings),
         })
     }
 
@@ -156,6 +169,7 @@ impl TrustedIssuer {
             id_claim: login.id_claim.clone(),
             groups_claim: login.groups_claim.clone(),
             groups: Vec::new(),
+            rules: ClaimRules::default(),
         })
     }
 
@@ -386,6 +400,9 @@ struct SessionClaims {
     name: Option<String>,
     #[serde(default)]
     groups: Vec<String>,
+    /// The principal's attributes (claims its issuer exposes to policies).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    attrs: BTreeMap<String, String>,
     /// The issuer whose token this session was exchanged for.
     idp: String,
     token_use: String,
@@ -443,6 +460,26 @@ impl Authenticator {
 
     pub fn login(&self) -> Option<&AuthConfig> {
         self.login.as_ref()
+    }
+
+    /// Refuses two issuers that would name principals in one namespace:
+    /// one could then sign for the other's people.
+    pub fn check_namespaces(&self) -> Result<()> {
+        for (index, issuer) in self.issuers.iter().enumerate() {
+            let namespace = &issuer.rules.namespace;
+            if let Some(other) = self.issuers[..index].iter().find(|other| &other.rules.namespace == namespace) {
+                let shared = if namespace.is_empty() {
+                    "both name principals without a prefix".to_owned()
+                } else {
+                    format!("both name principals {namespace}:…")
+                };
+                return Err(Error::Config(format!(
+                    "issuers {} and {} {shared}: give one of them its own `namespace` in [[broker.issuers]]",
+                    other.issuer, issuer.issuer
+                )));
+            }
+        }
+        Ok(())
     }
 
     pub fn issuers(&self) -> impl Iterator<Item = &str> {
@@ -514,6 +551,7 @@ impl Authenticator {
             email: identity.email,
             name: identity.principal.name.clone(),
             groups: identity.principal.groups.iter().cloned().collect(),
+            attrs: identity.principal.attributes.clone(),
             idp: identity.issuer,
             token_use: SESSION_TOKEN_USE.into(),
             iat: now.unix_seconds(),
@@ -546,6 +584,8 @@ impl Authenticator {
             validation.set_issuer(&[&issuer.issuer]);
             validation.set_audience(&[&issuer.audience]);
             validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+            // A token not yet valid is refused, like an expired one.
+            validation.validate_nbf = true;
             validation.leeway = LEEWAY_SECONDS;
             match jsonwebtoken::decode::<Value>(token, &key.key, &validation) {
                 Ok(data) => return identity_from(&data.claims, issuer),
@@ -580,6 +620,7 @@ fn classify(error: &jsonwebtoken::errors::Error) -> AuthError {
     use jsonwebtoken::errors::ErrorKind;
     match error.kind() {
         ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
         ErrorKind::InvalidAudience => AuthError::WrongAudience,
         ErrorKind::InvalidIssuer => AuthError::UntrustedIssuer,
         ErrorKind::InvalidSignature => AuthError::BadSignature,
@@ -604,6 +645,7 @@ fn verify_session(
     validation.set_issuer(&[&sessions.issuer]);
     validation.set_audience(&[SESSION_AUDIENCE]);
     validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    validation.validate_nbf = true;
     validation.leeway = LEEWAY_SECONDS;
     let claims = jsonwebtoken::decode::<SessionClaims>(token, key.decoding(), &validation)
         .map_err(|error| classify(&error))?
@@ -611,7 +653,13 @@ fn verify_session(
     if claims.token_use != SESSION_TOKEN_USE {
         return Err(AuthError::Malformed);
     }
-    Ok((Principal { id: claims.sub, name: claims.name, groups: claims.groups.into_iter().collect() }, claims.exp))
+    let principal = Principal {
+        id: claims.sub,
+        name: claims.name,
+        groups: claims.groups.into_iter().collect(),
+        attributes: claims.attrs,
+    };
+    Ok((principal, claims.exp))
 }
 
 /// The clock expiry is checked against: the system's, as `jsonwebtoken`'s.
@@ -637,7 +685,11 @@ fn identity_from(claims: &Value, issuer: &TrustedIssuer) -> std::result::Result<
     {
         return Err(AuthError::UnverifiedEmail);
     }
+    if let Some(claim) = issuer.rules.unmet(claims) {
+        return Err(AuthError::ClaimNotAccepted(claim.to_owned()));
+    }
     let mut groups: std::collections::BTreeSet<String> = issuer.groups.iter().cloned().collect();
+    groups.extend(issuer.rules.groups(claims));
     if !issuer.groups_claim.is_empty() {
         match &claims[issuer.groups_claim.as_str()] {
             Value::Array(items) => groups.extend(items.iter().filter_map(Value::as_str).map(str::to_owned)),
@@ -648,10 +700,38 @@ fn identity_from(claims: &Value, issuer: &TrustedIssuer) -> std::result::Result<
         }
     }
     Ok(Identity {
-        principal: Principal { id: id.to_ascii_lowercase(), name: claims["name"].as_str().map(str::to_owned), groups },
+        principal: Principal {
+            id: issuer.rules.principal_id(&id.to_ascii_lowercase()),
+            name: claims["name"].as_str().map(str::to_owned),
+            groups,
+            attributes: issuer.rules.attributes(claims),
+        },
         issuer: issuer.issuer.clone(),
         kind: issuer.kind,
         email: claims["email"].as_str().map(str::to_owned),
         expires_at: claims["exp"].as_i64().unwrap_or(0),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
+    use super::*;
+
+    #[test]
+    fn two_issuers_may_not_name_principals_in_one_namespace() {
+        let people = |issuer: &str| TrustedIssuer::with_keys(issuer.into(), "hourglass".into(), Vec::new());
+        let clash =
+            Authenticator::default().trust(people("https://login.acme.example")).trust(people("https://evil.example"));
+        let error = clash.check_namespaces().unwrap_err().to_string();
+        assert!(
+            error.contains("https://login.acme.example and https://evil.example both name principals without a prefix"),
+            "{error}"
+        );
+        let mut contractors = people("https://contractors.example");
+        contractors.rules.namespace = "contractors".into();
+        let apart = Authenticator::default().trust(people("https://login.acme.example")).trust(contractors);
+        assert!(apart.check_namespaces().is_ok(), "a second people's issuer in its own namespace");
+    }
 }

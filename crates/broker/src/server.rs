@@ -334,6 +334,7 @@ fn authenticator(
             });
         }
     }
+    authenticator.check_namespaces()?;
     let lifetime = settings.login.as_ref().map_or(DEFAULT_SESSION_LIFETIME, |login| login.session_lifetime);
     Ok(authenticator.with_sessions(Sessions::new(Arc::clone(session_keys), url.to_owned(), lifetime)))
 }

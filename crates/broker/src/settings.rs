@@ -2,6 +2,7 @@
 //! opposed to the policy it enforces. Read at start; changes need a restart
 //! (the TLS certificate files are read again on SIGHUP).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -155,7 +156,10 @@ pub enum IssuerKind {
 /// audience = "hourglass"
 /// kind = "machine"
 /// id_claim = "sub"
-/// groups = ["ci"]
+/// namespace = "github"            # principals: github:repo:acme/deploy:ref:…
+/// require = { repository_owner = "acme", ref = ["refs/heads/main", "refs/tags/v*"] }
+/// groups_from = [{ claim = "repository", value = "acme/*", group = "ci" }]
+/// attributes = ["repository", "ref", "environment"]   # principal.repository in Cedar
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -177,6 +181,87 @@ pub struct IssuerSettings {
     /// Groups every principal of this issuer is in (e.g. `["ci"]`).
     #[serde(default)]
     pub groups: Vec<String>,
+    /// Claims a token must carry, each with the values accepted: one or a
+    /// list, exact or a glob (`*` matches any run of characters). A token
+    /// that misses one is refused. A machine issuer needs at least one: an
+    /// issuer such as GitHub's signs for every repository in the world.
+    #[serde(default)]
+    pub require: BTreeMap<String, ClaimValues>,
+    /// Groups given by a claim's value.
+    #[serde(default)]
+    pub groups_from: Vec<GroupFromClaim>,
+    /// Claims that policies read as the principal's attributes.
+    #[serde(default)]
+    pub attributes: Vec<String>,
+    /// What this issuer's principal ids start with (`NAMESPACE:id`), so
+    /// that no issuer can name another's principals. Default: none for a
+    /// people's issuer, the issuer's host for a machine issuer; two
+    /// issuers may not share one.
+    pub namespace: Option<String>,
+}
+
+/// The values a required claim may have: one, or any of a list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ClaimValues {
+    One(String),
+    Any(Vec<String>),
+}
+
+impl ClaimValues {
+    pub fn patterns(&self) -> &[String] {
+        match self {
+            ClaimValues::One(one) => std::slice::from_ref(one),
+            ClaimValues::Any(many) => many,
+        }
+    }
+}
+
+/// `{ claim = "repository", value = "acme/*", group = "ci" }`: principals
+/// whose token's `claim` matches `value` (exact or a glob) are in `group`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupFromClaim {
+    pub claim: String,
+    pub value: String,
+    pub group: String,
+}
+
+impl IssuerSettings {
+    /// What this issuer's principal ids are prefixed with ("" for none).
+    pub fn namespace(&self) -> String {
+        match (&self.namespace, self.kind) {
+            (Some(namespace), _) => namespace.trim().to_owned(),
+            (None, IssuerKind::Person) => String::new(),
+            (None, IssuerKind::Machine) => reqwest::Url::parse(&self.issuer)
+                .ok()
+                .and_then(|url| url.host_str().map(str::to_owned))
+                .unwrap_or_else(|| self.issuer.clone()),
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        let named = |what: &str| format!("[[broker.issuers]] {}: {what}", self.issuer);
+        if self.kind == IssuerKind::Machine && self.require.is_empty() {
+            return Err(Error::Config(named(
+                "a machine issuer needs `require` (e.g. require = { repository_owner = \"acme\" }): \
+                 without it, every pipeline this issuer signs for (any repository on GitHub) gets a session",
+            )));
+        }
+        if let Some((claim, _)) = self.require.iter().find(|(_, values)| values.patterns().is_empty()) {
+            return Err(Error::Config(named(&format!("require.{claim} lists no value: nothing would be accepted"))));
+        }
+        if let Some(rule) = self.groups_from.iter().find(|rule| rule.claim.is_empty() || rule.group.trim().is_empty()) {
+            return Err(Error::Config(named(&format!(
+                "groups_from needs a claim and a group ({{ claim = {:?}, group = {:?} }})",
+                rule.claim, rule.group
+            ))));
+        }
+        if self.namespace().contains(':') {
+            return Err(Error::Config(named("namespace may not contain ':' (it ends at the first one)")));
+        }
+        Ok(())
+    }
 }
 
 fn default_audience() -> String {
@@ -208,6 +293,9 @@ impl BrokerSettings {
             .try_into()
             .map_err(|error: toml::de::Error| Error::Config(format!("[broker]: {}", error.message())))?;
         settings.limits.check()?;
+        for issuer in &settings.issuers {
+            issuer.check()?;
+        }
         Ok(settings)
     }
 
@@ -288,6 +376,24 @@ mod tests {
 
     fn settings(text: &str) -> Result<BrokerSettings> {
         BrokerSettings::from_table(&text.parse::<toml::Table>().expect("TOML"))
+    }
+
+    #[test]
+    fn a_machine_issuer_must_say_which_of_its_tokens_it_accepts() {
+        let github = "[[issuers]]\nissuer = \"https://token.actions.githubusercontent.com\"\nkind = \"machine\"\nid_claim = \"sub\"\n";
+        let error = settings(github).unwrap_err().to_string();
+        assert!(error.contains("needs `require`") && error.contains("any repository"), "{error}");
+        let scoped = settings(&format!("{github}require = {{ repository_owner = \"acme\" }}\n")).unwrap();
+        assert_eq!(
+            scoped.issuers[0].namespace(),
+            "token.actions.githubusercontent.com",
+            "a machine's default namespace"
+        );
+        let error = settings(&format!("{github}require = {{ repository_owner = [] }}\n")).unwrap_err().to_string();
+        assert!(error.contains("require.repository_owner lists no value"), "{error}");
+        let error =
+            settings(&format!("{github}require = {{ ref = \"x\" }}\nnamespace = \"gh:a\"\n")).unwrap_err().to_string();
+        assert!(error.contains("may not contain ':'"), "{error}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Who is acting: a verified identity and the groups its identity provider
 //! (or, in dev mode, the demo directory) says it belongs to.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -18,11 +18,20 @@ pub struct Principal {
     pub name: Option<String>,
     #[serde(default)]
     pub groups: BTreeSet<String>,
+    /// Claims of its identity token that its issuer lets policies read
+    /// (`principal.repository` in Cedar): a CI pipeline's repository, say.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
 }
 
 impl Principal {
     pub fn new(id: impl Into<String>, groups: impl IntoIterator<Item = impl Into<String>>) -> Self {
-        Principal { id: id.into(), name: None, groups: groups.into_iter().map(Into::into).collect() }
+        Principal {
+            id: id.into(),
+            name: None,
+            groups: groups.into_iter().map(Into::into).collect(),
+            attributes: BTreeMap::new(),
+        }
     }
 
     pub fn in_group(&self, group: &str) -> bool {

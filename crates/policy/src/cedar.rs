@@ -15,7 +15,7 @@ use hourglass_core::{Principal, Timestamp};
 use miette::Diagnostic;
 
 use crate::error::{LineIndex, Problem};
-use crate::schema::CEDAR_SCHEMA;
+use crate::schema::principal_schema;
 use crate::{Action, Resource};
 
 pub(crate) struct Source<'a> {
@@ -30,6 +30,8 @@ pub(crate) struct CedarPolicies {
     slices: HashMap<String, PolicySet>,
     /// Role and resource entities, built once per load.
     role_entities: HashMap<(String, String), [Entity; 2]>,
+    /// The attributes every user entity has (the schema's).
+    principal_attributes: BTreeSet<String>,
     authorizer: Authorizer,
     pub count: usize,
 }
@@ -77,17 +79,20 @@ impl<'a> AccessContext<'a> {
     }
 }
 
-pub(crate) fn schema() -> Result<Schema, String> {
-    Schema::from_cedarschema_str(CEDAR_SCHEMA).map(|(schema, _warnings)| schema).map_err(|e| e.to_string())
+pub(crate) fn schema(principal_attributes: &BTreeSet<String>) -> Result<Schema, String> {
+    Schema::from_cedarschema_str(&principal_schema(principal_attributes))
+        .map(|(schema, _warnings)| schema)
+        .map_err(|e| e.to_string())
 }
 
 impl CedarPolicies {
     pub(crate) fn compile(
         sources: &[Source<'_>],
         resources: &BTreeMap<String, Resource>,
+        principal_attributes: &BTreeSet<String>,
         problems: &mut Vec<Problem>,
     ) -> Option<CedarPolicies> {
-        let schema = match schema() {
+        let schema = match schema(principal_attributes) {
             Ok(schema) => schema,
             Err(error) => {
                 problems.push(Problem { file: "<schema>".into(), line: None, column: None, message: error });
@@ -193,7 +198,13 @@ impl CedarPolicies {
                     .map(move |role| ((resource.name.clone(), role.clone()), role_entities(resource, role)))
             })
             .collect();
-        Some(CedarPolicies { slices, role_entities, authorizer: Authorizer::new(), count: all.len() })
+        Some(CedarPolicies {
+            slices,
+            role_entities,
+            principal_attributes: principal_attributes.clone(),
+            authorizer: Authorizer::new(),
+            count: all.len(),
+        })
     }
 
     pub(crate) fn authorize(
@@ -223,7 +234,7 @@ impl CedarPolicies {
         else {
             return actions.map(|_| Authorization::denied(format!("unknown resource or role {resource}/{role}")));
         };
-        let user = user_entity(principal);
+        let user = user_entity(principal, &self.principal_attributes);
         let user_uid = user.uid();
         let entities = match Entities::from_entities([user, role_entity.clone(), resource_entity.clone()], None) {
             Ok(entities) => entities,
@@ -304,9 +315,20 @@ fn action_uid(action: Action) -> EntityUid {
     uid(&TYPES.action, action.as_str())
 }
 
-fn user_entity(principal: &Principal) -> Entity {
+/// The principal as a Cedar user: in its groups, with each schema
+/// attribute its token's value or empty.
+fn user_entity(principal: &Principal, attributes: &BTreeSet<String>) -> Entity {
     let parents: HashSet<EntityUid> = principal.groups.iter().map(|group| uid(&TYPES.group, group)).collect();
-    Entity::new_no_attrs(uid(&TYPES.user, &principal.id), parents)
+    let user = uid(&TYPES.user, &principal.id);
+    let values: HashMap<String, RestrictedExpression> = attributes
+        .iter()
+        .map(|name| {
+            let value = principal.attributes.get(name).cloned().unwrap_or_default();
+            (name.clone(), RestrictedExpression::new_string(value))
+        })
+        .collect();
+    // Attribute values are string literals, which always evaluate.
+    Entity::new(user.clone(), values, parents.clone()).unwrap_or_else(|_| Entity::new_no_attrs(user, parents))
 }
 
 fn role_entities(resource: &Resource, role: &str) -> [Entity; 2] {

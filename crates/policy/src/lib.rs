@@ -12,7 +12,7 @@ mod error;
 mod schema;
 mod toml_model;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use hourglass_core::approval::is_eligible_approver;
@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 pub use cedar::{AccessContext, Authorization, role_id};
 pub use error::{Error, Problem, Result};
-pub use schema::CEDAR_SCHEMA;
+pub use schema::{CEDAR_SCHEMA, principal_schema};
 
 use crate::cedar::{CedarPolicies, Source};
 use crate::error::LineIndex;
@@ -150,7 +150,8 @@ impl Policy {
                 message: "no Cedar policies: nobody may request anything".into(),
             });
         }
-        let cedar = CedarPolicies::compile(&cedar_sources, &resources, &mut problems);
+        let attributes = principal_attributes(model.broker.as_ref(), &mut problems);
+        let cedar = CedarPolicies::compile(&cedar_sources, &resources, &attributes, &mut problems);
         match cedar {
             Some(cedar) if problems.is_empty() => Ok(Policy {
                 resources,
@@ -283,6 +284,35 @@ fn check_name(kind: &str, name: &str) -> std::result::Result<(), String> {
             "{kind} name \"{name}\" must be 1-48 lowercase letters, digits, '-' or '_', starting with a letter or digit"
         ))
     }
+}
+
+/// The claims `[[broker.issuers]]` expose to policies (`attributes =
+/// ["repository"]`): every user's attributes in the Cedar schema. Read
+/// here, from the `[broker]` table the broker reads the rest of, because
+/// policies are validated against them.
+fn principal_attributes(broker: Option<&toml::Table>, problems: &mut Vec<Problem>) -> BTreeSet<String> {
+    let issuers = broker.and_then(|broker| broker.get("issuers")).and_then(toml::Value::as_array);
+    let names = issuers.into_iter().flatten().filter_map(|issuer| issuer.get("attributes")?.as_array()).flatten();
+    let mut attributes = BTreeSet::new();
+    for name in names {
+        let name = name.as_str().unwrap_or_default();
+        let readable = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if readable {
+            attributes.insert(name.to_owned());
+        } else {
+            problems.push(Problem {
+                file: POLICY_FILE.into(),
+                line: None,
+                column: None,
+                message: format!(
+                    "[[broker.issuers]] attributes: {name:?} is not a name a policy can read as principal.NAME \
+                     (letters, digits and _, not starting with a digit)"
+                ),
+            });
+        }
+    }
+    attributes
 }
 
 fn build_workflows(model: &FileModel, lines: &LineIndex, problems: &mut Vec<Problem>) -> BTreeMap<String, Workflow> {

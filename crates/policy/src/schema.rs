@@ -4,6 +4,7 @@
 
 pub const CEDAR_SCHEMA: &str = r#"
 // People and machines, and the groups their identity provider puts them in.
+// Users have the attributes their issuers expose (see principal_schema).
 entity Group;
 entity User in [Group];
 
@@ -49,3 +50,20 @@ action revoke, view appliesTo {
   context: { owner: String },
 };
 "#;
+
+/// The schema for principals whose issuers expose `attributes` (claims of
+/// their tokens, `[[broker.issuers]] attributes`): each is a `String` of
+/// every user, empty when its token had none, so that a policy reads
+/// `principal.repository` without a `has` test and a person, who has no
+/// repository, simply does not match.
+pub fn principal_schema(attributes: &std::collections::BTreeSet<String>) -> String {
+    if attributes.is_empty() {
+        return CEDAR_SCHEMA.to_owned();
+    }
+    let fields: Vec<String> = attributes.iter().map(|name| format!("  \"{name}\": String,")).collect();
+    CEDAR_SCHEMA.replacen(
+        "entity User in [Group];",
+        &format!("entity User in [Group] = {{\n{}\n}};", fields.join("\n")),
+        1,
+    )
+}

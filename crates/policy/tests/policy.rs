@@ -446,3 +446,41 @@ fn the_policy_digest_changes_with_any_file() {
     assert_ne!(a.digest, b.digest);
     assert_eq!(a.warnings.len(), 1, "no Cedar files is a warning: {:?}", a.warnings);
 }
+
+#[test]
+fn principal_attributes_an_issuer_exposes_reach_cedar_and_only_their_values_match() {
+    let toml = format!(
+        "[broker]\n[[broker.issuers]]\nissuer = \"https://ci.example\"\nkind = \"machine\"\nattributes = [\"repository\"]\n\n{VALID_TOML}"
+    );
+    let cedar = r#"permit(principal, action == Action::"auto_approve", resource)
+        when { principal.repository == "acme/deploy" };"#;
+    let policy = Policy::from_sources(vec![("hourglass.toml".into(), toml.clone()), ("ci.cedar".into(), cedar.into())])
+        .expect("a policy reading principal.repository loads when an issuer exposes it");
+    let context = AccessContext {
+        requester: "a",
+        duration: Duration::from_mins(5),
+        reason: "r",
+        ticket: None,
+        renewal: false,
+        break_glass: false,
+        now: MONDAY_10,
+    };
+    let pipeline = |repository: &str| {
+        let mut principal = user("ci:deploy", &[]);
+        principal.attributes.insert("repository".into(), repository.into());
+        principal
+    };
+    let decide = |principal: &Principal| policy.authorize(principal, Action::AutoApprove, "db", "read", &context);
+    assert!(decide(&pipeline("acme/deploy")).allowed, "the named repository");
+    assert!(!decide(&pipeline("acme/web")).allowed, "another repository");
+    let person = decide(&user("alice@acme.example", &[]));
+    assert!(!person.allowed && person.errors.is_empty(), "a person has no repository, and no error: {person:?}");
+
+    // Without an issuer exposing it, the policy reads nothing: refused at load.
+    let found = problems(&[("hourglass.toml", VALID_TOML), ("ci.cedar", cedar)]);
+    assert!(found.iter().any(|p| p.contains("ci.cedar") && p.contains("repository")), "{found:#?}");
+    // An attribute must be a name a policy can write.
+    let bad = toml.replace("[\"repository\"]", "[\"job-workflow-ref\"]");
+    let found = problems(&[("hourglass.toml", &bad), ("a.cedar", "permit(principal, action, resource);")]);
+    assert!(found.iter().any(|p| p.contains("\"job-workflow-ref\" is not a name")), "{found:#?}");
+}

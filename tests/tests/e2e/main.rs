@@ -5,6 +5,7 @@
 
 mod agent;
 mod architecture;
+mod ci;
 mod desktop;
 mod exec;
 mod faults;

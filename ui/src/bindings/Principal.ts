@@ -9,4 +9,9 @@ export type Principal = { id: string,
 /**
  * A name for people to read, when the IdP provides one.
  */
-name?: string | null, groups: Array<string>, };
+name?: string | null, groups: Array<string>, 
+/**
+ * Claims of its identity token that its issuer lets policies read
+ * (`principal.repository` in Cedar): a CI pipeline's repository, say.
+ */
+attributes: { [key in string]: string }, };

@@ -64,7 +64,7 @@ mod tests {
     use super::*;
 
     fn alice() -> Principal {
-        Principal { id: "alice@acme.example".into(), name: None, groups: ["engineers".to_owned()].into() }
+        Principal::new("alice@acme.example", ["engineers"])
     }
 
     #[test]

@@ -59,6 +59,7 @@ async fn auth_bad_tokens_are_refused() {
         (unverified, "not verified", "an email its provider has not verified"),
         (unsaid, "not verified", "an email nobody said was verified"),
         (no_email, "claim `email` is missing", "no email, though `sub` is there"),
+        (with(&|c| c["nbf"] = json!(now + 600)), "not valid yet", "a token whose `nbf` is ten minutes ahead"),
     ];
     for (token, names, why) in cases {
         let request = Request::builder()

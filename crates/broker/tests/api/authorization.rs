@@ -39,9 +39,11 @@ enum Who {
     ExpiredToken,
     UntrustedIssuer,
     WrongAudience,
+    /// Its `nbf` is ten minutes ahead.
+    NotYetValid,
 }
 
-const EVERYONE: [Who; 9] = [
+const EVERYONE: [Who; 10] = [
     Who::Requester,
     Who::OtherEngineer,
     Who::OtherGroupApprover,
@@ -51,6 +53,7 @@ const EVERYONE: [Who; 9] = [
     Who::ExpiredToken,
     Who::UntrustedIssuer,
     Who::WrongAudience,
+    Who::NotYetValid,
 ];
 
 /// Whose bearer token does not authenticate, and what the 401 must name.
@@ -60,6 +63,7 @@ fn unauthenticated(who: Who) -> Option<&'static str> {
         Who::ExpiredToken => Some("expired"),
         Who::UntrustedIssuer => Some("not trusted"),
         Who::WrongAudience => Some("audience"),
+        Who::NotYetValid => Some("not valid yet"),
         _ => None,
     }
 }
@@ -193,7 +197,7 @@ fn revoke(who: Who) -> Expect {
 fn exchange(who: Who) -> Expect {
     match who {
         Who::Anonymous => refused(StatusCode::BAD_REQUEST, "invalid_request", None),
-        Who::ExpiredToken | Who::UntrustedIssuer | Who::WrongAudience => {
+        Who::ExpiredToken | Who::UntrustedIssuer | Who::WrongAudience | Who::NotYetValid => {
             refused(StatusCode::UNAUTHORIZED, "unauthenticated", None)
         }
         _ => Expect::Ok,
@@ -322,6 +326,17 @@ impl Minter {
         jsonwebtoken::encode(&key.header(), &claims, key.encoding()).expect("a signed token")
     }
 
+    /// A good token of the dev issuer for `email`, usable only from ten
+    /// minutes on (`nbf`).
+    fn not_yet_valid(&self, email: &str, groups: &[&str]) -> String {
+        let now = hourglass_broker::clock::Clock::now(&hourglass_broker::clock::SystemClock).unix_seconds();
+        let claims = json!({
+            "iss": self.dev_issuer, "aud": "hourglass", "sub": email, "email": email, "email_verified": true,
+            "groups": groups, "iat": now, "nbf": now + 600, "exp": now + 1200,
+        });
+        jsonwebtoken::encode(&self.dev_key.header(), &claims, self.dev_key.encoding()).expect("a signed token")
+    }
+
     pub(super) fn person(&self, email: &str, groups: &[&str]) -> String {
         self.sign(&self.dev_key, &self.dev_issuer, "hourglass", email, groups, 600)
     }
@@ -346,6 +361,7 @@ impl Minter {
             Who::WrongAudience => {
                 Some(self.sign(&self.dev_key, &self.dev_issuer, "other-app", requester, engineers, 600))
             }
+            Who::NotYetValid => Some(self.not_yet_valid(requester, engineers)),
         }
     }
 }

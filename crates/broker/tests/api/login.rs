@@ -19,7 +19,7 @@ use hourglass_broker::dev;
 use hourglass_broker::keys::{Ed25519Key, KeyPurpose, KeySet};
 use hourglass_broker::provider::Providers;
 use hourglass_broker::provider::token::TokenProvider;
-use hourglass_broker::settings::{IssuerKind, IssuerSettings, LimitSettings, LoginSettings};
+use hourglass_broker::settings::{ClaimValues, IssuerKind, IssuerSettings, LimitSettings, LoginSettings};
 use hourglass_broker::store::Store;
 use hourglass_broker::{Broker, BrokerParts};
 use hourglass_core::Duration;
@@ -428,6 +428,10 @@ async fn login_machine_tokens_become_ci_principals_under_the_same_policy() {
             id_claim: "sub".into(),
             groups_claim: String::new(),
             groups: vec!["ci".into()],
+            require: [("repository_owner".to_owned(), ClaimValues::One("acme".into()))].into(),
+            groups_from: Vec::new(),
+            attributes: vec!["repository".into()],
+            namespace: None,
         },
         std::path::Path::new("."),
     )
@@ -439,8 +443,17 @@ async fn login_machine_tokens_become_ci_principals_under_the_same_policy() {
     let now = SystemClock.now().unix_seconds();
     let pipeline = ci_key.sign(&json!({
         "iss": ci.issuer, "aud": "hourglass", "sub": "repo:acme/orders:ref:refs/heads/main",
+        "repository_owner": "acme", "repository": "acme/orders",
         "groups": ["engineers"], "iat": now, "exp": now + 120,
     }));
+    // Another organisation's pipeline, signed by the same issuer: refused.
+    let fork = ci_key.sign(&json!({
+        "iss": ci.issuer, "aud": "hourglass", "sub": "repo:evil/orders:ref:refs/heads/main",
+        "repository_owner": "evil", "repository": "evil/orders", "iat": now, "exp": now + 120,
+    }));
+    let (status, refused) = broker.exchange(&fork).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "another owner's token is refused: {refused}");
+    assert!(refused.to_string().contains("`repository_owner` claim"), "the refusal names the claim: {refused}");
     let session = broker.session(&pipeline).await;
     let expires_in = session["expires_in"].as_u64().expect("expires_in");
     assert!(expires_in <= 120, "a machine's session ends with its own token, not after {expires_in}s");
@@ -448,7 +461,11 @@ async fn login_machine_tokens_become_ci_principals_under_the_same_policy() {
     let token = session["access_token"].as_str().expect("an access token");
     let (status, me) = broker.call(Method::GET, "/v1/whoami", token, None).await;
     assert_eq!(status, StatusCode::OK, "the machine session works: {me}");
-    assert_eq!(me["principal"]["id"], "repo:acme/orders:ref:refs/heads/main", "the sub names the pipeline: {me}");
+    assert_eq!(
+        me["principal"]["id"], "127.0.0.1:repo:acme/orders:ref:refs/heads/main",
+        "the sub names the pipeline, in its issuer's namespace (by default its host): {me}"
+    );
+    assert_eq!(me["principal"]["attributes"], json!({ "repository": "acme/orders" }), "policies see its repository");
     assert_eq!(me["principal"]["groups"], json!(["ci"]), "static groups only (no groups claim configured): {me}");
     let (status, refused) = broker.call(Method::POST, "/v1/requests", token, Some(read_orders())).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "the demo policy lets no `ci` principal request: {refused}");
