@@ -10,6 +10,9 @@ use super::{MAX_LISTED, refused};
 use crate::broker::Broker;
 use crate::error::Result;
 
+/// The most history events one call returns.
+const MAX_HISTORY: usize = 1000;
+
 impl Broker {
     /// `GET /v1/requests/{id}`: for its requester, those who may decide it,
     /// and those allowed to view others' access.
@@ -79,22 +82,39 @@ impl Broker {
     }
 
     /// `GET /v1/history`: audit events about my access or by me, or (for
-    /// those allowed to view others' grants) about `subject`.
+    /// those allowed to view others' grants) those of `subject`'s events
+    /// that are about a role and owner the viewer may view: what `subject`
+    /// did to other people's access is theirs to see, not the viewer's.
     pub async fn history(&self, who: &Principal, subject: Option<&str>, limit: usize) -> Result<Vec<AuditRecord>> {
+        let limit = limit.clamp(1, MAX_HISTORY);
         let subject = subject.unwrap_or(&who.id);
-        if subject != who.id {
-            let policy = self.policy();
-            let may_view = policy.resources.values().any(|resource| {
-                resource
-                    .roles
-                    .keys()
-                    .any(|role| policy.authorize_on_grant(who, Action::View, &resource.name, role, subject).allowed)
-            });
-            if !may_view {
-                return Err(refused(ErrorCode::Forbidden, format!("you may not see the history of {subject}")));
-            }
+        if subject == who.id {
+            return self.store.history(subject, limit).await;
         }
-        self.store.history(subject, limit.clamp(1, 1000)).await
+        let policy = self.policy();
+        let may_view = policy.resources.values().any(|resource| {
+            resource
+                .roles
+                .keys()
+                .any(|role| policy.authorize_on_grant(who, Action::View, &resource.name, role, subject).allowed)
+        });
+        if !may_view {
+            return Err(refused(ErrorCode::Forbidden, format!("you may not see the history of {subject}")));
+        }
+        let viewable = |record: &AuditRecord| {
+            let event = &record.event;
+            let detail = |name: &str| event.details.get(name).and_then(serde_json::Value::as_str);
+            match (detail("resource"), detail("role"), event.subject.as_deref()) {
+                (Some(resource), Some(role), Some(owner)) => {
+                    policy.authorize_on_grant(who, Action::View, resource, role, owner).allowed
+                }
+                // Not about one role's access (a login, say): the subject's own.
+                _ => false,
+            }
+        };
+        // Filtered after reading: read the most there may be, keep `limit`.
+        let records = self.store.history(subject, MAX_HISTORY).await?;
+        Ok(records.into_iter().filter(viewable).take(limit).collect())
     }
 
     /// `GET /v1/resources`: the catalog, with what policy would do for me.

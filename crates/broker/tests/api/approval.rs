@@ -229,3 +229,28 @@ async fn visibility_of_others_requests_grants_and_history() {
     let own = h.get_ok("dave", "/v1/history").await;
     assert!(own.as_array().expect("a list").is_empty(), "dave's own history has nothing of alice's: {own}");
 }
+
+#[tokio::test]
+async fn history_of_another_shows_only_what_the_viewer_may_view() {
+    let h = Harness::new().await;
+    // dave may view anyone's staging grants, and nothing else of anyone's.
+    let viewer = r#"permit (principal == User::"dave@acme.example", action == Action::"view", resource in Resource::"staging-api");"#;
+    std::fs::write(h.policy_dir.join("viewer.cedar"), viewer).expect("viewer.cedar is written");
+    assert!(matches!(h.broker.reload_policy().await.expect("a reload"), hourglass_broker::Reload::Loaded { .. }));
+
+    // bob has a staging grant of his own, and approves alice's orders request.
+    let staging = grant_id(&h.file("bob", ask("staging-api", "deploy", "1h", "")).await);
+    let orders = request_id(&h.file("alice", write_orders("30m")).await);
+    h.decide_ok("bob", &orders, "approve").await;
+
+    let targets = |history: &Value| -> Vec<String> {
+        history.as_array().expect("a list").iter().filter_map(|e| e["target"].as_str().map(str::to_owned)).collect()
+    };
+    let seen = targets(&h.get_ok("dave", "/v1/history?subject=bob@acme.example").await);
+    assert!(seen.contains(&staging), "dave sees bob's staging grant: {seen:?}");
+    assert!(!seen.contains(&orders), "but not what bob did to alice's orders access: {seen:?}");
+    let all = targets(&h.get_ok("carol", "/v1/history?subject=bob@acme.example").await);
+    assert!(all.contains(&orders) && all.contains(&staging), "security sees all of it: {all:?}");
+    let own = targets(&h.get_ok("bob", "/v1/history").await);
+    assert!(own.contains(&orders), "and bob his own, whole: {own:?}");
+}
