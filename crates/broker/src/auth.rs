@@ -38,6 +38,9 @@ pub use claims::ClaimRules;
 /// Tokens longer than this are refused before any parsing.
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
+/// The longest principal id a token may give.
+const MAX_PRINCIPAL_CHARS: usize = 256;
+
 /// Tolerated clock difference with the issuer.
 const LEEWAY_SECONDS: u64 = 30;
 
@@ -70,6 +73,10 @@ pub enum AuthError {
     Malformed,
     #[error("the token has expired; log in again")]
     Expired,
+    #[error(
+        "the token's `{0}` claim cannot name a principal: at most 256 characters, none a space or a control character"
+    )]
+    UnusablePrincipal(String),
     #[error("the token is not valid yet (its `nbf` is ahead of the broker's clock)")]
     NotYetValid,
     #[error("the token's issuer is not trusted by this broker")]
@@ -676,6 +683,11 @@ fn identity_from(claims: &Value, issuer: &TrustedIssuer) -> std::result::Result<
         .as_str()
         .filter(|id| !id.trim().is_empty())
         .ok_or_else(|| AuthError::NoPrincipal(issuer.id_claim.clone()))?;
+    // The id reaches logs, audit records, hooks' environments and role
+    // names: IdP text, so nothing in it may break a line or a word.
+    if id.chars().count() > MAX_PRINCIPAL_CHARS || id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(AuthError::UnusablePrincipal(issuer.id_claim.clone()));
+    }
     // Anyone can type an address into an account at many providers: it
     // names a person only once the provider has verified it. Some send the
     // flag as a string.
@@ -699,10 +711,11 @@ fn identity_from(claims: &Value, issuer: &TrustedIssuer) -> std::result::Result<
             _ => {}
         }
     }
+    groups.retain(|group| !group.is_empty() && !group.chars().any(char::is_control));
     Ok(Identity {
         principal: Principal {
             id: issuer.rules.principal_id(&id.to_ascii_lowercase()),
-            name: claims["name"].as_str().map(str::to_owned),
+            name: claims["name"].as_str().map(|name| name.chars().filter(|c| !c.is_control()).collect()),
             groups,
             attributes: issuer.rules.attributes(claims),
         },

@@ -39,6 +39,32 @@ pub fn create_atomic(path: &Path, contents: &[u8], access: Access) -> std::io::R
     }
 }
 
+/// Makes `dir` (the data directory) the broker's user's alone: created
+/// 0700 when missing, and narrowed to 0700 when others could enter it.
+/// Returns whether it was narrowed. Inside are the store and its key: no
+/// other user of the host, an exec hook run as one included, reads them.
+pub fn private_dir(dir: &Path) -> std::io::Result<bool> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        if !dir.exists() {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+            return Ok(false);
+        }
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::create_dir_all(dir)?;
+        Ok(false)
+    }
+}
+
 fn directory_of(path: &Path) -> &Path {
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,

@@ -70,6 +70,9 @@ pub async fn start(options: ServerOptions) -> Result<Server> {
         .data_dir
         .or_else(|| settings.data_dir.as_ref().map(|dir| BrokerSettings::resolve(&options.policy_dir, dir)))
         .ok_or_else(|| Error::Config("no data directory: set data_dir in [broker] or pass --data-dir".into()))?;
+    if crate::files::private_dir(&data_dir).map_err(Error::io(format!("making {} private", data_dir.display())))? {
+        tracing::warn!(dir = %data_dir.display(), "the data directory was open to other users; made it private (0700)");
+    }
     let listen = match options.listen.or(settings.listen) {
         Some(listen) => listen,
         None => DEFAULT_LISTEN.parse().map_err(|_| Error::Internal("default listen address".into()))?,

@@ -311,8 +311,13 @@ impl Client {
     }
 
     /// The credential of a live grant. Zeroized when dropped; never log it.
+    /// Variables no credential may set (a preload library, a proxy, a CA
+    /// bundle…) are dropped here, whatever the broker sent, so that no
+    /// shell, IDE or tool this client feeds ever gets them.
     pub async fn credential(&self, id: &GrantId) -> Result<Credential> {
-        self.get(&format!("/v1/grants/{id}/credential")).await
+        let mut credential: Credential = self.get(&format!("/v1/grants/{id}/credential")).await?;
+        credential.drop_refused_names();
+        Ok(credential)
     }
 
     pub async fn renew(&self, id: &GrantId, duration: &str, reason: Option<String>) -> Result<RenewOutcome> {

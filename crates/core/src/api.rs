@@ -337,6 +337,23 @@ pub struct Credential {
     pub client_secret: Option<ClientSecret>,
 }
 
+impl Credential {
+    /// Drops the variables no credential may set
+    /// ([`crate::env_names::refused_credential_name`]), whoever sent them;
+    /// returns their names.
+    pub fn drop_refused_names(&mut self) -> Vec<String> {
+        let mut dropped = Vec::new();
+        self.env.retain(|var| {
+            let refused = crate::env_names::refused_credential_name(&var.name).is_some();
+            if refused {
+                dropped.push(var.name.clone());
+            }
+            !refused
+        });
+        dropped
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(optional_fields = nullable))]
@@ -494,6 +511,24 @@ impl EventKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_received_credential_loses_the_variables_no_credential_may_set() {
+        let var = |name: &str| EnvVar { name: name.into(), value: "x".into(), secret: true };
+        let mut credential = Credential {
+            grant_id: crate::GrantId::from_random(1),
+            resource: "cloud".into(),
+            role: "deploy".into(),
+            provider: "exec".into(),
+            expires_at: crate::Timestamp::from_unix_millis(0),
+            env: vec![var("CLOUD_KEY"), var("LD_PRELOAD"), var("HTTPS_PROXY"), var("CLOUD_REGION")],
+            ssh_certificate: None,
+            client_secret: None,
+        };
+        assert_eq!(credential.drop_refused_names(), ["LD_PRELOAD", "HTTPS_PROXY"]);
+        let kept: Vec<&str> = credential.env.iter().map(|var| var.name.as_str()).collect();
+        assert_eq!(kept, ["CLOUD_KEY", "CLOUD_REGION"]);
+    }
 
     #[test]
     fn error_bodies_carry_a_snake_case_code() {

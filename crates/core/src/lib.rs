@@ -8,6 +8,7 @@ pub mod approval;
 pub mod audit;
 pub mod countdown;
 pub mod duration;
+pub mod env_names;
 pub mod grant;
 pub mod id;
 pub mod principal;

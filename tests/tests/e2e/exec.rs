@@ -352,3 +352,86 @@ fn exec_hanging_hook_times_out_and_leaves_no_process_behind() {
     let ended = exec.broker.json("alice", &["grants", "--ended"]);
     assert_eq!(ended[0]["state"], "failed", "the grant failed: {ended}");
 }
+
+/// Answers `issue` with what it could read of the broker's secrets: the
+/// broker's environment, the store key, the store (paths from `SPY_DATA`).
+const SPY_HOOK: &str = r#"#!/bin/sh
+can() { if cat "$1" >/dev/null 2>&1; then echo yes; else echo no; fi; }
+if [ "$1" = issue ]; then
+  printf '{"state":{},"env":{"SPY_ENVIRON":"%s","SPY_STORE_KEY":"%s","SPY_STORE":"%s","SPY_UID":"%s"},"public":["SPY_ENVIRON","SPY_STORE_KEY","SPY_STORE","SPY_UID"]}' \
+    "$(can /proc/$PPID/environ)" "$(can "$SPY_DATA/keys/store.key")" "$(can "$SPY_DATA/hourglass.db")" "$(id -u)"
+fi
+"#;
+
+/// The effective user id of this process (from /proc: no libc needed).
+fn effective_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+#[test]
+fn exec_hook_run_as_another_user_cannot_read_the_brokers_environment_or_keys() {
+    assert_eq!(
+        effective_uid(),
+        Some(0),
+        "switching a hook's user needs a root broker: run the suite as root (CI does)"
+    );
+    let data = tempfile::tempdir().expect("a data directory (0700, as the broker's)");
+    let resource = |name: &str, run_as: &str| {
+        format!(
+            "[resources.{name}]\nprovider = \"exec\"\nsettings = {{ command = [\"hooks/spy.sh\"], pass_env = [\"SPY_DATA\"]{run_as} }}\n[resources.{name}.roles.deploy]\n"
+        )
+    };
+    let toml = format!(
+        "[defaults]\nworkflow = \"review\"\nreason_required = false\n[workflows.review]\napprovals = [{{ group = \"sre\", count = 1 }}]\n{}{}",
+        resource("as-broker", ""),
+        resource("as-nobody", ", run_as = \"nobody\""),
+    );
+    let policy = policy_dir(&toml, CEDAR.replace("orders-cloud", "as-broker").as_str());
+    std::fs::write(
+        policy.path().join("auto.cedar"),
+        r#"permit (principal in Group::"engineers", action == Action::"auto_approve", resource in Resource::"as-nobody");"#,
+    )
+    .expect("auto.cedar");
+    // The policy directory and the hook are readable by the hook's user, as
+    // /etc/hourglass would be; the data directory is the broker's alone.
+    set_mode(policy.path(), 0o755);
+    let hook = policy.path().join("hooks/spy.sh");
+    std::fs::create_dir_all(hook.parent().unwrap()).unwrap();
+    set_mode(hook.parent().unwrap(), 0o755);
+    std::fs::write(&hook, SPY_HOOK).unwrap();
+    set_mode(&hook, 0o755);
+    let data_path = data.path().display().to_string();
+    let broker = DevBroker::start_at(data.path(), policy.path(), &[("SPY_DATA", &data_path)]);
+
+    let spied = |resource: &str| -> Value {
+        let filed = broker.json("alice", &["request", resource, "--role", "deploy", "--for", "10m"]);
+        assert_eq!(filed["state"], "approved", "{filed}");
+        let grant = filed["grant"]["id"].as_str().expect("a grant").to_owned();
+        let credential = broker.client("alice");
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let id = hourglass_core::GrantId::parse(&grant).expect("a grant id");
+        let credential = runtime.block_on(credential.credential(&id)).expect("the credential");
+        credential.env.iter().map(|var| (var.name.clone(), Value::String(var.value.clone()))).collect()
+    };
+    // The broker's own user reads all three: what the test guards against is real.
+    let as_broker = spied("as-broker");
+    assert_eq!(
+        (&as_broker["SPY_ENVIRON"], &as_broker["SPY_STORE_KEY"], &as_broker["SPY_STORE"]),
+        (&json!("yes"), &json!("yes"), &json!("yes")),
+        "a hook run as the broker's user reads its environment and keys: {as_broker}"
+    );
+    let as_nobody = spied("as-nobody");
+    assert_eq!(as_nobody["SPY_UID"], "65534", "the hook ran as nobody: {as_nobody}");
+    assert_eq!(
+        (&as_nobody["SPY_ENVIRON"], &as_nobody["SPY_STORE_KEY"], &as_nobody["SPY_STORE"]),
+        (&json!("no"), &json!("no"), &json!("no")),
+        "run_as keeps the broker's environment, store key and store from the hook: {as_nobody}"
+    );
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}

@@ -60,6 +60,11 @@ async fn auth_bad_tokens_are_refused() {
         (unsaid, "not verified", "an email nobody said was verified"),
         (no_email, "claim `email` is missing", "no email, though `sub` is there"),
         (with(&|c| c["nbf"] = json!(now + 600)), "not valid yet", "a token whose `nbf` is ten minutes ahead"),
+        (
+            with(&|c| c["email"] = json!("alice@acme.example\nHOURGLASS_X=1")),
+            "cannot name a principal",
+            "an id that would break a line in a hook's environment or a log",
+        ),
     ];
     for (token, names, why) in cases {
         let request = Request::builder()

@@ -17,24 +17,6 @@ pub(super) const MAX_ENV_VALUE: usize = 64 * 1024;
 /// Values shorter than this are not searched for in state and verification
 /// (`1`, `true` and `eu-west-1` are not credentials).
 pub(super) const MIN_SECRET_CHECKED: usize = 8;
-/// Credential variables that would change how the owner's shell and tools
-/// run, rather than authenticate them.
-pub(super) const RESERVED_ENV: &[&str] = &[
-    "PATH",
-    "HOME",
-    "SHELL",
-    "USER",
-    "LOGNAME",
-    "IFS",
-    "ENV",
-    "BASH_ENV",
-    "PROMPT_COMMAND",
-    "PS1",
-    "PS2",
-    "PS4",
-    "TERM",
-];
-pub(super) const RESERVED_ENV_PREFIXES: &[&str] = &["LD_", "DYLD_", "HOURGLASS_"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Action {
@@ -241,10 +223,10 @@ pub(super) fn check_env_name(name: &str, action: Action) -> Result<(), String> {
             shorten(name)
         ));
     }
-    if RESERVED_ENV.contains(&name) || RESERVED_ENV_PREFIXES.iter().any(|prefix| name.starts_with(prefix)) {
+    if let Some(why) = hourglass_core::env_names::refused_credential_name(name) {
         return Err(format!(
-            "exec hook {action} printed env name \"{name}\", which is reserved: a credential must not change how \
-             the owner's shell and tools run"
+            "exec hook {action} printed env name \"{name}\", which is reserved: {why}, and a credential must not \
+             change how the owner's shell and tools run"
         ));
     }
     Ok(())

@@ -19,6 +19,13 @@
 //! - `timeout` (default `30s`, at most `5m`): the hook and everything it
 //!   started are killed when it runs longer. The broker's `provider_timeout`
 //!   (30 s by default) bounds issue, renew and revoke as well.
+//! - `run_as`: a local user the hook runs as (a name from /etc/passwd,
+//!   `UID` or `UID:GID`; its supplementary groups are dropped), so that it
+//!   cannot read what the broker's user can: the broker's environment
+//!   (`/proc/PPID/environ`), its data directory (the store key, the
+//!   store). Needs the broker to run as root (or with CAP_SETUID and
+//!   CAP_SETGID) and setpriv (util-linux); the hook and the policy
+//!   directory must be readable by that user.
 //! - `pass_env`: names of the broker's environment variables the hook gets.
 //!   Otherwise it gets only `PATH`, `HOME`, `LANG`, `LC_ALL`, `LC_CTYPE`,
 //!   `TZ` and `TMPDIR`, never the broker's whole environment (which holds
@@ -62,8 +69,10 @@
 //!   state (or verification) that contains one of the `env` values.
 //! - `env`: the owner's credentials (`hourglass env`). Every value is a
 //!   secret unless its name is listed in `public`. Names are upper case
-//!   letters, digits and `_`; names that change how shells run (`PATH`,
-//!   `LD_*`, `HOURGLASS_*`, …) are refused. On renew, leaving `env` out keeps
+//!   letters, digits and `_`; names that change how shells and programs
+//!   run (`PATH`, `LD_*`, `NODE_OPTIONS`, `*_PROXY`, `SSL_CERT_FILE`,
+//!   `SSH_AUTH_SOCK`, `HOURGLASS_*`, …: `hourglass_core::env_names`) are
+//!   refused, and clients drop them from any credential they receive. On renew, leaving `env` out keeps
 //!   the credentials issued before.
 //! - `expires_at` (with `env` only): when these credentials stop working, if
 //!   they have their own lifetime; the broker mints fresh ones (a reissue,
@@ -162,6 +171,8 @@ struct Settings {
     /// The broker's environment variables passed to the hook.
     #[serde(default)]
     pass_env: Vec<String>,
+    /// The local user the hook runs as (a name, `UID` or `UID:GID`).
+    run_as: Option<String>,
 }
 
 impl Settings {
@@ -184,6 +195,9 @@ impl Settings {
             if timeout > MAX_TIMEOUT {
                 return Err(format!("timeout {timeout} is longer than the longest allowed ({MAX_TIMEOUT})"));
             }
+        }
+        if let Some(user) = &settings.run_as {
+            process::RunAs::look_up(user)?;
         }
         for name in &settings.pass_env {
             if !is_variable_name(name) {
@@ -211,6 +225,8 @@ struct Hook {
     timeout: Duration,
     #[serde(default)]
     pass_env: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    run_as: Option<String>,
     resource: ResourceInfo,
     role: RoleInfo,
 }
@@ -236,6 +252,7 @@ impl Hook {
             command: settings.command,
             timeout: settings.timeout.unwrap_or(DEFAULT_TIMEOUT),
             pass_env: settings.pass_env,
+            run_as: settings.run_as,
             resource: ResourceInfo {
                 name: resource.name.clone(),
                 labels: resource.labels.clone(),
@@ -413,20 +430,39 @@ impl ExecProvider {
                 path.display()
             )));
         }
-        let mut command = match dies_with_broker() {
-            Some(setpriv) => {
+        let run_as = match &hook.run_as {
+            Some(user) => Some(process::RunAs::look_up(user).map_err(HookFailure::NotStarted)?),
+            None => None,
+        };
+        let mut command = match (dies_with_broker(), &run_as) {
+            (Some(setpriv), _) => {
                 let mut command = tokio::process::Command::new(setpriv);
+                if let Some(user) = &run_as {
+                    command.args(user.setpriv_args());
+                }
                 command.args(["--pdeathsig", "KILL", "--"]).arg(&path);
                 command
             }
-            None => tokio::process::Command::new(&path),
+            (None, Some(_)) => {
+                return Err(HookFailure::NotStarted(
+                    "run_as needs setpriv (util-linux) to start the hook as another user, and it is not installed"
+                        .into(),
+                ));
+            }
+            (None, None) => tokio::process::Command::new(&path),
         };
+        let mut environment = hook_environment(hook, action, reissue, grant);
+        if let Some(user) = &run_as {
+            // Its own home, not the broker's.
+            environment.retain(|(name, _)| name != "HOME");
+            environment.push(("HOME".into(), user.home.clone().into()));
+        }
         command
             .args(args)
             .arg(action.as_str())
             .current_dir(&self.policy_dir)
             .env_clear()
-            .envs(hook_environment(hook, action, reissue, grant))
+            .envs(environment)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

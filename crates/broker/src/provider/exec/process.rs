@@ -158,6 +158,60 @@ pub(super) fn clean_stderr(bytes: &[u8]) -> String {
     lines.join("\n").trim().to_owned()
 }
 
+/// The local user a hook runs as (`run_as`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct RunAs {
+    pub(super) uid: u32,
+    pub(super) gid: u32,
+    pub(super) home: String,
+}
+
+impl RunAs {
+    /// `user` as /etc/passwd names it, or `UID` (its group from
+    /// /etc/passwd when listed there, else the same number), or `UID:GID`.
+    pub(super) fn look_up(user: &str) -> Result<RunAs, String> {
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        RunAs::from_passwd(user, &passwd)
+    }
+
+    fn from_passwd(user: &str, passwd: &str) -> Result<RunAs, String> {
+        let entries = passwd.lines().filter_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            let (uid, gid) = (fields.get(2)?.parse::<u32>().ok()?, fields.get(3)?.parse::<u32>().ok()?);
+            Some((*fields.first()?, uid, gid, fields.get(5).copied().unwrap_or("/")))
+        });
+        let numbers = match user.split_once(':') {
+            Some((uid, gid)) => uid.parse::<u32>().ok().zip(gid.parse::<u32>().ok()),
+            None => user.parse::<u32>().ok().map(|uid| (uid, uid)),
+        };
+        let found = match numbers {
+            Some((uid, gid)) => {
+                let listed = entries.clone().find(|(_, listed, _, _)| *listed == uid);
+                let gid = if user.contains(':') { gid } else { listed.map_or(gid, |(_, _, gid, _)| gid) };
+                Some(RunAs { uid, gid, home: listed.map_or("/", |(_, _, _, home)| home).to_owned() })
+            }
+            None => entries.clone().find(|(name, ..)| *name == user).map(|(_, uid, gid, home)| RunAs {
+                uid,
+                gid,
+                home: home.to_owned(),
+            }),
+        };
+        match found {
+            // The point is to be someone else than the broker: never root.
+            Some(run_as) if run_as.uid == 0 => {
+                Err(format!("run_as \"{user}\" is root: name a user of its own for the hook"))
+            }
+            Some(run_as) => Ok(run_as),
+            None => Err(format!("run_as \"{user}\" is no local user (not in /etc/passwd; a number works too)")),
+        }
+    }
+
+    /// setpriv's arguments that switch to this user, without its groups.
+    pub(super) fn setpriv_args(&self) -> [String; 3] {
+        [format!("--reuid={}", self.uid), format!("--regid={}", self.gid), "--clear-groups".to_owned()]
+    }
+}
+
 /// `setpriv --pdeathsig KILL`, when this system has it: a hook then dies
 /// with the broker (killed, crashed) instead of changing the target after a
 /// restarted broker has already revoked the grant it acts for. (The parent
@@ -169,4 +223,24 @@ pub(super) fn dies_with_broker() -> Option<&'static std::path::Path> {
     SETPRIV
         .get_or_init(|| ["/usr/bin/setpriv", "/bin/setpriv"].into_iter().map(PathBuf::from).find(|path| path.is_file()))
         .as_deref()
+}
+
+#[cfg(test)]
+mod run_as_tests {
+    #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+    use super::RunAs;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\nhooks:x:990:985::/var/lib/hooks:/bin/false\n";
+
+    #[test]
+    fn run_as_names_a_local_user_by_name_or_number_and_never_root() {
+        let hooks = RunAs { uid: 990, gid: 985, home: "/var/lib/hooks".into() };
+        assert_eq!(RunAs::from_passwd("hooks", PASSWD).unwrap(), hooks);
+        assert_eq!(RunAs::from_passwd("990", PASSWD).unwrap(), hooks, "a listed uid takes its group and home");
+        assert_eq!(RunAs::from_passwd("4000:4000", PASSWD).unwrap(), RunAs { uid: 4000, gid: 4000, home: "/".into() });
+        assert!(RunAs::from_passwd("ghost", PASSWD).unwrap_err().contains("no local user"));
+        assert!(RunAs::from_passwd("root", PASSWD).unwrap_err().contains("is root"));
+        assert!(RunAs::from_passwd("0", PASSWD).unwrap_err().contains("is root"));
+    }
 }

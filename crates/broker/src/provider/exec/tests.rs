@@ -122,6 +122,9 @@ fn settings_are_checked_with_clear_messages() {
             Some("\"ORDERS DSN\" is not an environment variable name"),
         ),
         ("{ command = [\"hooks/ok.sh\"], pass_env = [\"HOURGLASS_TOKEN\"] }", Some("set by the broker")),
+        ("{ command = [\"hooks/ok.sh\"], run_as = \"no-such-user-here\" }", Some("is no local user")),
+        ("{ command = [\"hooks/ok.sh\"], run_as = \"root\" }", Some("is root")),
+        ("{ command = [\"hooks/ok.sh\"], run_as = \"nobody\" }", None),
         ("{ command = [\"hooks/ok.sh\"], shell = true }", Some("unknown field `shell`")),
     ];
     for (settings, expected) in cases {
@@ -177,6 +180,19 @@ fn hook_output_is_parsed_strictly_and_never_quoted() {
         (
             format!("{{\"state\":{{}},\"env\":{{\"HOURGLASS_TOKEN\":\"{SECRET}\"}}}}"),
             "\"HOURGLASS_TOKEN\", which is reserved",
+        ),
+        (
+            format!("{{\"state\":{{}},\"env\":{{\"NODE_OPTIONS\":\"{SECRET}\"}}}}"),
+            "\"NODE_OPTIONS\", which is reserved",
+        ),
+        (format!("{{\"state\":{{}},\"env\":{{\"HTTPS_PROXY\":\"{SECRET}\"}}}}"), "\"HTTPS_PROXY\", which is reserved"),
+        (
+            format!("{{\"state\":{{}},\"env\":{{\"SSL_CERT_FILE\":\"{SECRET}\"}}}}"),
+            "\"SSL_CERT_FILE\", which is reserved",
+        ),
+        (
+            format!("{{\"state\":{{}},\"env\":{{\"GIT_SSH_COMMAND\":\"{SECRET}\"}}}}"),
+            "\"GIT_SSH_COMMAND\", which is reserved",
         ),
         ("{\"state\":{},\"env\":{\"CLOUD_KEY\":1234567890}}".into(), "value for CLOUD_KEY that is not a string"),
         (format!("{{\"state\":{{}},\"env\":[\"{SECRET}\"]}}"), "\"env\" that is not an object"),
