@@ -4,6 +4,7 @@
 mod alarm;
 pub mod auth;
 pub mod broker;
+pub mod checkpoints;
 pub mod clock;
 pub mod dev;
 pub mod error;

@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
+use hourglass_broker::checkpoints::{self, CheckpointCheck};
 use hourglass_broker::clock::{Clock, SystemClock};
 use hourglass_broker::server::{self, ServerOptions};
 use hourglass_broker::settings::BrokerSettings;
@@ -118,8 +119,10 @@ enum KeysCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Walk the hash chain from the first event and name the first broken link.
-    Verify(StoreArgs),
+    /// Walk the hash chain from the first event and name the first broken
+    /// link; check it against the broker's signed checkpoints (a store cut
+    /// short or rewritten since fails).
+    Verify(VerifyArgs),
     /// Write the audit log as JSON lines (one event with its hashes per line).
     Export {
         #[command(flatten)]
@@ -128,6 +131,20 @@ enum AuditCommand {
         #[arg(long, default_value_t = 0)]
         after: u64,
     },
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The checkpoints file (default: DATA/audit-checkpoints.jsonl, or the
+    /// [broker] audit_checkpoints of --config).
+    #[arg(long, value_name = "FILE")]
+    checkpoints: Option<PathBuf>,
+    /// The key that signed them: its .pub file or the private key (default:
+    /// beside the broker's checkpoint key).
+    #[arg(long, value_name = "FILE")]
+    checkpoint_key: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -181,7 +198,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Dev { listen, data_dir, config } => run_dev(listen, data_dir, config).await,
         Command::Policy(PolicyCommand::Check { dir }) => Ok(check_policy(&dir).await),
-        Command::Audit(AuditCommand::Verify(store)) => verify(&open_store(&store).await?).await,
+        Command::Audit(AuditCommand::Verify(args)) => {
+            let checkpoints = checkpoint_check(&args)?;
+            verify(&open_store(&args.store).await?, checkpoints).await
+        }
         Command::Audit(AuditCommand::Export { store, after }) => export(&open_store(&store).await?, after).await,
         Command::MigrateStore { from, to, store_key } => migrate_store(&from, to, store_key).await,
         Command::Keys(KeysCommand::List(store)) => list_keys(&open_store(&store).await?).await,
@@ -333,8 +353,42 @@ async fn open_store(args: &StoreArgs) -> anyhow::Result<Store> {
 /// Events are read in pages so a long log never sits in memory at once.
 const PAGE: usize = 10_000;
 
-/// Walks the whole chain page by page, holding one page at a time.
-async fn verify(store: &Store) -> anyhow::Result<ExitCode> {
+/// The checkpoints `audit verify` checks against: the files the arguments
+/// name, or the broker's own beside its store; None when there are none.
+fn checkpoint_check(args: &VerifyArgs) -> anyhow::Result<Option<CheckpointCheck>> {
+    let defaults = match (&args.store.data_dir, &args.store.config) {
+        (Some(dir), _) => Some((dir.join("keys/audit-checkpoint.pem"), dir.join("audit-checkpoints.jsonl"))),
+        (None, Some(config)) => {
+            let policy = Policy::load_dir(config).with_context(|| format!("reading {}", config.display()))?;
+            let settings = BrokerSettings::from_table(&policy.broker_settings)?;
+            let data_dir = settings.data_dir.as_ref().map(|dir| BrokerSettings::resolve(config, dir));
+            data_dir.map(|data_dir| settings.checkpoint_files(config, &data_dir))
+        }
+        (None, None) => None,
+    };
+    let file = args.checkpoints.clone().or_else(|| defaults.as_ref().map(|(_, file)| file.clone()));
+    let Some(file) = file.filter(|file| args.checkpoints.is_some() || file.exists()) else {
+        eprintln!(
+            "no audit checkpoints found: the chain is checked, but not for a cut end or a rewrite (pass --checkpoints)"
+        );
+        return Ok(None);
+    };
+    let key = match (&args.checkpoint_key, &defaults) {
+        (Some(key), _) => key.clone(),
+        (None, Some((key, _))) => {
+            let public = checkpoints::public_key_file(key);
+            if public.exists() { public } else { key.clone() }
+        }
+        (None, None) => bail!("pass --checkpoint-key: the key that signed {}", file.display()),
+    };
+    let public = checkpoints::read_public_key(&key).map_err(|e| anyhow!(e))?;
+    let all = checkpoints::read_checkpoints(&file, &public).map_err(|e| anyhow!(e))?;
+    Ok(Some(CheckpointCheck::new(all)))
+}
+
+/// Walks the whole chain page by page, holding one page at a time, and
+/// checks it against the checkpoints.
+async fn verify(store: &Store, checkpoints: Option<CheckpointCheck>) -> anyhow::Result<ExitCode> {
     let mut verifier = ChainVerifier::default();
     let mut after = 0;
     loop {
@@ -346,10 +400,25 @@ async fn verify(store: &Store) -> anyhow::Result<ExitCode> {
                 eprintln!("{broken}");
                 return Ok(ExitCode::FAILURE);
             }
+            if let Some(rewritten) = checkpoints.as_ref().and_then(|check| check.link(link.seq, &link.hash)) {
+                eprintln!("{rewritten}");
+                return Ok(ExitCode::FAILURE);
+            }
         }
     }
     let (count, head) = verifier.head();
-    println!("audit chain intact: {count} events, head {}", to_hex(&head));
+    if let Some(truncated) = checkpoints.as_ref().and_then(|check| check.end(count)) {
+        eprintln!("{truncated}");
+        return Ok(ExitCode::FAILURE);
+    }
+    match checkpoints {
+        Some(check) => println!(
+            "audit chain intact: {count} events, head {}; {} signed checkpoints agree",
+            to_hex(&head),
+            check.len()
+        ),
+        None => println!("audit chain intact: {count} events, head {}", to_hex(&head)),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -408,7 +477,7 @@ async fn migrate_store(from: &str, to: Option<String>, store_key: Option<PathBuf
     for (table, rows) in &copied.rows {
         println!("{table}: {rows} rows");
     }
-    let verified = verify(&target).await?;
+    let verified = verify(&target, None).await?;
     if verified != ExitCode::SUCCESS {
         bail!("the audit chain does not verify on the target: it was not moved intact");
     }

@@ -15,6 +15,7 @@ use hourglass_core::api::AuthConfig;
 
 use crate::auth::{Authenticator, Sessions, TrustedIssuer};
 use crate::broker::{Broker, BrokerParts};
+use crate::checkpoints::{CHECKPOINT_EVERY, Checkpoints};
 use crate::clock::{Clock, SystemClock};
 use crate::dev::{DevIssuer, DevUser};
 use crate::error::{Error, Result};
@@ -106,6 +107,8 @@ pub async fn start(options: ServerOptions) -> Result<Server> {
     // Keys of discovered issuers, before the first token arrives. An IdP
     // that cannot be reached now is tried again when a token needs it.
     authenticator.refresh_keys(true).await;
+    let (checkpoint_key, checkpoint_file) = settings.checkpoint_files(&options.policy_dir, &data_dir);
+    let checkpoints = Arc::new(Checkpoints::open(&checkpoint_key, checkpoint_file)?);
     let ssh_ca = keys.ssh_ca.signer(clock.now())?;
     let providers = Providers::standard(
         TokenProvider::new(Arc::clone(&keys.grant_token), url.clone()),
@@ -175,6 +178,7 @@ pub async fn start(options: ServerOptions) -> Result<Server> {
     tasks.push(tokio::spawn(Arc::clone(&broker).run_scheduler()));
     tasks.push(tokio::spawn(renew_lease(Arc::clone(&broker))));
     tasks.push(tokio::spawn(prune_store(Arc::clone(&broker))));
+    tasks.push(tokio::spawn(sign_checkpoints(Arc::clone(&broker), checkpoints)));
     tasks.push(tokio::spawn(refresh_signing_keys(Arc::clone(&broker), keys)));
     tasks.push(tokio::spawn(crate::reload::watch_policy(Arc::clone(&broker), options.policy_dir)));
     tasks.push(tokio::spawn(refresh_issuer_keys(Arc::clone(&broker))));
@@ -382,6 +386,23 @@ async fn prune_store(broker: Arc<Broker>) {
         tokio::select! {
             () = tokio::time::sleep(StdDuration::from_secs(300)) => {}
             () = broker.stopping() => return,
+        }
+    }
+}
+
+/// Signs the audit log's head every few seconds when it moved, and once
+/// more as the broker stops (see [`crate::checkpoints`]).
+async fn sign_checkpoints(broker: Arc<Broker>, checkpoints: Arc<Checkpoints>) {
+    loop {
+        let stopping = tokio::select! {
+            () = tokio::time::sleep(CHECKPOINT_EVERY) => false,
+            () = broker.stopping() => true,
+        };
+        if let Err(error) = checkpoints.checkpoint(&broker.store, broker.now()).await {
+            tracing::warn!("signing an audit checkpoint failed (tried again shortly): {error}");
+        }
+        if stopping {
+            return;
         }
     }
 }

@@ -57,6 +57,13 @@ pub struct BrokerSettings {
     /// dies holding work has it taken over about this soon. Renewed three
     /// times per lease.
     pub replica_lease: Option<String>,
+    /// The key that signs the audit log's checkpoints (default
+    /// `DATA/keys/audit-checkpoint.pem`, made if missing); never in the store.
+    pub audit_checkpoint_key: Option<PathBuf>,
+    /// Where the checkpoints are appended (default
+    /// `DATA/audit-checkpoints.jsonl`): somewhere whoever can write to the
+    /// store cannot, ideally.
+    pub audit_checkpoints: Option<PathBuf>,
     /// Longest a provider may take to issue, renew or revoke.
     pub provider_timeout: Option<Duration>,
     /// How people log in: the OpenID Connect issuer whose ID tokens the
@@ -341,6 +348,19 @@ impl BrokerSettings {
             None => None,
         };
         Ok(OpenOptions { lease, password })
+    }
+
+    /// The checkpoint key and file (see [`crate::checkpoints`]).
+    pub fn checkpoint_files(&self, policy_dir: &Path, data_dir: &Path) -> (PathBuf, PathBuf) {
+        let key = self.audit_checkpoint_key.as_ref().map_or_else(
+            || data_dir.join("keys/audit-checkpoint.pem"),
+            |path| BrokerSettings::resolve(policy_dir, path),
+        );
+        let file = self
+            .audit_checkpoints
+            .as_ref()
+            .map_or_else(|| data_dir.join("audit-checkpoints.jsonl"), |path| BrokerSettings::resolve(policy_dir, path));
+        (key, file)
     }
 
     /// `path` as given, or relative to `base` when it is relative.

@@ -5,6 +5,7 @@
 
 mod agent;
 mod architecture;
+mod audit;
 mod ci;
 mod desktop;
 mod exec;

@@ -89,6 +89,12 @@ impl Ed25519Key {
         Self::from_signing_key(&signing)
     }
 
+    /// An Ed25519 signature of `message`.
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        use ed25519_dalek::Signer;
+        self.signing.sign(message).to_bytes()
+    }
+
     pub fn encoding(&self) -> &EncodingKey {
         &self.encoding
     }

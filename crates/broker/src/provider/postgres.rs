@@ -268,6 +268,9 @@ struct Admin {
     /// Sessions of a role: found, and of those terminated.
     terminate: Statement,
     session_count: Statement,
+    /// `server_version_num`: 160000 and up can grant a membership that
+    /// cannot `SET ROLE`.
+    server_version: u32,
     /// Whether a role exists, and its sessions.
     leftovers: Statement,
 }
@@ -286,6 +289,7 @@ const SESSION_COUNT: &str = "SELECT count(*) FROM pg_stat_activity WHERE usename
 /// than committing a role nobody recorded (PostgreSQL 14 and later).
 const SESSION_SETTINGS: &str = "SELECT set_config('client_connection_check_interval', '1000', false)
     WHERE current_setting('server_version_num')::int >= 140000";
+const SERVER_VERSION: &str = "SELECT current_setting('server_version_num')::int";
 const LEFTOVERS: &str = "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1),
         (SELECT count(*) FROM pg_stat_activity WHERE usename = $1)";
 
@@ -310,16 +314,18 @@ impl PostgresProvider {
             let server = target.describe();
             failed(resource, format!("cannot connect to the database server at {server}: {}", describe_error(&error)))
         })?;
-        // Sent together: one round trip, not five.
-        let (role_facts, terminate, session_count, leftovers, ()) = tokio::try_join!(
+        // Sent together: one round trip, not six.
+        let (role_facts, terminate, session_count, leftovers, (), version) = tokio::try_join!(
             client.prepare(ROLE_FACTS),
             client.prepare(TERMINATE),
             client.prepare(SESSION_COUNT),
             client.prepare(LEFTOVERS),
             client.batch_execute(SESSION_SETTINGS),
+            client.query_one(SERVER_VERSION, &[]),
         )
         .map_err(|error| failed(resource, format!("preparing the admin queries: {}", describe_error(&error))))?;
-        Ok(Admin { client, target, role_facts, terminate, session_count, leftovers })
+        let server_version = u32::try_from(version.try_get::<_, i32>(0).unwrap_or(0)).unwrap_or(0);
+        Ok(Admin { client, target, role_facts, terminate, session_count, leftovers, server_version })
     }
 
     /// Runs `work` on an admin connection (an idle one, else a new one once
@@ -452,6 +458,26 @@ fn verify_role(
     Ok(verification)
 }
 
+/// Whether the server can grant a membership without `SET ROLE`
+/// (PostgreSQL 16 and later).
+fn membership_without_set(server_version: u32) -> bool {
+    server_version >= 160_000
+}
+
+/// `; GRANT mapped TO role`. From PostgreSQL 16 on, `WITH INHERIT TRUE, SET
+/// FALSE`: the grant's role uses the mapped role's privileges but cannot
+/// become it, so it cannot create objects the mapped role owns, which would
+/// outlive the grant. Older servers have no such option: there it can (the
+/// grant's verification says `can_set_role`).
+fn membership(granted: &str, role: &str, server_version: u32) -> String {
+    let granted = escape_identifier(granted);
+    if membership_without_set(server_version) {
+        format!("; GRANT {granted} TO {role} WITH INHERIT TRUE, SET FALSE")
+    } else {
+        format!("; GRANT {granted} TO {role}")
+    }
+}
+
 /// `VALID UNTIL` literal for a deadline.
 fn until(deadline: Timestamp) -> String {
     escape_literal(&deadline.to_string())
@@ -542,10 +568,8 @@ impl Provider for PostgresProvider {
                     escape_literal(&verifier),
                     until(deadline)
                 );
-                let memberships: String = grants
-                    .iter()
-                    .map(|granted| format!("; GRANT {} TO {quoted}", escape_identifier(granted)))
-                    .collect();
+                let memberships: String =
+                    grants.iter().map(|granted| membership(granted, &quoted, admin.server_version)).collect();
                 let what = || format!("creating role {role} as a member of {}", grants.join(", "));
                 // One transaction: the statements of one query commit
                 // together, so a mapped role that does not exist leaves
@@ -563,7 +587,9 @@ impl Provider for PostgresProvider {
                     }
                     Err(error) => return Err(failed(name, format!("{}: {}", what(), describe_error(&error)))),
                 };
-                verify_role(name, &role, facts, deadline, &grants)
+                let mut verification = verify_role(name, &role, facts, deadline, &grants)?;
+                verification.insert("can_set_role".into(), (!membership_without_set(admin.server_version)).into());
+                Ok(verification)
             })
             .await?;
         let state = serde_json::to_value(&state).map_err(|e| failed(name, e.to_string()))?;
@@ -707,6 +733,16 @@ impl Provider for PostgresProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn postgres_16_memberships_cannot_set_role_and_older_servers_say_they_can() {
+        assert_eq!(
+            membership("orders_writer", "\"hg_alice\"", 160_002),
+            "; GRANT \"orders_writer\" TO \"hg_alice\" WITH INHERIT TRUE, SET FALSE"
+        );
+        assert_eq!(membership("orders_writer", "\"hg_alice\"", 150_010), "; GRANT \"orders_writer\" TO \"hg_alice\"");
+        assert!(membership_without_set(170_000) && !membership_without_set(159_999));
+    }
 
     #[test]
     fn role_names_are_safe_and_unique_per_grant() {

@@ -530,6 +530,18 @@ impl Store {
         links.into_iter().map(q::record_of).collect()
     }
 
+    /// The audit chain's head: the last event's number and hash (0 and the
+    /// genesis hash before the first).
+    pub async fn audit_head(&self) -> Result<(u64, String)> {
+        let mut reader = self.reader().await?;
+        let row = reader
+            .conn()
+            .query_opt(q::CHAIN_HEAD, &[])
+            .await?
+            .ok_or_else(|| Error::Internal("the store has no chain head".into()))?;
+        Ok((u64::try_from(row.int(0)?).unwrap_or(0), row.text(1)?))
+    }
+
     /// The number of the last event committed (0 before the first).
     pub async fn last_event(&self) -> Result<u64> {
         let last = q::scalar(&mut self.reader().await?.conn(), q::LAST_EVENT, &[]).await?;
