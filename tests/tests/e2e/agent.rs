@@ -270,7 +270,7 @@ settings = {{ principals = ["{user}"] }}
     );
     let policy = policy_dir(&toml, CEDAR);
     let broker = DevBroker::start_with_policy(policy.path(), &[]);
-    let sshd = Sshd::start(&broker.get("/v1/providers/ssh/ca.pub"), &krl);
+    let sshd = Sshd::start(&broker.get("/v1/providers/ssh/ca.pub?resource=box"), &krl);
     let ssh_agent = SshAgent::start(dir.path());
     let mut station = Workstation::new(&broker, "alice");
     station.set_var("SSH_AUTH_SOCK", &ssh_agent.socket.display().to_string());

@@ -542,7 +542,7 @@ settings = {{ principals = ["{user}"] }}
     let policy = policy_dir(&toml, cedar);
     let broker = DevBroker::start_with_policy(policy.path(), &[("ORDERS_DB_ADMIN_DSN", &cluster.admin_dsn())]);
     // The blocking HTTP client must not run on the runtime's own threads.
-    let ca = tokio::task::block_in_place(|| broker.get("/v1/providers/ssh/ca.pub"));
+    let ca = tokio::task::block_in_place(|| broker.get("/v1/providers/ssh/ca.pub?resource=box"));
     let sshd = Sshd::start_at(ssh_port, &ca, &krl);
     let ssh_agent = SshAgent::start(dir.path());
     let socket = ssh_agent.socket.display().to_string();

@@ -1,5 +1,6 @@
 //! The SSH provider against a real sshd: the broker as a process, an sshd
-//! that trusts the broker's user CA (fetched from `/v1/providers/ssh/ca.pub`)
+//! that trusts its resource's user CA (fetched from
+//! `/v1/providers/ssh/ca.pub?resource=box`)
 //! and reads the KRL the broker writes, and logins with the real `ssh`
 //! client using a key made on the client and the certificate the broker
 //! signed for it.
@@ -63,12 +64,20 @@ settings = {{ principals = ["{user}"] }}
 
 [resources.box.roles.other]
 settings = {{ principals = ["hourglass-nobody"] }}
+
+[resources.production]
+description = "another resource's sshd, whose hosts have the same user"
+provider = "ssh"
+settings = {{ krl_file = "{krl}" }}
+
+[resources.production.roles.login]
+settings = {{ principals = ["{user}"] }}
 "#,
             krl = krl.display()
         );
         let policy = policy_dir(&toml, CEDAR);
         let broker = DevBroker::start_with_policy(policy.path(), &[]);
-        let (status, body) = broker.http("GET", "/v1/providers/ssh/ca.pub", None, None);
+        let (status, body) = broker.http("GET", "/v1/providers/ssh/ca.pub?resource=box", None, None);
         let ca = String::from_utf8(body).expect("ca.pub is text");
         assert_eq!(status, 200, "the broker serves its SSH user CA: {ca}");
         assert!(ca.starts_with("ssh-ed25519 "), "an OpenSSH public key line for TrustedUserCAKeys: {ca}");
@@ -88,11 +97,16 @@ settings = {{ principals = ["hourglass-nobody"] }}
     /// `who` asks for `box/ROLE` with a key made here; policy approves at
     /// once. Writes the private key and the certificate to files named `name`.
     fn grant(&self, who: &str, role: &str, duration: &str, name: &str) -> Login {
+        self.grant_on("box", who, role, duration, name)
+    }
+
+    /// [`Setup::grant`] on `resource`.
+    fn grant_on(&self, resource: &str, who: &str, role: &str, duration: &str, name: &str) -> Login {
         let secret = hourglass_client::material::ssh().expect("a client key");
         let key = self.dir.path().join(name);
         secret.private_key.write_openssh_file(&key, Default::default()).expect("private key file (0600)");
         let body = CreateRequest {
-            resource: "box".into(),
+            resource: resource.into(),
             role: role.into(),
             duration: duration.into(),
             reason: "e2e".into(),
@@ -103,8 +117,12 @@ settings = {{ principals = ["hourglass-nobody"] }}
         let outcome = self
             .runtime
             .block_on(self.client(who).create_request(&body))
-            .unwrap_or_else(|e| panic!("{who} requests box/{role}: {e}"));
-        assert_eq!(outcome.request.state, RequestState::Approved, "policy approves box/{role} at once: {outcome:?}");
+            .unwrap_or_else(|e| panic!("{who} requests {resource}/{role}: {e}"));
+        assert_eq!(
+            outcome.request.state,
+            RequestState::Approved,
+            "policy approves {resource}/{role} at once: {outcome:?}"
+        );
         let grant = outcome.grant.expect("an approved request carries its grant");
         assert_eq!(grant.state, GrantState::Active, "issued on approval: {grant:?}");
         assert!(grant.ready_at.is_some(), "the broker confirms a certificate it signed works: {grant:?}");
@@ -183,6 +201,38 @@ fn ssh_certificate_logs_in() {
     assert_eq!(status, 200, "the KRL is served");
     assert_eq!(krl, std::fs::read(setup.krl()).expect("KRL file"), "the served KRL is the one written");
     assert!(krl.starts_with(b"SSHKRL\n\0"), "an OpenSSH KRL");
+}
+
+#[test]
+fn ssh_certificate_of_one_resource_is_refused_by_another_resources_sshd() {
+    let setup = Setup::new();
+    let ca_of = |resource: &str| {
+        let (status, body) =
+            setup.broker.http("GET", &format!("/v1/providers/ssh/ca.pub?resource={resource}"), None, None);
+        let text = String::from_utf8(body).expect("text");
+        assert_eq!(status, 200, "{resource}'s CA is served: {text}");
+        text
+    };
+    let (box_ca, production_ca) = (ca_of("box"), ca_of("production"));
+    assert_ne!(box_ca, production_ca, "each resource has its own user CA");
+    let (status, _) = setup.broker.http("GET", "/v1/providers/ssh/ca.pub?resource=nowhere", None, None);
+    assert_eq!(status, 404, "no CA for a resource that is not there");
+
+    // Both sshds have the same user; box's certificate names it.
+    let staging = setup.grant("alice", "login", "10m", "staging");
+    setup.assert_logs_in(&staging, "box's certificate logs in to box's sshd");
+    let production = Sshd::start(&production_ca, &setup.krl());
+    let run = production.ssh(&setup.user, &staging.key, &staging.cert, "echo ok");
+    assert!(!run.ok, "box's certificate logged in to production's sshd");
+    assert!(run.stderr.contains("Permission denied"), "refused at authentication: {}", run.stderr);
+    let theirs = setup.grant_on("production", "alice", "login", "10m", "production");
+    let run = production.ssh(&setup.user, &theirs.key, &theirs.cert, "echo ok");
+    assert!(
+        run.ok && run.stdout.trim() == "ok",
+        "production's own certificate logs in: {}\n{}",
+        run.stderr,
+        production.log()
+    );
 }
 
 #[test]

@@ -144,14 +144,29 @@ async fn jwks(State(broker): State<AppState>) -> impl IntoResponse {
     ([(header::CACHE_CONTROL, "max-age=300")], Json(broker.jwks()))
 }
 
-/// A provider's public document: `/v1/providers/ssh/ca.pub` for sshd's
-/// `TrustedUserCAKeys`, `/v1/providers/ssh/krl` for its `RevokedKeys`.
+/// A provider's public document: `/v1/providers/ssh/ca.pub?resource=NAME`
+/// for sshd's `TrustedUserCAKeys`, `/v1/providers/ssh/krl` for its
+/// `RevokedKeys`.
 async fn provider_document(
     State(broker): State<AppState>,
     axum::extract::Path((kind, name)): axum::extract::Path<(String, String)>,
+    axum::extract::Query(query): axum::extract::Query<DocumentQuery>,
 ) -> Result<axum::response::Response, AppError> {
+    let policy = broker.policy();
+    let resource = match &query.resource {
+        Some(wanted) => match policy.resource(wanted) {
+            Ok(resource) if resource.provider == kind => Some(resource),
+            _ => {
+                return Err(AppError::new(
+                    hourglass_core::api::ErrorCode::NotFound,
+                    format!("there is no {kind} resource named {wanted}"),
+                ));
+            }
+        },
+        None => None,
+    };
     let document = match broker.providers.get(&kind) {
-        Ok(provider) => provider.document(&name).await,
+        Ok(provider) => provider.document(&name, resource).await,
         Err(_) => None,
     };
     let Some(document) = document else {
@@ -162,6 +177,11 @@ async fn provider_document(
     };
     Ok(([(header::CONTENT_TYPE, document.content_type), (header::CACHE_CONTROL, "no-cache")], document.body)
         .into_response())
+}
+
+#[derive(serde::Deserialize)]
+struct DocumentQuery {
+    resource: Option<String>,
 }
 
 async fn method_not_allowed() -> AppError {

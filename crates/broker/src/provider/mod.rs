@@ -120,8 +120,9 @@ pub trait Provider: Send + Sync + 'static {
     async fn credential(&self, input: IssueInput<'_>, state: &serde_json::Value) -> Result<Credential, ProviderError>;
 
     /// A public document the provider serves at `/v1/providers/{kind}/{name}`
-    /// (the SSH user CA key, the SSH KRL), for targets to fetch.
-    async fn document(&self, _name: &str) -> Option<Document> {
+    /// (the SSH user CA key, the SSH KRL), for targets to fetch; `resource`:
+    /// the one `?resource=NAME` names, for documents that differ by resource.
+    async fn document(&self, _name: &str, _resource: Option<&Resource>) -> Option<Document> {
         None
     }
 }

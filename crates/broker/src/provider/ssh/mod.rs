@@ -1,10 +1,16 @@
-//! SSH: OpenSSH user certificates signed by the broker's user CA.
+//! SSH: OpenSSH user certificates signed by each resource's user CA.
 //!
 //! The client makes a key pair and sends only its public key. Issue signs a
 //! user certificate for that key: key id `hourglass:<grant id>:<owner>`, the
-//! role's principals, `valid_before` = the grant's deadline. sshd trusts the
-//! CA (`TrustedUserCAKeys`, the key served at `/v1/providers/ssh/ca.pub`), so
-//! nothing is created on the target and the certificate dies on its own at
+//! role's principals, `valid_before` = the grant's deadline. Each resource
+//! has its own user CA, derived from the broker's (HKDF-SHA256 of its seed
+//! with the resource's name: the same on every replica, never stored), and
+//! its hosts' sshd trusts only that one (`TrustedUserCAKeys`, the key served
+//! at `/v1/providers/ssh/ca.pub?resource=NAME`): a staging role's
+//! certificate never logs in to production hosts that have the same user.
+//! `ca = "shared"` signs with the broker's one CA (`ca.pub`, no resource)
+//! instead, for hosts set up that way. The KRL revokes key ids for any CA.
+//! Nothing is created on the target and the certificate dies on its own at
 //! the deadline. Renew signs a new certificate with the new deadline and the
 //! same key id. Revoke lists the key id in the broker's KRL (OpenSSH key
 //! revocation list, `RevokedKeys`), served at `/v1/providers/ssh/krl` and
@@ -49,9 +55,10 @@
 //! FILE`). Hosts other than the brokers' own, and every host when brokers
 //! run as several replicas, fetch the KRL over HTTP (from any replica).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use hourglass_core::api::{ClientMaterial, ClientSecret, Credential, EnvVar};
 use hourglass_core::{Grant, Timestamp};
@@ -114,6 +121,21 @@ struct Settings {
     krl_file: Option<PathBuf>,
     /// Prefix of the environment variables; defaults to the resource name.
     env_prefix: Option<String>,
+    /// Which user CA signs: `"resource"` (the default), this resource's own,
+    /// so that hosts of another resource, which trust only theirs, refuse
+    /// its certificates; or `"shared"`, the broker's one CA (`ca.pub`),
+    /// for hosts set up before resources had their own.
+    #[serde(default)]
+    ca: CaScope,
+}
+
+/// Which user CA signs a resource's certificates.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum CaScope {
+    #[default]
+    Resource,
+    Shared,
 }
 
 /// `[resources.NAME.roles.ROLE] settings`.
@@ -301,11 +323,51 @@ impl CertState {
 }
 
 pub struct SshProvider {
-    ca: PrivateKey,
-    ca_public: PublicKey,
-    ca_fingerprint: Fingerprint,
+    /// The broker's one CA (`ca = "shared"`), from the store.
+    shared: Arc<UserCa>,
+    /// Its seed, from which each resource's own CA is derived.
+    seed: Zeroizing<[u8; 32]>,
+    /// Resources' CAs, derived once each.
+    derived: Mutex<HashMap<String, Arc<UserCa>>>,
     revocations: RevocationList,
 }
+
+/// A user CA: its key, public half and fingerprint.
+struct UserCa {
+    key: PrivateKey,
+    public: PublicKey,
+    fingerprint: Fingerprint,
+}
+
+impl UserCa {
+    fn from_seed(seed: &[u8; 32], comment: &str) -> Result<UserCa, String> {
+        let keypair = ssh_key::private::Ed25519Keypair::from_seed(seed);
+        let key = PrivateKey::new(ssh_key::private::KeypairData::Ed25519(keypair), comment)
+            .map_err(|_| "building an SSH user CA key failed".to_owned())?;
+        let public = PublicKey::new(key.public_key().key_data().clone(), comment);
+        Ok(UserCa { fingerprint: public.fingerprint(HashAlg::Sha256), key, public })
+    }
+
+    fn line(&self) -> String {
+        self.public.to_openssh().unwrap_or_default()
+    }
+}
+
+/// A resource's own CA seed: HKDF-SHA256 of the broker's CA seed with the
+/// resource's name, so that every replica derives the same CA and none is
+/// stored, and no resource's CA tells anything of another's.
+fn resource_seed(shared: &[u8; 32], resource: &str) -> Result<Zeroizing<[u8; 32]>, String> {
+    let salt = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, RESOURCE_CA_SALT);
+    let info = [resource.as_bytes()];
+    let mut seed = Zeroizing::new([0u8; 32]);
+    salt.extract(shared)
+        .expand(&info, ring::hkdf::HKDF_SHA256)
+        .and_then(|okm| okm.fill(&mut *seed))
+        .map_err(|_| "deriving a resource's SSH user CA failed".to_owned())?;
+    Ok(seed)
+}
+
+const RESOURCE_CA_SALT: &[u8] = b"hourglass ssh user ca per resource v1";
 
 impl SshProvider {
     /// The provider with the user CA `ca` (the store's `ssh_user_ca` key,
@@ -314,18 +376,30 @@ impl SshProvider {
     /// `user_ca.pub`, for admins to copy to their hosts, and may hold the
     /// list an older broker kept there (imported once).
     pub async fn open(ca: &Ed25519Key, record: SharedRecord, dir: &Path) -> Result<Self, String> {
-        let keypair = ssh_key::private::Ed25519Keypair::from_seed(&ca.seed());
-        let ca = PrivateKey::new(ssh_key::private::KeypairData::Ed25519(keypair), CA_COMMENT)
-            .map_err(|_| "building the SSH user CA key failed".to_owned())?;
-        let ca_public = PublicKey::new(ca.public_key().key_data().clone(), CA_COMMENT);
-        let ca_line = ca_public.to_openssh().map_err(|_| "encoding the SSH user CA public key failed".to_owned())?;
+        let seed = ca.seed();
+        let shared = UserCa::from_seed(&seed, CA_COMMENT)?;
         let public_path = dir.join(CA_PUBLIC_FILE);
-        write_atomic(&public_path, format!("{ca_line}\n").as_bytes(), Access::Everyone)
+        write_atomic(&public_path, format!("{}\n", shared.line()).as_bytes(), Access::Everyone)
             .map_err(|error| format!("writing {}: {error}", public_path.display()))?;
-        let ca_blob = ca_public.to_bytes().map_err(|_| "encoding the SSH user CA key failed")?;
-        // The CA's public key blob (SSH wire form) names it in KRL sections.
-        let revocations = RevocationList::open(record, ca_blob, Some(&dir.join(LEGACY_REVOCATIONS_FILE))).await?;
-        Ok(SshProvider { ca_fingerprint: ca_public.fingerprint(HashAlg::Sha256), ca, ca_public, revocations })
+        // Key ids are revoked for any CA (an empty CA key in the KRL's
+        // section): one list serves every resource's hosts.
+        let revocations = RevocationList::open(record, Vec::new(), Some(&dir.join(LEGACY_REVOCATIONS_FILE))).await?;
+        Ok(SshProvider { shared: Arc::new(shared), seed, derived: Mutex::new(HashMap::new()), revocations })
+    }
+
+    /// The CA that signs `resource`'s certificates, as its `ca` says.
+    fn ca_of(&self, resource: &str, scope: CaScope) -> Result<Arc<UserCa>, String> {
+        if scope == CaScope::Shared {
+            return Ok(Arc::clone(&self.shared));
+        }
+        let mut derived = self.derived.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(ca) = derived.get(resource) {
+            return Ok(Arc::clone(ca));
+        }
+        let seed = resource_seed(&self.seed, resource)?;
+        let ca = Arc::new(UserCa::from_seed(&seed, &format!("{CA_COMMENT}:{resource}"))?);
+        derived.insert(resource.to_owned(), Arc::clone(&ca));
+        Ok(ca)
     }
 
     /// The user CA an older broker kept in `dir` (`user_ca`, OpenSSH
@@ -350,13 +424,9 @@ impl SshProvider {
         Ed25519Key::from_seed(&seed).map(Some).map_err(|error| error.to_string())
     }
 
-    fn ca_line(&self) -> String {
-        self.ca_public.to_openssh().unwrap_or_default()
-    }
-
     /// Signs a user certificate valid from shortly before `now` until `deadline`.
     fn sign(
-        &self,
+        ca: &UserCa,
         public_key: &PublicKey,
         key_id: &str,
         role: &RoleSettings,
@@ -393,14 +463,14 @@ impl SshProvider {
         if let Some(addresses) = &role.source_address {
             builder.critical_option("source-address", addresses.join(",")).map_err(failed)?;
         }
-        let certificate = builder.sign(&self.ca).map_err(|_| "signing the certificate failed".to_owned())?;
+        let certificate = builder.sign(&ca.key).map_err(|_| "signing the certificate failed".to_owned())?;
         Ok((certificate, serial))
     }
 
     /// Checks a freshly signed certificate the way sshd will: signature by
     /// this CA, inside its validity window now, for these principals and key.
     fn verify(
-        &self,
+        ca: &UserCa,
         certificate: &Certificate,
         public_key: &PublicKey,
         key_id: &str,
@@ -409,7 +479,7 @@ impl SshProvider {
     ) -> Result<Verification, String> {
         let now_secs = u64::try_from(now.unix_seconds()).unwrap_or(0);
         certificate
-            .validate_at(now_secs, [&self.ca_fingerprint])
+            .validate_at(now_secs, [&ca.fingerprint])
             .map_err(|_| "the signed certificate does not validate against the user CA".to_owned())?;
         if certificate.public_key() != public_key.key_data()
             || certificate.key_id() != key_id
@@ -421,7 +491,7 @@ impl SshProvider {
         let mut verification = Verification::new();
         verification.insert(
             "certificate".into(),
-            format!("user certificate validates against the user CA {}", self.ca_fingerprint).into(),
+            format!("user certificate validates against the user CA {}", ca.fingerprint).into(),
         );
         verification.insert("key_id".into(), key_id.into());
         verification.insert("serial".into(), certificate.serial().into());
@@ -449,8 +519,9 @@ impl SshProvider {
         let settings = Settings::parse(input.resource)?;
         let role = RoleSettings::parse(input.role)?;
         let key_id = key_id(input.grant);
-        let (certificate, serial) = self.sign(public_key, &key_id, &role, input.now, input.grant.expires_at)?;
-        let mut verification = self.verify(&certificate, public_key, &key_id, &role.principals, input.now)?;
+        let ca = self.ca_of(&input.resource.name, settings.ca)?;
+        let (certificate, serial) = Self::sign(&ca, public_key, &key_id, &role, input.now, input.grant.expires_at)?;
+        let mut verification = Self::verify(&ca, &certificate, public_key, &key_id, &role.principals, input.now)?;
         if let Some(path) = &settings.krl_file {
             let version = self.revocations.register_file(path).await?;
             verification.insert("krl_file".into(), format!("{} (KRL version {version})", path.display()).into());
@@ -467,7 +538,7 @@ impl SshProvider {
             serials,
             valid_before,
             latest_valid_before,
-            ca: self.ca_fingerprint.to_string(),
+            ca: ca.fingerprint.to_string(),
             krl_file: settings.krl_file,
         };
         let state = serde_json::to_value(&state).map_err(|_| "recording the certificate failed")?;
@@ -593,12 +664,20 @@ impl Provider for SshProvider {
         })
     }
 
-    async fn document(&self, name: &str) -> Option<Document> {
+    async fn document(&self, name: &str, resource: Option<&Resource>) -> Option<Document> {
         match name {
-            "ca.pub" => Some(Document {
-                content_type: "text/plain; charset=utf-8",
-                body: format!("{}\n", self.ca_line()).into_bytes(),
-            }),
+            // A resource's hosts trust its CA (`?resource=NAME`); without a
+            // resource, the shared one (`ca = "shared"`).
+            "ca.pub" => {
+                let ca = match resource {
+                    Some(resource) => self.ca_of(&resource.name, Settings::parse(resource).ok()?.ca).ok()?,
+                    None => Arc::clone(&self.shared),
+                };
+                Some(Document {
+                    content_type: "text/plain; charset=utf-8",
+                    body: format!("{}\n", ca.line()).into_bytes(),
+                })
+            }
             "krl" => {
                 let (krl, _) = self.revocations.krl().await;
                 Some(Document { content_type: "application/octet-stream", body: krl.as_ref().clone() })

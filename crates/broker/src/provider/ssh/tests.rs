@@ -236,7 +236,7 @@ async fn certificate_carries_key_id_principals_deadline_and_options() {
     assert!(issued.ready, "a certificate signed by the trusted CA works as issued");
     let cert = certificate(&issued.state);
 
-    let ca = fixture.provider.document("ca.pub").await.expect("ca.pub");
+    let ca = fixture.provider.document("ca.pub", Some(&fixture.resource)).await.expect("the resource's ca.pub");
     let ca = PublicKey::from_openssh(std::str::from_utf8(&ca.body).expect("text").trim()).expect("ca.pub parses");
     cert.validate_at(u64::try_from(NOW.unix_seconds()).expect("after 1970"), [&ca.fingerprint(HashAlg::Sha256)])
         .expect("the certificate validates against the published CA key");
@@ -360,17 +360,17 @@ async fn the_ca_is_published_and_an_older_brokers_ca_file_is_read_for_the_store(
     let broker = Broker::new().await;
     let provider = broker.provider().await;
     let ssh_dir = broker.dir.path().join("ssh");
-    let document = provider.document("ca.pub").await.expect("ca.pub is served");
+    let document = provider.document("ca.pub", None).await.expect("ca.pub is served");
     assert_eq!(document.content_type, "text/plain; charset=utf-8");
     let line = String::from_utf8(document.body).expect("text");
     assert!(line.starts_with("ssh-ed25519 ") && line.ends_with('\n'), "one OpenSSH public key line: {line}");
     assert!(!line.contains("PRIVATE"), "only the public half is published");
     assert_eq!(std::fs::read_to_string(ssh_dir.join(CA_PUBLIC_FILE)).expect("user_ca.pub"), line);
-    assert!(provider.document("user_ca").await.is_none(), "nothing else is served");
+    assert!(provider.document("user_ca", None).await.is_none(), "nothing else is served");
     assert!(!ssh_dir.join(LEGACY_CA_FILE).exists(), "the private key is in the store, not in a file");
 
     let again = broker.provider().await;
-    let reloaded = String::from_utf8(again.document("ca.pub").await.expect("ca.pub").body).expect("text");
+    let reloaded = String::from_utf8(again.document("ca.pub", None).await.expect("ca.pub").body).expect("text");
     assert_eq!(reloaded, line, "the same CA after a restart");
 
     // An older broker's CA file, moved into the store on upgrade: the same key.
@@ -485,7 +485,7 @@ async fn revoked_certificates_are_listed_in_the_krl_openssh_reads() {
     assert!(ssh_keygen_says_revoked(&fixture.krl_path(), &alice_cert), "OpenSSH finds alice's certificate revoked");
     assert!(!ssh_keygen_says_revoked(&fixture.krl_path(), &bob_cert), "bob's certificate is untouched");
 
-    let served = fixture.provider.document("krl").await.expect("krl is served");
+    let served = fixture.provider.document("krl", None).await.expect("krl is served");
     assert_eq!(served.content_type, "application/octet-stream");
     assert_eq!(served.body, std::fs::read(fixture.krl_path()).expect("file"), "served and written KRLs agree");
 
@@ -495,7 +495,7 @@ async fn revoked_certificates_are_listed_in_the_krl_openssh_reads() {
 
     // The list survives a restart, and the restarted broker still serves it.
     let restarted = fixture.broker.provider().await;
-    let served_after = restarted.document("krl").await.expect("krl");
+    let served_after = restarted.document("krl", None).await.expect("krl");
     assert_eq!(served_after.body, served.body, "the same KRL after a restart");
     std::fs::remove_file(fixture.krl_path()).expect("remove");
     let _rewritten = fixture.broker.provider().await;
@@ -515,7 +515,7 @@ async fn revocations_by_one_replica_are_in_the_krl_every_replica_serves() {
     other.revoke(&revoked, &issued.state, NOW).await.expect("revoked by the other replica");
     let key_id = issued.state["key_id"].as_str().expect("key id");
     for (which, provider) in [("the revoking replica", &other), ("the other one", &fixture.provider)] {
-        let served = krl::decode(&provider.document("krl").await.expect("krl").body).expect("a KRL");
+        let served = krl::decode(&provider.document("krl", None).await.expect("krl").body).expect("a KRL");
         assert_eq!(served.version, 1, "{which} serves the stored version");
         assert!(served.revoked_key_ids.iter().any(|(_, id)| id == key_id), "{which} lists {key_id}");
     }
@@ -535,7 +535,7 @@ async fn expired_certificates_need_no_krl_entry_and_are_pruned() {
     expired.state = GrantState::Expired;
     let verification = fixture.provider.revoke(&expired, &short_issued.state, short.expires_at).await.expect("expired");
     assert!(verification["certificate"].as_str().is_some_and(|c| c.contains("past valid_before")), "{verification:?}");
-    let krl = krl::decode(&fixture.provider.document("krl").await.expect("krl").body).expect("KRL");
+    let krl = krl::decode(&fixture.provider.document("krl", None).await.expect("krl").body).expect("KRL");
     assert!(krl.revoked_key_ids.is_empty(), "no entry for a certificate that is dead anyway");
 
     // Revoked early, then pruned once its certificate has expired.
@@ -554,4 +554,50 @@ async fn expired_certificates_need_no_krl_entry_and_are_pruned() {
     let failed = grant("carol@acme.example", NOW, Duration::from_mins(5));
     let verification = fixture.provider.revoke(&failed, &serde_json::Value::Null, NOW).await.expect("nothing");
     assert_eq!(verification["certificate"], "none was issued");
+}
+
+#[tokio::test]
+async fn each_resource_has_its_own_ca_and_its_certificates_do_not_validate_against_another() {
+    let broker = Broker::new().await;
+    let provider = broker.provider().await;
+    let staging = resource("{ }", "{ principals = [\"ops\"] }");
+    let mut production = resource("{ }", "{ principals = [\"ops\"] }");
+    production.name = "production".into();
+    let shared = resource("{ ca = \"shared\" }", "{ principals = [\"ops\"] }");
+    let ca_of = async |resource: Option<&Resource>| {
+        let line = provider.document("ca.pub", resource).await.expect("ca.pub");
+        PublicKey::from_openssh(std::str::from_utf8(&line.body).expect("text").trim()).expect("parses")
+    };
+    let (staging_ca, production_ca, shared_ca) =
+        (ca_of(Some(&staging)).await, ca_of(Some(&production)).await, ca_of(None).await);
+    assert_ne!(staging_ca.key_data(), production_ca.key_data(), "two resources, two CAs");
+    assert_ne!(staging_ca.key_data(), shared_ca.key_data(), "neither is the shared CA");
+    assert_eq!(ca_of(Some(&shared)).await.key_data(), shared_ca.key_data(), "ca = \"shared\" uses the shared CA");
+    let again = broker.provider().await;
+    let line = again.document("ca.pub", Some(&staging)).await.expect("ca.pub").body;
+    assert_eq!(
+        std::str::from_utf8(&line).expect("text").trim(),
+        staging_ca.to_openssh().expect("encodes").trim(),
+        "derived again the same"
+    );
+
+    let (_, material) = client_key();
+    let grant = grant("alice@acme.example", NOW, Duration::from_mins(30));
+    let input = IssueInput {
+        grant: &grant,
+        resource: &staging,
+        role: &staging.roles["login"],
+        now: NOW,
+        material: Some(&material),
+    };
+    let issued = provider.issue(input).await.expect("issued");
+    let cert = certificate(&issued.state);
+    let now = u64::try_from(NOW.unix_seconds()).expect("after 1970");
+    cert.validate_at(now, [&staging_ca.fingerprint(HashAlg::Sha256)]).expect("valid for the staging hosts' CA");
+    assert!(cert.validate_at(now, [&production_ca.fingerprint(HashAlg::Sha256)]).is_err(), "not for production's");
+    assert!(cert.validate_at(now, [&shared_ca.fingerprint(HashAlg::Sha256)]).is_err(), "nor the shared CA's");
+    assert!(
+        Settings::parse(&resource("{ ca = \"everyone\" }", "{ principals = [\"ops\"] }")).is_err(),
+        "a typo is refused"
+    );
 }
