@@ -218,7 +218,7 @@ mod tests {
     }
 
     fn event(kind: EventKind, request: Option<hourglass_core::AccessRequest>, grant: Option<Grant>) -> Event {
-        Event { kind, at: NOW, request, grant }
+        Event { kind, at: NOW, request, grant, session: None }
     }
 
     fn sre_decision(approver: &str, verdict: Verdict, comment: Option<&str>) -> Decision {

@@ -77,6 +77,8 @@ pub enum AuthError {
         "the token's `{0}` claim cannot name a principal: at most 256 characters, none a space or a control character"
     )]
     UnusablePrincipal(String),
+    #[error("this session was ended (logged out): log in again")]
+    Ended,
     #[error("the token is not valid yet (its `nbf` is ahead of the broker's clock)")]
     NotYetValid,
     #[error("the token's issuer is not trusted by this broker")]
@@ -439,12 +441,27 @@ impl Sessions {
     }
 }
 
+/// A bearer token verified: whom it names, until when, and by what id
+/// logging out ends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub principal: Principal,
+    /// The token's own `exp` (Unix seconds).
+    pub expires_at: i64,
+    /// A broker session's `jti`, or `sha256:HEX` of any other token.
+    pub token_id: String,
+}
+
 #[derive(Default)]
 pub struct Authenticator {
     issuers: Vec<TrustedIssuer>,
     sessions: Option<Sessions>,
     login: Option<AuthConfig>,
     verified: verified::VerifiedTokens,
+    /// Tokens their holders ended (logged out), by token id, with when
+    /// they would have expired: refused until then. Every replica learns
+    /// of each from the store's `session.ended` event.
+    ended: RwLock<std::collections::HashMap<String, i64>>,
 }
 
 impl Authenticator {
@@ -506,30 +523,60 @@ impl Authenticator {
     /// Verifies a bearer token (a broker session, or a trusted issuer's
     /// token) and returns the principal it names.
     pub async fn verify(&self, token: &str) -> std::result::Result<Principal, AuthError> {
+        self.verify_bearer(token).await.map(|verified| verified.principal)
+    }
+
+    /// [`Authenticator::verify`], with the token's expiry and id.
+    pub async fn verify_bearer(&self, token: &str) -> std::result::Result<Verified, AuthError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::Malformed);
         }
         let now = unix_now();
         let digest = verified::digest(token);
-        if let Some(principal) = self.verified.get(&digest, now) {
-            return Ok(principal);
-        }
-        let (header, issuer) = peek(token)?;
-        let (principal, expires_at) = match self.sessions.as_ref().filter(|sessions| sessions.issuer == issuer) {
-            Some(sessions) => {
-                // A session another replica signed with a key it just made.
-                if let Some(kid) = &header.kid {
-                    sessions.keys.look_up(kid, Timestamp::from_unix_millis(now.saturating_mul(1000))).await;
-                }
-                verify_session(sessions, token, &header)?
-            }
+        let verified = match self.verified.get(&digest, now) {
+            Some(verified) => verified,
             None => {
-                let identity = self.verify_identity_with(token, &header, &issuer).await?;
-                (identity.principal, identity.expires_at)
+                let (header, issuer) = peek(token)?;
+                let verified = match self.sessions.as_ref().filter(|sessions| sessions.issuer == issuer) {
+                    Some(sessions) => {
+                        // A session another replica signed with a key it just made.
+                        if let Some(kid) = &header.kid {
+                            sessions.keys.look_up(kid, Timestamp::from_unix_millis(now.saturating_mul(1000))).await;
+                        }
+                        verify_session(sessions, token, &header)?
+                    }
+                    None => {
+                        let identity = self.verify_identity_with(token, &header, &issuer).await?;
+                        Verified {
+                            principal: identity.principal,
+                            expires_at: identity.expires_at,
+                            token_id: format!("sha256:{}", hourglass_core::audit::to_hex(&digest)),
+                        }
+                    }
+                };
+                self.verified.remember(digest, &verified, now);
+                verified
             }
         };
-        self.verified.remember(digest, &principal, expires_at, now);
-        Ok(principal)
+        if self.is_ended(&verified.token_id) {
+            return Err(AuthError::Ended);
+        }
+        Ok(verified)
+    }
+
+    /// Ends a token (its holder logged out) until it would have expired.
+    pub fn end(&self, token_id: &str, expires_at: i64) {
+        let now = unix_now();
+        let mut ended = self.ended.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        ended.retain(|_, until| *until > now);
+        if expires_at > now {
+            ended.insert(token_id.to_owned(), expires_at);
+        }
+    }
+
+    fn is_ended(&self, token_id: &str) -> bool {
+        let ended = self.ended.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        ended.contains_key(token_id)
     }
 
     /// Verifies an identity token of a trusted issuer (not a broker session).
@@ -640,7 +687,7 @@ fn verify_session(
     sessions: &Sessions,
     token: &str,
     header: &jsonwebtoken::Header,
-) -> std::result::Result<(Principal, i64), AuthError> {
+) -> std::result::Result<Verified, AuthError> {
     if header.alg != Algorithm::EdDSA {
         return Err(AuthError::BadSignature);
     }
@@ -666,7 +713,7 @@ fn verify_session(
         groups: claims.groups.into_iter().collect(),
         attributes: claims.attrs,
     };
-    Ok((principal, claims.exp))
+    Ok(Verified { principal, expires_at: claims.exp, token_id: claims.jti })
 }
 
 /// The clock expiry is checked against: the system's, as `jsonwebtoken`'s.

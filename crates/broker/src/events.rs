@@ -73,7 +73,7 @@ pub fn new_event(
     principals: Vec<String>,
     deciders: bool,
 ) -> NewEvent {
-    let event = Event { kind, at, request: request.cloned(), grant: grant.cloned() };
+    let event = Event { kind, at, request: request.cloned(), grant: grant.cloned(), session: None };
     NewEvent {
         kind,
         at,
@@ -115,9 +115,9 @@ impl EventHub {
 /// The first message of every stream: the broker's clock for the client
 /// to measure its skew against.
 pub fn hello(now: Timestamp) -> String {
-    serde_json::to_string(&Event { kind: EventKind::Hello, at: now, request: None, grant: None }).unwrap_or_default()
+    serde_json::to_string(&Event::new(EventKind::Hello, now)).unwrap_or_default()
 }
 
 pub fn resync(now: Timestamp) -> String {
-    serde_json::to_string(&Event { kind: EventKind::Resync, at: now, request: None, grant: None }).unwrap_or_default()
+    serde_json::to_string(&Event::new(EventKind::Resync, now)).unwrap_or_default()
 }

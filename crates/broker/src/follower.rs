@@ -46,6 +46,7 @@ impl Broker {
                         match Published::from_stored(stored) {
                             Ok(published) => {
                                 self.schedule_from(&published);
+                                self.apply_session_event(&published);
                                 self.events.publish(published);
                             }
                             Err(error) => tracing::error!("skipping an event: {error}"),

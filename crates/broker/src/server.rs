@@ -133,6 +133,7 @@ pub async fn start(options: ServerOptions) -> Result<Server> {
     for warning in &broker.policy().warnings {
         tracing::warn!("policy: {warning}");
     }
+    broker.load_ended_sessions().await?;
     broker.record_start().await?;
     let reclaimed = broker.reclaim_revocations().await?;
     if reclaimed > 0 {

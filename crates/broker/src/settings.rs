@@ -126,7 +126,7 @@ impl LimitSettings {
 /// [broker.login]
 /// issuer = "https://login.acme.example"
 /// client_id = "hourglass"
-/// session_lifetime = "8h"
+/// session_lifetime = "1h"
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -287,7 +287,10 @@ fn default_scopes() -> Vec<String> {
     ["openid", "email", "profile", "groups", "offline_access"].map(String::from).to_vec()
 }
 
-pub const DEFAULT_SESSION_LIFETIME: Duration = Duration::from_hours(8);
+/// An hour: a client renews its session silently (a refresh token, a new
+/// exchange), and each renewal reads the person's groups from the identity
+/// provider again, so a group taken away stops counting within the hour.
+pub const DEFAULT_SESSION_LIFETIME: Duration = Duration::from_hours(1);
 
 fn default_session_lifetime() -> Duration {
     DEFAULT_SESSION_LIFETIME

@@ -122,6 +122,18 @@ pub async fn log_out(base: &str, trust: &Trust) -> Result<LoggedOut> {
         return Ok(LoggedOut { was_logged_in: false, notes: Vec::new() });
     };
     let mut notes = Vec::new();
+    // The broker ends the session on every replica; should it be out of
+    // reach, the session still goes from this machine and lapses by itself.
+    let ended = match Client::with_session(base, trust.clone(), SessionStore::for_broker(base)?, session.clone()) {
+        Ok(client) => client.end_session().await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = ended {
+        notes.push(format!(
+            "note: the broker could not end the session ({error}); it stays valid there until {}",
+            hourglass_core::Timestamp::from_unix_millis(session.expires_at.saturating_mul(1000))
+        ));
+    }
     match crate::login::revoke(&session, trust).await {
         Ok(true) => notes.push("The identity provider revoked the refresh token.".to_owned()),
         Ok(false) => {}

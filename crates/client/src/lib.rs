@@ -266,6 +266,29 @@ impl Client {
         self.send(self.http.post(format!("{}{path}", self.base)).json(body)).await
     }
 
+    /// Ends this client's session at the broker (`POST /v1/auth/logout`):
+    /// every replica refuses it from then on.
+    pub async fn end_session(&self) -> Result<()> {
+        let token = self.bearer().await?;
+        let response = self
+            .http
+            .post(format!("{}/v1/auth/logout", self.base))
+            .bearer_auth(token.as_str())
+            .timeout(StdDuration::from_secs(15))
+            .send()
+            .await
+            .map_err(|error| self.unreachable(&error))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let bytes = response.bytes().await.map_err(|error| self.unreachable(&error))?;
+        match serde_json::from_slice::<ApiError>(&bytes) {
+            Ok(error) => Err(Error::Api(error)),
+            Err(_) => Err(Error::Protocol(format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)))),
+        }
+    }
+
     pub async fn health(&self) -> Result<Health> {
         self.get("/healthz").await
     }

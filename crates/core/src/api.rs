@@ -434,6 +434,28 @@ pub struct Event {
     pub request: Option<AccessRequest>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant: Option<Grant>,
+    /// `session.ended`: the session (or bearer token) that ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<EndedSession>,
+}
+
+impl Event {
+    /// An event of `kind` at `at`, about nothing yet.
+    pub fn new(kind: EventKind, at: Timestamp) -> Event {
+        Event { kind, at, request: None, grant: None, session: None }
+    }
+}
+
+/// A session its holder ended: refused by every replica until it would
+/// have expired anyway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct EndedSession {
+    /// The session's id (its `jti`), or `sha256:HEX` of another bearer token.
+    pub id: String,
+    /// When it would have expired (Unix seconds).
+    pub expires_at: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -474,6 +496,9 @@ pub enum EventKind {
     /// The owner's client confirmed the credential works.
     #[serde(rename = "grant.ready")]
     GrantReady,
+    /// One of my sessions was ended (logged out): streams on it close.
+    #[serde(rename = "session.ended")]
+    SessionEnded,
 }
 
 impl EventKind {
@@ -493,6 +518,7 @@ impl EventKind {
             EventKind::GrantExpired => "grant.expired",
             EventKind::GrantFailed => "grant.failed",
             EventKind::GrantReady => "grant.ready",
+            EventKind::SessionEnded => "session.ended",
         }
     }
 

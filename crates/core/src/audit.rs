@@ -59,6 +59,9 @@ pub enum AuditAction {
     /// The owner's client confirmed the credential works.
     #[serde(rename = "grant.verified")]
     GrantVerified,
+    /// A session (or bearer token) ended by its holder: logged out.
+    #[serde(rename = "session.ended")]
+    SessionEnded,
 }
 
 impl AuditAction {
@@ -85,6 +88,7 @@ impl AuditAction {
             AuditAction::RevocationAttempt => "grant.revocation_attempt",
             AuditAction::CredentialFetched => "grant.credential_fetched",
             AuditAction::GrantVerified => "grant.verified",
+            AuditAction::SessionEnded => "session.ended",
         }
     }
 }

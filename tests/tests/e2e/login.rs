@@ -172,10 +172,26 @@ fn login_with_browser_keeps_the_session_in_the_keyring_for_new_processes_until_l
     );
     assert_eq!(request["state"], "approved", "an engineer (by the IdP's groups) reads orders at once: {request}");
 
+    // Someone who copied the session token before the logout.
+    let copied: Value = serde_json::from_str(&stored).expect("the stored session is JSON");
+    let copied = copied["session_token"].as_str().expect("a session token").to_owned();
+    let with_copy = |args: &[&str]| {
+        let mut command = Command::new(bin("hourglass"));
+        command.args(args).env("HOURGLASS_TOKEN", &copied).env("HOURGLASS_BROKER", &broker.url);
+        run(command)
+    };
+    assert!(with_copy(&["whoami"]).ok, "the copied session works while alice is logged in");
+
     let logout = run(hourglass(&broker.url, &env, &["logout"]));
     assert!(logout.ok, "logout succeeds: {}", logout.stderr);
     assert!(logout.stderr.contains("revoked the refresh token"), "logout revokes at the IdP: {}", logout.stderr);
     assert!(bus.stored_session(&broker.url).is_none(), "logout removes the keyring entry");
+    let refused = with_copy(&["whoami"]);
+    assert!(
+        !refused.ok && refused.stderr.contains("ended (logged out)"),
+        "the broker ended the session too: a copy of it is refused: {}",
+        refused.stderr
+    );
     let after = run(hourglass(&broker.url, &env, &["whoami"]));
     assert!(!after.ok && after.stderr.contains("not logged in"), "no session after logout: {}", after.stderr);
 }

@@ -127,6 +127,15 @@ async fn replicas_a_stream_reconnecting_to_another_replica_misses_nothing() {
     assert_eq!((kind.as_str(), data["request"]["id"].as_str()), ("request.filed", Some(second.request.id.as_str())));
     let (kind, _, data) = again.next().await;
     assert_eq!((kind.as_str(), data["request"]["id"].as_str()), ("request.cancelled", Some(first.request.id.as_str())));
+
+    // bob logs out on A: B refuses his token too, and his stream on B closes.
+    let logout = http.post(format!("{}/v1/auth/logout", set.replica(0).url)).bearer_auth(set.token("bob"));
+    assert_eq!(logout.send().await.expect("A answers").status(), 204, "logged out on A");
+    assert!(again.ends().await, "bob's stream on B closed once he logged out on A");
+    let refused = http.get(format!("{}/v1/whoami", set.replica(1).url)).bearer_auth(set.token("bob"));
+    let refused = refused.send().await.expect("B answers");
+    assert_eq!(refused.status(), 401, "B refuses the ended token");
+    assert!(refused.text().await.unwrap_or_default().contains("ended"), "saying why");
 }
 
 /// Reads a raw event stream: (event, id, data).
@@ -142,6 +151,18 @@ impl SseReader {
             body: Box::pin(response.bytes_stream().map(|chunk| chunk.map(|b| b.to_vec()))),
             buffer: String::new(),
         }
+    }
+
+    /// Whether the stream ends (after any events still in it) within 20 s.
+    async fn ends(&mut self) -> bool {
+        let end = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(chunk) = self.body.next().await {
+                if chunk.is_err() {
+                    break;
+                }
+            }
+        });
+        end.await.is_ok()
     }
 
     async fn next(&mut self) -> (String, Option<String>, Value) {

@@ -1,6 +1,7 @@
 //! Logging in: `GET /v1/auth/config` tells a client where people log in,
-//! and `POST /v1/auth/token` exchanges an ID token for a broker session
-//! (RFC 8693). Errors are the API's `{code, message}`, as everywhere else.
+//! `POST /v1/auth/token` exchanges an ID token for a broker session
+//! (RFC 8693), and `POST /v1/auth/logout` ends the caller's session on
+//! every replica. Errors are the API's `{code, message}`, as everywhere else.
 
 use axum::Json;
 use axum::extract::State;
@@ -93,4 +94,20 @@ fn refused(error: AuthError) -> AppError {
         AuthError::Missing => invalid("subject_token is empty".into()),
         error => AppError::new(ErrorCode::Unauthenticated, format!("subject_token refused: {error}")),
     }
+}
+
+/// Ends the calling session (or bearer token) on every replica, at once:
+/// it is refused from then on, and event streams opened with it close.
+/// Logging out of a client calls this before it forgets the session.
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "meta", security(("bearer" = [])),
+    responses(
+        (status = 204, description = "ended; the token is refused from now on"),
+        (status = 401, body = ApiError),
+        (status = 429, body = ApiError)))]
+pub async fn logout(
+    State(broker): State<AppState>,
+    super::extract::CallerToken(caller): super::extract::CallerToken,
+) -> Result<axum::http::StatusCode, AppError> {
+    broker.end_session(&caller).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }

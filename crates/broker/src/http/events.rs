@@ -17,7 +17,8 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::AppState;
 use super::error::AppError;
-use super::extract::Caller;
+use super::extract::CallerToken;
+use crate::auth::Verified;
 use crate::events::{Published, hello, resync};
 use crate::limits::StreamPermit;
 
@@ -95,9 +96,10 @@ async fn missed(broker: &AppState, who: &Principal, after: u64) -> Result<Option
         (status = 429, body = ApiError, description = "too many calls, or as many streams open as one principal may hold")))]
 pub async fn events(
     State(broker): State<AppState>,
-    Caller(who): Caller,
+    CallerToken(caller): CallerToken,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, AppError> {
+    let Verified { principal: who, expires_at, token_id } = caller;
     let subscription = Subscription::open(broker, &who)?;
     let broker = &subscription.broker;
     // Subscribed before reading what was missed: nothing falls between.
@@ -119,27 +121,34 @@ pub async fn events(
             None => first.push(SseEvent::default().event("resync").data(resync(broker.now()))),
         }
     }
+    // The stream lasts as long as the token it was opened with: it ends at
+    // the token's expiry, and when its holder ends it (logs out).
+    let ends_at = tokio::time::Instant::now()
+        + StdDuration::from_secs(u64::try_from(expires_at - broker.now().unix_seconds()).unwrap_or(0));
+    let token = (token_id, ends_at);
     let live = futures::stream::unfold(
-        (receiver, subscription, who, sent_up_to),
-        |(mut receiver, subscription, who, sent_up_to)| async move {
+        (receiver, subscription, who, sent_up_to, token),
+        |(mut receiver, subscription, who, sent_up_to, token)| async move {
             loop {
                 let broker = &subscription.broker;
                 let received = tokio::select! {
                     received = receiver.recv() => received,
+                    () = tokio::time::sleep_until(token.1) => return None,
                     () = broker.stopping() => return None,
                 };
                 match received {
+                    Ok(published) if ends(&published, &token.0) => return None,
                     // Already sent while catching up.
                     Ok(published) if published.seq <= sent_up_to => {}
                     Ok(published) => {
                         if published.concerns(&who, &broker.policy(), broker.now()) {
                             let event = sse(&published);
-                            return Some((Ok(event), (receiver, subscription, who, sent_up_to)));
+                            return Some((Ok(event), (receiver, subscription, who, sent_up_to, token)));
                         }
                     }
                     Err(RecvError::Lagged(_)) => {
                         let event = SseEvent::default().event("resync").data(resync(broker.now()));
-                        return Some((Ok(event), (receiver, subscription, who, sent_up_to)));
+                        return Some((Ok(event), (receiver, subscription, who, sent_up_to, token)));
                     }
                     Err(RecvError::Closed) => return None,
                 }
@@ -148,4 +157,13 @@ pub async fn events(
     );
     Ok(Sse::new(futures::stream::iter(first.into_iter().map(Ok)).chain(live))
         .keep_alive(KeepAlive::new().interval(StdDuration::from_secs(15))))
+}
+
+/// Whether `published` ends the token `token_id` (its holder logged out).
+fn ends(published: &Published, token_id: &str) -> bool {
+    published.kind == hourglass_core::api::EventKind::SessionEnded.as_str()
+        && serde_json::from_str::<hourglass_core::api::Event>(&published.json)
+            .ok()
+            .and_then(|event| event.session)
+            .is_some_and(|session| session.id == token_id)
 }

@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 
 use super::AppState;
 use super::error::AppError;
+use crate::auth::Verified;
 
 /// The verified principal making the call, admitted by its rate limit.
 pub struct Caller(pub Principal);
@@ -21,15 +22,28 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let CallerToken(verified) = CallerToken::from_request_parts(parts, state).await?;
+        Ok(Caller(verified.principal))
+    }
+}
+
+/// [`Caller`], with its token's expiry and id: for what lasts as long as
+/// the token (an event stream) or ends it (logging out).
+pub struct CallerToken(pub Verified);
+
+impl FromRequestParts<AppState> for CallerToken {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let header = parts.headers.get(AUTHORIZATION).and_then(|value| value.to_str().ok()).unwrap_or("");
         let token = header.strip_prefix("Bearer ").or_else(|| header.strip_prefix("bearer ")).unwrap_or("").trim();
-        let principal = state
+        let verified = state
             .auth
-            .verify(token)
+            .verify_bearer(token)
             .await
             .map_err(|error| AppError::new(ErrorCode::Unauthenticated, error.to_string()))?;
-        state.limits.admit_call(&principal.id, state.now())?;
-        Ok(Caller(principal))
+        state.limits.admit_call(&verified.principal.id, state.now())?;
+        Ok(CallerToken(verified))
     }
 }
 

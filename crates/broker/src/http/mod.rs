@@ -82,6 +82,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(readyz))
         .routes(routes!(auth::config))
         .routes(routes!(auth::token))
+        .routes(routes!(auth::logout))
         .routes(routes!(v1::whoami))
         .routes(routes!(v1::catalog))
         .routes(routes!(v1::create_request, v1::list_requests))

@@ -7,11 +7,13 @@
 //! - `request.rs`: filing, cancelling, expiring requests
 //! - `approval.rs`: approvers' decisions
 //! - `grant.rs`: issuing, renewing, revoking grants, and their credentials
+//! - `session.rs`: logging out (ending a session on every replica)
 //! - `views.rs`: what each principal may read
 
 mod approval;
 mod grant;
 mod request;
+mod session;
 mod views;
 
 use hourglass_core::api::{ErrorCode, EventKind};

@@ -90,3 +90,61 @@ async fn auth_bad_tokens_are_refused() {
         "the same token minted right is accepted, so each refusal had one cause: {body}"
     );
 }
+
+#[tokio::test]
+async fn logout_ends_the_session_at_once_closes_its_event_stream_and_leaves_other_sessions() {
+    let mut h = Harness::new().await;
+    // Two broker sessions of alice's, exchanged from her ID token.
+    let exchange = async |h: &Harness| {
+        let form = format!(
+            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token={}&subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Aid_token",
+            h.token("alice")
+        );
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri("/v1/auth/token")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(form))
+            .expect("a request");
+        let (status, _, session) = h.send(request).await;
+        assert_eq!(status, StatusCode::OK, "exchanged: {session}");
+        session["access_token"].as_str().expect("a session").to_owned()
+    };
+    let laptop = exchange(&h).await;
+    let desktop = exchange(&h).await;
+    assert_ne!(laptop, desktop, "two sessions");
+    h.tokens.insert("laptop".into(), laptop);
+    h.tokens.insert("desktop".into(), desktop);
+    let mut stream = h.subscribe("laptop").await;
+    stream.expect("hello", "the stream opens").await;
+    let mut other_stream = h.subscribe("desktop").await;
+    other_stream.expect("hello", "the other session's stream opens").await;
+    let before = h.broker.store().audit_head().await.expect("the audit head").0;
+
+    let (status, body) = h.post("laptop", "/v1/auth/logout", json!({})).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "logged out: {body}");
+    let (status, refused) = h.get("laptop", "/v1/whoami").await;
+    assert_refused(
+        &(status, refused),
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+        "ended",
+        "the session is refused at once",
+    );
+    assert_eq!(stream.next_within(EVENT_WAIT).await, None, "its event stream closed");
+    let (status, _) = h.get("desktop", "/v1/whoami").await;
+    assert_eq!(status, StatusCode::OK, "another session of the same person lives on");
+    let told = other_stream.expect("session.ended", "alice's other clients hear one of her sessions ended").await;
+    assert_ne!(told["session"]["id"], "", "naming it: {told}");
+    h.file("desktop", ask("staging-api", "deploy", "1h", "")).await;
+    other_stream.expect("request.approved", "the other session's stream still carries events").await;
+
+    let audit = h.broker.store().audit_links(before, 10).await.expect("the audit log");
+    let ended: Vec<Value> = audit.iter().map(|link| serde_json::from_str(&link.canonical).expect("an event")).collect();
+    assert!(
+        ended.iter().any(|e| e["action"] == "session.ended" && e["actor"] == "alice@acme.example"),
+        "the logout is audited: {ended:?}"
+    );
+    let (status, _) = h.post("laptop", "/v1/auth/logout", json!({})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "an ended session cannot log out again");
+}
