@@ -52,6 +52,8 @@ pub struct Broker {
     pub(crate) limits: Limits,
     /// When the expiry scheduler looks at the store next.
     pub(crate) alarm: Alarm,
+    /// Refusals repeated within a minute, counted rather than each audited.
+    pub(crate) refusals: crate::refusals::RefusalLog,
     /// Set once when the broker shuts down; long-lived tasks and event
     /// streams end on it.
     stopping: watch::Sender<bool>,
@@ -91,6 +93,7 @@ impl Broker {
             provider_timeout: parts.provider_timeout,
             limits: Limits::new(parts.limits),
             alarm: Alarm::default(),
+            refusals: crate::refusals::RefusalLog::default(),
             stopping: watch::channel(false).0,
         }))
     }

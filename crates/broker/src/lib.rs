@@ -20,6 +20,7 @@ pub mod limits;
 pub mod metrics;
 pub mod pg;
 pub mod provider;
+mod refusals;
 mod reload;
 pub mod server;
 pub mod settings;

@@ -392,13 +392,18 @@ async fn prune_store(broker: Arc<Broker>) {
 }
 
 /// Signs the audit log's head every few seconds when it moved, and once
-/// more as the broker stops (see [`crate::checkpoints`]).
+/// more as the broker stops (see [`crate::checkpoints`]); audits repeated
+/// refusals first, so that the checkpoint covers them.
 async fn sign_checkpoints(broker: Arc<Broker>, checkpoints: Arc<Checkpoints>) {
     loop {
         let stopping = tokio::select! {
             () = tokio::time::sleep(CHECKPOINT_EVERY) => false,
             () = broker.stopping() => true,
         };
+        // The same beat audits the repeats of refusals whose minute is over.
+        if let Err(error) = broker.audit_repeated_refusals().await {
+            tracing::warn!("auditing repeated refusals failed (tried again shortly): {error}");
+        }
         if let Err(error) = checkpoints.checkpoint(&broker.store, broker.now()).await {
             tracing::warn!("signing an audit checkpoint failed (tried again shortly): {error}");
         }

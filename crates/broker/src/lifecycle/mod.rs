@@ -118,11 +118,30 @@ impl Broker {
     }
 
     /// Records a refusal in the audit log, then returns it.
+    /// Audits a refusal (the same one again within a minute is counted
+    /// instead: `refusals.rs`) and returns the error to answer with.
     async fn refuse(&self, event: AuditEvent, error: Error) -> Result<Error> {
+        if !self.refusals.first(&event, self.now()) {
+            return Ok(error);
+        }
         let mut tx = self.store.begin().await?;
         tx.audit(event.reason(error.to_string())).await?;
         tx.commit().await?;
         Ok(error)
+    }
+
+    /// Audits the summaries of repeated refusals whose minute is over.
+    pub async fn audit_repeated_refusals(&self) -> Result<()> {
+        let summaries = self.refusals.ended(self.now());
+        if summaries.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.store.begin().await?;
+        for summary in summaries {
+            tx.audit(summary).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Publishes a request's change with the transaction that makes it:

@@ -9,7 +9,7 @@ use hourglass_broker::settings::LimitSettings;
 use hourglass_core::Duration;
 use serde_json::Value;
 
-use super::{Harness, admin_payments, assert_refused, read_orders, request_id, write_orders};
+use super::{Harness, admin_payments, assert_refused, grant_id, read_orders, request_id, write_orders};
 
 /// How many audit events the store holds.
 async fn audit_len(h: &Harness) -> usize {
@@ -156,4 +156,35 @@ async fn limits_oversized_bodies_are_413_json_on_every_operation_with_a_body() {
     }
     assert!(checked.len() >= 8, "every operation with a body was tried: {checked:?}");
     assert_eq!(h.snapshot(super::WATCHED).await, before, "oversized bodies change nothing");
+}
+
+#[tokio::test]
+async fn refusals_repeated_within_a_minute_are_audited_once_then_summarized() {
+    let h = Harness::new().await;
+    let grant = grant_id(&h.file("alice", read_orders("30m")).await);
+    let before = h.broker.store().audit_head().await.expect("the audit head").0;
+    for _ in 0..30 {
+        let (status, _) = h.get("dave", &format!("/v1/grants/{grant}/credential")).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "dave may not fetch alice's credential");
+    }
+    let audited = async |after: u64| {
+        let links = h.broker.store().audit_links(after, 100).await.expect("the audit log");
+        links.iter().map(|link| serde_json::from_str::<Value>(&link.canonical).expect("an event")).collect::<Vec<_>>()
+    };
+    let first = audited(before).await;
+    assert_eq!(first.len(), 1, "thirty identical refusals in a minute: one record, not thirty: {first:?}");
+    assert_eq!(
+        (first[0]["action"].as_str(), first[0]["result"].as_str()),
+        (Some("grant.credential_fetched"), Some("refused"))
+    );
+
+    h.broker.audit_repeated_refusals().await.expect("audited");
+    assert_eq!(audited(before).await.len(), 1, "within the minute the repeats are only counted");
+    h.advance(Duration::from_secs(61));
+    h.broker.audit_repeated_refusals().await.expect("audited");
+    let all = audited(before).await;
+    assert_eq!(all.len(), 2, "then one record of the repeats: {all:?}");
+    assert_eq!(all[1]["details"]["repeats"], 29, "counting them: {}", all[1]);
+    assert_eq!(all[1]["actor"], "dave@acme.example");
+    assert!(all[1]["reason"].as_str().is_some_and(|r| r.starts_with("refused 29 more times")), "{}", all[1]);
 }
