@@ -564,6 +564,11 @@ impl Authenticator {
         Ok(verified)
     }
 
+    /// Whether `token` was verified a moment ago (no signature to check).
+    pub fn remembers(&self, token: &str) -> bool {
+        self.verified.get(&verified::digest(token), unix_now()).is_some()
+    }
+
     /// Ends a token (its holder logged out) until it would have expired.
     pub fn end(&self, token_id: &str, expires_at: i64) {
         let now = unix_now();

@@ -22,6 +22,7 @@ pub mod pg;
 pub mod provider;
 mod refusals;
 mod reload;
+pub mod serve;
 pub mod server;
 pub mod settings;
 pub mod store;

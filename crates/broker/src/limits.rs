@@ -4,7 +4,8 @@
 //! waiting is a count in the store at filing time; the number is here.)
 //!
 //! In memory and per broker: a token bucket per principal for the call
-//! rate, a count per principal for open streams. Limits are per principal,
+//! rate, a count per principal for open streams, and, before anyone is
+//! authenticated, a count per client address of tokens that failed. Limits are per principal,
 //! never global, so a principal over its limit slows nobody else down.
 
 use std::collections::HashMap;
@@ -29,7 +30,13 @@ pub struct Limits {
     settings: LimitSettings,
     buckets: Mutex<Buckets>,
     streams: Arc<Mutex<HashMap<String, u32>>>,
+    /// Tokens refused per client address in the current minute: (count,
+    /// when the minute started, unix ms).
+    auth_failures: Mutex<HashMap<std::net::IpAddr, (u32, i64)>>,
 }
+
+/// Most addresses whose failures are counted; past it the table starts over.
+const MAX_ADDRESSES: usize = 65_536;
 
 struct Buckets {
     by_principal: HashMap<String, Bucket>,
@@ -67,7 +74,45 @@ impl Limits {
             settings,
             buckets: Mutex::new(Buckets { by_principal: HashMap::new(), sweep_at_len: MIN_SWEEP_LEN }),
             streams: Arc::default(),
+            auth_failures: Mutex::default(),
         }
+    }
+
+    /// Refuses verifying a new token from `address` once as many tokens
+    /// from it failed this minute as the limit allows: signature checks are
+    /// the costliest thing an unauthenticated client can make the broker do.
+    pub fn admit_unverified(&self, address: std::net::IpAddr, now: Timestamp) -> Result<(), Error> {
+        let limit = self.settings.auth_failures_per_minute;
+        let failures = lock(&self.auth_failures);
+        match failures.get(&address) {
+            Some(&(count, since)) if count >= limit && now.unix_millis() - since < 60_000 => {
+                let left_millis = u64::try_from(since + 60_000 - now.unix_millis()).unwrap_or(0);
+                let retry_after_secs = left_millis.div_ceil(1000).max(1);
+                Err(Error::RateLimited {
+                    message: format!(
+                        "too many refused tokens from {address}: at most {limit} a minute (limit `auth_failures_per_minute` in [broker.limits]); retry in {retry_after_secs} s"
+                    ),
+                    retry_after_secs,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a token from `address` that failed to verify.
+    pub fn auth_failed(&self, address: std::net::IpAddr, now: Timestamp) {
+        let mut failures = lock(&self.auth_failures);
+        if failures.len() >= MAX_ADDRESSES && !failures.contains_key(&address) {
+            failures.retain(|_, (_, since)| now.unix_millis() - *since < 60_000);
+            if failures.len() >= MAX_ADDRESSES {
+                failures.clear();
+            }
+        }
+        let entry = failures.entry(address).or_insert((0, now.unix_millis()));
+        if now.unix_millis() - entry.1 >= 60_000 {
+            *entry = (0, now.unix_millis());
+        }
+        entry.0 = entry.0.saturating_add(1);
     }
 
     pub fn settings(&self) -> &LimitSettings {
@@ -182,6 +227,23 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test fails by panicking")]
 
     use super::*;
+
+    #[test]
+    fn an_address_whose_tokens_keep_failing_is_refused_unchecked_for_the_rest_of_the_minute() {
+        let limits = Limits::new(LimitSettings { auth_failures_per_minute: 3, ..LimitSettings::default() });
+        let (bad, other): (std::net::IpAddr, std::net::IpAddr) =
+            ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        for n in 0..3 {
+            assert!(limits.admit_unverified(bad, at(n)).is_ok(), "failure {n} is still checked");
+            limits.auth_failed(bad, at(n));
+        }
+        let refused = limits.admit_unverified(bad, at(10_000)).expect_err("the fourth is refused");
+        assert_eq!(retry_after(refused), 50, "until the minute is over");
+        assert!(limits.admit_unverified(other, at(10_000)).is_ok(), "another address is not slowed");
+        assert!(limits.admit_unverified(bad, at(60_000)).is_ok(), "a new minute starts afresh");
+        limits.auth_failed(bad, at(60_000));
+        assert!(limits.admit_unverified(bad, at(60_001)).is_ok(), "its count started over");
+    }
 
     fn limits(requests_per_second: u32, request_burst: u32) -> Limits {
         Limits::new(LimitSettings { requests_per_second, request_burst, ..LimitSettings::default() })

@@ -156,23 +156,17 @@ pub async fn start(options: ServerOptions) -> Result<Server> {
         let broker = Arc::clone(&broker);
         async move { broker.stopping().await }
     };
+    let connections = usize::try_from(settings.limits.connections).unwrap_or(usize::MAX);
+    let header_read_timeout = StdDuration::from_secs(u64::from(settings.limits.header_read_seconds));
     let serving = match &certificate {
         Some(certificate) => {
             let listener = TlsListener::new(listener, certificate.server_config()?);
             let until_stop = Arc::clone(&broker);
             let stop = async move { until_stop.stopping().await };
             tasks.push(tokio::spawn(crate::tls::reload_on_hangup(Arc::clone(certificate), stop)));
-            tokio::spawn(async move {
-                if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stopping).await {
-                    tracing::error!("server failed: {error}");
-                }
-            })
+            tokio::spawn(crate::serve::serve(listener, app, connections, header_read_timeout, stopping))
         }
-        None => tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stopping).await {
-                tracing::error!("server failed: {error}");
-            }
-        }),
+        None => tokio::spawn(crate::serve::serve(listener, app, connections, header_read_timeout, stopping)),
     };
     tasks.push(serving);
     tasks.push(tokio::spawn(Arc::clone(&broker).follow_events(event_cursor)));

@@ -88,6 +88,9 @@ pub struct BrokerSettings {
 /// request_burst = 60         # calls at once after a quiet spell
 /// pending_requests = 20      # requests waiting for approval
 /// event_streams = 16         # open GET /v1/events
+/// auth_failures_per_minute = 60   # refused tokens per client address
+/// connections = 4096         # open connections, all clients together
+/// header_read_seconds = 10   # to send a request's headers
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -96,11 +99,24 @@ pub struct LimitSettings {
     pub request_burst: u32,
     pub pending_requests: u32,
     pub event_streams: u32,
+    /// Tokens that fail to verify, per client address and minute; past it,
+    /// that address's tokens not verified before are refused unchecked.
+    pub auth_failures_per_minute: u32,
+    pub connections: u32,
+    pub header_read_seconds: u32,
 }
 
 impl Default for LimitSettings {
     fn default() -> Self {
-        LimitSettings { requests_per_second: 20, request_burst: 60, pending_requests: 20, event_streams: 16 }
+        LimitSettings {
+            requests_per_second: 20,
+            request_burst: 60,
+            pending_requests: 20,
+            event_streams: 16,
+            auth_failures_per_minute: 60,
+            connections: 4096,
+            header_read_seconds: 10,
+        }
     }
 }
 
@@ -112,6 +128,9 @@ impl LimitSettings {
             ("request_burst", self.request_burst),
             ("pending_requests", self.pending_requests),
             ("event_streams", self.event_streams),
+            ("auth_failures_per_minute", self.auth_failures_per_minute),
+            ("connections", self.connections),
+            ("header_read_seconds", self.header_read_seconds),
         ];
         match named.iter().find(|(_, value)| *value == 0) {
             Some((name, _)) => Err(Error::Config(format!("[broker.limits]: {name} must be at least 1"))),

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use hourglass_e2e::DevBroker;
 use hourglass_e2e::issuer::JwtIssuer as Idp;
+use hourglass_e2e::{DevBroker, eventually};
 
 /// The demo policy, trusting `idp`.
 fn policy_dir(into: &Path, idp: &Idp) {
@@ -55,4 +55,77 @@ fn serve_mode_trusts_only_the_configured_issuer() {
         verify.stdout,
         verify.stderr
     );
+}
+
+/// A raw HTTP/1.1 exchange on its own connection: what it read before the
+/// server closed it or `wait` passed (`None`: nothing came).
+fn raw_exchange(url: &str, sent: &str, wait: std::time::Duration) -> Option<String> {
+    use std::io::{Read, Write};
+    let address = url.trim_start_matches("http://");
+    let mut connection = std::net::TcpStream::connect(address).expect("the broker accepts connections");
+    connection.set_read_timeout(Some(wait)).expect("a read timeout");
+    connection.write_all(sent.as_bytes()).expect("sent");
+    let mut answer = Vec::new();
+    match connection.read_to_end(&mut answer) {
+        Ok(_) => Some(String::from_utf8_lossy(&answer).into_owned()),
+        Err(_) if !answer.is_empty() => Some(String::from_utf8_lossy(&answer).into_owned()),
+        Err(_) => None,
+    }
+}
+
+#[test]
+fn serve_caps_connections_times_out_slow_headers_and_slows_addresses_whose_tokens_fail() {
+    use std::time::Duration;
+    let config = tempfile::tempdir().unwrap();
+    let idp = Idp::new("idp-1");
+    policy_dir(config.path(), &idp);
+    let toml = std::fs::read_to_string(config.path().join("hourglass.toml")).unwrap();
+    let limits = "[broker.limits]\nconnections = 3\nheader_read_seconds = 2\nauth_failures_per_minute = 5\n\n";
+    std::fs::write(
+        config.path().join("hourglass.toml"),
+        toml.replacen("[[broker.issuers]]", &format!("{limits}[[broker.issuers]]"), 1),
+    )
+    .unwrap();
+    let alice = idp.token("alice@acme.example", &["engineers"], "hourglass", 3600);
+    let broker = DevBroker::serve(config.path(), BTreeMap::from([("alice".to_owned(), alice.clone())]));
+
+    // Headers trickled in (slowloris): the connection is closed, not held.
+    let started = std::time::Instant::now();
+    let slow = raw_exchange(&broker.url, "GET /healthz HTTP/1.1\r\nHost: x\r\n", Duration::from_secs(20));
+    assert!(slow.is_some(), "a client that never finishes its headers is cut off (after about 2 s)");
+    assert!(started.elapsed() < Duration::from_secs(15), "by the header timeout, not by the test's");
+
+    // Three event streams hold the three connections: a fourth client waits.
+    let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    let streams: Vec<_> = (0..3)
+        .map(|_| http.get(format!("{}/v1/events", broker.url)).bearer_auth(&alice).send().expect("a stream opens"))
+        .collect();
+    assert!(streams.iter().all(|s| s.status() == 200), "three streams open");
+    let health = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    assert_eq!(
+        raw_exchange(&broker.url, health, Duration::from_secs(2)),
+        None,
+        "a fourth connection waits while three are open"
+    );
+    drop(streams);
+    // (A stream's end is noticed at its next keep-alive, within 15 s.)
+    let answered = eventually(Duration::from_secs(40), || raw_exchange(&broker.url, health, Duration::from_secs(2)));
+    assert!(answered.is_some_and(|a| a.starts_with("HTTP/1.1 200")), "and is served once one closes");
+
+    // Refused tokens from one address: after five in a minute, new tokens
+    // from it are refused unchecked; a token verified before still works.
+    let call = |token: &str| {
+        let response = http.get(format!("{}/v1/whoami", broker.url)).bearer_auth(token).send().expect("answers");
+        (response.status().as_u16(), response.text().unwrap_or_default())
+    };
+    assert_eq!(call(&alice).0, 200, "alice's token verifies");
+    let stranger = Idp::new("idp-1");
+    for n in 0..5 {
+        let forged = stranger.token(&format!("x{n}@acme.example"), &[], "hourglass", 3600);
+        assert_eq!(call(&forged).0, 401, "a forged token is refused");
+    }
+    let (status, body) = call(&stranger.token("y@acme.example", &[], "hourglass", 3600));
+    assert_eq!(status, 429, "the sixth in a minute is not even checked: {body}");
+    assert!(body.contains("too many refused tokens from 127.0.0.1"), "saying why: {body}");
+    assert_eq!(call(&alice).0, 200, "alice's token, verified before, still works from that address");
 }

@@ -1,7 +1,10 @@
 //! Extractors that turn every malformed input into a `{code, message}`
 //! refusal instead of axum's plain-text rejections.
 
+use std::net::SocketAddr;
+
 use axum::body::Bytes;
+use axum::extract::ConnectInfo;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
@@ -37,12 +40,27 @@ impl FromRequestParts<AppState> for CallerToken {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let header = parts.headers.get(AUTHORIZATION).and_then(|value| value.to_str().ok()).unwrap_or("");
         let token = header.strip_prefix("Bearer ").or_else(|| header.strip_prefix("bearer ")).unwrap_or("").trim();
-        let verified = state
-            .auth
-            .verify_bearer(token)
-            .await
-            .map_err(|error| AppError::new(ErrorCode::Unauthenticated, error.to_string()))?;
-        state.limits.admit_call(&verified.principal.id, state.now())?;
+        // Behind the accept loop, the client's address: an address whose
+        // tokens keep failing gets no more signature checks for a while
+        // (a token verified before still passes).
+        let address = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
+        let now = state.now();
+        if let Some(address) = address
+            && !token.is_empty()
+            && !state.auth.remembers(token)
+        {
+            state.limits.admit_unverified(address, now)?;
+        }
+        let verified = match state.auth.verify_bearer(token).await {
+            Ok(verified) => verified,
+            Err(error) => {
+                if let Some(address) = address.filter(|_| !token.is_empty()) {
+                    state.limits.auth_failed(address, now);
+                }
+                return Err(AppError::new(ErrorCode::Unauthenticated, error.to_string()));
+            }
+        };
+        state.limits.admit_call(&verified.principal.id, now)?;
         Ok(CallerToken(verified))
     }
 }

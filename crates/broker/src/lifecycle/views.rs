@@ -13,6 +13,11 @@ use crate::error::Result;
 /// The most history events one call returns.
 const MAX_HISTORY: usize = 1000;
 
+/// Pending requests read at a time for an approver's inbox, and the most
+/// pages read (then the inbox shows what it found: 50,000 requests).
+const PENDING_PAGE: usize = 1000;
+const MAX_PENDING_PAGES: usize = 50;
+
 impl Broker {
     /// `GET /v1/requests/{id}`: for its requester, those who may decide it,
     /// and those allowed to view others' access.
@@ -50,17 +55,30 @@ impl Broker {
         let groups: Vec<String> = who.groups.iter().cloned().collect();
         let now = self.now();
         let mine = self.store.requests_of(&who.id, MAX_LISTED).await?;
-        let awaiting_me = self
-            .store
-            .pending_requests(MAX_LISTED * 5)
-            .await?
-            .into_iter()
-            .filter(|request| now < request.pending_until)
-            .filter(|request| request.decision_by(&who.id).is_none() && policy.may_decide(who, request, now))
-            // Awaiting me: my approval would count (for whom it cannot, the
-            // request waits on other groups).
-            .filter(|request| request.approval_would_count(&request.approvals_required, &groups))
-            .collect();
+        // Page through everything pending, not only the first page: requests
+        // others decide (a flood of them, even) must not hide mine.
+        let mut awaiting_me = Vec::new();
+        let mut after: Option<(Timestamp, String)> = None;
+        for _ in 0..MAX_PENDING_PAGES {
+            let page = self
+                .store
+                .pending_requests_after(after.as_ref().map(|(at, id)| (*at, id.as_str())), PENDING_PAGE)
+                .await?;
+            let full = page.len() == PENDING_PAGE;
+            after = page.last().map(|last| (last.pending_until, last.id.to_string()));
+            awaiting_me.extend(
+                page.into_iter()
+                    .filter(|request| now < request.pending_until)
+                    .filter(|request| request.decision_by(&who.id).is_none() && policy.may_decide(who, request, now))
+                    // Awaiting me: my approval would count (for whom it
+                    // cannot, the request waits on other groups).
+                    .filter(|request| request.approval_would_count(&request.approvals_required, &groups)),
+            );
+            if !full || awaiting_me.len() >= MAX_LISTED {
+                break;
+            }
+        }
+        awaiting_me.truncate(MAX_LISTED);
         Ok(RequestList { mine, awaiting_me, server_time: now })
     }
 

@@ -486,6 +486,22 @@ impl Store {
         q::requests(&mut self.reader().await?.conn(), q::PENDING_REQUESTS, &[q::limit(max).into()]).await
     }
 
+    /// Up to `max` pending requests after `after` (the last one's
+    /// `pending_until` and id; none: from the first), ending soonest first.
+    pub async fn pending_requests_after(
+        &self,
+        after: Option<(Timestamp, &str)>,
+        max: usize,
+    ) -> Result<Vec<AccessRequest>> {
+        let (until, id) = after.map_or((i64::MIN, ""), |(until, id)| (until.unix_millis(), id));
+        q::requests(
+            &mut self.reader().await?.conn(),
+            q::PENDING_REQUESTS_AFTER,
+            &[until.into(), id.into(), q::limit(max).into()],
+        )
+        .await
+    }
+
     /// Grants, newest deadline first: one owner's, or everybody's.
     pub async fn grants(&self, owner: Option<&str>, include_ended: bool, max: usize) -> Result<Vec<GrantRecord>> {
         let max = Param::Int(q::limit(max));

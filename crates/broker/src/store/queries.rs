@@ -21,6 +21,11 @@ pub const REQUESTS_OF: Sql =
     both("SELECT doc FROM requests WHERE requester = $1 ORDER BY created_at DESC, id LIMIT $2");
 pub const PENDING_REQUESTS: Sql =
     both("SELECT doc FROM requests WHERE state = 'pending' ORDER BY pending_until LIMIT $1");
+/// Pending requests after (`pending_until`, `id`) = ($1, $2), in that order: pages of them.
+pub const PENDING_REQUESTS_AFTER: Sql = both(
+    "SELECT doc FROM requests WHERE state = 'pending' AND (pending_until > $1 OR (pending_until = $1 AND id > $2))
+     ORDER BY pending_until, id LIMIT $3",
+);
 pub const INSERT_REQUEST: Sql = both(
     "INSERT INTO requests (id, requester, resource, role, state, renews, created_at, pending_until, doc, client_material)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",

@@ -254,3 +254,32 @@ async fn history_of_another_shows_only_what_the_viewer_may_view() {
     let own = targets(&h.get_ok("bob", "/v1/history").await);
     assert!(own.contains(&orders), "and bob his own, whole: {own:?}");
 }
+
+#[tokio::test]
+async fn approvals_inbox_shows_what_i_decide_under_a_flood_of_requests_others_decide() {
+    let h = Harness::new().await;
+    let minter = super::authorization::Minter::new(&h);
+    // More than a page of requests SRE decides (orders-api/write), from as
+    // many engineers, all ending sooner than the one request carol decides.
+    for n in 0..1001 {
+        let token = minter.person(&format!("engineer{n}@acme.example"), &["engineers"]);
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri("/v1/requests")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::from(write_orders("30m").to_string()))
+            .expect("a request");
+        let (status, _, body) = h.send(request).await;
+        assert_eq!(status, StatusCode::OK, "engineer{n} files: {body}");
+    }
+    // Filed a minute later: it ends after all of them.
+    h.advance(Duration::from_mins(1));
+    let payments = request_id(&h.file("dave", admin_payments("30m")).await);
+    let inbox = h.get_ok("carol", "/v1/requests").await;
+    assert_eq!(
+        ids(&inbox["awaiting_me"]),
+        vec![payments],
+        "security's inbox holds the PCI request, not hidden behind a thousand others"
+    );
+    assert_eq!(ids(&h.get_ok("bob", "/v1/requests").await["awaiting_me"]).len(), 200, "SRE's shows the first 200");
+}
