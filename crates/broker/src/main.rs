@@ -13,6 +13,7 @@ use hourglass_broker::server::{self, ServerOptions};
 use hourglass_broker::settings::BrokerSettings;
 use hourglass_broker::store::{OpenOptions, Store, StoreLocation};
 use hourglass_core::audit::{ChainVerifier, to_hex};
+use hourglass_core::siem;
 use hourglass_policy::Policy;
 
 #[derive(Parser)]
@@ -130,6 +131,10 @@ enum AuditCommand {
         /// Only events after this sequence number.
         #[arg(long, default_value_t = 0)]
         after: u64,
+        /// jsonl (the records as stored, with their hashes), ocsf (OCSF
+        /// 1.1 events) or ecs (Elastic Common Schema documents).
+        #[arg(long, default_value = "jsonl", value_parser = ["jsonl", "ocsf", "ecs"])]
+        format: String,
     },
 }
 
@@ -202,7 +207,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let checkpoints = checkpoint_check(&args)?;
             verify(&open_store(&args.store).await?, checkpoints).await
         }
-        Command::Audit(AuditCommand::Export { store, after }) => export(&open_store(&store).await?, after).await,
+        Command::Audit(AuditCommand::Export { store, after, format }) => {
+            export(&open_store(&store).await?, after, &format).await
+        }
         Command::MigrateStore { from, to, store_key } => migrate_store(&from, to, store_key).await,
         Command::Keys(KeysCommand::List(store)) => list_keys(&open_store(&store).await?).await,
         Command::Keys(KeysCommand::Rotate { config, data_dir, purpose, r#in }) => {
@@ -422,14 +429,18 @@ async fn verify(store: &Store, checkpoints: Option<CheckpointCheck>) -> anyhow::
     Ok(ExitCode::SUCCESS)
 }
 
-async fn export(store: &Store, mut after: u64) -> anyhow::Result<ExitCode> {
+async fn export(store: &Store, mut after: u64, format: &str) -> anyhow::Result<ExitCode> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     loop {
         let page = store.audit_records(after, PAGE).await?;
         let Some(last) = page.last() else { break };
         after = last.event.seq;
         for record in &page {
-            serde_json::to_writer(&mut out, record)?;
+            match format {
+                "ocsf" => serde_json::to_writer(&mut out, &siem::ocsf(record, env!("CARGO_PKG_VERSION")))?,
+                "ecs" => serde_json::to_writer(&mut out, &siem::ecs(record))?,
+                _ => serde_json::to_writer(&mut out, record)?,
+            }
             out.write_all(b"\n")?;
         }
     }

@@ -13,6 +13,7 @@ pub mod grant;
 pub mod id;
 pub mod principal;
 pub mod request;
+pub mod siem;
 pub mod timestamp;
 
 pub use approval::ApprovalRule;

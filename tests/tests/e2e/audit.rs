@@ -93,6 +93,28 @@ fn audit_verify_catches_a_log_cut_short_or_rewritten_against_the_signed_checkpoi
     broker.kill();
     let intact = verify(&data, &[]);
     assert!(intact.ok && intact.stdout.contains("signed checkpoints agree"), "{}{}", intact.stdout, intact.stderr);
+
+    // The same log for a SIEM: OCSF events and ECS documents, a line each.
+    let export = |format: &str| -> Vec<serde_json::Value> {
+        let run = Run::from(
+            std::process::Command::new(hourglass_e2e::bin("hourglassd"))
+                .args(["audit", "export", "--data-dir", data.to_str().unwrap(), "--format", format])
+                .output()
+                .expect("runs"),
+        );
+        assert!(run.ok, "export --format {format}: {}", run.stderr);
+        run.stdout.lines().map(|line| serde_json::from_str(line).expect("a JSON line")).collect()
+    };
+    let ocsf = export("ocsf");
+    assert_eq!(ocsf.len() as u64, signed, "one OCSF event per record");
+    let issued = ocsf.iter().find(|e| e["unmapped"]["action"] == "grant.issued").expect("a grant was issued");
+    assert_eq!((issued["class_uid"].as_u64(), issued["type_uid"].as_u64()), (Some(3005), Some(300_501)), "{issued}");
+    assert_eq!(issued["user"]["name"], "alice@acme.example", "to its owner: {issued}");
+    let ecs = export("ecs");
+    assert!(
+        ecs.iter().any(|d| d["event"]["action"] == "grant.issued" && d["event"]["outcome"] == "success"),
+        "ECS too"
+    );
     settle(&rusqlite::Connection::open(&db).expect("the store opens"));
     let pristine = std::fs::read(&db).expect("the store's file");
     let no_checkpoints = data.join("none.jsonl");
