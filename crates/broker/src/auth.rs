@@ -452,6 +452,14 @@ pub struct Verified {
     pub token_id: String,
 }
 
+impl Verified {
+    /// How long the token stays valid from now, by the clock its expiry is
+    /// checked against (the system's, as every verification's).
+    pub fn remaining(&self) -> StdDuration {
+        StdDuration::from_secs(u64::try_from(self.expires_at - unix_now()).unwrap_or(0))
+    }
+}
+
 #[derive(Default)]
 pub struct Authenticator {
     issuers: Vec<TrustedIssuer>,

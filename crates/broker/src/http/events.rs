@@ -99,7 +99,8 @@ pub async fn events(
     CallerToken(caller): CallerToken,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, AppError> {
-    let Verified { principal: who, expires_at, token_id } = caller;
+    let ends_at = tokio::time::Instant::now() + caller.remaining();
+    let Verified { principal: who, token_id, .. } = caller;
     let subscription = Subscription::open(broker, &who)?;
     let broker = &subscription.broker;
     // Subscribed before reading what was missed: nothing falls between.
@@ -123,8 +124,6 @@ pub async fn events(
     }
     // The stream lasts as long as the token it was opened with: it ends at
     // the token's expiry, and when its holder ends it (logs out).
-    let ends_at = tokio::time::Instant::now()
-        + StdDuration::from_secs(u64::try_from(expires_at - broker.now().unix_seconds()).unwrap_or(0));
     let token = (token_id, ends_at);
     let live = futures::stream::unfold(
         (receiver, subscription, who, sent_up_to, token),
