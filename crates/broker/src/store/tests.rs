@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use hourglass_core::audit::{AuditAction, AuditResult, verify_chain};
+use hourglass_core::audit::{AuditAction, AuditEvent, AuditResult, verify_chain};
 use hourglass_core::{AccessRequest, Duration, Grant, NewRequest};
 use hourglass_e2e::postgres::PostgresCluster;
 
