@@ -574,7 +574,7 @@ impl Authenticator {
 
     /// Whether `token` was verified a moment ago (no signature to check).
     pub fn remembers(&self, token: &str) -> bool {
-        self.verified.get(&verified::digest(token), unix_now()).is_some()
+        self.verified.holds(&verified::digest(token), unix_now())
     }
 
     /// Ends a token (its holder logged out) until it would have expired.

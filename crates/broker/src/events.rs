@@ -74,11 +74,17 @@ pub fn new_event(
     deciders: bool,
 ) -> NewEvent {
     let event = Event { kind, at, request: request.cloned(), grant: grant.cloned(), session: None };
+    publishable(&event, principals, deciders)
+}
+
+/// `event`, for `principals` (and, `deciders`, whoever may decide its
+/// request), ready for `WriteTx::publish`.
+pub fn publishable(event: &Event, principals: Vec<String>, deciders: bool) -> NewEvent {
     NewEvent {
-        kind,
-        at,
+        kind: event.kind,
+        at: event.at,
         // Serializing domain types of strings, numbers and maps cannot fail.
-        json: serde_json::to_string(&event).unwrap_or_default(),
+        json: serde_json::to_string(event).unwrap_or_default(),
         audience: EventAudience { principals, deciders },
     }
 }

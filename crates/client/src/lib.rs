@@ -247,10 +247,16 @@ impl Client {
             .send()
             .await
             .map_err(|error| self.unreachable(&error))?;
+        let bytes = self.answer(response).await?;
+        serde_json::from_slice(&bytes).map_err(|error| Error::Protocol(error.to_string()))
+    }
+
+    /// A successful answer's body; any other answer as the error it says.
+    async fn answer(&self, response: reqwest::Response) -> Result<bytes::Bytes> {
         let status = response.status();
         let bytes = response.bytes().await.map_err(|error| self.unreachable(&error))?;
         if status.is_success() {
-            return serde_json::from_slice(&bytes).map_err(|error| Error::Protocol(error.to_string()));
+            return Ok(bytes);
         }
         match serde_json::from_slice::<ApiError>(&bytes) {
             Ok(error) => Err(Error::Api(error)),
@@ -278,15 +284,7 @@ impl Client {
             .send()
             .await
             .map_err(|error| self.unreachable(&error))?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let bytes = response.bytes().await.map_err(|error| self.unreachable(&error))?;
-        match serde_json::from_slice::<ApiError>(&bytes) {
-            Ok(error) => Err(Error::Api(error)),
-            Err(_) => Err(Error::Protocol(format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)))),
-        }
+        self.answer(response).await.map(drop)
     }
 
     pub async fn health(&self) -> Result<Health> {

@@ -26,6 +26,19 @@ fn user(id: &str, groups: &[&str]) -> Principal {
 /// Monday 2026-11-23 10:00 UTC.
 const MONDAY_10: Timestamp = Timestamp::from_unix_millis(1_795_428_000_000);
 
+/// Five minutes asked by `a` for reason `r`, on Monday at 10:00.
+fn five_minutes_asked_by_a() -> AccessContext<'static> {
+    AccessContext {
+        requester: "a",
+        duration: Duration::from_mins(5),
+        reason: "r",
+        ticket: None,
+        renewal: false,
+        break_glass: false,
+        now: MONDAY_10,
+    }
+}
+
 struct Case {
     who: (&'static str, &'static [&'static str]),
     action: Action,
@@ -425,15 +438,7 @@ fn policies_apply_only_to_their_resource_slice() {
         ),
     ];
     let policy = Policy::from_sources(sources).expect("valid");
-    let context = AccessContext {
-        requester: "a",
-        duration: Duration::from_mins(5),
-        reason: "r",
-        ticket: None,
-        renewal: false,
-        break_glass: false,
-        now: MONDAY_10,
-    };
+    let context = five_minutes_asked_by_a();
     let anyone = user("a", &[]);
     assert!(policy.authorize(&anyone, Action::Request, "db", "read", &context).allowed);
     assert!(!policy.authorize(&anyone, Action::Request, "cache", "flush", &context).allowed, "scoped to db only");
@@ -456,15 +461,7 @@ fn principal_attributes_an_issuer_exposes_reach_cedar_and_only_their_values_matc
         when { principal.repository == "acme/deploy" };"#;
     let policy = Policy::from_sources(vec![("hourglass.toml".into(), toml.clone()), ("ci.cedar".into(), cedar.into())])
         .expect("a policy reading principal.repository loads when an issuer exposes it");
-    let context = AccessContext {
-        requester: "a",
-        duration: Duration::from_mins(5),
-        reason: "r",
-        ticket: None,
-        renewal: false,
-        break_glass: false,
-        now: MONDAY_10,
-    };
+    let context = five_minutes_asked_by_a();
     let pipeline = |repository: &str| {
         let mut principal = user("ci:deploy", &[]);
         principal.attributes.insert("repository".into(), repository.into());

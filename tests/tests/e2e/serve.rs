@@ -90,10 +90,9 @@ fn serve_caps_connections_times_out_slow_headers_and_slows_addresses_whose_token
     let broker = DevBroker::serve(config.path(), BTreeMap::from([("alice".to_owned(), alice.clone())]));
 
     // Headers trickled in (slowloris): the connection is closed, not held.
-    let started = std::time::Instant::now();
+    // (Closed, the read ends; held open, it would give up after 20 s with nothing.)
     let slow = raw_exchange(&broker.url, "GET /healthz HTTP/1.1\r\nHost: x\r\n", Duration::from_secs(20));
     assert!(slow.is_some(), "a client that never finishes its headers is cut off (after about 2 s)");
-    assert!(started.elapsed() < Duration::from_secs(15), "by the header timeout, not by the test's");
 
     // Three event streams hold the three connections: a fourth client waits.
     let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();

@@ -77,11 +77,7 @@ settings = {{ principals = ["{user}"] }}
         );
         let policy = policy_dir(&toml, CEDAR);
         let broker = DevBroker::start_with_policy(policy.path(), &[]);
-        let (status, body) = broker.http("GET", "/v1/providers/ssh/ca.pub?resource=box", None, None);
-        let ca = String::from_utf8(body).expect("ca.pub is text");
-        assert_eq!(status, 200, "the broker serves its SSH user CA: {ca}");
-        assert!(ca.starts_with("ssh-ed25519 "), "an OpenSSH public key line for TrustedUserCAKeys: {ca}");
-        let sshd = Sshd::start(&ca, &krl);
+        let sshd = Sshd::start(&resource_ca(&broker, "box"), &krl);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
         Setup { broker, sshd, user, dir, runtime, _policy: policy }
     }
@@ -165,6 +161,15 @@ settings = {{ principals = ["{user}"] }}
     }
 }
 
+/// The user CA of `resource`, as its hosts' sshd trusts it (`TrustedUserCAKeys`).
+fn resource_ca(broker: &DevBroker, resource: &str) -> String {
+    let (status, body) = broker.http("GET", &format!("/v1/providers/ssh/ca.pub?resource={resource}"), None, None);
+    let ca = String::from_utf8(body).expect("ca.pub is text");
+    assert_eq!(status, 200, "the broker serves {resource}'s SSH user CA: {ca}");
+    assert!(ca.starts_with("ssh-ed25519 "), "an OpenSSH public key line for TrustedUserCAKeys: {ca}");
+    ca
+}
+
 fn write_cert(path: &std::path::Path, credential: &Credential) {
     let cert = credential.ssh_certificate.as_deref().expect("an SSH credential carries the certificate");
     std::fs::write(path, format!("{cert}\n")).expect("certificate file");
@@ -206,14 +211,7 @@ fn ssh_certificate_logs_in() {
 #[test]
 fn ssh_certificate_of_one_resource_is_refused_by_another_resources_sshd() {
     let setup = Setup::new();
-    let ca_of = |resource: &str| {
-        let (status, body) =
-            setup.broker.http("GET", &format!("/v1/providers/ssh/ca.pub?resource={resource}"), None, None);
-        let text = String::from_utf8(body).expect("text");
-        assert_eq!(status, 200, "{resource}'s CA is served: {text}");
-        text
-    };
-    let (box_ca, production_ca) = (ca_of("box"), ca_of("production"));
+    let (box_ca, production_ca) = (resource_ca(&setup.broker, "box"), resource_ca(&setup.broker, "production"));
     assert_ne!(box_ca, production_ca, "each resource has its own user CA");
     let (status, _) = setup.broker.http("GET", "/v1/providers/ssh/ca.pub?resource=nowhere", None, None);
     assert_eq!(status, 404, "no CA for a resource that is not there");

@@ -45,6 +45,12 @@ impl VerifiedTokens {
         remembered.get(digest).filter(|entry| now < entry.until).map(|entry| entry.verified.clone())
     }
 
+    /// Whether a token verified before is still within its time.
+    pub fn holds(&self, digest: &[u8; 32], now: i64) -> bool {
+        let remembered = self.remembered.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        remembered.get(digest).is_some_and(|entry| now < entry.until)
+    }
+
     /// Remembers a token just verified.
     pub fn remember(&self, digest: [u8; 32], verified: &Verified, now: i64) {
         let until = verified.expires_at.min(now + REMEMBER_FOR);

@@ -12,8 +12,7 @@ use hourglass_core::audit::{AuditAction, AuditEvent, AuditResult};
 use crate::auth::Verified;
 use crate::broker::Broker;
 use crate::error::{Error, Result};
-use crate::events::Published;
-use crate::store::{EventAudience, NewEvent};
+use crate::events::{Published, publishable};
 
 /// The store's record of ended tokens: token id → when it would have
 /// expired (Unix seconds). Entries past that are dropped as it changes.
@@ -45,13 +44,7 @@ impl Broker {
             .await?;
         let mut event = Event::new(EventKind::SessionEnded, now);
         event.session = Some(EndedSession { id: caller.token_id.clone(), expires_at: caller.expires_at });
-        tx.publish(NewEvent {
-            kind: EventKind::SessionEnded,
-            at: now,
-            // Serializing strings and numbers cannot fail.
-            json: serde_json::to_string(&event).unwrap_or_default(),
-            audience: EventAudience { principals: vec![id.clone()], deciders: false },
-        });
+        tx.publish(publishable(&event, vec![id.clone()], false));
         tx.commit().await?;
         self.auth.end(&caller.token_id, caller.expires_at);
         Ok(())
