@@ -19,6 +19,7 @@ use crate::events::EventHub;
 use crate::keys::KeySet;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
+use crate::notify::channels::Channels;
 use crate::provider::Providers;
 use crate::settings::LimitSettings;
 use crate::store::Store;
@@ -36,6 +37,8 @@ pub struct BrokerParts {
     pub provider_timeout: StdDuration,
     /// Per-principal limits (`[broker.limits]`).
     pub limits: LimitSettings,
+    /// Where notifications go (`[broker.channels]`).
+    pub channels: Channels,
 }
 
 pub struct Broker {
@@ -43,6 +46,7 @@ pub struct Broker {
     policy: RwLock<Arc<Policy>>,
     policy_dir: Option<PathBuf>,
     pub(crate) providers: Providers,
+    pub(crate) channels: Channels,
     pub(crate) auth: Authenticator,
     pub(crate) token_keys: Arc<KeySet>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -73,10 +77,11 @@ pub enum Reload {
 }
 
 impl Broker {
-    /// Assembles a broker. Refuses a policy naming providers this broker
-    /// does not run, or settings they do not accept.
+    /// Assembles a broker. Refuses a policy naming providers or channels
+    /// this broker does not have, or settings they do not accept.
     pub fn new(parts: BrokerParts) -> Result<Arc<Broker>> {
-        let problems = parts.providers.check(&parts.policy);
+        let mut problems = parts.providers.check(&parts.policy);
+        problems.extend(parts.channels.check(&parts.policy));
         if !problems.is_empty() {
             return Err(Error::Policy(hourglass_policy::Error::Invalid(problems)));
         }
@@ -85,6 +90,7 @@ impl Broker {
             policy: RwLock::new(Arc::new(parts.policy)),
             policy_dir: parts.policy_dir,
             providers: parts.providers,
+            channels: parts.channels,
             auth: parts.authenticator,
             token_keys: parts.token_keys,
             clock: parts.clock,
@@ -163,7 +169,8 @@ impl Broker {
     pub async fn reload_policy(&self) -> Result<Reload> {
         let Some(dir) = &self.policy_dir else { return Ok(Reload::Unchanged) };
         let loaded = Policy::load_dir(dir).map_err(problems_of).and_then(|policy| {
-            let problems = self.providers.check(&policy);
+            let mut problems = self.providers.check(&policy);
+            problems.extend(self.channels.check(&policy));
             if problems.is_empty() { Ok(policy) } else { Err(problems.iter().map(Problem::to_string).collect()) }
         });
         let now = self.now();

@@ -18,6 +18,7 @@ pub mod keys;
 mod lifecycle;
 pub mod limits;
 pub mod metrics;
+pub mod notify;
 pub mod pg;
 pub mod provider;
 mod refusals;

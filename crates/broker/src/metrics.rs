@@ -19,6 +19,7 @@ pub struct Metrics {
     pub revocation_lag: Histogram,
     pub subscribers: Gauge,
     policy_loads: Family<Labels, Counter>,
+    notifications: Family<[(&'static str, &'static str); 2], Counter>,
 }
 
 impl Default for Metrics {
@@ -30,6 +31,7 @@ impl Default for Metrics {
         let revocation_lag = Histogram::new(exponential_buckets(0.005, 2.0, 16));
         let subscribers = Gauge::default();
         let policy_loads = Family::<Labels, Counter>::default();
+        let notifications = Family::<[(&'static str, &'static str); 2], Counter>::default();
         registry.register("requests", "Access requests by outcome", requests.clone());
         registry.register("grants", "Grant lifecycle events", grants.clone());
         registry.register("revocation_attempts", "Provider revocation attempts by result", revocation_attempts.clone());
@@ -40,7 +42,21 @@ impl Default for Metrics {
         );
         registry.register("event_subscribers", "Open event streams", subscribers.clone());
         registry.register("policy_loads", "Policy loads by result", policy_loads.clone());
-        Metrics { registry, requests, grants, revocation_attempts, revocation_lag, subscribers, policy_loads }
+        registry.register(
+            "notifications",
+            "Notification attempts by channel kind and outcome (sent, retry, skipped, abandoned)",
+            notifications.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            grants,
+            revocation_attempts,
+            revocation_lag,
+            subscribers,
+            policy_loads,
+            notifications,
+        }
     }
 }
 
@@ -55,6 +71,10 @@ impl Metrics {
 
     pub fn revocation_attempt(&self, ok: bool) {
         self.revocation_attempts.get_or_create(&[("result", if ok { "ok" } else { "failed" })]).inc();
+    }
+
+    pub fn notification(&self, kind: &'static str, outcome: &'static str) {
+        self.notifications.get_or_create(&[("kind", kind), ("outcome", outcome)]).inc();
     }
 
     pub fn policy_load(&self, ok: bool) {

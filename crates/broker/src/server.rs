@@ -20,6 +20,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::dev::{DevIssuer, DevUser};
 use crate::error::{Error, Result};
 use crate::keys::{Ed25519Key, KeyPurpose, KeySet, RotationPolicy, StoreKey};
+use crate::notify::channels::Channels;
 use crate::provider::Providers;
 use crate::provider::ssh::SshProvider;
 use crate::provider::token::TokenProvider;
@@ -129,6 +130,7 @@ pub async fn start(options: ServerOptions) -> Result<Server> {
         clock,
         provider_timeout: settings.provider_timeout.map_or(StdDuration::from_secs(30), |d| d.as_std()),
         limits: settings.limits,
+        channels: Channels::load(&settings, &options.policy_dir)?,
     })?;
     for warning in &broker.policy().warnings {
         tracing::warn!("policy: {warning}");
@@ -173,6 +175,7 @@ pub async fn start(options: ServerOptions) -> Result<Server> {
     tasks.push(tokio::spawn(Arc::clone(&broker).run_scheduler()));
     tasks.push(tokio::spawn(renew_lease(Arc::clone(&broker))));
     tasks.push(tokio::spawn(prune_store(Arc::clone(&broker))));
+    tasks.push(tokio::spawn(crate::notify::outbox::run(Arc::clone(&broker))));
     tasks.push(tokio::spawn(sign_checkpoints(Arc::clone(&broker), checkpoints)));
     tasks.push(tokio::spawn(refresh_signing_keys(Arc::clone(&broker), keys)));
     tasks.push(tokio::spawn(crate::reload::watch_policy(Arc::clone(&broker), options.policy_dir)));
@@ -370,13 +373,21 @@ async fn renew_lease(broker: Arc<Broker>) {
 /// replicas gone for good.
 const EVENTS_KEPT: StdDuration = StdDuration::from_secs(24 * 3600);
 const REPLICAS_KEPT: StdDuration = StdDuration::from_secs(3600);
+/// Notifications sent are kept this long: an update on a topic finds the
+/// message it updates for as long as a grant can last after its request.
+const NOTICES_KEPT: StdDuration = StdDuration::from_secs(30 * 24 * 3600);
 
-/// Prunes old events and long-gone replicas, every few minutes.
+/// Prunes old events, long-gone replicas and notifications long sent,
+/// every few minutes.
 async fn prune_store(broker: Arc<Broker>) {
     loop {
         let before = broker.now().plus_millis(-i64::try_from(EVENTS_KEPT.as_millis()).unwrap_or(i64::MAX));
         if let Err(error) = broker.store.prune(before, REPLICAS_KEPT).await {
             tracing::warn!("pruning old events failed: {error}");
+        }
+        let notices_before = broker.now().plus_millis(-i64::try_from(NOTICES_KEPT.as_millis()).unwrap_or(i64::MAX));
+        if let Err(error) = broker.store.prune_notices(notices_before).await {
+            tracing::warn!("pruning sent notifications failed: {error}");
         }
         tokio::select! {
             () = tokio::time::sleep(StdDuration::from_secs(300)) => {}

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
+use crate::notify::channels::ChannelSettings;
 use crate::store::{DEFAULT_LEASE, OpenOptions, StoreLocation};
 use crate::tls::TlsFiles;
 
@@ -76,6 +77,10 @@ pub struct BrokerSettings {
     /// What one principal may do at once (`[broker.limits]`).
     #[serde(default)]
     pub limits: LimitSettings,
+    /// Where notifications go (`[broker.channels.NAME]`, named by policy's
+    /// `notify` and `notify_requester`): see `notify::channels`.
+    #[serde(default)]
+    pub channels: BTreeMap<String, ChannelSettings>,
 }
 
 /// `[broker.limits]`: per-principal limits, so that one principal cannot

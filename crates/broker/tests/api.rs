@@ -159,6 +159,7 @@ impl Harness {
             clock: Arc::clone(&clock) as Arc<dyn Clock>,
             provider_timeout: StdDuration::from_secs(5),
             limits,
+            channels: Default::default(),
         })
         .expect("the broker assembles with the demo policy");
         broker.record_start().await.expect("the start is recorded");

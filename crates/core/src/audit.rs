@@ -62,6 +62,10 @@ pub enum AuditAction {
     /// A session (or bearer token) ended by its holder: logged out.
     #[serde(rename = "session.ended")]
     SessionEnded,
+    /// A notification kept failing and is no longer tried (its channel
+    /// gone, or a day of failures): approvers or a requester were not told.
+    #[serde(rename = "notification.abandoned")]
+    NotificationAbandoned,
 }
 
 impl AuditAction {
@@ -89,6 +93,7 @@ impl AuditAction {
             AuditAction::CredentialFetched => "grant.credential_fetched",
             AuditAction::GrantVerified => "grant.verified",
             AuditAction::SessionEnded => "session.ended",
+            AuditAction::NotificationAbandoned => "notification.abandoned",
         }
     }
 }

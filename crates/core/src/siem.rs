@@ -26,10 +26,19 @@ fn ocsf_class(action: AuditAction) -> (u32, u32, &'static str) {
         GrantRevoked | GrantExpired => (USER_ACCESS_MANAGEMENT, 2, "Revoke Privileges"),
         RequestFiled | RequestRefused => (API_ACTIVITY, 1, "Create"),
         CredentialFetched | GrantVerified => (API_ACTIVITY, 2, "Read"),
-        ApprovalRecorded | DecisionRefused | RequestApproved | RequestDenied | RequestCancelled | RequestExpired
-        | GrantIssueFailed | RenewalRefused | RevokeRefused | RevocationAttempt | PolicyLoaded | PolicyRefused => {
-            (API_ACTIVITY, 3, "Update")
-        }
+        ApprovalRecorded
+        | DecisionRefused
+        | RequestApproved
+        | RequestDenied
+        | RequestCancelled
+        | RequestExpired
+        | GrantIssueFailed
+        | RenewalRefused
+        | RevokeRefused
+        | RevocationAttempt
+        | PolicyLoaded
+        | PolicyRefused
+        | NotificationAbandoned => (API_ACTIVITY, 3, "Update"),
         SessionEnded => (API_ACTIVITY, 4, "Delete"),
         BrokerStarted => (API_ACTIVITY, 99, "Other"),
     }

@@ -54,6 +54,11 @@ impl Timestamp {
         Timestamp(self.0.saturating_add(millis))
     }
 
+    pub fn minus(self, duration: Duration) -> Self {
+        let millis = i64::try_from(duration.as_secs().saturating_mul(1000)).unwrap_or(i64::MAX);
+        Timestamp(self.0.saturating_sub(millis))
+    }
+
     pub fn plus_millis(self, millis: i64) -> Self {
         Timestamp(self.0.saturating_add(millis))
     }

@@ -75,6 +75,8 @@ pub struct Workflow {
     pub name: String,
     pub description: String,
     pub approvals: Vec<ApprovalRule>,
+    /// Channels this workflow's approvers hear of requests on.
+    pub notify: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -100,6 +102,12 @@ pub struct Role {
     pub default_duration: Duration,
     pub reason_required: bool,
     pub ticket_required: bool,
+    /// Channels that announce a request for this role to its approvers:
+    /// the role's `notify` (layered role > resource > `[defaults]`) and
+    /// its workflow's, each once.
+    pub notify: Vec<String>,
+    /// Channels that tell the requester how their request and grant went.
+    pub notify_requester: Vec<String>,
     pub settings: toml::Table,
     pub line: usize,
 }
@@ -346,6 +354,7 @@ fn build_workflows(model: &FileModel, lines: &LineIndex, problems: &mut Vec<Prob
                 name: name.clone(),
                 description: workflow.description.clone(),
                 approvals: workflow.approvals.clone(),
+                notify: workflow.notify.clone(),
             },
         );
     }
@@ -364,6 +373,8 @@ fn builtin_bounds() -> Bounds {
         pending_timeout: None,
         reason_required: Some(true),
         ticket_required: Some(false),
+        notify: None,
+        notify_requester: None,
     }
 }
 
@@ -468,6 +479,14 @@ fn resolve_role(
     if pending_timeout.is_zero() {
         return Err("pending_timeout must be at least 1s".into());
     }
+    let mut notify = bounds.notify.clone().unwrap_or_default();
+    notify.extend(workflow.notify.iter().cloned());
+    let notify_requester = bounds.notify_requester.clone().unwrap_or_default();
+    if let Some(bad) = notify.iter().chain(&notify_requester).find(|name| check_name("channel", name).is_err()) {
+        return Err(check_name("channel", bad).err().unwrap_or_default());
+    }
+    let mut seen = BTreeSet::new();
+    notify.retain(|name| seen.insert(name.clone()));
     Ok(Role {
         name: String::new(),
         description: String::new(),
@@ -483,6 +502,8 @@ fn resolve_role(
         default_duration,
         reason_required: bounds.reason_required.unwrap_or(true),
         ticket_required: bounds.ticket_required.unwrap_or(false),
+        notify,
+        notify_requester,
         settings: toml::Table::new(),
         line: 0,
     })

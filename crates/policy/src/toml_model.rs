@@ -27,6 +27,12 @@ macro_rules! with_bounds {
             pub pending_timeout: Option<Duration>,
             pub reason_required: Option<bool>,
             pub ticket_required: Option<bool>,
+            /// Channels (`[broker.channels.NAME]`) that announce a request
+            /// to its approvers and follow it to its decision.
+            pub notify: Option<Vec<String>>,
+            /// Channels that tell the requester of the decision, of the
+            /// grant's end drawing near, and of its end.
+            pub notify_requester: Option<Vec<String>>,
         }
 
         impl $name {
@@ -42,6 +48,8 @@ macro_rules! with_bounds {
                     pending_timeout: self.pending_timeout,
                     reason_required: self.reason_required,
                     ticket_required: self.ticket_required,
+                    notify: self.notify.clone(),
+                    notify_requester: self.notify_requester.clone(),
                 }
             }
         }
@@ -85,6 +93,8 @@ impl Bounds {
             pending_timeout: self.pending_timeout.or(fallback.pending_timeout),
             reason_required: self.reason_required.or(fallback.reason_required),
             ticket_required: self.ticket_required.or(fallback.ticket_required),
+            notify: self.notify.clone().or_else(|| fallback.notify.clone()),
+            notify_requester: self.notify_requester.clone().or_else(|| fallback.notify_requester.clone()),
         }
     }
 }
@@ -111,4 +121,8 @@ pub(crate) struct WorkflowModel {
     pub description: String,
     pub approvals: Vec<ApprovalRule>,
     pub pending_timeout: Option<Duration>,
+    /// Channels its approvers hear of requests on, beside those of the
+    /// role (`notify`): the channel of the team the workflow asks.
+    #[serde(default)]
+    pub notify: Vec<String>,
 }

@@ -314,6 +314,40 @@ fn role_settings_layer_over_resource_and_defaults() {
     assert_eq!(admin.limits.renewals_without_approval, 0);
 }
 
+#[test]
+fn notify_channels_layer_and_join_the_workflows() {
+    let toml = r#"
+[defaults]
+notify_requester = ["mail"]
+
+[workflows.review]
+approvals = [{ group = "sre", count = 1 }]
+notify = ["sre-slack"]
+
+[resources.db]
+provider = "token"
+workflow = "review"
+notify = ["audit-hook", "sre-slack"]
+
+[resources.db.roles.read]
+
+[resources.db.roles.write]
+notify = ["db-owners"]
+notify_requester = []
+"#;
+    let cedar = "permit(principal, action == Action::\"request\", resource);";
+    let policy =
+        Policy::from_sources(vec![("hourglass.toml".into(), toml.into()), ("a.cedar".into(), cedar.into())]).unwrap();
+    let read = policy.role("db", "read").unwrap();
+    assert_eq!(read.notify, ["audit-hook", "sre-slack"], "the resource's and the workflow's, each once");
+    assert_eq!(read.notify_requester, ["mail"], "from [defaults]");
+    let write = policy.role("db", "write").unwrap();
+    assert_eq!(write.notify, ["db-owners", "sre-slack"], "the role's replaces the resource's; the workflow's joins");
+    assert!(write.notify_requester.is_empty(), "an empty list turns the default off");
+    let found = problems(&[("hourglass.toml", &toml.replace("\"mail\"", "\"Mail Room\""))]);
+    assert!(found.iter().any(|problem| problem.contains("channel name \"Mail Room\" must be")), "{found:#?}");
+}
+
 const VALID_TOML: &str = r#"
 [workflows.review]
 approvals = [{ group = "sre", count = 1 }]

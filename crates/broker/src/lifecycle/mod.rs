@@ -146,17 +146,30 @@ impl Broker {
 
     /// Publishes a request's change with the transaction that makes it:
     /// to the requester, `also`, and whoever may decide it.
+    /// The notifications it sends go into the outbox with it.
     pub(crate) fn publish_request(&self, tx: &mut WriteTx, request: &AccessRequest, kind: EventKind, also: &[&str]) {
         let mut principals = vec![request.requester.clone()];
         principals.extend(also.iter().map(|p| (*p).to_owned()));
-        tx.publish(new_event(kind, self.now(), Some(request), None, principals, true));
+        let now = self.now();
+        tx.publish(new_event(kind, now, Some(request), None, principals, true));
+        if let Ok(role) = self.policy().role(&request.resource, &request.role) {
+            for notice in crate::notify::for_request(role, request, kind, now) {
+                tx.enqueue(notice);
+            }
+        }
     }
 
     /// Publishes a grant's change with the transaction that makes it: to
-    /// its owner and `also`.
+    /// its owner and `also`; its notifications go into the outbox with it.
     pub(crate) fn publish_grant(&self, tx: &mut WriteTx, grant: &Grant, kind: EventKind, also: &[&str]) {
         let mut principals = vec![grant.owner.clone()];
         principals.extend(also.iter().map(|p| (*p).to_owned()));
-        tx.publish(new_event(kind, self.now(), None, Some(grant), principals, false));
+        let now = self.now();
+        tx.publish(new_event(kind, now, None, Some(grant), principals, false));
+        if let Ok(role) = self.policy().role(&grant.resource, &grant.role) {
+            for notice in crate::notify::for_grant(role, grant, kind, now) {
+                tx.enqueue(notice);
+            }
+        }
     }
 }

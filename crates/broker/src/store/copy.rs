@@ -70,6 +70,25 @@ const TABLES: &[Table] = &[
         key: "kid",
     },
     Table { name: "documents", columns: &["name", "doc"], key: "name" },
+    // Notifications still to send move with the rest (claims do not).
+    Table {
+        name: "outbox",
+        columns: &[
+            "seq",
+            "id",
+            "channel",
+            "topic",
+            "created_at",
+            "due_at",
+            "attempts",
+            "notice",
+            "last_error",
+            "done_at",
+            "outcome",
+            "reference",
+        ],
+        key: "seq",
+    },
 ];
 
 /// Rows read and written at a time.
@@ -135,6 +154,10 @@ impl Store {
             )
             .await?;
         if let TxInner::Postgres(_) = tx.inner {
+            // The outbox's counter carries on after the rows copied with their numbers.
+            tx.conn()
+                .execute_text("SELECT setval(pg_get_serial_sequence('outbox', 'seq'), MAX(seq)) FROM outbox", &[])
+                .await?;
             // Bulk writes read better with fresh statistics.
             for table in TABLES {
                 tx.conn().execute_text(&format!("ANALYZE {}", table.name), &[]).await?;

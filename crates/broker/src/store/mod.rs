@@ -23,6 +23,7 @@ mod copy;
 mod durability;
 mod lock;
 mod migrations;
+mod outbox;
 mod postgres;
 mod queries;
 mod sql;
@@ -49,6 +50,7 @@ use sql::{Conn, Param};
 use sqlite::SqliteStore;
 
 pub use copy::Copied;
+pub use outbox::{ClaimedNotice, NewNotice, NoticeOutcome};
 use write::TxInner;
 pub use write::WriteTx;
 
@@ -235,6 +237,8 @@ struct EventSignal {
     /// arriving after the follower read it) wakes nobody.
     followed: AtomicU64,
     notify: tokio::sync::Notify,
+    /// This replica committed notifications: its outbox sender looks now.
+    outbox: tokio::sync::Notify,
 }
 
 fn new_replica_id() -> Arc<str> {
@@ -323,6 +327,7 @@ impl Store {
                 durable: AtomicU64::new(0),
                 followed: AtomicU64::new(0),
                 notify: tokio::sync::Notify::new(),
+                outbox: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -452,7 +457,7 @@ impl Store {
             Engine::Sqlite(store) => TxInner::Sqlite(store.begin().await?),
             Engine::Postgres(store) => TxInner::Postgres(Box::new(store.begin().await?)),
         };
-        Ok(WriteTx { inner, store: self.clone(), audit: Vec::new(), events: Vec::new() })
+        Ok(WriteTx { inner, store: self.clone(), audit: Vec::new(), events: Vec::new(), outbox: Vec::new() })
     }
 
     pub async fn request(&self, id: &RequestId) -> Result<Option<AccessRequest>> {

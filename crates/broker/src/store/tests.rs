@@ -296,6 +296,80 @@ async fn principals_and_history_read_by_actor_and_subject(f: Fixture) {
     assert!(f.store.history("erin@acme.example", 10).await.unwrap().is_empty());
 }
 
+fn notice(id: &str, topic: &str, due: i64) -> NewNotice {
+    NewNotice {
+        id: id.into(),
+        channel: "sre-slack".into(),
+        topic: topic.into(),
+        created_at: Timestamp::from_unix_millis(T0),
+        due_at: Timestamp::from_unix_millis(due),
+        notice: format!("{{\"id\":\"{id}\"}}"),
+    }
+}
+
+/// Claims what is due at `at`: (id, seq) in order.
+async fn claim(store: &Store, at: i64) -> Vec<(String, i64)> {
+    let mut tx = store.begin().await.unwrap();
+    let claimed = tx.claim_notices(Timestamp::from_unix_millis(at), 10).await.unwrap();
+    tx.commit().await.unwrap();
+    claimed.into_iter().map(|notice| (notice.id, notice.seq)).collect()
+}
+
+fn ids(claimed: &[(String, i64)]) -> Vec<&str> {
+    claimed.iter().map(|(id, _)| id.as_str()).collect()
+}
+
+async fn finish(store: &Store, claimed: &[(String, i64)], id: &str, at: i64, outcome: NoticeOutcome) -> bool {
+    let seq = claimed.iter().find(|(claimed, _)| claimed == id).map(|(_, seq)| *seq).unwrap();
+    let mut tx = store.begin().await.unwrap();
+    let done = tx.notice_done(seq, Timestamp::from_unix_millis(at), &outcome).await.unwrap();
+    tx.commit().await.unwrap();
+    done
+}
+
+async fn notices_commit_with_their_transaction_and_go_out_in_topic_order(f: Fixture) {
+    let mut tx = f.store.begin().await.unwrap();
+    tx.enqueue(notice("n1", "approvers:req1", T0));
+    drop(tx);
+    assert!(claim(&f.store, T0).await.is_empty(), "a transaction dropped enqueues nothing");
+
+    let mut tx = f.store.begin().await.unwrap();
+    tx.enqueue(notice("announce", "approvers:req1", T0));
+    tx.enqueue(notice("other", "approvers:req2", T0));
+    tx.enqueue(notice("reminder", "requester:req1", T0 + 60_000));
+    tx.commit().await.unwrap();
+    let mut tx = f.store.begin().await.unwrap();
+    tx.enqueue(notice("update", "approvers:req1", T0));
+    tx.commit().await.unwrap();
+
+    let first = claim(&f.store, T0).await;
+    assert_eq!(ids(&first), ["announce", "other"], "the update waits for its announcement; the reminder for its time");
+    assert!(claim(&f.store, T0).await.is_empty(), "held while this replica sends them");
+    let retry = NoticeOutcome::Retry { next: Timestamp::from_unix_millis(T0 + 1_000), error: "503".into() };
+    assert!(finish(&f.store, &first, "announce", T0, retry).await);
+    assert!(claim(&f.store, T0 + 500).await.is_empty(), "backing off, and the update still behind it");
+    let again = claim(&f.store, T0 + 1_000).await;
+    assert_eq!(ids(&again), ["announce"]);
+    let sent = NoticeOutcome::Sent { reference: Some("C1/1700.0001".into()) };
+    assert!(finish(&f.store, &again, "announce", T0 + 1_000, sent).await);
+    assert_eq!(f.store.notice_thread("sre-slack", "approvers:req1").await.unwrap().as_deref(), Some("C1/1700.0001"));
+    assert_eq!(f.store.notice_thread("sre-slack", "approvers:req2").await.unwrap(), None);
+    let update = claim(&f.store, T0 + 1_000).await;
+    assert_eq!(ids(&update), ["update"], "now the update goes");
+    assert!(finish(&f.store, &first, "other", T0 + 1_000, NoticeOutcome::Sent { reference: None }).await);
+    let abandoned = NoticeOutcome::Abandoned { error: "gone".into() };
+    assert!(finish(&f.store, &update, "update", T0 + 1_000, abandoned).await);
+    assert_eq!(f.store.next_notice_due().await.unwrap(), Some(Timestamp::from_unix_millis(T0 + 60_000)));
+    let reminder = claim(&f.store, T0 + 60_000).await;
+    assert_eq!(ids(&reminder), ["reminder"]);
+    let skipped = NoticeOutcome::Skipped { why: "renewed".into() };
+    assert!(finish(&f.store, &reminder, "reminder", T0 + 60_000, skipped).await);
+    assert_eq!(f.store.next_notice_due().await.unwrap(), None, "nothing left to send");
+    assert!(claim(&f.store, T0 + 120_000).await.is_empty());
+    f.store.prune_notices(Timestamp::from_unix_millis(T0 + 60_001)).await.unwrap();
+    assert_eq!(f.store.notice_thread("sre-slack", "approvers:req1").await.unwrap(), None, "pruned when done");
+}
+
 /// Runs each test on both engines: `store::tests::sqlite::NAME` and
 /// `store::tests::postgres::NAME`.
 macro_rules! each_engine {
@@ -321,6 +395,7 @@ each_engine!(
     due_work_is_found_at_its_time_and_not_before,
     a_grant_being_issued_is_claimed_by_the_replica_issuing_it,
     principals_and_history_read_by_actor_and_subject,
+    notices_commit_with_their_transaction_and_go_out_in_topic_order,
 );
 
 // ---------------------------------------------------------------------------
@@ -411,6 +486,34 @@ async fn postgres_a_lapsed_lease_is_not_renewed_and_its_claims_are_taken_over() 
     assert!(!short.renew_lease().await.unwrap(), "a lapsed lease is not renewed");
     assert_ne!(short.replica_id(), old_id, "it carries on as a new replica");
     assert!(short.may_act(), "with a lease of its own again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_replicas_never_claim_the_same_notice_and_take_over_a_lapsed_ones() {
+    let f = Fixture::postgres().await;
+    let short = f.replica(StdDuration::from_millis(600)).await;
+    let mut tx = f.store.begin().await.unwrap();
+    for n in 0..20 {
+        tx.enqueue(notice(&format!("n{n}"), &format!("approvers:req{n}"), T0));
+    }
+    tx.commit().await.unwrap();
+    let mut mine = f.store.begin().await.unwrap();
+    let first = mine.claim_notices(Timestamp::from_unix_millis(T0), 12).await.unwrap();
+    // The first replica holds twelve rows locked; the other gets the rest at once.
+    let theirs = tokio::time::timeout(StdDuration::from_secs(5), claim(&short, T0)).await.expect("not blocked");
+    mine.commit().await.unwrap();
+    let first: BTreeSet<String> = first.into_iter().map(|notice| notice.id).collect();
+    let theirs_ids: BTreeSet<String> = theirs.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!((first.len(), theirs_ids.len()), (12, 8));
+    assert!(first.is_disjoint(&theirs_ids), "no notice is claimed by both");
+    assert!(claim(&f.store, T0).await.is_empty(), "the other's claims hold");
+    // The short-lease replica stops renewing: its notices are anyone's.
+    tokio::time::sleep(StdDuration::from_millis(900)).await;
+    let taken: BTreeSet<String> = claim(&f.store, T0).await.into_iter().map(|(id, _)| id).collect();
+    assert_eq!(taken, theirs_ids, "a lapsed replica's notices are taken over");
+    let (id, _) = &theirs[0];
+    let stale = NoticeOutcome::Sent { reference: None };
+    assert!(!finish(&short, &theirs, id, T0, stale).await, "the lapsed replica records nothing it no longer holds");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -512,7 +615,7 @@ async fn sqlite_a_version_1_store_is_migrated_in_place_with_its_chain() {
         connection
             .execute_batch(
                 "DROP TABLE chain; DROP TABLE events; DROP TABLE replicas; DROP INDEX grants_claimed;
-                 DROP TABLE signing_keys; DROP TABLE documents;
+                 DROP TABLE signing_keys; DROP TABLE documents; DROP TABLE outbox;
                  DROP INDEX audit_by_actor; DROP INDEX requests_renewing;
                  ALTER TABLE grants DROP COLUMN claimed_by; ALTER TABLE requests DROP COLUMN client_material;
                  UPDATE meta SET value = '1' WHERE key = 'schema_version';",

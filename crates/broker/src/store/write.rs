@@ -13,7 +13,7 @@ use super::postgres::PgTx;
 use super::queries as q;
 use super::sql::{self, Conn, Param};
 use super::sqlite::SqliteTx;
-use super::{Claim, FilingClashes, GrantRecord, NewEvent, Store, StoredKey};
+use super::{Claim, FilingClashes, GrantRecord, NewEvent, NewNotice, Store, StoredKey};
 use crate::error::Result;
 
 pub(super) enum TxInner {
@@ -29,6 +29,8 @@ pub struct WriteTx {
     pub(super) store: Store,
     pub(super) audit: Vec<AuditEvent>,
     pub(super) events: Vec<NewEvent>,
+    /// Notifications to send once committed (`store/outbox.rs`).
+    pub(super) outbox: Vec<NewNotice>,
 }
 
 impl WriteTx {
@@ -314,8 +316,10 @@ impl WriteTx {
 
     /// Commits, and returns once the commit is on disk; returns the audit
     /// records it appended.
-    pub async fn commit(self) -> Result<Vec<AuditRecord>> {
-        let WriteTx { inner, store, audit, events } = self;
+    pub async fn commit(mut self) -> Result<Vec<AuditRecord>> {
+        let notices = !self.outbox.is_empty();
+        self.write_outbox().await?;
+        let WriteTx { inner, store, audit, events, outbox: _ } = self;
         match inner {
             TxInner::Sqlite(mut tx) => {
                 let mut conn = Conn::Sqlite(tx.connection());
@@ -325,6 +329,9 @@ impl WriteTx {
                     conn.execute(write.sql, &params).await?;
                 }
                 tx.commit().await?;
+                if notices {
+                    store.events.outbox.notify_waiters();
+                }
                 if let Some(last) = appended.last_event {
                     store.events.durable.fetch_max(last, Ordering::AcqRel);
                     store.events.notify.notify_waiters();
@@ -336,6 +343,9 @@ impl WriteTx {
                 // chain's row is held for no round trip at all.
                 let append = append_there(&audit, &events)?;
                 let links = (*tx).commit(append.as_ref()).await?;
+                if notices {
+                    store.events.outbox.notify_waiters();
+                }
                 if !events.is_empty() {
                     store.events.notify.notify_waiters();
                 }

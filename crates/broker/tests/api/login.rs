@@ -170,6 +170,7 @@ impl LoginBroker {
             clock: Arc::new(SystemClock) as Arc<dyn Clock>,
             provider_timeout: StdDuration::from_secs(5),
             limits: LimitSettings::default(),
+            channels: Default::default(),
         })
         .expect("the broker assembles");
         LoginBroker { app: hourglass_broker::http::router(broker), _temp: temp }
