@@ -9,7 +9,7 @@ hourglass_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # hook is tested in, and the desktop app's (WebKitGTK and the tray library to
 # build; Xvfb, a notification daemon, a StatusNotifier host, WebKit's
 # WebDriver and a clipboard reader to test it headless), and Python's venv
-# for schemathesis.
+# for schemathesis and aiosmtpd.
 apt_packages=(build-essential pkg-config ca-certificates curl mold file python3 python3-venv
     postgresql openssh-server openssh-client
     libdbus-1-dev dbus dbus-x11 gnome-keyring libsecret-tools
@@ -54,6 +54,17 @@ if ! "$schemathesis_venv/bin/schemathesis" --version 2>/dev/null | grep -qF "$sc
     "$schemathesis_venv/bin/pip" install -q "schemathesis==$schemathesis_version" >&2
 fi
 export HOURGLASS_SCHEMATHESIS="$schemathesis_venv/bin/schemathesis"
+
+# aiosmtpd (PyPI) is the real SMTP server the email notification tests
+# send to (tests/src/smtp.rs), pinned, in a venv outside the clone.
+aiosmtpd_version="1.4.6"
+aiosmtpd_venv="$HOME/.cache/hourglass/aiosmtpd"
+if ! "$aiosmtpd_venv/bin/python" -m pip show aiosmtpd 2>/dev/null | grep -qx "Version: $aiosmtpd_version"; then
+    echo "setup: installing aiosmtpd $aiosmtpd_version (pip, into $aiosmtpd_venv)" >&2
+    [ -x "$aiosmtpd_venv/bin/pip" ] || python3 -m venv "$aiosmtpd_venv"
+    "$aiosmtpd_venv/bin/pip" install -q "aiosmtpd==$aiosmtpd_version" >&2
+fi
+export HOURGLASS_AIOSMTPD_PYTHON="$aiosmtpd_venv/bin/python"
 
 # Rust: the toolchain the workspace declares (rust-version in Cargo.toml).
 if ! command -v cargo >/dev/null 2>&1; then

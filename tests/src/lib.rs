@@ -20,8 +20,10 @@ pub mod keyring;
 pub mod oidc;
 pub mod postgres;
 pub mod proxy;
+pub mod receiver;
 pub mod replicas;
 pub mod shell;
+pub mod smtp;
 pub mod sshd;
 pub mod watchdog;
 

@@ -12,6 +12,7 @@ mod exec;
 mod faults;
 mod lifecycle;
 mod login;
+mod notify;
 mod openapi;
 mod postgres;
 mod replicas;
