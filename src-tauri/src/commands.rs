@@ -56,6 +56,41 @@ impl App {
         Ok(answer)
     }
 
+    /// Logs in through the browser; `fresh`: the identity provider
+    /// authenticates the person again (a step-up to decide).
+    async fn log_in(&self, fresh: bool) -> Answer<()> {
+        let desktop = self.desktop();
+        let base = desktop.broker();
+        let trust = desktop.trust().map_err(client_error)?;
+        let keeping = Keeping::keyring_or_memory(&base).map_err(client_error)?;
+        let mut login = Login::start(&base, &trust).await.map_err(client_error)?;
+        if fresh {
+            login = login.fresh();
+        }
+        let app = self.app.clone();
+        let prompt = move |prompt: Prompt<'_>| {
+            if let Prompt::Browser { url } = prompt {
+                let opened = open_browser(url);
+                window::emit(&app, AppEvent::login_prompt(LoginPrompt { url: url.to_owned(), opened }));
+            }
+        };
+        let session = tokio::select! {
+            session = login.with_browser(prompt) => session.map_err(client_error)?,
+            () = desktop.login_cancel.notified() => {
+                return Err(refused(ErrorCode::InvalidRequest, "the login was cancelled"));
+            }
+        };
+        if keeping.kind() == SessionKind::Memory {
+            tracing::warn!("no keyring: the session lives in this app's memory until it quits");
+        }
+        let kept = account::keep(&base, trust, session, keeping).await.map_err(client_error)?;
+        for note in &kept.notes {
+            tracing::warn!("{note}");
+        }
+        desktop.use_client(&self.app, kept.client, kept.kind);
+        Ok(())
+    }
+
     async fn account_now(&self) -> Account {
         let desktop = self.desktop();
         let broker = desktop.broker();
@@ -102,12 +137,28 @@ impl Commands for App {
         Ok(filed.outcome)
     }
 
+    /// Policy may ask for a fresh login to decide: the browser opens for
+    /// it (as for logging in), then the decision is made again.
     async fn approve(&self, id: RequestId, comment: Option<String>) -> Answer<RequestOutcome> {
-        self.acted(self.client()?.approve(&id, comment).await)
+        match self.client()?.approve(&id, comment.clone()).await {
+            Err(refusal) if refusal.code() == Some(ErrorCode::StepUpRequired) => {
+                tracing::info!("{refusal}: logging in again");
+                self.log_in(true).await?;
+                self.acted(self.client()?.approve(&id, comment).await)
+            }
+            decided => self.acted(decided),
+        }
     }
 
     async fn deny(&self, id: RequestId, comment: Option<String>) -> Answer<RequestOutcome> {
-        self.acted(self.client()?.deny(&id, comment).await)
+        match self.client()?.deny(&id, comment.clone()).await {
+            Err(refusal) if refusal.code() == Some(ErrorCode::StepUpRequired) => {
+                tracing::info!("{refusal}: logging in again");
+                self.log_in(true).await?;
+                self.acted(self.client()?.deny(&id, comment).await)
+            }
+            decided => self.acted(decided),
+        }
     }
 
     async fn cancel(&self, id: RequestId) -> Answer<AccessRequest> {
@@ -173,36 +224,10 @@ impl Commands for App {
     /// the keyring; with none, it stays in this process (the login page
     /// said so), like the CLI's `--print-token` shell.
     async fn login(&self) -> Answer<Account> {
-        let desktop = self.desktop();
-        let base = desktop.broker();
-        let trust = desktop.trust().map_err(client_error)?;
-        let keeping = Keeping::keyring_or_memory(&base).map_err(client_error)?;
-        let login = Login::start(&base, &trust).await.map_err(client_error)?;
-        let app = self.app.clone();
-        let prompt = move |prompt: Prompt<'_>| {
-            if let Prompt::Browser { url } = prompt {
-                let opened = open_browser(url);
-                window::emit(&app, AppEvent::login_prompt(LoginPrompt { url: url.to_owned(), opened }));
-            }
-        };
-        let session = tokio::select! {
-            session = login.with_browser(prompt) => session.map_err(client_error)?,
-            () = desktop.login_cancel.notified() => {
-                return Err(refused(ErrorCode::InvalidRequest, "the login was cancelled"));
-            }
-        };
-        if keeping.kind() == SessionKind::Memory {
-            tracing::warn!("no keyring: the session lives in this app's memory until it quits");
-        }
-        let kept = account::keep(&base, trust, session, keeping).await.map_err(client_error)?;
-        for note in &kept.notes {
-            tracing::warn!("{note}");
-        }
-        desktop.use_client(&self.app, kept.client, kept.kind);
+        self.log_in(false).await?;
         window::show(&self.app);
         Ok(self.account_now().await)
     }
-
     async fn cancel_login(&self) -> Answer<()> {
         self.desktop().login_cancel.notify_waiters();
         Ok(())

@@ -24,6 +24,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration as StdDuration, Instant};
 
 use hourglass_core::api::{AuthConfig, SessionToken};
+use hourglass_core::authentication::Authentication;
 use hourglass_core::{Duration, Principal, Timestamp};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -393,6 +394,9 @@ pub struct Identity {
     pub issuer: String,
     pub kind: IssuerKind,
     pub email: Option<String>,
+    /// When and how they logged in (`auth_time`, `amr`), and whether a
+    /// machine's issuer vouches for them.
+    pub authentication: Authentication,
     /// The token's own `exp` (Unix seconds).
     pub expires_at: i64,
 }
@@ -414,6 +418,16 @@ struct SessionClaims {
     attrs: BTreeMap<String, String>,
     /// The issuer whose token this session was exchanged for.
     idp: String,
+    /// When the person last logged in at `idp` (its ID token's
+    /// `auth_time`): a session renewed by a refresh keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    auth_time: Option<i64>,
+    /// How (`amr`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    amr: Vec<String>,
+    /// Exchanged for a machine's token (a pipeline).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    machine: bool,
     token_use: String,
     iat: i64,
     exp: i64,
@@ -446,6 +460,8 @@ impl Sessions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
     pub principal: Principal,
+    /// When and how the principal logged in, as the token says.
+    pub authentication: Authentication,
     /// The token's own `exp` (Unix seconds).
     pub expires_at: i64,
     /// A broker session's `jti`, or `sha256:HEX` of any other token.
@@ -557,6 +573,7 @@ impl Authenticator {
                         let identity = self.verify_identity_with(token, &header, &issuer).await?;
                         Verified {
                             principal: identity.principal,
+                            authentication: identity.authentication,
                             expires_at: identity.expires_at,
                             token_id: format!("sha256:{}", hourglass_core::audit::to_hex(&digest)),
                         }
@@ -620,6 +637,9 @@ impl Authenticator {
             groups: identity.principal.groups.iter().cloned().collect(),
             attrs: identity.principal.attributes.clone(),
             idp: identity.issuer,
+            auth_time: identity.authentication.at.map(Timestamp::unix_seconds),
+            amr: identity.authentication.methods.clone(),
+            machine: identity.authentication.machine,
             token_use: SESSION_TOKEN_USE.into(),
             iat: now.unix_seconds(),
             exp: expires_at,
@@ -726,7 +746,12 @@ fn verify_session(
         groups: claims.groups.into_iter().collect(),
         attributes: claims.attrs,
     };
-    Ok(Verified { principal, expires_at: claims.exp, token_id: claims.jti })
+    let authentication = Authentication {
+        at: claims.auth_time.map(|seconds| Timestamp::from_unix_millis(seconds.saturating_mul(1000))),
+        methods: claims.amr,
+        machine: claims.machine,
+    };
+    Ok(Verified { principal, authentication, expires_at: claims.exp, token_id: claims.jti })
 }
 
 /// The clock expiry is checked against: the system's, as `jsonwebtoken`'s.
@@ -782,6 +807,14 @@ fn identity_from(claims: &Value, issuer: &TrustedIssuer) -> std::result::Result<
         issuer: issuer.issuer.clone(),
         kind: issuer.kind,
         email: claims["email"].as_str().map(str::to_owned),
+        authentication: Authentication {
+            at: claims["auth_time"].as_i64().map(|seconds| Timestamp::from_unix_millis(seconds.saturating_mul(1000))),
+            methods: match &claims["amr"] {
+                Value::Array(methods) => methods.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+                _ => Vec::new(),
+            },
+            machine: issuer.kind == IssuerKind::Machine,
+        },
         expires_at: claims["exp"].as_i64().unwrap_or(0),
     })
 }

@@ -25,17 +25,44 @@ pub struct LoginArgs {
     /// for `eval "$(hourglass login --print-token)"`; it lives only in that shell.
     #[arg(long)]
     pub print_token: bool,
+    /// Authenticate again at the identity provider even if it remembers
+    /// you: what deciding a request may need (policy's approval_max_auth_age).
+    #[arg(long)]
+    pub fresh: bool,
 }
 
 #[derive(clap::Args)]
 pub struct LogoutArgs {}
 
 pub async fn login(broker: Broker<'_>, args: LoginArgs, out: &Output) -> anyhow::Result<ExitCode> {
+    let done = log_in(broker, &args, out).await?;
+    if !done.in_keyring {
+        // The session lives in the shell that evaluates this line only.
+        println!("export HOURGLASS_TOKEN={}", done.token.as_str());
+    }
+    let session = done.client.session_info().await;
+    out.logged_in(&done.me, &session, &done.issuer, done.in_keyring);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A login done: the client with its session, and what to tell the user.
+struct LoggedIn {
+    client: Client,
+    me: hourglass_core::api::WhoAmI,
+    issuer: String,
+    in_keyring: bool,
+    token: Zeroizing<String>,
+}
+
+async fn log_in(broker: Broker<'_>, args: &LoginArgs, out: &Output) -> anyhow::Result<LoggedIn> {
     let base = broker.url();
     let trust = broker.trust()?;
     // Know before the browser dance whether the session can be kept.
     let keeping = if args.print_token { Keeping::Memory } else { Keeping::keyring(&base)? };
-    let login = Login::start(&base, &trust).await.with_context(|| format!("cannot log in to {base}"))?;
+    let mut login = Login::start(&base, &trust).await.with_context(|| format!("cannot log in to {base}"))?;
+    if args.fresh {
+        login = login.fresh();
+    }
     if login.config().dev {
         out.note("This broker runs `hourglassd dev`: its issuer is a DEVELOPMENT user picker, no passwords.");
     }
@@ -50,12 +77,26 @@ pub async fn login(broker: Broker<'_>, args: LoginArgs, out: &Output) -> anyhow:
         out.note(note);
     }
     let in_keyring = kept.kind == hourglass_client::session::SessionKind::Keyring;
-    if !in_keyring {
-        // The session lives in the shell that evaluates this line only.
-        println!("export HOURGLASS_TOKEN={}", token.as_str());
+    Ok(LoggedIn { client: kept.client, me, issuer: login.metadata().issuer.clone(), in_keyring, token })
+}
+
+/// After the broker refused a decision for want of a fresh login
+/// (`step_up_required`): logs in again at the identity provider, the
+/// person authenticating anew, keeps the new session and returns a client
+/// with it, for the caller to decide again. A session from
+/// `HOURGLASS_TOKEN` cannot be replaced from here: the user is told how.
+pub async fn step_up(broker: Broker<'_>, refusal: &hourglass_client::Error, out: &Output) -> anyhow::Result<Client> {
+    if std::env::var("HOURGLASS_TOKEN").is_ok_and(|token| !token.trim().is_empty()) {
+        anyhow::bail!(
+            "{refusal}\nYour session comes from HOURGLASS_TOKEN: log in again with \
+             eval \"$(hourglass login --fresh --print-token)\", then decide again"
+        );
     }
-    out.logged_in(&me, &kept.client.session_info().await, login.metadata().issuer.as_str(), in_keyring);
-    Ok(ExitCode::SUCCESS)
+    out.note(&format!("{refusal}\nLogging in again at your identity provider…"));
+    let args = LoginArgs { device: false, no_browser: false, print_token: false, fresh: true };
+    let done = log_in(broker, &args, out).await?;
+    out.note(&format!("Logged in again as {}; deciding.", done.me.principal.id));
+    Ok(done.client)
 }
 
 /// Tells the user what to do; opens the system browser unless asked not to.

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use anyhow::{Context, anyhow};
 use clap::{Parser, Subcommand};
 use hourglass_client::{Client, Trust, broker_url};
-use hourglass_core::api::{CreateRequest, RevokeMatchingBody};
+use hourglass_core::api::{CreateRequest, ErrorCode, RevokeMatchingBody};
 use hourglass_core::{GrantId, RequestId, RequestState};
 
 use crate::show::Output;
@@ -244,8 +244,26 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<ExitCode> {
             out.outcome(&outcome, false);
         }
         Command::Requests => out.requests(&client.requests().await?),
-        Command::Approve { id, comment } => out.outcome(&client.approve(&request_id(&id)?, comment).await?, false),
-        Command::Deny { id, comment } => out.outcome(&client.deny(&request_id(&id)?, comment).await?, false),
+        Command::Approve { id, comment } => {
+            let id = request_id(&id)?;
+            let decided = match client.approve(&id, comment.clone()).await {
+                Err(refusal) if refusal.code() == Some(ErrorCode::StepUpRequired) => {
+                    login::step_up(broker, &refusal, out).await?.approve(&id, comment).await?
+                }
+                decided => decided?,
+            };
+            out.outcome(&decided, false);
+        }
+        Command::Deny { id, comment } => {
+            let id = request_id(&id)?;
+            let decided = match client.deny(&id, comment.clone()).await {
+                Err(refusal) if refusal.code() == Some(ErrorCode::StepUpRequired) => {
+                    login::step_up(broker, &refusal, out).await?.deny(&id, comment).await?
+                }
+                decided => decided?,
+            };
+            out.outcome(&decided, false);
+        }
         Command::Cancel { id } => out.request(&client.cancel(&request_id(&id)?).await?),
         Command::Grants { ended, all } => out.grants(&client.grants(ended, all).await?),
         Command::Renew { grant, duration, reason, wait } => {

@@ -111,6 +111,10 @@ pub struct Login {
     config: AuthConfig,
     metadata: ProviderMetadata,
     http: Http,
+    /// Ask the identity provider to authenticate the person again, even
+    /// if it remembers them (`prompt=login`, `max_age=0`): a step-up for
+    /// deciding what policy guards with `approval_max_auth_age`.
+    fresh: bool,
 }
 
 impl Login {
@@ -121,7 +125,14 @@ impl Login {
         let http = Http::new(trust)?;
         let config = http.broker_config(&broker).await?;
         let metadata = http.discover(&config.issuer).await?;
-        Ok(Login { broker, config, metadata, http })
+        Ok(Login { broker, config, metadata, http, fresh: false })
+    }
+
+    /// This login authenticates the person again at the identity provider
+    /// (its ID token's `auth_time` is now), whatever it remembers.
+    pub fn fresh(mut self) -> Login {
+        self.fresh = true;
+        self
     }
 
     pub fn config(&self) -> &AuthConfig {
@@ -151,12 +162,15 @@ impl Login {
         let client = self.client()?.set_auth_uri(auth_url).set_redirect_uri(redirect);
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let nonce = CsrfToken::new_random();
-        let (url, state) = client
+        let mut authorize = client
             .authorize_url(CsrfToken::new_random)
             .add_scopes(self.scopes())
             .add_extra_param("nonce", nonce.secret())
-            .set_pkce_challenge(challenge)
-            .url();
+            .set_pkce_challenge(challenge);
+        if self.fresh {
+            authorize = authorize.add_extra_param("prompt", "login").add_extra_param("max_age", "0");
+        }
+        let (url, state) = authorize.url();
         prompt(Prompt::Browser { url: url.as_str() });
         let code = tokio::time::timeout(BROWSER_TIMEOUT, wait_for_code(&listener, state.secret()))
             .await

@@ -37,6 +37,10 @@ pub enum ErrorCode {
     Unauthenticated,
     /// Policy does not allow it.
     Forbidden,
+    /// Deciding needs a fresher login (or another method, or a person):
+    /// log in again at the identity provider (`prompt=login`), then retry.
+    /// Sent with `WWW-Authenticate: Bearer error="insufficient_user_authentication"` (RFC 9470).
+    StepUpRequired,
     SelfApproval,
     AlreadyDecided,
     /// The request was decided, cancelled or expired already.
@@ -72,7 +76,7 @@ impl ErrorCode {
             | ErrorCode::DurationOutOfBounds
             | ErrorCode::ReasonRequired
             | ErrorCode::TicketRequired => 400,
-            ErrorCode::Unauthenticated => 401,
+            ErrorCode::Unauthenticated | ErrorCode::StepUpRequired => 401,
             ErrorCode::Forbidden | ErrorCode::SelfApproval => 403,
             ErrorCode::UnknownResource | ErrorCode::UnknownRole | ErrorCode::NotFound => 404,
             ErrorCode::AlreadyDecided

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod approval;
 pub mod audit;
+pub mod authentication;
 pub mod countdown;
 pub mod duration;
 pub mod env_names;

@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use hourglass_core::approval::is_eligible_approver;
+use hourglass_core::authentication::FreshAuthentication;
 use hourglass_core::{AccessRequest, ApprovalRule, Duration, LifetimeLimits, Principal, Timestamp};
 use sha2::{Digest, Sha256};
 
@@ -108,6 +109,8 @@ pub struct Role {
     pub notify: Vec<String>,
     /// Channels that tell the requester how their request and grant went.
     pub notify_requester: Vec<String>,
+    /// How recently, and how, an approver must have logged in to decide.
+    pub fresh_authentication: FreshAuthentication,
     pub settings: toml::Table,
     pub line: usize,
 }
@@ -375,6 +378,8 @@ fn builtin_bounds() -> Bounds {
         ticket_required: Some(false),
         notify: None,
         notify_requester: None,
+        approval_max_auth_age: None,
+        approval_auth_methods: None,
     }
 }
 
@@ -487,6 +492,9 @@ fn resolve_role(
     }
     let mut seen = BTreeSet::new();
     notify.retain(|name| seen.insert(name.clone()));
+    if bounds.approval_max_auth_age.is_some_and(|age| age.is_zero()) {
+        return Err("approval_max_auth_age must be at least 1s (a login cannot be younger than the click)".into());
+    }
     Ok(Role {
         name: String::new(),
         description: String::new(),
@@ -504,6 +512,10 @@ fn resolve_role(
         ticket_required: bounds.ticket_required.unwrap_or(false),
         notify,
         notify_requester,
+        fresh_authentication: FreshAuthentication {
+            max_age: bounds.approval_max_auth_age,
+            methods: bounds.approval_auth_methods.clone().unwrap_or_default(),
+        },
         settings: toml::Table::new(),
         line: 0,
     })

@@ -33,6 +33,12 @@ macro_rules! with_bounds {
             /// Channels that tell the requester of the decision, of the
             /// grant's end drawing near, and of its end.
             pub notify_requester: Option<Vec<String>>,
+            /// An approver must have logged in at their identity provider
+            /// within this long to decide (`"5m"`), on every surface.
+            pub approval_max_auth_age: Option<Duration>,
+            /// An approver's login must have used one of these methods
+            /// (the ID token's `amr`: `"mfa"`, `"hwk"`, `"otp"`…).
+            pub approval_auth_methods: Option<Vec<String>>,
         }
 
         impl $name {
@@ -50,6 +56,8 @@ macro_rules! with_bounds {
                     ticket_required: self.ticket_required,
                     notify: self.notify.clone(),
                     notify_requester: self.notify_requester.clone(),
+                    approval_max_auth_age: self.approval_max_auth_age,
+                    approval_auth_methods: self.approval_auth_methods.clone(),
                 }
             }
         }
@@ -95,6 +103,11 @@ impl Bounds {
             ticket_required: self.ticket_required.or(fallback.ticket_required),
             notify: self.notify.clone().or_else(|| fallback.notify.clone()),
             notify_requester: self.notify_requester.clone().or_else(|| fallback.notify_requester.clone()),
+            approval_max_auth_age: self.approval_max_auth_age.or(fallback.approval_max_auth_age),
+            approval_auth_methods: self
+                .approval_auth_methods
+                .clone()
+                .or_else(|| fallback.approval_auth_methods.clone()),
         }
     }
 }

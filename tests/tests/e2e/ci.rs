@@ -27,7 +27,10 @@ kind = "machine"
 id_claim = "sub"
 namespace = "ci"
 require = {{ repository_owner = "acme", ref = ["refs/heads/main", "refs/tags/v*"] }}
-groups_from = [{{ claim = "repository", value = "acme/*", group = "pipelines" }}]
+groups_from = [
+    {{ claim = "repository", value = "acme/*", group = "pipelines" }},
+    {{ claim = "repository", value = "acme/deploy", group = "sre" }},
+]
 attributes = ["repository"]
 
 [workflows.sre-review]
@@ -48,6 +51,9 @@ permit (principal in Group::"pipelines", action == Action::"request", resource);
 @id("the-deploy-repository-deploys-at-once")
 permit (principal in Group::"pipelines", action == Action::"auto_approve", resource == Role::"deploy-api/deploy")
 when { principal.repository == "acme/deploy" };
+
+@id("sre-approve")
+permit (principal in Group::"sre", action == Action::"approve", resource);
 "#;
     std::fs::write(dir.join("hourglass.toml"), toml).expect("hourglass.toml");
     std::fs::write(dir.join("pipelines.cedar"), cedar).expect("pipelines.cedar");
@@ -70,11 +76,16 @@ fn exchange(broker: &DevBroker, token: &str) -> (u16, Value) {
 }
 
 /// `hourglass ARGS --json` with `session` as the pipeline's token.
-fn as_pipeline(broker: &DevBroker, session: &str, args: &[&str]) -> Value {
+fn run_as_pipeline(broker: &DevBroker, session: &str, args: &[&str]) -> Run {
     let mut command = Command::new(bin("hourglass"));
     command.args(args).arg("--json").env("HOURGLASS_TOKEN", session);
     broker.point_at(&mut command);
-    let run = Run::from(command.output().expect("hourglass runs"));
+    Run::from(command.output().expect("hourglass runs"))
+}
+
+/// [`run_as_pipeline`], which must succeed: its JSON.
+fn as_pipeline(broker: &DevBroker, session: &str, args: &[&str]) -> Value {
+    let run = run_as_pipeline(broker, session, args);
     assert!(run.ok, "hourglass {args:?} failed: {}", run.stderr);
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("no JSON ({e}): {}", run.stdout))
 }
@@ -93,7 +104,7 @@ fn ci_pipeline_of_the_named_repository_is_approved_by_policy_and_other_repositor
     let deploy = session["access_token"].as_str().expect("a session").to_owned();
     let me = as_pipeline(&broker, &deploy, &["whoami"]);
     assert_eq!(me["id"], "ci:ci-acme-deploy", "namespaced by its issuer: {me}");
-    assert_eq!(me["groups"], json!(["pipelines"]), "its group comes from its repository claim: {me}");
+    assert_eq!(me["groups"], json!(["pipelines", "sre"]), "its groups come from its repository claim: {me}");
     assert_eq!(me["attributes"], json!({ "repository": "acme/deploy" }), "{me}");
 
     // Its request is approved at once by the policy naming its repository,
@@ -132,6 +143,11 @@ fn ci_pipeline_of_the_named_repository_is_approved_by_policy_and_other_repositor
         &["request", "deploy-api", "--role", "deploy", "--for", "10m", "--reason", "release"],
     );
     assert_eq!(waiting["state"], "pending", "another repository is not approved by policy: {waiting}");
+    // acme/deploy's pipeline is in `sre` here, which Cedar lets approve:
+    // still, a machine never decides; a person does.
+    let pending = waiting["id"].as_str().expect("a request id");
+    let approve = run_as_pipeline(&broker, &deploy, &["approve", pending]);
+    assert!(!approve.ok && approve.stderr.contains("a machine's identity cannot approve"), "{}", approve.stderr);
 
     // Another organisation's pipeline, same issuer: no session at all, and
     // its raw token is no bearer either.

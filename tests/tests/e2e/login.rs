@@ -15,13 +15,22 @@ use serde_json::Value;
 
 /// `hourglassd serve` with the demo policy whose people log in at `idp`.
 fn broker_for(idp: &OidcProvider, session_lifetime: &str) -> (DevBroker, tempfile::TempDir) {
+    broker_for_edited(idp, session_lifetime, |policy| policy)
+}
+
+/// [`broker_for`], the demo policy edited first by `edit`.
+fn broker_for_edited(
+    idp: &OidcProvider,
+    session_lifetime: &str,
+    edit: impl Fn(String) -> String,
+) -> (DevBroker, tempfile::TempDir) {
     let config = tempfile::tempdir().expect("temp dir");
     let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo/policy");
     for entry in std::fs::read_dir(&demo).expect("demo policy") {
         let entry = entry.expect("an entry");
         std::fs::copy(entry.path(), config.path().join(entry.file_name())).expect("copied");
     }
-    let toml = std::fs::read_to_string(config.path().join("hourglass.toml")).expect("hourglass.toml");
+    let toml = edit(std::fs::read_to_string(config.path().join("hourglass.toml")).expect("hourglass.toml"));
     let broker = format!(
         "[broker]\ndata_dir = \"data\"\n\n[broker.login]\nissuer = \"{}\"\nclient_id = \"hourglass\"\nsession_lifetime = \"{session_lifetime}\"\n\n",
         idp.issuer
@@ -194,6 +203,60 @@ fn login_with_browser_keeps_the_session_in_the_keyring_for_new_processes_until_l
     );
     let after = run(hourglass(&broker.url, &env, &["whoami"]));
     assert!(!after.ok && after.stderr.contains("not logged in"), "no session after logout: {}", after.stderr);
+}
+
+#[test]
+fn approving_what_needs_a_fresh_login_sends_the_approver_back_to_the_identity_provider() {
+    let idp = OidcProvider::start();
+    let (broker, _config) = broker_for_edited(&idp, "8h", |policy| {
+        let edited = policy.replacen(
+            "[resources.orders-api.roles.write]\n",
+            "[resources.orders-api.roles.write]\napproval_max_auth_age = \"5m\"\n",
+            1,
+        );
+        assert_ne!(edited, policy, "the demo policy has orders-api/write");
+        edited
+    });
+    // alice asks (her session only in this test's memory).
+    let alice = log_in_with_browser(&broker.url, &[], "alice", &["--print-token"]);
+    let token = alice.stdout.trim().strip_prefix("export HOURGLASS_TOKEN=").expect("a token").to_owned();
+    let mut filing = hourglass(
+        &broker.url,
+        &[],
+        &["request", "orders-api", "--role", "write", "--for", "10m", "--reason", "fix", "--json"],
+    );
+    filing.env("HOURGLASS_TOKEN", &token);
+    let filed = json(&run(filing), "request");
+    let id = filed["id"].as_str().expect("a request id").to_owned();
+
+    // With bob's session in HOURGLASS_TOKEN, the CLI cannot log in for
+    // him: it says how.
+    let bob_in_env = log_in_with_browser(&broker.url, &[], "bob", &["--print-token"]);
+    let bob_token = bob_in_env.stdout.trim().strip_prefix("export HOURGLASS_TOKEN=").expect("a token").to_owned();
+    let mut refused = hourglass(&broker.url, &[], &["approve", &id]);
+    refused.env("HOURGLASS_TOKEN", &bob_token);
+    let refused = run(refused);
+    assert!(!refused.ok && refused.stderr.contains("hourglass login --fresh --print-token"), "{}", refused.stderr);
+
+    // bob logged in without the identity provider saying when (no
+    // auth_time): approving sends him back to log in; the person logs in
+    // again; the approval then counts, in the same command.
+    let bus = SessionBus::with_keyring();
+    let env = bus.env();
+    assert!(log_in_with_browser(&broker.url, &env, "bob", &[]).ok, "bob logs in");
+    let mut approving = hourglass(&broker.url, &env, &["approve", &id, "--json"]);
+    approving.env("BROWSER", "true"); // the URL is printed as well; the test's browser follows it
+    let mut process = LoginProcess::start(approving);
+    let url = process.authorization_url();
+    assert!(url.contains("prompt=login") && url.contains("max_age=0"), "a login, not a silent SSO: {url}");
+    let last = Browser::new().log_in_at_provider(&url, "bob");
+    assert!(last.body.contains("You are logged in to Hourglass"), "{}", last.body);
+    let approved = process.finish();
+    assert!(approved.ok, "the approval goes through after the fresh login: {}", approved.stderr);
+    assert!(approved.stderr.contains("needs a login within the last 5m"), "says why: {}", approved.stderr);
+    let outcome: Value = serde_json::from_str(&approved.stdout).expect("JSON");
+    assert_eq!(outcome["state"], "approved", "{outcome}");
+    assert_eq!(outcome["decisions"][0]["approver"], "bob@acme.example");
 }
 
 #[test]

@@ -75,6 +75,7 @@ mod tests {
     fn alice(expires_at: i64) -> Verified {
         Verified {
             principal: hourglass_core::Principal::new("alice@acme.example", ["engineers"]),
+            authentication: Default::default(),
             expires_at,
             token_id: "sha256:ab".into(),
         }

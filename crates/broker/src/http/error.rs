@@ -47,8 +47,18 @@ impl IntoResponse for AppError {
 pub fn error_response(body: &ApiError) -> Response {
     let status = StatusCode::from_u16(body.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = (status, axum::Json(body)).into_response();
-    if body.code == ErrorCode::Unauthenticated {
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    match body.code {
+        ErrorCode::Unauthenticated => {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        // RFC 9470: the client logs in again and retries.
+        ErrorCode::StepUpRequired => {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Bearer error="insufficient_user_authentication""#),
+            );
+        }
+        _ => {}
     }
     response
 }

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::error::AppError;
-use super::extract::{Caller, JsonBody, QueryParams};
+use super::extract::{Caller, CallerToken, JsonBody, QueryParams};
 
 type ApiResult<T> = Result<Json<T>, AppError>;
 
@@ -81,16 +81,18 @@ pub async fn get_request(
     params(("id" = RequestId, Path, description = "request id")), request_body(content = Option<DecisionBody>, description = "optional"),
     responses(
         (status = 200, body = RequestOutcome),
+        (status = 401, body = ApiError, description = "step_up_required: policy needs a fresher login (or a person) to decide"),
         (status = 403, body = ApiError, description = "own request, or not an approver"),
         (status = 404, body = ApiError),
         (status = 409, body = ApiError, description = "already decided by you, or no longer pending")))]
 pub async fn approve(
     State(broker): State<AppState>,
-    Caller(who): Caller,
+    CallerToken(who): CallerToken,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<DecisionBody>,
 ) -> ApiResult<RequestOutcome> {
-    Ok(Json(broker.decide(&who, &request_id(&id)?, Verdict::Approve, body.comment).await?))
+    let decider = (&who.principal, &who.authentication);
+    Ok(Json(broker.decide(decider, &request_id(&id)?, Verdict::Approve, body.comment).await?))
 }
 
 /// Denies a request; one denial ends it.
@@ -99,11 +101,12 @@ pub async fn approve(
     responses((status = 200, body = RequestOutcome), (status = 403, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
 pub async fn deny(
     State(broker): State<AppState>,
-    Caller(who): Caller,
+    CallerToken(who): CallerToken,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<DecisionBody>,
 ) -> ApiResult<RequestOutcome> {
-    Ok(Json(broker.decide(&who, &request_id(&id)?, Verdict::Deny, body.comment).await?))
+    let decider = (&who.principal, &who.authentication);
+    Ok(Json(broker.decide(decider, &request_id(&id)?, Verdict::Deny, body.comment).await?))
 }
 
 /// Withdraws my pending request.

@@ -3,6 +3,7 @@
 
 use hourglass_core::api::{ErrorCode, EventKind, RequestOutcome};
 use hourglass_core::audit::{AuditAction, AuditResult};
+use hourglass_core::authentication::Authentication;
 use hourglass_core::{Decision, DecisionOutcome, DecisionRefused, Principal, RequestId, Verdict};
 
 use super::{MAX_COMMENT, clean_optional, grant_refused, refused, request_event, unknown};
@@ -10,10 +11,12 @@ use crate::broker::Broker;
 use crate::error::{Error, Result};
 
 impl Broker {
-    /// `POST /v1/requests/{id}/approve` and `/deny`
+    /// `POST /v1/requests/{id}/approve` and `/deny`.
+    /// `decider`: who decides, and how recently and how they logged in
+    /// (policy may ask for a fresh login; a machine never decides).
     pub async fn decide(
         &self,
-        who: &Principal,
+        (who, authentication): (&Principal, &Authentication),
         id: &RequestId,
         verdict: Verdict,
         comment: Option<String>,
@@ -72,7 +75,10 @@ impl Broker {
                 ErrorCode::Forbidden,
                 format!("policy does not allow you to decide requests for {target}"),
             )),
-            Ok(_) => None,
+            Ok(_) => match role.fresh_authentication.check(authentication, now) {
+                Err(step_up) => Some(refused(ErrorCode::StepUpRequired, format!("{target}: {step_up}"))),
+                Ok(()) => None,
+            },
         };
         if let Some(error) = refusal {
             drop(tx);

@@ -283,3 +283,82 @@ async fn approvals_inbox_shows_what_i_decide_under_a_flood_of_requests_others_de
     );
     assert_eq!(ids(&h.get_ok("bob", "/v1/requests").await["awaiting_me"]).len(), 200, "SRE's shows the first 200");
 }
+
+/// A session exchanged for an ID token of `user` whose login (`auth_time`)
+/// was at `logged_in`.
+async fn session_logged_in_at(h: &Harness, user: &str, logged_in: Timestamp) -> String {
+    let issuer = DevIssuer::load_or_create(&h.data_dir, h.dev_issuer.clone()).expect("the harness's dev issuer");
+    let who = dev::users().expect("demo users").into_iter().find(|u| u.short_name() == user).expect("a demo user");
+    let id_token = issuer.mint_id_token(&who, SystemClock.now(), None, logged_in).expect("an ID token");
+    let body = format!(
+        "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token={id_token}\
+         &subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Aid_token"
+    );
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/auth/token")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(body))
+        .expect("a request");
+    let (status, _, session) = h.send(request).await;
+    assert_eq!(status, StatusCode::OK, "the exchange: {session}");
+    session["access_token"].as_str().expect("a session token").to_owned()
+}
+
+impl Harness {
+    fn bearer_request(&self, method: Method, bearer: &str, path: &str) -> Request<Body> {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("Bearer {bearer}"))
+            .body(Body::empty())
+            .expect("a request")
+    }
+}
+
+#[tokio::test]
+async fn approvals_need_a_fresh_login_when_policy_asks_for_one() {
+    let h = Harness::new().await;
+    let policy = std::fs::read_to_string(h.policy_dir.join("hourglass.toml")).expect("the policy reads");
+    let fresh = policy.replacen(
+        "[resources.orders-api.roles.write]\n",
+        "[resources.orders-api.roles.write]\napproval_max_auth_age = \"5m\"\n",
+        1,
+    );
+    assert_ne!(fresh, policy, "the edit applies");
+    std::fs::write(h.policy_dir.join("hourglass.toml"), fresh).expect("the policy writes");
+    assert!(matches!(h.broker.reload_policy().await.expect("reloads"), Reload::Loaded { .. }));
+
+    let id = request_id(&h.file("alice", write_orders("30m")).await);
+    let path = format!("/v1/requests/{id}/approve");
+    // The demo's long-lived token does not say when bob logged in.
+    let (status, headers, body) =
+        h.send(h.builder(Method::POST, Some("bob"), &path).body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["code"], "step_up_required");
+    assert!(
+        body["message"].as_str().unwrap().contains("orders-api/write: deciding this needs a login within the last 5m")
+    );
+    assert_eq!(
+        headers.get(header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()),
+        Some(r#"Bearer error="insufficient_user_authentication""#),
+        "RFC 9470's challenge"
+    );
+    // A session from a login an hour ago (a refreshed session keeps it): refused.
+    let stale = session_logged_in_at(&h, "bob", h.now().minus(Duration::from_hours(1))).await;
+    let refused = h.send(h.bearer_request(Method::POST, &stale, &path)).await;
+    assert_eq!((refused.0, refused.2["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("step_up_required")));
+    assert!(refused.2["message"].as_str().unwrap().contains("yours was 1h ago"), "{}", refused.2);
+    // Logged in a minute ago: the approval counts.
+    let fresh = session_logged_in_at(&h, "bob", h.now().minus(Duration::from_mins(1))).await;
+    let (status, _, outcome) = h.send(h.bearer_request(Method::POST, &fresh, &path)).await;
+    assert_eq!(status, StatusCode::OK, "{outcome}");
+    assert_eq!(outcome["request"]["state"], "approved");
+    // The refusals are audited.
+    let audit = h.broker.store().audit_records(0, 1000).await.expect("the audit log");
+    let refusals = audit.iter().filter(|r| r.event.action == AuditAction::DecisionRefused).count();
+    assert_eq!(refusals, 1, "the refusal is audited (its repeat within the minute is counted into a summary)");
+    // Other roles ask for nothing: the demo token still approves there.
+    let other = request_id(&h.file("alice", admin_payments("30m")).await);
+    h.decide_ok("bob", &other, "approve").await;
+}
