@@ -15,6 +15,7 @@ use hourglass_client::session::SessionKind;
 use hourglass_client::{Client, credentials, filing};
 use hourglass_core::api::{CreateRequest, Credential, ErrorCode, RenewOutcome, RequestOutcome};
 use hourglass_core::audit::AuditRecord;
+use hourglass_core::review::ReviewVerdict;
 use hourglass_core::{AccessRequest, Duration, Grant, GrantId, RequestId};
 use tauri::{AppHandle, Manager, State};
 
@@ -163,6 +164,10 @@ impl Commands for App {
 
     async fn cancel(&self, id: RequestId) -> Answer<AccessRequest> {
         self.acted(self.client()?.cancel(&id).await)
+    }
+
+    async fn review(&self, grant: GrantId, verdict: ReviewVerdict, comment: String) -> Answer<Grant> {
+        self.acted(self.client()?.review(&grant, verdict, comment).await)
     }
 
     async fn renew(&self, grant: GrantId, duration: Option<Duration>) -> Answer<RenewOutcome> {

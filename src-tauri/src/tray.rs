@@ -6,7 +6,7 @@
 use std::sync::Mutex;
 
 use hourglass_app::ipc::Tab;
-use hourglass_app::tray::{TrayModel, TrayStatus};
+use hourglass_app::tray::{TrayModel, TrayStatus, waiting_label};
 use tauri::AppHandle;
 use tauri::image::Image;
 use tauri::menu::{Menu, MenuItem, PredefinedMenuItem};
@@ -23,6 +23,8 @@ pub enum TrayItem {
     Open,
     Request,
     Approvals,
+    /// My requests waiting for approval: opens the Grants view, where they are.
+    Waiting,
     Quit,
     /// A live grant: opens the window on it.
     Grant(String),
@@ -34,6 +36,7 @@ impl TrayItem {
             TrayItem::Open => "open".into(),
             TrayItem::Request => "request".into(),
             TrayItem::Approvals => "approvals".into(),
+            TrayItem::Waiting => "waiting".into(),
             TrayItem::Quit => "quit".into(),
             TrayItem::Grant(id) => format!("grant:{id}"),
         }
@@ -44,6 +47,7 @@ impl TrayItem {
             "open" => Some(TrayItem::Open),
             "request" => Some(TrayItem::Request),
             "approvals" => Some(TrayItem::Approvals),
+            "waiting" => Some(TrayItem::Waiting),
             "quit" => Some(TrayItem::Quit),
             other => other.strip_prefix("grant:").map(|id| TrayItem::Grant(id.to_owned())),
         }
@@ -76,6 +80,9 @@ fn menu(app: &AppHandle, model: &TrayModel) -> tauri::Result<Menu<tauri::Wry>> {
             true,
             None::<&str>,
         )?)?;
+    }
+    if let Some(label) = waiting_label(model.waiting) {
+        menu.append(&MenuItem::with_id(app, TrayItem::Waiting.id(), label, true, None::<&str>)?)?;
     }
     menu.append(&PredefinedMenuItem::separator(app)?)?;
     menu.append(&MenuItem::with_id(app, TrayItem::Request.id(), "Request access…", true, None::<&str>)?)?;
@@ -128,7 +135,8 @@ fn apply(app: &AppHandle, model: TrayModel) {
     if previous.as_ref().map(|p| &p.tooltip) != Some(&model.tooltip) {
         let _ = tray.set_tooltip(Some(&model.tooltip));
     }
-    if previous.as_ref().map(|p| (&p.grants, p.approvals)) != Some((&model.grants, model.approvals))
+    if previous.as_ref().map(|p| (&p.grants, p.approvals, p.waiting))
+        != Some((&model.grants, model.approvals, model.waiting))
         && let Ok(menu) = menu(app, &model)
     {
         let _ = tray.set_menu(Some(menu));
@@ -141,7 +149,7 @@ fn on_item(app: &AppHandle, item: Option<TrayItem>) {
         Some(TrayItem::Quit) => return app.exit(0),
         Some(TrayItem::Request) => Tab::Request,
         Some(TrayItem::Approvals) => Tab::Approvals,
-        Some(TrayItem::Open | TrayItem::Grant(_)) => Tab::Grants,
+        Some(TrayItem::Open | TrayItem::Waiting | TrayItem::Grant(_)) => Tab::Grants,
         None => return,
     };
     window::open_on(app, tab);
@@ -157,6 +165,7 @@ mod tests {
             TrayItem::Open,
             TrayItem::Request,
             TrayItem::Approvals,
+            TrayItem::Waiting,
             TrayItem::Quit,
             TrayItem::Grant("grt-0123456789".into()),
         ] {

@@ -76,7 +76,31 @@ impl Desktop {
             _bus_dir: bus_dir,
             _watchdog: watchdog,
         };
-        let dunst = desktop.command("dunst").stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("dunst starts");
+        // dunst's context menu (`dunstctl context`) runs "dmenu" to pick an
+        // action: here a script that picks the one the test names
+        // (`invoke_action`), as a person would in the menu. Bodies render
+        // markup, as with dunst's own defaults (a config file of one's own
+        // turns that off unless it says so).
+        let picker = desktop.home.path().join("pick-action.sh");
+        std::fs::write(
+            &picker,
+            format!(
+                "#!/bin/sh\nwanted=$(cat '{wanted}' 2>/dev/null)\n[ -n \"$wanted\" ] || exit 1\ngrep -m1 -F \"#$wanted \"\n",
+                wanted = desktop.home.path().join("pick-action.txt").display()
+            ),
+        )
+        .expect("the picker is written");
+        std::fs::set_permissions(&picker, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        let config = desktop.home.path().join("dunstrc");
+        std::fs::write(&config, format!("[global]\nmarkup = full\ndmenu = {}\n", picker.display())).expect("dunstrc");
+        let dunst = desktop
+            .command("dunst")
+            .arg("-config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dunst starts");
         desktop.extra.push(dunst);
         let ready = eventually(Duration::from_secs(10), || desktop.dunstctl(&["count", "displayed"]).map(|_| ()));
         assert!(ready.is_some(), "dunst serves notifications on the private bus");
@@ -176,6 +200,14 @@ impl Desktop {
     pub fn dunstctl(&self, args: &[&str]) -> Option<String> {
         let output = self.command("dunstctl").args(args).output().ok()?;
         output.status.success().then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// Picks the action labelled `label` ("Renew") of a notification on
+    /// screen, through dunst's context menu, as a person would; nothing
+    /// when none offers it.
+    pub fn invoke_action(&self, label: &str) {
+        std::fs::write(self.home.path().join("pick-action.txt"), label).expect("the label is written");
+        let _ = self.dunstctl(&["context"]);
     }
 
     /// Summaries and bodies of every notification shown so far.

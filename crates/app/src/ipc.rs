@@ -14,6 +14,7 @@ use std::future::Future;
 
 use hourglass_core::api::{ApiError, CreateRequest, ErrorCode, RenewOutcome, RequestOutcome};
 use hourglass_core::audit::AuditRecord;
+use hourglass_core::review::ReviewVerdict;
 use hourglass_core::{AccessRequest, Duration, Grant, GrantId, RequestId};
 use serde::{Deserialize, Serialize};
 
@@ -71,6 +72,8 @@ commands! {
     approve { id: RequestId, comment: Option<String> } -> RequestOutcome;
     deny { id: RequestId, comment: Option<String> } -> RequestOutcome;
     cancel { id: RequestId } -> AccessRequest;
+    /// Reviews a break-glass grant: justified or not, and why.
+    review { grant: GrantId, verdict: ReviewVerdict, comment: String } -> Grant;
     /// Renews for `duration`, or for the role's default duration.
     renew { grant: GrantId, duration: Option<Duration> } -> RenewOutcome;
     revoke { grant: GrantId } -> Grant;

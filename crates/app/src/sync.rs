@@ -108,12 +108,13 @@ async fn follow(feed: Feed, view: watch::Sender<Live>, alerts: mpsc::UnboundedSe
 /// Loads my grants and the request lists.
 async fn reload(feed: &Feed, view: &watch::Sender<Live>) -> Result<(), hourglass_client::Error> {
     let client: &Client = feed.client();
-    let (grants, requests) = tokio::try_join!(client.grants(false, false), client.requests())?;
+    let (grants, requests, to_review) =
+        tokio::try_join!(client.grants(false, false), client.requests(), client.reviews())?;
     feed.observe_clock(requests.server_time);
     let clock = feed.clock();
     update(view, |live| {
         live.clock = clock;
-        live.set_lists(grants.grants, requests.mine, requests.awaiting_me);
+        live.set_lists(grants.grants, requests.mine, requests.awaiting_me, to_review);
     });
     Ok(())
 }

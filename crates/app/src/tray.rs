@@ -40,6 +40,8 @@ pub struct TrayGrant {
 pub struct TrayModel {
     pub status: TrayStatus,
     pub approvals: usize,
+    /// My requests waiting for approval.
+    pub waiting: usize,
     pub grants: Vec<TrayGrant>,
     pub tooltip: String,
 }
@@ -58,6 +60,7 @@ pub fn minutes_left(left: TimeLeft) -> String {
 pub fn tray_model(view: &Live, now: Timestamp, warnings: &Warnings) -> TrayModel {
     let live: Vec<_> = view.current_grants(now).collect();
     let approvals = view.awaiting_me.len();
+    let waiting = view.waiting_requests(now).count();
     let expiring = live.iter().any(|g| matches!(g.time_left(now).urgency(warnings), Urgency::Soon | Urgency::Urgent));
     let status = if approvals > 0 {
         TrayStatus::ApprovalsWaiting
@@ -84,7 +87,19 @@ pub fn tray_model(view: &Live, now: Timestamp, warnings: &Warnings) -> TrayModel
     if approvals > 0 {
         parts.push(format!("{approvals} waiting for you"));
     }
-    TrayModel { status, approvals, grants, tooltip: format!("Hourglass: {}", parts.join(", ")) }
+    if let Some(label) = waiting_label(waiting) {
+        parts.push(label);
+    }
+    TrayModel { status, approvals, waiting, grants, tooltip: format!("Hourglass: {}", parts.join(", ")) }
+}
+
+/// `1 request waiting`: my requests not yet approved; none: nothing to say.
+pub fn waiting_label(waiting: usize) -> Option<String> {
+    match waiting {
+        0 => None,
+        1 => Some("1 request waiting".to_owned()),
+        n => Some(format!("{n} requests waiting")),
+    }
 }
 
 #[cfg(test)]
@@ -119,6 +134,20 @@ mod tests {
         assert_eq!(model.approvals, 1);
         assert_eq!(model.tooltip, "Hourglass: 2 live grants, 1 waiting for you");
         assert_eq!(model.grants[1].label, "bastion · read — 5 min left");
+    }
+
+    #[test]
+    fn my_requests_waiting_for_approval_are_counted_until_their_timeout() {
+        let mut view = Live::new("http://b");
+        let mut mine = request("bob@acme.example");
+        mine.pending_until = NOW.plus(Duration::from_mins(30));
+        view.requests = vec![mine.clone(), mine];
+        let model = tray_model(&view, NOW, &Warnings::default());
+        assert_eq!(model.waiting, 2);
+        assert_eq!(model.tooltip, "Hourglass: no live access, 2 requests waiting");
+        let later = tray_model(&view, NOW.plus(Duration::from_mins(30)), &Warnings::default());
+        assert_eq!(later.waiting, 0, "timed out: no longer waiting");
+        assert_eq!(waiting_label(1).as_deref(), Some("1 request waiting"));
     }
 
     #[test]

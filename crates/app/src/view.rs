@@ -5,6 +5,7 @@
 
 use hourglass_client::clock::BrokerClock;
 use hourglass_client::session::SessionKind;
+use hourglass_core::api::ReviewItem;
 use hourglass_core::{AccessRequest, Duration, Grant, Principal, Timestamp, Warnings};
 use serde::Serialize;
 
@@ -43,6 +44,8 @@ pub struct Live {
     pub requests: Vec<AccessRequest>,
     /// Teammates' requests waiting for my decision, oldest first.
     pub awaiting_me: Vec<AccessRequest>,
+    /// Break-glass grants waiting for my review.
+    pub to_review: Vec<ReviewItem>,
 }
 
 impl Live {
@@ -55,6 +58,7 @@ impl Live {
             grants: Vec::new(),
             requests: Vec::new(),
             awaiting_me: Vec::new(),
+            to_review: Vec::new(),
         }
     }
 
@@ -68,6 +72,7 @@ impl Live {
         mut grants: Vec<Grant>,
         requests: Vec<AccessRequest>,
         mut awaiting_me: Vec<AccessRequest>,
+        to_review: Vec<ReviewItem>,
     ) {
         grants.retain(|grant| grant.state.is_live());
         grants.sort_by_key(|grant| grant.expires_at);
@@ -75,6 +80,7 @@ impl Live {
         self.grants = grants;
         self.requests = requests;
         self.awaiting_me = awaiting_me;
+        self.to_review = to_review;
     }
 
     /// The grants still before their deadline at the broker's `now`: the
@@ -82,6 +88,13 @@ impl Live {
     /// showing the others.
     pub fn current_grants(&self, now: Timestamp) -> impl Iterator<Item = &Grant> {
         self.grants.iter().filter(move |grant| !grant.is_past_deadline(now))
+    }
+
+    /// My requests still waiting for approval at the broker's `now`, newest
+    /// first: pending, and not past the moment they expire undecided (the
+    /// broker ends them then; the app does not wait to hear it).
+    pub fn waiting_requests(&self, now: Timestamp) -> impl Iterator<Item = &AccessRequest> {
+        self.requests.iter().filter(move |request| request.is_pending() && now < request.pending_until)
     }
 
     /// The next deadline after the broker's `now`, when the window must
@@ -106,6 +119,25 @@ pub struct GrantView {
     pub urgent_at: Option<Timestamp>,
 }
 
+/// My request waiting for approval. Instants are this machine's clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ts_rs::TS)]
+pub struct WaitingView {
+    pub request: AccessRequest,
+    /// When I asked.
+    pub since: Timestamp,
+    /// When it expires undecided.
+    pub expires_at: Timestamp,
+}
+
+/// A break-glass grant waiting for my review.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ts_rs::TS)]
+pub struct ReviewView {
+    pub grant: Grant,
+    pub request: AccessRequest,
+    /// When the access was taken, on this machine's clock.
+    pub taken_at: Timestamp,
+}
+
 /// A teammate's request waiting for my decision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ts_rs::TS)]
 pub struct ApprovalView {
@@ -125,8 +157,12 @@ pub struct AppView {
     pub grants: Vec<GrantView>,
     /// My requests, newest first.
     pub requests: Vec<AccessRequest>,
+    /// My requests waiting for approval, newest first.
+    pub waiting: Vec<WaitingView>,
     /// Teammates' requests waiting for my decision, oldest first.
     pub awaiting_me: Vec<ApprovalView>,
+    /// Break-glass grants waiting for my review.
+    pub to_review: Vec<ReviewView>,
     /// The last warning time: "ends in under …" on an urgent grant.
     pub urgent_within: Option<Duration>,
     /// Moves whenever anything above does, so the front end can skip
@@ -160,13 +196,32 @@ impl AppView {
             .iter()
             .map(|request| ApprovalView { request: request.clone(), expires_at: local(request.pending_until) })
             .collect();
+        let waiting = live
+            .waiting_requests(now)
+            .map(|request| WaitingView {
+                request: request.clone(),
+                since: local(request.created_at),
+                expires_at: local(request.pending_until),
+            })
+            .collect();
+        let to_review = live
+            .to_review
+            .iter()
+            .map(|item| ReviewView {
+                grant: item.grant.clone(),
+                request: item.request.clone(),
+                taken_at: local(item.grant.issued_at),
+            })
+            .collect();
         AppView {
             broker: live.broker.clone(),
             connection: live.connection.clone(),
             principal: live.principal.clone(),
             grants,
             requests: live.requests.clone(),
+            waiting,
             awaiting_me,
+            to_review,
             urgent_within: warnings.urgent(),
             revision: 0,
         }
@@ -237,6 +292,25 @@ mod tests {
         assert_eq!(view.urgent_within, Some(Duration::from_mins(2)), "the urgent threshold, for words");
         let pending_until = live.awaiting_me[0].pending_until;
         assert_eq!(view.awaiting_me[0].expires_at, pending_until.plus_millis(-60_000), "its expiry, here");
+    }
+
+    #[test]
+    fn my_requests_wait_until_decided_or_their_timeout_on_this_machines_clock() {
+        let mut live = Live::new("https://b");
+        live.clock = BrokerClock::with_offset(60_000);
+        let broker_now = live.clock.broker_time(LOCAL);
+        let mut waiting = request("bob@acme.example");
+        waiting.pending_until = broker_now.plus(Duration::from_mins(30));
+        let mut timed_out = request("bob@acme.example");
+        timed_out.pending_until = broker_now;
+        let mut decided = request("bob@acme.example");
+        decided.state = hourglass_core::RequestState::Approved;
+        live.requests = vec![waiting.clone(), timed_out, decided];
+        let view = AppView::of(&live, &Warnings::default(), LOCAL);
+        assert_eq!(view.waiting.len(), 1, "only the one still waiting: {:?}", view.waiting);
+        assert_eq!(view.waiting[0].request.id, waiting.id);
+        assert_eq!(view.waiting[0].expires_at, LOCAL.plus(Duration::from_mins(30)), "its timeout, here");
+        assert_eq!(view.waiting[0].since, waiting.created_at.plus_millis(-60_000), "when I asked, here");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
-use crate::notify::channels::ChannelSettings;
+use crate::notify::settings::ChannelSettings;
 use crate::store::{DEFAULT_LEASE, OpenOptions, StoreLocation};
 use crate::tls::TlsFiles;
 

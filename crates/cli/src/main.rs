@@ -16,6 +16,7 @@ use anyhow::{Context, anyhow};
 use clap::{Parser, Subcommand};
 use hourglass_client::{Client, Trust, broker_url};
 use hourglass_core::api::{CreateRequest, ErrorCode, RevokeMatchingBody};
+use hourglass_core::review::ReviewVerdict;
 use hourglass_core::{GrantId, RequestId, RequestState};
 
 use crate::show::Output;
@@ -78,6 +79,17 @@ enum Command {
     },
     /// Withdraw your pending request.
     Cancel { id: String },
+    /// Break-glass grants waiting for your review.
+    Reviews,
+    /// Review a break-glass grant after the fact: was taking it justified?
+    Review {
+        grant: String,
+        #[arg(long, value_enum)]
+        verdict: Verdict,
+        /// Why (required).
+        #[arg(long)]
+        comment: String,
+    },
     /// Your live grants.
     Grants {
         /// Include grants that have ended.
@@ -152,6 +164,13 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
     },
+}
+
+/// A review's verdict, as typed.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Verdict {
+    Justified,
+    Unjustified,
 }
 
 fn main() -> ExitCode {
@@ -265,6 +284,14 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<ExitCode> {
             out.outcome(&decided, false);
         }
         Command::Cancel { id } => out.request(&client.cancel(&request_id(&id)?).await?),
+        Command::Reviews => out.reviews(&client.reviews().await?),
+        Command::Review { grant, verdict, comment } => {
+            let verdict = match verdict {
+                Verdict::Justified => ReviewVerdict::Justified,
+                Verdict::Unjustified => ReviewVerdict::Unjustified,
+            };
+            out.reviewed(&client.review(&grant_id(&grant)?, verdict, comment).await?);
+        }
         Command::Grants { ended, all } => out.grants(&client.grants(ended, all).await?),
         Command::Renew { grant, duration, reason, wait } => {
             let grant = grant_id(&grant)?;

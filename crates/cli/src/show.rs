@@ -2,7 +2,7 @@
 //! broker's objects as they are (each carries `id` and `state`).
 
 use hourglass_client::SessionInfo;
-use hourglass_core::api::{Catalog, GrantList, RenewOutcome, RequestList, RequestOutcome, WhoAmI};
+use hourglass_core::api::{Catalog, GrantList, RenewOutcome, RequestList, RequestOutcome, ReviewItem, WhoAmI};
 use hourglass_core::audit::AuditRecord;
 use hourglass_core::{AccessRequest, ApprovalRule, Grant, GrantState, RequestState, RevocationStatus, Timestamp};
 use serde::Serialize;
@@ -210,6 +210,48 @@ impl Output {
             return self.json_value(request);
         }
         println!("{}", self.request_line(request));
+    }
+
+    /// Break-glass grants waiting for my review.
+    pub fn reviews(&self, items: &[ReviewItem]) {
+        if self.json {
+            return self.json_value(&items);
+        }
+        if items.is_empty() {
+            println!("No break-glass access waits for your review.");
+            return;
+        }
+        println!("Break-glass access waiting for your review:");
+        for ReviewItem { grant, request } in items {
+            println!(
+                "  {}  {}  {}/{} from {} to {}  \"{}\"",
+                grant.id,
+                grant.owner,
+                grant.resource,
+                grant.role,
+                self.clock(grant.issued_at),
+                self.clock(grant.expires_at),
+                request.reason
+            );
+        }
+        println!("  hourglass review GRANT --verdict justified|unjustified --comment WHY");
+    }
+
+    /// A review recorded.
+    pub fn reviewed(&self, grant: &Grant) {
+        if self.json {
+            return self.json_value(grant);
+        }
+        if let Some(review) = &grant.review {
+            println!(
+                "{}: reviewed {} ({}/{} of {})",
+                grant.id,
+                review.verdict.as_str(),
+                grant.resource,
+                grant.role,
+                grant.owner
+            );
+        }
     }
 
     pub fn requests(&self, list: &RequestList) {

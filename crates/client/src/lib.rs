@@ -28,9 +28,11 @@ use std::time::Duration as StdDuration;
 use futures::{Stream, StreamExt};
 use hourglass_core::api::{
     ApiError, Catalog, CreateRequest, Credential, DecisionBody, ErrorCode, Event, GrantList, Health, ReadyBody,
-    RenewBody, RenewOutcome, RequestList, RequestOutcome, RevokeBody, RevokeMatchingBody, RevokedGrants, WhoAmI,
+    RenewBody, RenewOutcome, RequestList, RequestOutcome, ReviewBody, ReviewItem, RevokeBody, RevokeMatchingBody,
+    RevokedGrants, WhoAmI,
 };
 use hourglass_core::audit::AuditRecord;
+use hourglass_core::review::ReviewVerdict;
 use hourglass_core::{AccessRequest, Grant, GrantId, RequestId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -358,6 +360,16 @@ impl Client {
     /// once; all or nothing.
     pub async fn revoke_matching(&self, body: &RevokeMatchingBody) -> Result<RevokedGrants> {
         self.post("/v1/grants/revoke", body).await
+    }
+
+    /// Break-glass grants waiting for my review.
+    pub async fn reviews(&self) -> Result<Vec<ReviewItem>> {
+        self.get("/v1/reviews").await
+    }
+
+    /// Reviews a break-glass grant: justified or not, and why.
+    pub async fn review(&self, id: &GrantId, verdict: ReviewVerdict, comment: String) -> Result<Grant> {
+        self.post(&format!("/v1/grants/{id}/review"), &ReviewBody { verdict, comment }).await
     }
 
     pub async fn history(&self, limit: usize) -> Result<Vec<AuditRecord>> {

@@ -197,6 +197,26 @@ pub struct DecisionBody {
     pub comment: Option<String>,
 }
 
+/// `POST /v1/grants/{id}/review`: a verdict on access taken under break-glass.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(optional_fields = nullable))]
+#[serde(deny_unknown_fields)]
+pub struct ReviewBody {
+    pub verdict: crate::review::ReviewVerdict,
+    /// Why: required.
+    pub comment: String,
+}
+
+/// A break-glass grant waiting for my review, with the request it answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(optional_fields = nullable))]
+pub struct ReviewItem {
+    pub grant: Grant,
+    pub request: AccessRequest,
+}
+
 /// `GET /v1/grants`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -500,6 +520,9 @@ pub enum EventKind {
     /// The owner's client confirmed the credential works.
     #[serde(rename = "grant.ready")]
     GrantReady,
+    /// A break-glass grant was reviewed (its owner and reviewers hear).
+    #[serde(rename = "grant.reviewed")]
+    GrantReviewed,
     /// One of my sessions was ended (logged out): streams on it close.
     #[serde(rename = "session.ended")]
     SessionEnded,
@@ -522,6 +545,7 @@ impl EventKind {
             EventKind::GrantExpired => "grant.expired",
             EventKind::GrantFailed => "grant.failed",
             EventKind::GrantReady => "grant.ready",
+            EventKind::GrantReviewed => "grant.reviewed",
             EventKind::SessionEnded => "session.ended",
         }
     }

@@ -62,6 +62,9 @@ pub enum AuditAction {
     /// A session (or bearer token) ended by its holder: logged out.
     #[serde(rename = "session.ended")]
     SessionEnded,
+    /// A break-glass grant reviewed after the fact (its verdict in details).
+    #[serde(rename = "grant.reviewed")]
+    GrantReviewed,
     /// A notification kept failing and is no longer tried (its channel
     /// gone, or a day of failures): approvers or a requester were not told.
     #[serde(rename = "notification.abandoned")]
@@ -94,6 +97,7 @@ impl AuditAction {
             AuditAction::GrantVerified => "grant.verified",
             AuditAction::SessionEnded => "session.ended",
             AuditAction::NotificationAbandoned => "notification.abandoned",
+            AuditAction::GrantReviewed => "grant.reviewed",
         }
     }
 }

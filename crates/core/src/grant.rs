@@ -110,6 +110,9 @@ pub struct Grant {
     /// Issued under break-glass: to be reviewed after the fact.
     #[serde(default)]
     pub needs_review: bool,
+    /// The review of a break-glass grant, once done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<crate::review::Review>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -179,6 +182,7 @@ impl Grant {
             ready_at: None,
             renewals: 0,
             needs_review: request.break_glass,
+            review: None,
             ended_at: None,
             ended_by: None,
             end_reason: None,

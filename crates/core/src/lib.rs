@@ -14,6 +14,7 @@ pub mod grant;
 pub mod id;
 pub mod principal;
 pub mod request;
+pub mod review;
 pub mod siem;
 pub mod timestamp;
 

@@ -38,7 +38,8 @@ fn ocsf_class(action: AuditAction) -> (u32, u32, &'static str) {
         | RevocationAttempt
         | PolicyLoaded
         | PolicyRefused
-        | NotificationAbandoned => (API_ACTIVITY, 3, "Update"),
+        | NotificationAbandoned
+        | GrantReviewed => (API_ACTIVITY, 3, "Update"),
         SessionEnded => (API_ACTIVITY, 4, "Delete"),
         BrokerStarted => (API_ACTIVITY, 99, "Other"),
     }

@@ -183,12 +183,21 @@ async fn desktop_login_request_approve_countdown_warn_renew_revoke_and_approve_f
     until_text(&app, "[data-testid=request-state]", "pending").await;
     assert!(text(&app, "[data-testid=request-progress]").await.contains("Waiting for 1 approval"), "progress is shown");
 
-    // erin approves from the CLI: the app shows the grant counting down.
+    // Away from the Request view the request stays in sight: on Grants,
+    // waiting, for whom, until when.
+    click(&app, "[data-testid=tab-grants]").await;
+    let waiting = until_text(&app, "[data-testid=waiting]", "orders-api · write").await;
+    assert!(waiting.contains("Waiting for 1 more approval (1 from sre)"), "for whom: {waiting}");
+    assert!(waiting.contains("Expires undecided at"), "until when: {waiting}");
+    screenshot(&app, "waiting").await;
+
+    // erin approves from the CLI: the waiting card gives way to the grant counting down.
     let inbox = broker.json("erin", &["requests"]);
     let request = inbox["awaiting_me"][0]["id"].as_str().expect("bob's request reached erin").to_owned();
     broker.json("erin", &["approve", &request]);
-    until_text(&app, "[data-testid=request-state]", "approved").await;
-    click(&app, "[data-testid=tab-grants]").await;
+    until_text(&app, "[data-testid=time-left]", "min").await;
+    let gone = app.find(Locator::Css("[data-testid=waiting]")).await;
+    assert!(gone.is_err(), "no longer waiting once approved");
     // Far from its end a grant shows whole minutes left; seconds come in
     // its last minutes (below, the one-minute grant).
     let left = text(&app, "[data-testid=time-left]").await;
@@ -221,6 +230,22 @@ async fn desktop_login_request_approve_countdown_warn_renew_revoke_and_approve_f
     let later = text(&app, "[data-testid=time-left]").await;
     assert!(first.contains(':') && later.contains(':'), "seconds in a grant's last minutes: {first}, {later}");
     assert_ne!(first, later, "the countdown moves ({first} → {later})");
+    // The warning's Renew, picked in the notification daemon's menu,
+    // renews the grant for the role's default duration.
+    let staging = |grants: &serde_json::Value| {
+        grants
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|g| g["resource"] == "staging-api")
+            .map(|g| g["expires_at"].clone())
+    };
+    let before = staging(&broker.json("bob", &["grants"])).expect("the one-minute grant");
+    let renewed = eventually(Duration::from_secs(40), || {
+        desktop.invoke_action("Renew");
+        staging(&broker.json("bob", &["grants"])).filter(|deadline| deadline.as_str() > before.as_str())
+    });
+    assert!(renewed.is_some(), "the notification's Renew renewed it: {:?}", broker.json("bob", &["grants"]));
     let warned = eventually(Duration::from_secs(30), || {
         desktop.notifications().into_iter().find(|n| n.contains("staging-api · deploy expires in 50 seconds"))
     });
@@ -264,6 +289,36 @@ async fn desktop_login_request_approve_countdown_warn_renew_revoke_and_approve_f
             .find(|n| n.contains("erin@acme.example approved alice@acme.example's request"))
     });
     assert!(told.is_some(), "bob heard erin decided first: {:?}", desktop.notifications());
+
+    // dave breaks glass: the access is his at once; bob reviews it after
+    // the fact from the Approvals view.
+    let glass = broker.json(
+        "dave",
+        &["request", "orders-api", "--role", "read", "--for", "10m", "--reason", "checkout down", "--break-glass"],
+    );
+    let glass = glass["grant"]["id"].as_str().or(glass["grant_id"].as_str()).expect("granted at once").to_owned();
+    let card = format!("[data-testid=review][data-grant={glass}]");
+    until_text(&app, &card, "checkout down").await;
+    app.find(Locator::Css(&format!("{card} [data-testid=review-comment]")))
+        .await
+        .expect("the review's comment")
+        .send_keys("the outage was real")
+        .await
+        .expect("typed");
+    screenshot(&app, "review").await;
+    click(&app, &format!("{card} [data-testid=justified]")).await;
+    let mut gone = false;
+    for _ in 0..200 {
+        if app.find(Locator::Css(&card)).await.is_err() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "reviewed: the card leaves the Approvals view");
+    let held = broker.json("dave", &["grants"]);
+    let reviewed = held.as_array().into_iter().flatten().find(|g| g["id"] == glass.as_str()).expect("dave's grant");
+    assert_eq!(reviewed["review"]["verdict"], "justified", "the broker has bob's review: {reviewed}");
 
     click(&app, "[data-testid=tab-history]").await;
     until_text(&app, "[data-testid=history]", "request approved").await;
@@ -336,6 +391,22 @@ async fn desktop_tray_registers_with_a_status_notifier_host_and_its_menu_works_o
         app.wait().at_most(WAIT).for_element(Locator::Css("[data-testid=tab-approvals][aria-selected=true]")).await;
     assert!(selected.is_ok(), "the tray's Approvals item opened the Approvals view");
     until_text(&app, "[data-testid=approval]", "hotfix").await;
+
+    // bob's own request waits for another SRE: the menu says so, and its
+    // item opens the Grants view where it waits; withdrawn there, it goes.
+    broker.json("bob", &["request", "orders-api", "--role", "write", "--for", "30m", "--reason", "migration"]);
+    let waiting = eventually(WAIT, || tray.find("1 request waiting"));
+    assert!(waiting.is_some(), "the menu counts my waiting request: {:?}", tray.menu());
+    assert!(tray.click(waiting.expect("found")), "the menu took the click");
+    let selected =
+        app.wait().at_most(WAIT).for_element(Locator::Css("[data-testid=tab-grants][aria-selected=true]")).await;
+    assert!(selected.is_ok(), "the tray's waiting item opened the Grants view");
+    until_text(&app, "[data-testid=waiting]", "orders-api · write").await;
+    click(&app, "[data-testid=cancel-request]").await;
+    let withdrawn = eventually(WAIT, || tray.find("1 request waiting").is_none().then_some(()));
+    assert!(withdrawn.is_some(), "withdrawn: no longer in the menu: {:?}", tray.menu());
+    let cancelled = broker.json("bob", &["requests"]);
+    assert!(cancelled.to_string().contains("cancelled"), "the broker has it withdrawn: {cancelled}");
 
     // Quit leaves the tray.
     let _ = tray.click(tray.find("Quit").expect("Quit"));

@@ -264,3 +264,34 @@ fn policy_check_names_file_and_line_and_hot_reload_keeps_the_last_good_policy() 
     });
     assert!(applied.is_some(), "the reloaded policy allows 9h on staging-api/deploy");
 }
+
+#[test]
+fn break_glass_is_reviewed_after_the_fact_from_the_cli_once() {
+    let broker = DevBroker::start();
+    let glass = broker.json(
+        "dave",
+        &["request", "orders-api", "--role", "write", "--for", "10m", "--reason", "checkout down", "--break-glass"],
+    );
+    assert_eq!(glass["state"], "approved", "break glass: at once: {glass}");
+    let grant = glass["grant"]["id"].as_str().or(glass["grant_id"].as_str()).expect("a grant").to_owned();
+
+    let waiting = broker.json("bob", &["reviews"]);
+    assert_eq!(waiting[0]["grant"]["id"], grant.as_str(), "bob may review it: {waiting}");
+    let listed = broker.hourglass("bob", &["reviews"]);
+    assert!(
+        listed.ok && listed.stdout.contains(&grant) && listed.stdout.contains("checkout down"),
+        "{}",
+        listed.stdout
+    );
+    let own = broker.hourglass("dave", &["review", &grant, "--verdict", "justified", "--comment", "mine"]);
+    assert!(!own.ok && own.stderr.contains("your own"), "{}", own.stderr);
+
+    let reviewed =
+        broker.json("bob", &["review", &grant, "--verdict", "unjustified", "--comment", "no incident was open"]);
+    assert_eq!(reviewed["review"]["verdict"], "unjustified", "{reviewed}");
+    assert_eq!(broker.json("erin", &["reviews"]), serde_json::json!([]), "reviewed: nothing left for anyone");
+    let again = broker.hourglass("erin", &["review", &grant, "--verdict", "justified", "--comment", "fine"]);
+    assert!(!again.ok && again.stderr.contains("reviewed already, by bob@acme.example"), "{}", again.stderr);
+    let history = broker.hourglass("dave", &["history"]);
+    assert!(history.ok && history.stdout.contains("reviewed"), "dave's history shows the review: {}", history.stdout);
+}

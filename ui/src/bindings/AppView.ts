@@ -5,6 +5,8 @@ import type { Connection } from "./Connection";
 import type { Duration } from "./Duration";
 import type { GrantView } from "./GrantView";
 import type { Principal } from "./Principal";
+import type { ReviewView } from "./ReviewView";
+import type { WaitingView } from "./WaitingView";
 
 /**
  * What the window shows.
@@ -19,9 +21,17 @@ grants: Array<GrantView>,
  */
 requests: Array<AccessRequest>, 
 /**
+ * My requests waiting for approval, newest first.
+ */
+waiting: Array<WaitingView>, 
+/**
  * Teammates' requests waiting for my decision, oldest first.
  */
 awaiting_me: Array<ApprovalView>, 
+/**
+ * Break-glass grants waiting for my review.
+ */
+to_review: Array<ReviewView>, 
 /**
  * The last warning time: "ends in under …" on an urgent grant.
  */

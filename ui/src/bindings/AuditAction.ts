@@ -3,4 +3,4 @@
 /**
  * What happened. Dotted names keep SIEM queries simple (`action:grant.*`).
  */
-export type AuditAction = "broker.started" | "policy.loaded" | "policy.refused" | "request.filed" | "request.refused" | "request.approval_recorded" | "request.decision_refused" | "request.approved" | "request.denied" | "request.cancelled" | "request.expired" | "grant.issued" | "grant.issue_failed" | "grant.renewed" | "grant.renewal_refused" | "grant.revoked" | "grant.revoke_refused" | "grant.expired" | "grant.revocation_attempt" | "grant.credential_fetched" | "grant.verified" | "session.ended" | "notification.abandoned";
+export type AuditAction = "broker.started" | "policy.loaded" | "policy.refused" | "request.filed" | "request.refused" | "request.approval_recorded" | "request.decision_refused" | "request.approved" | "request.denied" | "request.cancelled" | "request.expired" | "grant.issued" | "grant.issue_failed" | "grant.renewed" | "grant.renewal_refused" | "grant.revoked" | "grant.revoke_refused" | "grant.expired" | "grant.revocation_attempt" | "grant.credential_fetched" | "grant.verified" | "session.ended" | "grant.reviewed" | "notification.abandoned";

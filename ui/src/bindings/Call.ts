@@ -4,9 +4,10 @@ import type { Duration } from "./Duration";
 import type { GrantId } from "./GrantId";
 import type { HookShell } from "./HookShell";
 import type { RequestId } from "./RequestId";
+import type { ReviewVerdict } from "./ReviewVerdict";
 import type { Settings } from "./Settings";
 
 /**
  * A call from the window: the command and its arguments.
  */
-export type Call = { "command": "view", } | { "command": "settings", } | { "command": "save_settings", settings: Settings, } | { "command": "catalog", } | { "command": "request_access", body: CreateRequest, } | { "command": "approve", id: RequestId, comment: string | null, } | { "command": "deny", id: RequestId, comment: string | null, } | { "command": "cancel", id: RequestId, } | { "command": "renew", grant: GrantId, duration: Duration | null, } | { "command": "revoke", grant: GrantId, } | { "command": "history", limit: number, } | { "command": "shell_snippet", grant: GrantId, } | { "command": "open_terminal", grant: GrantId, } | { "command": "hide_window", } | { "command": "reconnect", } | { "command": "login", } | { "command": "cancel_login", } | { "command": "logout", } | { "command": "account", } | { "command": "integration", } | { "command": "install_hook", shell: HookShell, };
+export type Call = { "command": "view", } | { "command": "settings", } | { "command": "save_settings", settings: Settings, } | { "command": "catalog", } | { "command": "request_access", body: CreateRequest, } | { "command": "approve", id: RequestId, comment: string | null, } | { "command": "deny", id: RequestId, comment: string | null, } | { "command": "cancel", id: RequestId, } | { "command": "review", grant: GrantId, verdict: ReviewVerdict, comment: string, } | { "command": "renew", grant: GrantId, duration: Duration | null, } | { "command": "revoke", grant: GrantId, } | { "command": "history", limit: number, } | { "command": "shell_snippet", grant: GrantId, } | { "command": "open_terminal", grant: GrantId, } | { "command": "hide_window", } | { "command": "reconnect", } | { "command": "login", } | { "command": "cancel_login", } | { "command": "logout", } | { "command": "account", } | { "command": "integration", } | { "command": "install_hook", shell: HookShell, };

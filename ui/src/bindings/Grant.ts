@@ -2,6 +2,7 @@
 import type { GrantId } from "./GrantId";
 import type { GrantState } from "./GrantState";
 import type { RequestId } from "./RequestId";
+import type { Review } from "./Review";
 import type { Revocation } from "./Revocation";
 import type { Timestamp } from "./Timestamp";
 
@@ -26,4 +27,8 @@ ready_at?: Timestamp | null, renewals: number,
 /**
  * Issued under break-glass: to be reviewed after the fact.
  */
-needs_review: boolean, ended_at?: Timestamp | null, ended_by?: string | null, end_reason?: string | null, revocation?: Revocation | null, };
+needs_review: boolean, 
+/**
+ * The review of a break-glass grant, once done.
+ */
+review?: Review | null, ended_at?: Timestamp | null, ended_by?: string | null, end_reason?: string | null, revocation?: Revocation | null, };

@@ -97,6 +97,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(v1::renew))
         .routes(routes!(v1::revoke))
         .routes(routes!(v1::revoke_matching))
+        .routes(routes!(v1::reviews))
+        .routes(routes!(v1::review))
         .routes(routes!(v1::history))
         .routes(routes!(events::events))
         .routes(routes!(introspect::introspect))

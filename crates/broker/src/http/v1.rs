@@ -4,7 +4,8 @@ use axum::Json;
 use axum::extract::{Path, State};
 use hourglass_core::api::{
     ApiError, Catalog, CreateRequest, Credential, DecisionBody, ErrorCode, GrantList, ReadyBody, RenewBody,
-    RenewOutcome, RequestList, RequestOutcome, RevokeBody, RevokeMatchingBody, RevokedGrants, WhoAmI,
+    RenewOutcome, RequestList, RequestOutcome, ReviewBody, ReviewItem, RevokeBody, RevokeMatchingBody, RevokedGrants,
+    WhoAmI,
 };
 use hourglass_core::audit::AuditRecord;
 use hourglass_core::{AccessRequest, Grant, GrantId, RequestId, Verdict};
@@ -222,6 +223,33 @@ pub async fn revoke_matching(
     JsonBody(body): JsonBody<RevokeMatchingBody>,
 ) -> ApiResult<RevokedGrants> {
     Ok(Json(RevokedGrants { grants: broker.revoke_matching(&who, body).await? }))
+}
+
+/// Break-glass grants waiting for my review: access taken at once in an
+/// emergency, on roles whose requests I could have approved.
+#[utoipa::path(get, path = "/v1/reviews", tag = "grants", security(("bearer" = [])),
+    responses((status = 200, body = Vec<ReviewItem>)))]
+pub async fn reviews(State(broker): State<AppState>, Caller(who): Caller) -> ApiResult<Vec<ReviewItem>> {
+    Ok(Json(broker.reviews_for(&who).await?))
+}
+
+/// Reviews a break-glass grant after the fact: justified or not, and why.
+/// Once, by someone who could have approved its request, never its owner.
+#[utoipa::path(post, path = "/v1/grants/{id}/review", tag = "grants", security(("bearer" = [])),
+    params(("id" = GrantId, Path, description = "grant id")), request_body = ReviewBody,
+    responses(
+        (status = 200, body = Grant),
+        (status = 400, body = ApiError, description = "no comment, or not a break-glass grant"),
+        (status = 403, body = ApiError, description = "my own grant, or not one whose requests I may approve"),
+        (status = 404, body = ApiError),
+        (status = 409, body = ApiError, description = "reviewed already")))]
+pub async fn review(
+    State(broker): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<ReviewBody>,
+) -> ApiResult<Grant> {
+    Ok(Json(broker.review(&who, &grant_id(&id)?, body).await?))
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]

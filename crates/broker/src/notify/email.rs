@@ -15,8 +15,8 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
-use super::channels::{Secret, SmtpTls};
 use super::render::{self, Summary};
+use super::settings::{Secret, SmtpTls};
 use super::{Audience, Notice};
 use crate::error::{Error, Result};
 

@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::channels::Secret;
+use super::settings::Secret;
 use crate::error::{Error, Result};
 
 /// A send that failed, and when the receiver asked to be tried again.

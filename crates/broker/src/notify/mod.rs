@@ -15,10 +15,11 @@ mod email;
 mod http;
 pub mod outbox;
 mod render;
+pub mod settings;
 
 use hourglass_core::api::EventKind;
 use hourglass_core::countdown::Warnings;
-use hourglass_core::{AccessRequest, Grant, RequestState, Timestamp};
+use hourglass_core::{AccessRequest, Duration, Grant, RequestState, Timestamp};
 use hourglass_policy::Role;
 use serde::{Deserialize, Serialize};
 
@@ -57,6 +58,12 @@ pub enum NoticeKind {
     Revoked,
     #[serde(rename = "grant.expired")]
     Ended,
+    /// A break-glass grant still waits for its review.
+    #[serde(rename = "grant.review_reminder")]
+    ReviewReminder,
+    /// A break-glass grant was reviewed.
+    #[serde(rename = "grant.reviewed")]
+    Reviewed,
 }
 
 impl NoticeKind {
@@ -71,6 +78,8 @@ impl NoticeKind {
             NoticeKind::Expiring => "grant.expiring",
             NoticeKind::Revoked => "grant.revoked",
             NoticeKind::Ended => "grant.expired",
+            NoticeKind::ReviewReminder => "grant.review_reminder",
+            NoticeKind::Reviewed => "grant.reviewed",
         }
     }
 
@@ -115,12 +124,36 @@ pub fn for_request(role: &Role, request: &AccessRequest, kind: EventKind, now: T
     if let Some(kind) = to_approvers {
         let topic = topic(Audience::Approvers, request.id.as_str());
         notices.extend(outgoing(&role.notify, &topic, now, now, &notice(kind, Audience::Approvers)));
+        // Break-glass access is reviewed after the fact: approvers are
+        // reminded a day and three days on, unless it was reviewed by then.
+        if kind == NoticeKind::Filed && request.break_glass {
+            for later in REVIEW_REMINDERS {
+                let reminder = notice(NoticeKind::ReviewReminder, Audience::Approvers);
+                notices.extend(outgoing(&role.notify, &topic, now, now.plus(later), &reminder));
+            }
+        }
     }
     if let Some(kind) = to_requester {
         let topic = topic(Audience::Requester, request.id.as_str());
         notices.extend(outgoing(&role.notify_requester, &topic, now, now, &notice(kind, Audience::Requester)));
     }
     notices
+}
+
+/// When approvers are reminded of a break-glass grant not yet reviewed.
+const REVIEW_REMINDERS: [Duration; 2] = [Duration::from_hours(24), Duration::from_hours(72)];
+
+/// The notifications a review sends: the approvers' thread of the request
+/// says who reviewed it and how.
+pub fn for_review(role: &Role, request: &AccessRequest, grant: &Grant, now: Timestamp) -> Vec<NewNotice> {
+    let notice = Notice {
+        kind: NoticeKind::Reviewed,
+        audience: Audience::Approvers,
+        at: now,
+        request: Some(request.clone()),
+        grant: Some(grant.clone()),
+    };
+    outgoing(&role.notify, &topic(Audience::Approvers, request.id.as_str()), now, now, &notice)
 }
 
 /// The notifications a grant's change sends its owner: the reminder
@@ -181,7 +214,7 @@ fn new_notice_id() -> String {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
 
-    use hourglass_core::{Duration, GrantId, NewRequest, RequestId};
+    use hourglass_core::{GrantId, NewRequest, RequestId};
 
     use super::*;
 
@@ -258,10 +291,17 @@ mod tests {
         assert!(for_request(&role, &request, EventKind::RequestFiled, NOW).is_empty());
         assert!(for_request(&role, &request, EventKind::RequestApproved, NOW).is_empty());
         request.break_glass = true;
+        let filed = for_request(&role, &request, EventKind::RequestFiled, NOW);
+        let sent: Vec<(NoticeKind, Timestamp)> =
+            filed.iter().map(|n| (serde_json::from_str::<Notice>(&n.notice).unwrap().kind, n.due_at)).collect();
         assert_eq!(
-            kinds(&for_request(&role, &request, EventKind::RequestFiled, NOW))[0].2,
-            NoticeKind::Filed,
-            "break glass is announced, for its review"
+            sent,
+            [
+                (NoticeKind::Filed, NOW),
+                (NoticeKind::ReviewReminder, NOW.plus(Duration::from_hours(24))),
+                (NoticeKind::ReviewReminder, NOW.plus(Duration::from_hours(72)))
+            ],
+            "break glass is announced, and its review reminded of"
         );
     }
 

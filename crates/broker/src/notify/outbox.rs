@@ -160,9 +160,7 @@ async fn send(broker: &Broker, http: &HttpSender, claimed: &ClaimedNotice) -> No
         Ok(notice) => notice,
         Err(error) => return NoticeOutcome::Abandoned { error: format!("the stored notice does not read: {error}") },
     };
-    if notice.kind == NoticeKind::Expiring
-        && let Some(why) = reminder_obsolete(broker, &notice).await
-    {
+    if let Some(why) = reminder_obsolete(broker, &notice).await {
         return NoticeOutcome::Skipped { why };
     }
     let thread = if notice.kind.starts_thread() {
@@ -223,9 +221,24 @@ fn retry(now: Timestamp, claimed: &ClaimedNotice, failed: &Failed) -> NoticeOutc
     }
 }
 
-/// Why a reminder no longer applies: its grant ended, or was renewed (the
-/// renewal set a reminder of its own).
+/// Why a reminder no longer applies: a grant's end drawing near, when it
+/// ended or was renewed (the renewal set a reminder of its own); a
+/// break-glass review, when it was done.
 async fn reminder_obsolete(broker: &Broker, notice: &Notice) -> Option<String> {
+    match notice.kind {
+        NoticeKind::Expiring => expiry_reminder_obsolete(broker, notice).await,
+        NoticeKind::ReviewReminder => {
+            let grant = notice.request.as_ref()?.grant_id.as_ref()?;
+            match broker.store.grant(grant).await {
+                Ok(Some(record)) if !record.grant.awaits_review() => Some("the grant was reviewed".into()),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+async fn expiry_reminder_obsolete(broker: &Broker, notice: &Notice) -> Option<String> {
     let announced = notice.grant.as_ref()?;
     match broker.store.grant(&announced.id).await {
         Ok(Some(record)) if !record.grant.is_usable_at(broker.now()) => Some("the grant has ended".into()),

@@ -58,7 +58,7 @@ pub fn human_time(at: Timestamp) -> String {
 
 pub fn summarize(notice: &Notice) -> Summary {
     match (&notice.request, &notice.grant) {
-        (Some(request), _) => summarize_request(notice.kind, notice.audience, request),
+        (Some(request), grant) => summarize_request(notice.kind, notice.audience, request, grant.as_ref()),
         (None, Some(grant)) => summarize_grant(notice.kind, grant),
         (None, None) => Summary {
             title: notice.kind.as_str().to_owned(),
@@ -74,7 +74,7 @@ fn access(resource: &str, role: &str) -> String {
     format!("{resource}/{role}")
 }
 
-fn summarize_request(kind: NoticeKind, audience: Audience, request: &AccessRequest) -> Summary {
+fn summarize_request(kind: NoticeKind, audience: Audience, request: &AccessRequest, grant: Option<&Grant>) -> Summary {
     let what = access(&request.resource, &request.role);
     let renewal = if request.renews.is_some() { " (renewal)" } else { "" };
     let title = match audience {
@@ -89,7 +89,16 @@ fn summarize_request(kind: NoticeKind, audience: Audience, request: &AccessReque
             request.decisions.iter().filter(|d| d.verdict == verdict).map(|d| d.approver.as_str()).collect();
         names.join(", ")
     };
+    let review = grant.and_then(|grant| grant.review.as_ref());
     let (status, tone) = match (kind, request.state) {
+        (NoticeKind::Reviewed, _) => match review {
+            Some(review) => (
+                format!("Break glass reviewed by {}: {}", review.reviewer, review.verdict.as_str()),
+                if review.verdict == hourglass_core::review::ReviewVerdict::Justified { Tone::Good } else { Tone::Bad },
+            ),
+            None => ("Break glass reviewed".to_owned(), Tone::Neutral),
+        },
+        (NoticeKind::ReviewReminder, _) => ("Break glass still waits for its review".to_owned(), Tone::Bad),
         (NoticeKind::Filed | NoticeKind::Progress, RequestState::Pending) => {
             let approved = decided_by(Verdict::Approve);
             let needed = request.approvals_remaining;
@@ -123,10 +132,20 @@ fn summarize_request(kind: NoticeKind, audience: Audience, request: &AccessReque
     for decision in request.decisions.iter().filter(|d| d.comment.as_deref().is_some_and(|c| !c.trim().is_empty())) {
         facts.push(("Comment", format!("{}: {}", decision.approver, decision.comment.as_deref().unwrap_or_default())));
     }
+    if let Some(review) = review {
+        facts.push(("Review", format!("{}: {}", review.reviewer, review.comment)));
+    }
     facts.push(("Request", request.id.to_string()));
     let hint = match (kind, audience) {
         (NoticeKind::Filed | NoticeKind::Progress, Audience::Approvers) if request.state == RequestState::Pending => {
             Some(format!("Decide in the Hourglass app, or: hourglass approve {}", request.id))
+        }
+        (NoticeKind::Filed | NoticeKind::ReviewReminder, Audience::Approvers) if request.break_glass => {
+            request.grant_id.as_ref().map(|grant| {
+                format!(
+                    "Review it in the Hourglass app, or: hourglass review {grant} --verdict justified --comment WHY"
+                )
+            })
         }
         (NoticeKind::Approved, Audience::Requester) => {
             Some(format!("Your access lasts {} from now; the Hourglass app shows it.", request.duration))

@@ -45,6 +45,7 @@ const TABLES: &[Table] = &[
             "revocation_due",
             "provider_state",
             "doc",
+            "awaiting_review",
         ],
         key: "id",
     },

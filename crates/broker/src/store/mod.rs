@@ -521,6 +521,11 @@ impl Store {
         }
     }
 
+    /// Break-glass grants awaiting their review, newest deadline first.
+    pub async fn grants_awaiting_review(&self, max: usize) -> Result<Vec<GrantRecord>> {
+        q::grants(&mut self.reader().await?.conn(), q::GRANTS_AWAITING_REVIEW, &[Param::Int(q::limit(max))]).await
+    }
+
     /// When the scheduler has work next: the earliest deadline, request
     /// timeout or revocation retry (the broker's clock), and how long until
     /// another replica's claim lapses and its work may be taken over.

@@ -63,16 +63,22 @@ pub const GRANTS_LIVE: Sql = both(
 );
 pub const GRANTS_ALL: Sql = both("SELECT doc, provider_state FROM grants ORDER BY expires_at DESC, id LIMIT $1");
 pub const INSERT_GRANT: Sql = both(
-    "INSERT INTO grants (id, request_id, owner, resource, role, state, expires_at, revocation_due, provider_state, doc, claimed_by)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    "INSERT INTO grants (id, request_id, owner, resource, role, state, expires_at, revocation_due, provider_state, doc, claimed_by,
+                         awaiting_review)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
 );
 pub const UPDATE_GRANT: Sql = both(
-    "UPDATE grants SET state = $1, expires_at = $2, revocation_due = $3, provider_state = $4, doc = $5 WHERE id = $6",
-);
-pub const UPDATE_GRANT_CLAIM: Sql = both(
-    "UPDATE grants SET state = $1, expires_at = $2, revocation_due = $3, provider_state = $4, doc = $5, claimed_by = $7
+    "UPDATE grants SET state = $1, expires_at = $2, revocation_due = $3, provider_state = $4, doc = $5, awaiting_review = $7
      WHERE id = $6",
 );
+pub const UPDATE_GRANT_CLAIM: Sql = both(
+    "UPDATE grants SET state = $1, expires_at = $2, revocation_due = $3, provider_state = $4, doc = $5, awaiting_review = $7,
+                       claimed_by = $8
+     WHERE id = $6",
+);
+/// Break-glass grants not reviewed yet, newest deadline first.
+pub const GRANTS_AWAITING_REVIEW: Sql =
+    both("SELECT doc, provider_state FROM grants WHERE awaiting_review = 1 ORDER BY expires_at DESC, id LIMIT $1");
 pub const LIVE_GRANT: Sql = both(
     "SELECT doc, provider_state FROM grants WHERE owner = $1 AND resource = $2 AND role = $3
      AND state IN ('issuing', 'active') AND expires_at > $4 LIMIT 1",

@@ -370,6 +370,30 @@ async fn notices_commit_with_their_transaction_and_go_out_in_topic_order(f: Fixt
     assert_eq!(f.store.notice_thread("sre-slack", "approvers:req1").await.unwrap(), None, "pruned when done");
 }
 
+async fn break_glass_grants_await_review_until_reviewed(f: Fixture) {
+    let mut glass = request(1, "dave@acme.example");
+    glass.break_glass = true;
+    let mut record = grant_for(&glass, 1, T0);
+    let plain = grant_for(&request(2, "alice@acme.example"), 2, T0);
+    let mut tx = f.store.begin().await.unwrap();
+    tx.insert_grant(&record).await.unwrap();
+    tx.insert_grant(&plain).await.unwrap();
+    tx.commit().await.unwrap();
+    let waiting = f.store.grants_awaiting_review(10).await.unwrap();
+    assert_eq!(waiting.iter().map(|r| r.grant.id.clone()).collect::<Vec<_>>(), [record.grant.id.clone()]);
+    let review = hourglass_core::review::Review {
+        reviewer: "bob@acme.example".into(),
+        verdict: hourglass_core::review::ReviewVerdict::Justified,
+        comment: "outage".into(),
+        at: Timestamp::from_unix_millis(T0),
+    };
+    record.grant.record_review(review).unwrap();
+    let mut tx = f.store.begin().await.unwrap();
+    tx.update_grant(&record, Claim::Keep).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(f.store.grants_awaiting_review(10).await.unwrap().is_empty(), "reviewed: no longer waiting");
+}
+
 /// Runs each test on both engines: `store::tests::sqlite::NAME` and
 /// `store::tests::postgres::NAME`.
 macro_rules! each_engine {
@@ -396,6 +420,7 @@ each_engine!(
     a_grant_being_issued_is_claimed_by_the_replica_issuing_it,
     principals_and_history_read_by_actor_and_subject,
     notices_commit_with_their_transaction_and_go_out_in_topic_order,
+    break_glass_grants_await_review_until_reviewed,
 );
 
 // ---------------------------------------------------------------------------
@@ -617,6 +642,7 @@ async fn sqlite_a_version_1_store_is_migrated_in_place_with_its_chain() {
                 "DROP TABLE chain; DROP TABLE events; DROP TABLE replicas; DROP INDEX grants_claimed;
                  DROP TABLE signing_keys; DROP TABLE documents; DROP TABLE outbox;
                  DROP INDEX audit_by_actor; DROP INDEX requests_renewing;
+                 DROP INDEX grants_awaiting_review; ALTER TABLE grants DROP COLUMN awaiting_review;
                  ALTER TABLE grants DROP COLUMN claimed_by; ALTER TABLE requests DROP COLUMN client_material;
                  UPDATE meta SET value = '1' WHERE key = 'schema_version';",
             )

@@ -115,6 +115,7 @@ impl WriteTx {
                     state.as_str().into(),
                     doc.as_str().into(),
                     claimed_by.as_deref().into(),
+                    awaiting_review(grant).into(),
                 ],
             )
             .await?;
@@ -132,6 +133,7 @@ impl WriteTx {
             state.as_str().into(),
             doc.as_str().into(),
             grant.id.as_str().into(),
+            awaiting_review(grant).into(),
         ];
         let sql = match claim {
             Claim::Keep => q::UPDATE_GRANT,
@@ -353,6 +355,11 @@ impl WriteTx {
             }
         }
     }
+}
+
+/// The `awaiting_review` column: 1 while a break-glass grant awaits its review.
+fn awaiting_review(grant: &Grant) -> Option<i64> {
+    grant.awaits_review().then_some(1)
 }
 
 fn revocation_due(grant: &Grant) -> Option<i64> {

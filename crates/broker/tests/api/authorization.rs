@@ -194,6 +194,18 @@ fn revoke(who: Who) -> Expect {
     }
 }
 
+/// Reviewing the requester's grant, which was not taken under break-glass:
+/// who may review is checked first, so only an approver of its role learns
+/// that there is nothing to review.
+fn review(who: Who) -> Expect {
+    let audited = Some("grant.reviewed");
+    match who {
+        Who::Requester => refused(StatusCode::FORBIDDEN, "self_approval", audited),
+        Who::RightApprover => refused(StatusCode::BAD_REQUEST, "invalid_request", audited),
+        _ => refused(StatusCode::FORBIDDEN, "forbidden", audited),
+    }
+}
+
 fn exchange(who: Who) -> Expect {
     match who {
         Who::Anonymous => refused(StatusCode::BAD_REQUEST, "invalid_request", None),
@@ -268,6 +280,8 @@ fn openapi_rows() -> Vec<Row> {
             r#"{"resource": "orders-api", "owner": "{requester}", "reason": "x"}"#,
             revoke,
         ),
+        row(Method::GET, "/v1/reviews", Nothing, every_principal),
+        post("/v1/grants/{id}/review", LiveGrant, r#"{"verdict": "justified", "comment": "ok"}"#, review),
         // `?subject=` is filled in with the requester.
         Row { query: "?subject=", ..row(Method::GET, "/v1/history", Nothing, view_grant) },
         row(Method::GET, "/v1/events", Nothing, every_principal),

@@ -89,3 +89,47 @@ async fn break_glass_renewal_stays_break_glass_and_tells_approvers() {
     assert_eq!(pending["request"]["state"], "pending", "a break-glass grant no longer covered waits for approval");
     assert_eq!(pending["request"]["break_glass"], false, "and the renewal is an ordinary request");
 }
+
+#[tokio::test]
+async fn break_glass_grants_are_reviewed_once_by_an_approver_and_the_review_is_audited() {
+    let h = Harness::new().await;
+    let mut body = write_orders("30m");
+    body["break_glass"] = json!(true);
+    let outcome = h.file("dave", body).await;
+    let grant = grant_id(&outcome);
+    let path = format!("/v1/grants/{grant}/review");
+
+    // bob (SRE) could have approved orders-api/write: it waits for his review.
+    let waiting = h.get_ok("bob", "/v1/reviews").await;
+    assert_eq!(waiting[0]["grant"]["id"], grant.as_str(), "bob's reviews list it: {waiting}");
+    assert_eq!(waiting[0]["request"]["reason"], "fix order 1234 stuck in checkout", "with why it was taken");
+    assert_eq!(h.get_ok("alice", "/v1/reviews").await, json!([]), "an engineer reviews nothing");
+    assert_eq!(h.get_ok("dave", "/v1/reviews").await, json!([]), "nor does its owner");
+
+    let verdict = json!({"verdict": "unjustified", "comment": "no incident was open"});
+    let own = h.post("dave", &path, verdict.clone()).await;
+    assert_refused(&own, StatusCode::FORBIDDEN, "self_approval", "your own", "the owner never reviews");
+    let other = h.post("alice", &path, verdict.clone()).await;
+    assert_refused(&other, StatusCode::FORBIDDEN, "forbidden", "orders-api/write", "only its approvers");
+    let silent = h.post("bob", &path, json!({"verdict": "justified", "comment": " "})).await;
+    assert_refused(&silent, StatusCode::BAD_REQUEST, "reason_required", "comment", "a review says why");
+
+    let (status, reviewed) = h.post("bob", &path, verdict).await;
+    assert_eq!(status, StatusCode::OK, "{reviewed}");
+    assert_eq!(reviewed["review"]["reviewer"], "bob@acme.example");
+    assert_eq!(reviewed["review"]["verdict"], "unjustified");
+    assert_eq!(reviewed["needs_review"], true, "still a break-glass grant");
+    let again = h.post("erin", &path, json!({"verdict": "justified", "comment": "fine"})).await;
+    assert_refused(&again, StatusCode::CONFLICT, "already_decided", "bob@acme.example", "reviewed once");
+    assert_eq!(h.get_ok("erin", "/v1/reviews").await, json!([]), "nothing left to review");
+
+    let audit = h.broker.store().audit_records(0, 1000).await.expect("the audit log");
+    let review = audit
+        .iter()
+        .find(|r| r.event.action == AuditAction::GrantReviewed && r.event.result == AuditResult::Ok)
+        .expect("the review is audited");
+    assert_eq!(review.event.actor, "bob@acme.example");
+    assert_eq!(review.event.subject.as_deref(), Some("dave@acme.example"));
+    assert_eq!(review.event.details["verdict"], "unjustified");
+    assert_eq!(review.event.reason.as_deref(), Some("no incident was open"));
+}
