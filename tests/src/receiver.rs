@@ -23,6 +23,8 @@ pub struct Received {
     pub body: String,
     /// What it was answered with.
     pub status: u16,
+    /// When it arrived (its body read).
+    pub at: std::time::Instant,
 }
 
 impl Received {
@@ -72,6 +74,11 @@ impl Receiver {
     /// Refuses the next `count` requests with 503.
     pub fn fail_next(&self, count: u32) {
         self.shared.failing.store(count, Ordering::SeqCst);
+    }
+
+    /// How many requests arrived so far.
+    pub fn count(&self) -> usize {
+        self.shared.received.lock().expect("not poisoned").len()
     }
 
     /// Everything received so far.
@@ -145,7 +152,14 @@ fn serve(stream: TcpStream, shared: &Shared) {
         } else {
             (200, answer_for(&path, &body, shared))
         };
-        shared.received.lock().expect("not poisoned").push(Received { method, path, headers, body, status });
+        shared.received.lock().expect("not poisoned").push(Received {
+            method,
+            path,
+            headers,
+            body,
+            status,
+            at: std::time::Instant::now(),
+        });
         let answer = answer.to_string();
         let reason = if status == 200 { "OK" } else { "Service Unavailable" };
         let response = format!(

@@ -73,17 +73,26 @@ permit (principal in Group::"sre", action == Action::"approve", resource);
 "#;
 
 /// A release broker with the bench policy, and the issuer it trusts.
-struct LoadBroker {
+pub(crate) struct LoadBroker {
     broker: DevBroker,
     issuer: JwtIssuer,
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     _dir: tempfile::TempDir,
 }
 
 impl LoadBroker {
     fn start() -> anyhow::Result<LoadBroker> {
+        LoadBroker::start_with("", &[])
+    }
+
+    /// A broker with the bench policy and `more` appended to its
+    /// `hourglass.toml` (`[broker.channels]`, say), `files` beside it.
+    pub(crate) fn start_with(more: &str, files: &[(&str, &str)]) -> anyhow::Result<LoadBroker> {
         let dir = tempfile::tempdir()?;
-        std::fs::write(dir.path().join("hourglass.toml"), POLICY)?;
+        std::fs::write(dir.path().join("hourglass.toml"), format!("{POLICY}\n{more}"))?;
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text)?;
+        }
         std::fs::write(dir.path().join("bench.cedar"), CEDAR)?;
         let issuer = JwtIssuer::new("bench");
         issuer.trust_in(dir.path());
@@ -95,7 +104,7 @@ impl LoadBroker {
         Ok(LoadBroker { broker, issuer, http, _dir: dir })
     }
 
-    fn token(&self, user: &str, group: &str) -> String {
+    pub(crate) fn token(&self, user: &str, group: &str) -> String {
         self.issuer.token(&format!("{user}@bench.example"), &[group], "hourglass", 3_600)
     }
 
@@ -103,9 +112,19 @@ impl LoadBroker {
         format!("{}{path}", self.broker.url)
     }
 
-    async fn request(&self, token: &str, role: &str, duration: &str) -> anyhow::Result<RequestOutcome> {
+    pub(crate) async fn request(&self, token: &str, role: &str, duration: &str) -> anyhow::Result<RequestOutcome> {
+        self.request_on("api", token, role, duration).await
+    }
+
+    pub(crate) async fn request_on(
+        &self,
+        resource: &str,
+        token: &str,
+        role: &str,
+        duration: &str,
+    ) -> anyhow::Result<RequestOutcome> {
         let body = CreateRequest {
-            resource: "api".into(),
+            resource: resource.into(),
             role: role.into(),
             duration: duration.into(),
             reason: "benchmark".into(),
@@ -133,7 +152,7 @@ impl LoadBroker {
     }
 
     /// CPU time the broker has used so far.
-    fn broker_cpu(&self) -> anyhow::Result<Duration> {
+    pub(crate) fn broker_cpu(&self) -> anyhow::Result<Duration> {
         let pid = self.broker.pid().context("the broker runs")?;
         cpu_time(pid)
     }
@@ -239,7 +258,7 @@ async fn lifecycle(load: &LoadBroker, token: &str) -> anyhow::Result<()> {
 }
 
 /// Tokens for `count` new principals, signed before anything is timed.
-fn fresh_principals(load: &LoadBroker, prefix: &str, count: usize) -> Arc<Vec<String>> {
+pub(crate) fn fresh_principals(load: &LoadBroker, prefix: &str, count: usize) -> Arc<Vec<String>> {
     Arc::new((0..count).map(|n| load.token(&format!("{prefix}{n}"), "engineers")).collect())
 }
 
@@ -339,7 +358,7 @@ async fn token_lifecycle_at_rate(options: &Options) -> anyhow::Result<Figure> {
     })
 }
 
-fn percent(cpu: Duration, over: Duration) -> String {
+pub(crate) fn percent(cpu: Duration, over: Duration) -> String {
     format!("{:.0}%", cpu.as_secs_f64() / over.as_secs_f64() * 100.0)
 }
 

@@ -9,6 +9,7 @@ mod agent;
 mod desktop;
 mod hook;
 mod load;
+mod notify;
 mod openbao;
 mod policy;
 mod postgres;
@@ -51,12 +52,13 @@ fn main() -> anyhow::Result<()> {
 
     let mut figures = Vec::new();
     let mut pending: Vec<String> = Vec::new();
-    let topics: [(&str, Topic); 8] = [
+    let topics: [(&str, Topic); 9] = [
         ("policy", policy_figures),
         ("ssh", ssh_figures),
         ("hook", hook_figures),
         ("agent", agent::figures),
         ("load", load::figures),
+        ("notify", notify::figures),
         ("postgres", postgres::figures),
         ("replicas", replicas::figures),
         ("desktop", desktop::figures),
