@@ -5,13 +5,13 @@ set -euo pipefail
 hourglass_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 # Debian packages the builds and the tests need: the toolchain's, the real
-# services tests start (PostgreSQL, sshd, keyring), the shells the prompt
+# services tests start (PostgreSQL, sshd, keyring, rsyslog with TLS), the shells the prompt
 # hook is tested in, and the desktop app's (WebKitGTK and the tray library to
 # build; Xvfb, a notification daemon, a StatusNotifier host, WebKit's
 # WebDriver and a clipboard reader to test it headless), and Python's venv
 # for schemathesis and aiosmtpd.
 apt_packages=(build-essential pkg-config ca-certificates curl mold file python3 python3-venv
-    postgresql openssh-server openssh-client
+    postgresql openssh-server openssh-client rsyslog rsyslog-openssl
     libdbus-1-dev dbus dbus-x11 gnome-keyring libsecret-tools
     tmux zsh fish
     libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev libsoup-3.0-dev libxdo-dev libssl-dev

@@ -22,6 +22,7 @@ pub mod postgres;
 pub mod proxy;
 pub mod receiver;
 pub mod replicas;
+pub mod rsyslog;
 pub mod shell;
 pub mod smtp;
 pub mod sshd;

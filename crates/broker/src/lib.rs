@@ -26,6 +26,7 @@ mod reload;
 pub mod serve;
 pub mod server;
 pub mod settings;
+pub mod siem;
 pub mod store;
 pub mod tls;
 

@@ -11,9 +11,9 @@ use hourglass_broker::checkpoints::{self, CheckpointCheck};
 use hourglass_broker::clock::{Clock, SystemClock};
 use hourglass_broker::server::{self, ServerOptions};
 use hourglass_broker::settings::BrokerSettings;
+use hourglass_broker::siem::settings::Format;
 use hourglass_broker::store::{OpenOptions, Store, StoreLocation};
 use hourglass_core::audit::{ChainVerifier, to_hex};
-use hourglass_core::siem;
 use hourglass_policy::Policy;
 
 #[derive(Parser)]
@@ -430,17 +430,15 @@ async fn verify(store: &Store, checkpoints: Option<CheckpointCheck>) -> anyhow::
 }
 
 async fn export(store: &Store, mut after: u64, format: &str) -> anyhow::Result<ExitCode> {
+    let format =
+        Format::parse(format).ok_or_else(|| anyhow::anyhow!("unknown format {format:?}: ocsf, ecs or jsonl"))?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     loop {
         let page = store.audit_records(after, PAGE).await?;
         let Some(last) = page.last() else { break };
         after = last.event.seq;
         for record in &page {
-            match format {
-                "ocsf" => serde_json::to_writer(&mut out, &siem::ocsf(record, env!("CARGO_PKG_VERSION")))?,
-                "ecs" => serde_json::to_writer(&mut out, &siem::ecs(record))?,
-                _ => serde_json::to_writer(&mut out, record)?,
-            }
+            out.write_all(format.render(record).as_bytes())?;
             out.write_all(b"\n")?;
         }
     }

@@ -409,37 +409,22 @@ enum Check {
 }
 
 fn root_store(roots: &Roots) -> Result<rustls::RootCertStore, String> {
-    let mut store = rustls::RootCertStore::empty();
-    match roots {
-        Roots::File(path) => {
-            let pem = std::fs::read(path)
-                .map_err(|error| format!("sslrootcert {}: cannot read it: {}", path.display(), error.kind()))?;
-            let mut found = 0;
-            for certificate in rustls_pemfile_certs(&pem) {
-                store
-                    .add(certificate)
-                    .map_err(|error| format!("sslrootcert {}: a certificate is invalid: {error}", path.display()))?;
-                found += 1;
-            }
-            if found == 0 {
-                return Err(format!("sslrootcert {} holds no PEM certificate", path.display()));
-            }
-        }
-        Roots::System | Roots::Unset => {
-            let loaded = rustls_native_certs::load_native_certs();
-            let (added, _ignored) = store.add_parsable_certificates(loaded.certs);
-            if added == 0 {
-                return Err("sslmode needs trusted roots but the system has none: set sslrootcert to a CA file".into());
+    use crate::tls::RootsError;
+    let file = match roots {
+        Roots::File(path) => Some(path.as_path()),
+        Roots::System | Roots::Unset => None,
+    };
+    crate::tls::trusted_roots(file).map_err(|error| {
+        let path = file.map(|path| path.display().to_string()).unwrap_or_default();
+        match error {
+            RootsError::Unreadable(kind) => format!("sslrootcert {path}: cannot read it: {kind}"),
+            RootsError::Invalid(why) => format!("sslrootcert {path}: a certificate is invalid: {why}"),
+            RootsError::NoCertificate => format!("sslrootcert {path} holds no PEM certificate"),
+            RootsError::NoSystemRoots => {
+                "sslmode needs trusted roots but the system has none: set sslrootcert to a CA file".into()
             }
         }
-    }
-    Ok(store)
-}
-
-/// The certificates of a PEM text.
-fn rustls_pemfile_certs(pem: &[u8]) -> Vec<CertificateDer<'static>> {
-    use rustls::pki_types::pem::PemObject;
-    CertificateDer::pem_slice_iter(pem).filter_map(std::result::Result::ok).collect()
+    })
 }
 
 /// `verify-ca` and `verify-full`: the chain must lead to a trusted root;

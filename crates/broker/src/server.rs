@@ -132,6 +132,7 @@ pub async fn start(options: ServerOptions) -> Result<Server> {
         limits: settings.limits,
         channels: Channels::load(&settings, &options.policy_dir)?,
     })?;
+    let siem_sinks = crate::siem::sinks(&settings, &options.policy_dir)?;
     for warning in &broker.policy().warnings {
         tracing::warn!("policy: {warning}");
     }
@@ -176,6 +177,9 @@ pub async fn start(options: ServerOptions) -> Result<Server> {
     tasks.push(tokio::spawn(renew_lease(Arc::clone(&broker))));
     tasks.push(tokio::spawn(prune_store(Arc::clone(&broker))));
     tasks.push(tokio::spawn(crate::notify::outbox::run(Arc::clone(&broker))));
+    for sink in siem_sinks {
+        tasks.push(tokio::spawn(crate::siem::run(Arc::clone(&broker), sink)));
+    }
     tasks.push(tokio::spawn(sign_checkpoints(Arc::clone(&broker), checkpoints)));
     tasks.push(tokio::spawn(refresh_signing_keys(Arc::clone(&broker), keys)));
     tasks.push(tokio::spawn(crate::reload::watch_policy(Arc::clone(&broker), options.policy_dir)));

@@ -13,6 +13,7 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 use crate::notify::settings::ChannelSettings;
+use crate::siem::settings::SiemSettings;
 use crate::store::{DEFAULT_LEASE, OpenOptions, StoreLocation};
 use crate::tls::TlsFiles;
 
@@ -81,6 +82,10 @@ pub struct BrokerSettings {
     /// `notify` and `notify_requester`): see `notify::channels`.
     #[serde(default)]
     pub channels: BTreeMap<String, ChannelSettings>,
+    /// Where the audit log streams as it grows (`[broker.siem.NAME]`): see
+    /// `siem::settings`.
+    #[serde(default)]
+    pub siem: BTreeMap<String, SiemSettings>,
 }
 
 /// `[broker.limits]`: per-principal limits, so that one principal cannot

@@ -18,5 +18,6 @@ mod postgres;
 mod replicas;
 mod secrets;
 mod serve;
+mod siem;
 mod ssh;
 mod tls;

@@ -208,6 +208,7 @@ pub const RETIRE_REPLICA: Sql = both("UPDATE replicas SET alive_until = 0 WHERE 
 pub const FORGET_OTHER_REPLICAS: Sql = both("DELETE FROM replicas WHERE id <> $1");
 pub const PRUNE_REPLICAS: Sql = both("DELETE FROM replicas WHERE alive_until < hourglass_now_ms() - $1");
 pub const LIVE_REPLICAS: Sql = both("SELECT count(*) FROM replicas WHERE alive_until > hourglass_now_ms()");
+pub const REPLICA_ALIVE: Sql = both("SELECT count(*) FROM replicas WHERE id = $1 AND alive_until > hourglass_now_ms()");
 
 // -- keys and documents ------------------------------------------------------
 

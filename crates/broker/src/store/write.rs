@@ -291,6 +291,11 @@ impl WriteTx {
         Ok(())
     }
 
+    /// Whether replica `id` holds a lease now (the database's clock).
+    pub async fn replica_alive(&mut self, id: &str) -> Result<bool> {
+        Ok(q::scalar(&mut self.conn(), q::REPLICA_ALIVE, &[id.into()]).await?.unwrap_or(0) > 0)
+    }
+
     /// A provider's shared record, locked until commit.
     pub async fn document_for_update(&mut self, name: &str) -> Result<Option<String>> {
         // The row may not exist yet: take the name's turn as well.
