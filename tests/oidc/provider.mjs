@@ -74,8 +74,21 @@ const pipelineClient = (clientId) => ({
   redirect_uris: [],
 });
 
+// The broker's approval page: a web client (public, PKCE) whose one
+// redirect is the broker's, given by the test that starts both.
+const webClients = process.env.HOURGLASS_WEB_REDIRECT
+  ? [{
+      client_id: 'hourglass-web',
+      application_type: 'web',
+      token_endpoint_auth_method: 'none',
+      redirect_uris: [process.env.HOURGLASS_WEB_REDIRECT],
+      response_types: ['code'],
+      grant_types: ['authorization_code'],
+    }]
+  : [];
+
 const configuration = {
-  clients: [nativeClient('hourglass'), nativeClient('another-app'), ...Object.keys(PIPELINES).map(pipelineClient)],
+  clients: [nativeClient('hourglass'), nativeClient('another-app'), ...Object.keys(PIPELINES).map(pipelineClient), ...webClients],
   jwks: { keys: [signing] },
   cookies: { keys: [randomBytes(16).toString('hex')] },
   findAccount: async (ctx, id) => account(id),

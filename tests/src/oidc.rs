@@ -27,13 +27,27 @@ pub struct OidcProvider {
 
 impl OidcProvider {
     pub fn start() -> OidcProvider {
+        OidcProvider::launch(None)
+    }
+
+    /// With a web client `hourglass-web` too, whose one redirect is
+    /// `redirect` (a broker's `/approve/callback`).
+    pub fn start_with_web_client(redirect: &str) -> OidcProvider {
+        OidcProvider::launch(Some(redirect))
+    }
+
+    fn launch(web_redirect: Option<&str>) -> OidcProvider {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("oidc");
         assert!(
             dir.join("node_modules/oidc-provider").is_dir(),
             "tests/oidc/node_modules is missing: run `npm ci` in tests/oidc (scripts/setup.sh does)"
         );
         let port = free_port();
-        let mut child = Command::new("node")
+        let mut command = Command::new("node");
+        if let Some(redirect) = web_redirect {
+            command.env("HOURGLASS_WEB_REDIRECT", redirect);
+        }
+        let mut child = command
             .arg(dir.join("provider.mjs"))
             .arg(port.to_string())
             .current_dir(&dir)

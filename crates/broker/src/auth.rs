@@ -45,6 +45,9 @@ const MAX_PRINCIPAL_CHARS: usize = 256;
 /// Tolerated clock difference with the issuer.
 const LEEWAY_SECONDS: u64 = 30;
 
+/// The audience of the notes the broker seals for itself (`seal_note`).
+const NOTE_AUDIENCE: &str = "hourglass-note";
+
 /// The audience of the broker's own sessions.
 pub const SESSION_AUDIENCE: &str = "hourglass";
 
@@ -121,7 +124,9 @@ pub enum IssuerKeys {
 /// An identity provider whose tokens the broker accepts.
 pub struct TrustedIssuer {
     pub issuer: String,
-    pub audience: String,
+    /// Its tokens name one of these as their audience (the login issuer:
+    /// the CLI's and app's client, and the approval page's).
+    pub audiences: Vec<String>,
     pub keys: IssuerKeys,
     pub kind: IssuerKind,
     /// The claim that identifies the principal (no fallback).
@@ -139,7 +144,7 @@ impl TrustedIssuer {
     pub fn with_keys(issuer: String, audience: String, keys: Vec<VerificationKey>) -> Self {
         TrustedIssuer {
             issuer,
-            audience,
+            audiences: vec![audience],
             keys: IssuerKeys::Fixed(keys),
             kind: IssuerKind::Person,
             id_claim: "email".into(),
@@ -158,7 +163,7 @@ impl TrustedIssuer {
         };
         Ok(TrustedIssuer {
             issuer: settings.issuer.trim_end_matches('/').to_owned(),
-            audience: settings.audience.clone(),
+            audiences: vec![settings.audience.clone()],
             keys,
             kind: settings.kind,
             id_claim: settings.id_claim.clone(),
@@ -169,11 +174,11 @@ impl TrustedIssuer {
     }
 
     /// The login issuer of `[broker.login]`: its ID tokens name the client
-    /// as their audience.
+    /// (or the approval page's client) as their audience.
     pub fn from_login(login: &LoginSettings) -> Result<Self> {
         Ok(TrustedIssuer {
             issuer: login.issuer.trim_end_matches('/').to_owned(),
-            audience: login.client_id.clone(),
+            audiences: std::iter::once(login.client_id.clone()).chain(login.web_client_id.clone()).collect(),
             keys: IssuerKeys::Discovered(Arc::new(DiscoveredKeys::new(&login.issuer)?)),
             kind: IssuerKind::Person,
             id_claim: login.id_claim.clone(),
@@ -657,6 +662,43 @@ impl Authenticator {
         })
     }
 
+    /// Signs `note` for this broker to read back within `lifetime` (the
+    /// approval page's login in progress, kept in the browser): signed with
+    /// the session keys every replica holds, for an audience no session
+    /// has, so that it is never taken for one.
+    pub fn seal_note(
+        &self,
+        note: &Value,
+        now: Timestamp,
+        lifetime: Duration,
+    ) -> std::result::Result<String, AuthError> {
+        let sessions = self.sessions.as_ref().ok_or(AuthError::NoSessions)?;
+        let claims = serde_json::json!({
+            "iss": sessions.issuer,
+            "aud": NOTE_AUDIENCE,
+            "exp": now.plus(lifetime).unix_seconds(),
+            "note": note,
+        });
+        let key = sessions.keys.signer(now).map_err(|_| AuthError::NoSessions)?;
+        jsonwebtoken::encode(&key.header(), &claims, key.encoding()).map_err(|_| AuthError::Malformed)
+    }
+
+    /// A note this broker (any replica) sealed, if it is intact and not expired.
+    pub fn open_note(&self, sealed: &str) -> std::result::Result<Value, AuthError> {
+        let sessions = self.sessions.as_ref().ok_or(AuthError::NoSessions)?;
+        let header = jsonwebtoken::decode_header(sealed).map_err(|_| AuthError::Malformed)?;
+        let now = Timestamp::from_unix_millis(unix_now().saturating_mul(1000));
+        let key =
+            header.kid.as_deref().and_then(|kid| sessions.keys.verifier(kid, now)).ok_or(AuthError::BadSignature)?;
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[&sessions.issuer]);
+        validation.set_audience(&[NOTE_AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        let claims =
+            jsonwebtoken::decode::<Value>(sealed, key.decoding(), &validation).map_err(|error| classify(&error))?;
+        Ok(claims.claims["note"].clone())
+    }
+
     async fn verify_identity_with(
         &self,
         token: &str,
@@ -669,7 +711,7 @@ impl Authenticator {
         for key in candidates.iter() {
             let mut validation = Validation::new(key.algorithm);
             validation.set_issuer(&[&issuer.issuer]);
-            validation.set_audience(&[&issuer.audience]);
+            validation.set_audience(&issuer.audiences);
             validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
             // A token not yet valid is refused, like an expired one.
             validation.validate_nbf = true;

@@ -23,6 +23,7 @@ use crate::notify::channels::Channels;
 use crate::provider::Providers;
 use crate::settings::LimitSettings;
 use crate::store::Store;
+use crate::web_login::WebLogin;
 
 pub struct BrokerParts {
     pub store: Store,
@@ -39,6 +40,9 @@ pub struct BrokerParts {
     pub limits: LimitSettings,
     /// Where notifications go (`[broker.channels]`).
     pub channels: Channels,
+    /// The approval page's login (`[broker.login] web_client_id`); none:
+    /// no page.
+    pub web_login: Option<WebLogin>,
 }
 
 pub struct Broker {
@@ -47,6 +51,7 @@ pub struct Broker {
     policy_dir: Option<PathBuf>,
     pub(crate) providers: Providers,
     pub(crate) channels: Channels,
+    pub(crate) web_login: Option<WebLogin>,
     pub(crate) auth: Authenticator,
     pub(crate) token_keys: Arc<KeySet>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -91,6 +96,7 @@ impl Broker {
             policy_dir: parts.policy_dir,
             providers: parts.providers,
             channels: parts.channels,
+            web_login: parts.web_login,
             auth: parts.authenticator,
             token_keys: parts.token_keys,
             clock: parts.clock,

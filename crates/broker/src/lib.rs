@@ -29,6 +29,7 @@ pub mod settings;
 pub mod siem;
 pub mod store;
 pub mod tls;
+pub mod web_login;
 
 pub use broker::{Broker, BrokerParts, Reload};
 pub use error::{Error, Result};

@@ -27,6 +27,7 @@ use crate::provider::token::TokenProvider;
 use crate::settings::{BrokerSettings, DEFAULT_LISTEN, DEFAULT_SESSION_LIFETIME};
 use crate::store::{Store, StoreLocation};
 use crate::tls::{ServerCertificate, TlsFiles, TlsListener};
+use crate::web_login::WebLogin;
 
 pub struct ServerOptions {
     pub policy_dir: PathBuf,
@@ -131,6 +132,14 @@ pub async fn start(options: ServerOptions) -> Result<Server> {
         provider_timeout: settings.provider_timeout.map_or(StdDuration::from_secs(30), |d| d.as_std()),
         limits: settings.limits,
         channels: Channels::load(&settings, &options.policy_dir)?,
+        web_login: match &settings.login {
+            Some(login) => login
+                .web_client_id
+                .as_ref()
+                .map(|client| WebLogin::new(&login.issuer, client, &login.scopes, &url))
+                .transpose()?,
+            None => None,
+        },
     })?;
     let siem_sinks = crate::siem::sinks(&settings, &options.policy_dir)?;
     for warning in &broker.policy().warnings {

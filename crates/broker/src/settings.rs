@@ -164,6 +164,10 @@ pub struct LoginSettings {
     /// The public (native) client registered at the issuer for Hourglass;
     /// also the audience of the ID tokens the broker accepts.
     pub client_id: String,
+    /// The client registered for the broker's approval page (a web client:
+    /// public, PKCE, redirect `PUBLIC_URL/approve/callback`). With it the
+    /// broker serves `/approve/REQUEST-ID` and links messages to it.
+    pub web_client_id: Option<String>,
     #[serde(default = "default_scopes")]
     pub scopes: Vec<String>,
     /// How long a broker session lasts before the client renews it.

@@ -160,6 +160,7 @@ impl Harness {
             provider_timeout: StdDuration::from_secs(5),
             limits,
             channels: Default::default(),
+            web_login: None,
         })
         .expect("the broker assembles with the demo policy");
         broker.record_start().await.expect("the start is recorded");

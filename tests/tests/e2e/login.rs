@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use hourglass_e2e::keyring::SessionBus;
-use hourglass_e2e::oidc::{Browser, OidcProvider};
+use hourglass_e2e::oidc::{Browser, OidcProvider, Page};
 use hourglass_e2e::{DevBroker, Run, bin};
 use serde_json::Value;
 
@@ -373,4 +373,113 @@ fn login_at_the_dev_issuer_goes_through_the_same_code_and_device_flows() {
     // The printed demo tokens keep working for scripts.
     let scripted = broker.json("alice", &["whoami"]);
     assert_eq!(scripted["id"], "alice@acme.example", "HOURGLASS_TOKEN still wins: {scripted}");
+}
+
+/// Follows the identity provider's login forms as `login` until the
+/// browser is back at `base`; that page.
+fn log_in_back_to(browser: &Browser, mut page: Page, base: &str, login: &str) -> Page {
+    for _ in 0..8 {
+        if page.url.starts_with(base) {
+            return page;
+        }
+        let values: Vec<(&str, &str)> = if page.body.contains("name=\"login\"") {
+            vec![("login", login), ("password", "any password will do")]
+        } else {
+            Vec::new()
+        };
+        page = browser.submit(&page, &values);
+    }
+    panic!("the login did not come back to {base}; last page {}: {}", page.url, page.body)
+}
+
+#[test]
+fn approval_page_logs_in_afresh_refuses_forged_forms_and_decides_like_the_api() {
+    let port = hourglass_e2e::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let idp = OidcProvider::start_with_web_client(&format!("{base}/approve/callback"));
+    let config = tempfile::tempdir().expect("temp dir");
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo/policy");
+    for entry in std::fs::read_dir(&demo).expect("demo policy") {
+        let entry = entry.expect("an entry");
+        std::fs::copy(entry.path(), config.path().join(entry.file_name())).expect("copied");
+    }
+    let toml = std::fs::read_to_string(config.path().join("hourglass.toml")).expect("hourglass.toml").replacen(
+        "[resources.orders-api.roles.write]\n",
+        "[resources.orders-api.roles.write]\napproval_max_auth_age = \"3s\"\nnotify = [\"hook\"]\n",
+        1,
+    );
+    let receiver = hourglass_e2e::receiver::Receiver::start();
+    std::fs::write(config.path().join("webhook-secret"), "whsec_0123456789abcdef").expect("the secret");
+    let broker_table = format!(
+        "[broker]\ndata_dir = \"data\"\npublic_url = \"{base}\"\n\n[broker.login]\nissuer = \"{}\"\nclient_id = \"hourglass\"\n\
+         web_client_id = \"hourglass-web\"\n\n[broker.channels.hook]\nkind = \"webhook\"\nurl = \"{}/hook\"\n\
+         secret_file = \"webhook-secret\"\n\n",
+        idp.issuer, receiver.url
+    );
+    std::fs::write(config.path().join("hourglass.toml"), broker_table + &toml).expect("hourglass.toml");
+    let broker = DevBroker::serve_on(config.path(), &format!("127.0.0.1:{port}"), Default::default());
+
+    let alice = log_in_with_browser(&broker.url, &[], "alice", &["--print-token"]);
+    let token = alice.stdout.trim().strip_prefix("export HOURGLASS_TOKEN=").expect("a token").to_owned();
+    let mut filing = hourglass(
+        &broker.url,
+        &[],
+        &["request", "orders-api", "--role", "write", "--for", "10m", "--reason", "<b>fix</b> order 9", "--json"],
+    );
+    filing.env("HOURGLASS_TOKEN", &token);
+    let id = json(&run(filing), "request")["id"].as_str().expect("an id").to_owned();
+    let link = format!("{base}/approve/{id}");
+    let announced = receiver.wait_for("/hook", 1, Duration::from_secs(30));
+    assert_eq!(announced[0].json()["approve_url"], link.as_str(), "the announcement links to the page");
+
+    // The link sends the browser to log in, every time: prompt=login,
+    // max_age=0; the login's state in an HttpOnly cookie for /approve only.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let raw = reqwest::blocking::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let first = raw.get(&link).send().expect("the page answers");
+    assert_eq!(first.status().as_u16(), 303);
+    let to = first.headers()["location"].to_str().expect("a location").to_owned();
+    assert!(to.starts_with(&idp.issuer) && to.contains("prompt=login") && to.contains("max_age=0"), "{to}");
+    assert!(to.contains("code_challenge_method=S256") && to.contains("client_id=hourglass-web"), "{to}");
+    let cookie = first.headers()["set-cookie"].to_str().expect("a cookie").to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax") && cookie.contains("Path=/approve"),
+        "{cookie}"
+    );
+
+    // bob logs in and sees the request, the requester's markup as text.
+    let browser = Browser::new();
+    let page = log_in_back_to(&browser, browser.get(&link), &base, "bob");
+    assert_eq!(page.url, link, "back on the request's page");
+    assert!(page.body.contains("alice@acme.example asks for orders-api · write"), "{}", page.body);
+    assert!(page.body.contains("&lt;b&gt;fix&lt;/b&gt; order 9") && !page.body.contains("<b>fix"), "{}", page.body);
+    assert!(page.body.contains("name=\"csrf\""), "the form carries its token");
+    let headers = raw.get(&link).send().expect("answers");
+    assert_eq!(headers.status().as_u16(), 303, "no session without its cookie");
+
+    // A form forged elsewhere (its token guessed) is refused; nothing decided.
+    let forged = browser.submit(&page, &[("csrf", "0".repeat(64).as_str()), ("verdict", "approve")]);
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    let mut state = hourglass(&broker.url, &[], &["requests", "--json"]);
+    state.env("HOURGLASS_TOKEN", &token);
+    assert_eq!(json(&run(state), "requests")["mine"][0]["state"], "pending", "nothing decided");
+
+    // Older than policy's 3 s: the decision asks for a login again.
+    std::thread::sleep(Duration::from_secs(4));
+    let stale = browser.submit(&page, &[("verdict", "approve"), ("comment", "ok from my phone")]);
+    assert_eq!(stale.status, 401, "{}", stale.body);
+    assert!(stale.body.contains("needs a login within the last 3s"), "{}", stale.body);
+    assert!(stale.body.contains(&format!("/approve/{id}?login=1")), "a link to log in again: {}", stale.body);
+
+    // Logged in again: the approval counts, as through the API.
+    let again = log_in_back_to(&browser, browser.get(&format!("{link}?login=1")), &base, "bob");
+    let approved = browser.submit(&again, &[("verdict", "approve"), ("comment", "ok from my phone")]);
+    assert_eq!(approved.status, 200, "{}", approved.body);
+    assert!(approved.body.contains("Approved: the access starts now."), "{}", approved.body);
+    let mut state = hourglass(&broker.url, &[], &["requests", "--json"]);
+    state.env("HOURGLASS_TOKEN", &token);
+    let mine = &json(&run(state), "requests")["mine"][0];
+    assert_eq!(mine["state"], "approved", "{mine}");
+    assert_eq!(mine["decisions"][0]["approver"], "bob@acme.example");
+    assert_eq!(mine["decisions"][0]["comment"], "ok from my phone");
 }

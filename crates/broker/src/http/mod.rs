@@ -2,11 +2,13 @@
 //! the event stream, health, metrics and the token JWKS. Handlers are thin:
 //! they extract, call the broker, and shape the answer.
 
+mod approve;
 mod auth;
 mod error;
 mod events;
 mod extract;
 mod introspect;
+mod page;
 mod refusals;
 mod v1;
 
@@ -69,6 +71,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/metrics", get(metrics))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/v1/providers/{kind}/{name}", get(provider_document))
+        .merge(approve::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

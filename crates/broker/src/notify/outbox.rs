@@ -171,7 +171,17 @@ async fn send(broker: &Broker, http: &HttpSender, claimed: &ClaimedNotice) -> No
             Err(error) => return retry(broker.now(), claimed, &Failed { error: error.to_string(), retry_after: None }),
         }
     };
-    let summary = render::summarize(&notice);
+    let mut summary = render::summarize(&notice);
+    // Approvers asked to decide get the approval page's link, where there is one.
+    let decidable = matches!(notice.kind, NoticeKind::Filed | NoticeKind::Progress)
+        && notice.request.as_ref().is_some_and(|request| request.is_pending());
+    if notice.audience == super::Audience::Approvers && decidable {
+        summary.link = broker
+            .web_login
+            .as_ref()
+            .zip(notice.request.as_ref())
+            .map(|(web, request)| format!("{}/approve/{}", web.public_url, request.id));
+    }
     let keep = |reference: String| NoticeOutcome::Sent { reference: notice.kind.starts_thread().then_some(reference) };
     let sent = match channel {
         Channel::SlackBot { api_url, channel, token } => {
@@ -184,7 +194,7 @@ async fn send(broker: &Broker, http: &HttpSender, claimed: &ClaimedNotice) -> No
             http.post_secret_url("teams webhook", url, &render::teams(&summary)).await.map(|()| sent_alone())
         }
         Channel::Webhook { url, secret } => {
-            let body = render::webhook(&claimed.id, &claimed.topic, &notice);
+            let body = render::webhook(&claimed.id, &claimed.topic, &notice, summary.link.as_deref());
             http.webhook(url, secret, &claimed.id, body, broker.now().unix_seconds()).await.map(|()| sent_alone())
         }
         Channel::Email(email) => match email.send(&claimed.id, &notice, &summary, thread.as_deref()).await {

@@ -20,6 +20,9 @@ pub struct Summary {
     pub facts: Vec<(&'static str, String)>,
     /// What to do about it, if anything.
     pub hint: Option<String>,
+    /// The approval page of the request, for approvers (when the broker
+    /// serves one).
+    pub link: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +69,7 @@ pub fn summarize(notice: &Notice) -> Summary {
             tone: Tone::Neutral,
             facts: Vec::new(),
             hint: None,
+            link: None,
         },
     }
 }
@@ -152,7 +156,7 @@ fn summarize_request(kind: NoticeKind, audience: Audience, request: &AccessReque
         }
         _ => None,
     };
-    Summary { title, status, tone, facts, hint }
+    Summary { title, status, tone, facts, hint, link: None }
 }
 
 fn summarize_grant(kind: NoticeKind, grant: &Grant) -> Summary {
@@ -174,7 +178,7 @@ fn summarize_grant(kind: NoticeKind, grant: &Grant) -> Summary {
     if let Some(reason) = &grant.end_reason {
         facts.push(("Why", reason.clone()));
     }
-    Summary { title, status, tone, facts, hint }
+    Summary { title, status, tone, facts, hint, link: None }
 }
 
 /// Slack's mrkdwn: `&`, `<` and `>` escaped, so that no text becomes a
@@ -198,6 +202,14 @@ pub fn slack(summary: &Summary) -> Value {
             { "type": "mrkdwn", "text": format!("{} {}", summary.tone.emoji(), slack_escape(&summary.status)) }
         ] }),
     ];
+    if let Some(link) = &summary.link {
+        blocks.push(json!({ "type": "actions", "elements": [{
+            "type": "button",
+            "text": { "type": "plain_text", "text": "Review and decide" },
+            "url": link,
+            "style": "primary",
+        }] }));
+    }
     if let Some(hint) = &summary.hint {
         blocks.push(json!({ "type": "context", "elements": [{ "type": "mrkdwn", "text": slack_escape(hint) }] }));
     }
@@ -237,6 +249,11 @@ pub fn teams(summary: &Summary) -> Value {
     if let Some(hint) = &summary.hint {
         body.push(json!({ "type": "TextBlock", "text": card_escape(hint), "isSubtle": true, "wrap": true }));
     }
+    let actions: Vec<Value> = summary
+        .link
+        .iter()
+        .map(|link| json!({ "type": "Action.OpenUrl", "title": "Review and decide", "url": link }))
+        .collect();
     json!({
         "type": "message",
         "attachments": [{
@@ -247,6 +264,7 @@ pub fn teams(summary: &Summary) -> Value {
                 "type": "AdaptiveCard",
                 "version": "1.4",
                 "body": body,
+                "actions": actions,
             },
         }],
     })
@@ -267,6 +285,9 @@ pub fn email_text(summary: &Summary) -> String {
     for (label, value) in &summary.facts {
         text.push_str(&format!("{label:<width$}  {value}\n"));
     }
+    if let Some(link) = &summary.link {
+        text.push_str(&format!("\nReview and decide: {link}\n"));
+    }
     if let Some(hint) = &summary.hint {
         text.push_str(&format!("\n{hint}\n"));
     }
@@ -274,12 +295,16 @@ pub fn email_text(summary: &Summary) -> String {
     text
 }
 
-/// The webhook's body: the notice whole, with its id and topic.
-pub fn webhook(id: &str, topic: &str, notice: &Notice) -> String {
+/// The webhook's body: the notice whole, with its id, topic and the
+/// approval page's link when there is one.
+pub fn webhook(id: &str, topic: &str, notice: &Notice, link: Option<&str>) -> String {
     let mut body = serde_json::to_value(notice).unwrap_or(Value::Null);
     if let Value::Object(fields) = &mut body {
         fields.insert("id".into(), Value::String(id.to_owned()));
         fields.insert("topic".into(), Value::String(topic.to_owned()));
+        if let Some(link) = link {
+            fields.insert("approve_url".into(), Value::String(link.to_owned()));
+        }
     }
     body.to_string()
 }
@@ -376,7 +401,8 @@ mod tests {
 
     #[test]
     fn the_webhook_body_is_the_notice_with_its_id_and_topic() {
-        let body = webhook("ntf_1", "approvers:req_1", &notice(NoticeKind::Filed, Audience::Approvers, request("r")));
+        let body =
+            webhook("ntf_1", "approvers:req_1", &notice(NoticeKind::Filed, Audience::Approvers, request("r")), None);
         let value: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(value["id"], "ntf_1");
         assert_eq!(value["type"], "request.filed");

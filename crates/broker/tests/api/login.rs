@@ -127,6 +127,7 @@ fn login_settings(issuer: &str) -> LoginSettings {
     LoginSettings {
         issuer: issuer.to_owned(),
         client_id: CLIENT_ID.into(),
+        web_client_id: None,
         scopes: vec!["openid".into(), "email".into(), "groups".into()],
         session_lifetime: SESSION_LIFETIME,
         id_claim: "email".into(),
@@ -171,6 +172,7 @@ impl LoginBroker {
             provider_timeout: StdDuration::from_secs(5),
             limits: LimitSettings::default(),
             channels: Default::default(),
+            web_login: None,
         })
         .expect("the broker assembles");
         LoginBroker { app: hourglass_broker::http::router(broker), _temp: temp }
