@@ -8,14 +8,15 @@ hourglass_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # services tests start (PostgreSQL, sshd, keyring, rsyslog with TLS), the shells the prompt
 # hook is tested in, and the desktop app's (WebKitGTK and the tray library to
 # build; Xvfb, a notification daemon, a StatusNotifier host, WebKit's
-# WebDriver and a clipboard reader to test it headless), and Python's venv
+# WebDriver and a clipboard reader to test it headless; Chromium and its
+# WebDriver for the broker's approval page), and Python's venv
 # for schemathesis and aiosmtpd.
 apt_packages=(build-essential pkg-config ca-certificates curl mold file python3 python3-venv
     postgresql openssh-server openssh-client rsyslog rsyslog-openssl
     libdbus-1-dev dbus dbus-x11 gnome-keyring libsecret-tools
     tmux zsh fish
     libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev libsoup-3.0-dev libxdo-dev libssl-dev
-    xvfb xauth webkit2gtk-driver dunst imagemagick xsel
+    xvfb xauth webkit2gtk-driver dunst imagemagick xsel chromium chromium-driver
     haskell-status-notifier-item-utils)
 # Node.js runs the OpenID Connect provider of the login tests; a machine may
 # already have it from elsewhere (with its own npm).

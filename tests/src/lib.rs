@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod ca;
+pub mod chromium;
 pub mod desktop;
 pub mod issuer;
 pub mod keyring;

@@ -23,6 +23,7 @@ pub mod pg;
 pub mod provider;
 mod refusals;
 mod reload;
+pub mod roots;
 pub mod serve;
 pub mod server;
 pub mod settings;

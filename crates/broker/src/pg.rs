@@ -409,12 +409,12 @@ enum Check {
 }
 
 fn root_store(roots: &Roots) -> Result<rustls::RootCertStore, String> {
-    use crate::tls::RootsError;
+    use crate::roots::RootsError;
     let file = match roots {
         Roots::File(path) => Some(path.as_path()),
         Roots::System | Roots::Unset => None,
     };
-    crate::tls::trusted_roots(file).map_err(|error| {
+    crate::roots::trusted_roots(file).map_err(|error| {
         let path = file.map(|path| path.display().to_string()).unwrap_or_default();
         match error {
             RootsError::Unreadable(kind) => format!("sslrootcert {path}: cannot read it: {kind}"),

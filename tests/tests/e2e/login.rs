@@ -392,46 +392,71 @@ fn log_in_back_to(browser: &Browser, mut page: Page, base: &str, login: &str) ->
     panic!("the login did not come back to {base}; last page {}: {}", page.url, page.body)
 }
 
-#[test]
-fn approval_page_logs_in_afresh_refuses_forged_forms_and_decides_like_the_api() {
-    let port = hourglass_e2e::free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let idp = OidcProvider::start_with_web_client(&format!("{base}/approve/callback"));
-    let config = tempfile::tempdir().expect("temp dir");
-    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo/policy");
-    for entry in std::fs::read_dir(&demo).expect("demo policy") {
-        let entry = entry.expect("an entry");
-        std::fs::copy(entry.path(), config.path().join(entry.file_name())).expect("copied");
-    }
-    let toml = std::fs::read_to_string(config.path().join("hourglass.toml")).expect("hourglass.toml").replacen(
-        "[resources.orders-api.roles.write]\n",
-        "[resources.orders-api.roles.write]\napproval_max_auth_age = \"3s\"\nnotify = [\"hook\"]\n",
-        1,
-    );
-    let receiver = hourglass_e2e::receiver::Receiver::start();
-    std::fs::write(config.path().join("webhook-secret"), "whsec_0123456789abcdef").expect("the secret");
-    let broker_table = format!(
-        "[broker]\ndata_dir = \"data\"\npublic_url = \"{base}\"\n\n[broker.login]\nissuer = \"{}\"\nclient_id = \"hourglass\"\n\
+/// A broker serving the approval page (its people log in at oidc-provider,
+/// which has the page's web client), orders-api/write decided only after a
+/// login within `max_auth_age` and announced on a webhook; alice has filed
+/// a request for it.
+struct ApprovalPage {
+    base: String,
+    link: String,
+    id: String,
+    /// alice's session.
+    token: String,
+    broker: DevBroker,
+    idp: OidcProvider,
+    _config: tempfile::TempDir,
+    _receiver: hourglass_e2e::receiver::Receiver,
+}
+
+impl ApprovalPage {
+    fn start(max_auth_age: &str) -> ApprovalPage {
+        let port = hourglass_e2e::free_port();
+        let base = format!("http://127.0.0.1:{port}");
+        let idp = OidcProvider::start_with_web_client(&format!("{base}/approve/callback"));
+        let config = tempfile::tempdir().expect("temp dir");
+        let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo/policy");
+        for entry in std::fs::read_dir(&demo).expect("demo policy") {
+            let entry = entry.expect("an entry");
+            std::fs::copy(entry.path(), config.path().join(entry.file_name())).expect("copied");
+        }
+        let toml = std::fs::read_to_string(config.path().join("hourglass.toml")).expect("hourglass.toml").replacen(
+            "[resources.orders-api.roles.write]\n",
+            &format!(
+                "[resources.orders-api.roles.write]\napproval_max_auth_age = \"{max_auth_age}\"\nnotify = [\"hook\"]\n"
+            ),
+            1,
+        );
+        let receiver = hourglass_e2e::receiver::Receiver::start();
+        std::fs::write(config.path().join("webhook-secret"), "whsec_0123456789abcdef").expect("the secret");
+        let broker_table = format!(
+            "[broker]\ndata_dir = \"data\"\npublic_url = \"{base}\"\n\n[broker.login]\nissuer = \"{}\"\nclient_id = \"hourglass\"\n\
          web_client_id = \"hourglass-web\"\n\n[broker.channels.hook]\nkind = \"webhook\"\nurl = \"{}/hook\"\n\
          secret_file = \"webhook-secret\"\n\n",
-        idp.issuer, receiver.url
-    );
-    std::fs::write(config.path().join("hourglass.toml"), broker_table + &toml).expect("hourglass.toml");
-    let broker = DevBroker::serve_on(config.path(), &format!("127.0.0.1:{port}"), Default::default());
+            idp.issuer, receiver.url
+        );
+        std::fs::write(config.path().join("hourglass.toml"), broker_table + &toml).expect("hourglass.toml");
+        let broker = DevBroker::serve_on(config.path(), &format!("127.0.0.1:{port}"), Default::default());
 
-    let alice = log_in_with_browser(&broker.url, &[], "alice", &["--print-token"]);
-    let token = alice.stdout.trim().strip_prefix("export HOURGLASS_TOKEN=").expect("a token").to_owned();
-    let mut filing = hourglass(
-        &broker.url,
-        &[],
-        &["request", "orders-api", "--role", "write", "--for", "10m", "--reason", "<b>fix</b> order 9", "--json"],
-    );
-    filing.env("HOURGLASS_TOKEN", &token);
-    let id = json(&run(filing), "request")["id"].as_str().expect("an id").to_owned();
-    let link = format!("{base}/approve/{id}");
-    let announced = receiver.wait_for("/hook", 1, Duration::from_secs(30));
-    assert_eq!(announced[0].json()["approve_url"], link.as_str(), "the announcement links to the page");
+        let alice = log_in_with_browser(&broker.url, &[], "alice", &["--print-token"]);
+        let token = alice.stdout.trim().strip_prefix("export HOURGLASS_TOKEN=").expect("a token").to_owned();
+        let mut filing = hourglass(
+            &broker.url,
+            &[],
+            &["request", "orders-api", "--role", "write", "--for", "10m", "--reason", "<b>fix</b> order 9", "--json"],
+        );
+        filing.env("HOURGLASS_TOKEN", &token);
+        let id = json(&run(filing), "request")["id"].as_str().expect("an id").to_owned();
+        let link = format!("{base}/approve/{id}");
+        let announced = receiver.wait_for("/hook", 1, Duration::from_secs(30));
+        assert_eq!(announced[0].json()["approve_url"], link.as_str(), "the announcement links to the page");
 
+        ApprovalPage { base, link, id, token, broker, idp, _config: config, _receiver: receiver }
+    }
+}
+
+#[test]
+fn approval_page_logs_in_afresh_refuses_forged_forms_and_decides_like_the_api() {
+    let ApprovalPage { base, link, id, token, broker, idp, _config, _receiver } = ApprovalPage::start("3s");
     // The link sends the browser to log in, every time: prompt=login,
     // max_age=0; the login's state in an HttpOnly cookie for /approve only.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -482,4 +507,67 @@ fn approval_page_logs_in_afresh_refuses_forged_forms_and_decides_like_the_api() 
     assert_eq!(mine["state"], "approved", "{mine}");
     assert_eq!(mine["decisions"][0]["approver"], "bob@acme.example");
     assert_eq!(mine["decisions"][0]["comment"], "ok from my phone");
+}
+
+/// The approval page as a person sees it on a phone: a real Chromium
+/// (headless, 390×844), the identity provider's login, the page, Approve.
+#[test]
+fn approval_page_in_chromium_on_a_phone_screen_logs_in_and_approves() {
+    use fantoccini::{ClientBuilder, Locator};
+    use hourglass_e2e::chromium::ChromeDriver;
+
+    let setup = ApprovalPage::start("5m");
+    let driver = ChromeDriver::start();
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let said = runtime.block_on(async {
+        let mut builder = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
+        builder.capabilities(ChromeDriver::phone());
+        let browser = builder.connect(&driver.url()).await.expect("a Chromium session");
+        let shot = async |name: &str| {
+            let png = browser.screenshot().await.expect("a screenshot");
+            let dir = hourglass_e2e::desktop::screenshots_dir();
+            std::fs::write(dir.join(format!("approve-page-{name}.png")), png).expect("saved");
+        };
+        browser.goto(&setup.link).await.expect("the link opens");
+        // At the identity provider: log in, then consent, until back at the broker.
+        for _ in 0..6 {
+            let url = browser.current_url().await.expect("a URL").to_string();
+            if url.starts_with(&setup.base) {
+                break;
+            }
+            if let Ok(login) = browser.find(Locator::Css("input[name=login]")).await {
+                login.send_keys("bob").await.expect("typed");
+                let password = browser.find(Locator::Css("input[name=password]")).await.expect("a password box");
+                password.send_keys("any password will do").await.expect("typed");
+            }
+            browser.find(Locator::Css("button[type=submit]")).await.expect("a button").click().await.expect("clicked");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let heading = browser.find(Locator::Css("h1")).await.expect("the page's heading").text().await.expect("text");
+        assert_eq!(heading, "alice@acme.example asks for orders-api · write");
+        let reason = browser.find(Locator::Css("dl")).await.expect("the facts").text().await.expect("text");
+        assert!(reason.contains("<b>fix</b> order 9"), "the reason as typed, not as markup: {reason}");
+        shot("request").await;
+        let comment = browser.find(Locator::Css("input[name=comment]")).await.expect("the comment box");
+        comment.send_keys("looks right").await.expect("typed");
+        browser.find(Locator::Css("button[value=approve]")).await.expect("Approve").click().await.expect("clicked");
+        let status = browser
+            .wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::Css("[role=status]"))
+            .await
+            .expect("the outcome is shown");
+        let said = status.text().await.expect("text");
+        shot("approved").await;
+        let _ = browser.close().await;
+        said
+    });
+    assert_eq!(said, "Approved: the access starts now.");
+    let mut state = hourglass(&setup.broker.url, &[], &["requests", "--json"]);
+    state.env("HOURGLASS_TOKEN", &setup.token);
+    let mine = &json(&run(state), "requests")["mine"][0];
+    assert_eq!(
+        (mine["state"].as_str(), mine["decisions"][0]["comment"].as_str()),
+        (Some("approved"), Some("looks right"))
+    );
 }

@@ -42,7 +42,7 @@ fn html(status: StatusCode, body: String) -> Response {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     response
 }
 
@@ -239,7 +239,9 @@ async fn decide(
     let Ok(id) = RequestId::parse(&id) else {
         return message(StatusCode::NOT_FOUND, "No such request", "That is not a request id.", None);
     };
-    // A form another site's page submits carries that site's origin.
+    // A form another site's page submits carries that site's origin (the
+    // pages' referrer policy is same-origin: a policy of no-referrer would
+    // have browsers send "null" here for the page's own forms).
     let origin = headers.get(header::ORIGIN).and_then(|value| value.to_str().ok());
     if origin.is_some_and(|origin| origin != web.public_url) {
         return message(StatusCode::FORBIDDEN, "Refused", "This form was not sent from the approval page.", None);

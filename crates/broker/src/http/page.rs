@@ -12,7 +12,7 @@ const CSS: &str = "body{font:16px/1.45 system-ui,sans-serif;margin:0;background:
 main{max-width:34rem;margin:0 auto;padding:1rem}h1{font-size:1.2rem;margin:.2rem 0 1rem}\
 .card{background:#fff;border:1px solid #d8dce3;border-radius:10px;padding:1rem;margin-bottom:1rem}\
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.3rem .8rem;margin:0}dt{color:#5b6272}dd{margin:0;overflow-wrap:anywhere}\
-.status{font-weight:600}.good{color:#1a7f37}.bad{color:#b42318}.wait{color:#9a6700}\
+.card>p:first-child{margin-top:0}.status{font-weight:600}.good{color:#1a7f37}.bad{color:#b42318}.wait{color:#9a6700}\
 label{display:block;margin:.8rem 0 .3rem}input[type=text]{width:100%;box-sizing:border-box;padding:.6rem;font:inherit;border:1px solid #b9bfca;border-radius:8px}\
 .row{display:flex;gap:.6rem;margin-top:1rem}button{flex:1;padding:.8rem;font:inherit;font-weight:600;border-radius:8px;border:1px solid #b9bfca;background:#fff}\
 button.approve{background:#2f55d4;color:#fff;border-color:#2f55d4}button.deny{color:#b42318}.muted{color:#5b6272;font-size:.9rem}";
@@ -52,7 +52,7 @@ pub fn document(title: &str, body: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <meta name=\"referrer\" content=\"no-referrer\"><title>{} · Hourglass</title><style>{CSS}</style></head>\
+         <meta name=\"referrer\" content=\"same-origin\"><title>{} · Hourglass</title><style>{CSS}</style></head>\
          <body><main>{body}</main></body></html>",
         escape(title)
     )

@@ -15,7 +15,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use crate::error::{Error, Result};
-use crate::tls::RootsError;
+use crate::roots::RootsError;
 
 /// The private enterprise number reserved for documentation (RFC 5612):
 /// structured data ids need one.
@@ -41,7 +41,7 @@ impl Syslog {
             .ok_or_else(|| bad(format!("address \"{address}\" is not host:port")))?;
         let server =
             ServerName::try_from(host.to_owned()).map_err(|_| bad(format!("\"{host}\" is not a host name")))?;
-        let roots = crate::tls::trusted_roots(ca_file).map_err(|error| {
+        let roots = crate::roots::trusted_roots(ca_file).map_err(|error| {
             let file = ca_file.map(|path| path.display().to_string()).unwrap_or_default();
             bad(match error {
                 RootsError::Unreadable(kind) => format!("ca_file {file}: cannot read it: {kind}"),
