@@ -16,7 +16,7 @@ use hourglass_client::{Client, credentials, filing};
 use hourglass_core::api::{CreateRequest, Credential, ErrorCode, RenewOutcome, RequestOutcome};
 use hourglass_core::audit::AuditRecord;
 use hourglass_core::review::ReviewVerdict;
-use hourglass_core::{AccessRequest, Duration, Grant, GrantId, RequestId};
+use hourglass_core::{AccessRequest, Duration, Grant, GrantId, RequestId, Verdict};
 use tauri::{AppHandle, Manager, State};
 
 use crate::desktop::Desktop;
@@ -55,6 +55,19 @@ impl App {
         let answer = answer.map_err(client_error)?;
         self.desktop().refresh();
         Ok(answer)
+    }
+
+    /// Policy may ask for a fresh login to decide: the browser opens for
+    /// it (as for logging in), then the decision is made again.
+    async fn decide(&self, id: &RequestId, verdict: Verdict, comment: Option<String>) -> Answer<RequestOutcome> {
+        match self.client()?.decide(id, verdict, comment.clone()).await {
+            Err(refusal) if refusal.code() == Some(ErrorCode::StepUpRequired) => {
+                tracing::info!("{refusal}: logging in again");
+                self.log_in(true).await?;
+                self.acted(self.client()?.decide(id, verdict, comment).await)
+            }
+            decided => self.acted(decided),
+        }
     }
 
     /// Logs in through the browser; `fresh`: the identity provider
@@ -138,28 +151,12 @@ impl Commands for App {
         Ok(filed.outcome)
     }
 
-    /// Policy may ask for a fresh login to decide: the browser opens for
-    /// it (as for logging in), then the decision is made again.
     async fn approve(&self, id: RequestId, comment: Option<String>) -> Answer<RequestOutcome> {
-        match self.client()?.approve(&id, comment.clone()).await {
-            Err(refusal) if refusal.code() == Some(ErrorCode::StepUpRequired) => {
-                tracing::info!("{refusal}: logging in again");
-                self.log_in(true).await?;
-                self.acted(self.client()?.approve(&id, comment).await)
-            }
-            decided => self.acted(decided),
-        }
+        self.decide(&id, Verdict::Approve, comment).await
     }
 
     async fn deny(&self, id: RequestId, comment: Option<String>) -> Answer<RequestOutcome> {
-        match self.client()?.deny(&id, comment.clone()).await {
-            Err(refusal) if refusal.code() == Some(ErrorCode::StepUpRequired) => {
-                tracing::info!("{refusal}: logging in again");
-                self.log_in(true).await?;
-                self.acted(self.client()?.deny(&id, comment).await)
-            }
-            decided => self.acted(decided),
-        }
+        self.decide(&id, Verdict::Deny, comment).await
     }
 
     async fn cancel(&self, id: RequestId) -> Answer<AccessRequest> {

@@ -17,7 +17,7 @@ use clap::{Parser, Subcommand};
 use hourglass_client::{Client, Trust, broker_url};
 use hourglass_core::api::{CreateRequest, ErrorCode, RevokeMatchingBody};
 use hourglass_core::review::ReviewVerdict;
-use hourglass_core::{GrantId, RequestId, RequestState};
+use hourglass_core::{GrantId, RequestId, RequestState, Verdict};
 
 use crate::show::Output;
 
@@ -85,7 +85,7 @@ enum Command {
     Review {
         grant: String,
         #[arg(long, value_enum)]
-        verdict: Verdict,
+        verdict: ReviewChoice,
         /// Why (required).
         #[arg(long)]
         comment: String,
@@ -168,7 +168,7 @@ enum Command {
 
 /// A review's verdict, as typed.
 #[derive(Clone, Copy, clap::ValueEnum)]
-enum Verdict {
+enum ReviewChoice {
     Justified,
     Unjustified,
 }
@@ -219,6 +219,24 @@ impl Broker<'_> {
     }
 }
 
+/// Approves or denies; where policy asks for a fresher login to decide,
+/// logs in again at the identity provider and decides again.
+async fn decide(
+    client: &hourglass_client::Client,
+    broker: Broker<'_>,
+    out: &Output,
+    id: &RequestId,
+    verdict: Verdict,
+    comment: Option<String>,
+) -> anyhow::Result<hourglass_core::api::RequestOutcome> {
+    match client.decide(id, verdict, comment.clone()).await {
+        Err(refusal) if refusal.code() == Some(ErrorCode::StepUpRequired) => {
+            Ok(login::step_up(broker, &refusal, out).await?.decide(id, verdict, comment).await?)
+        }
+        decided => Ok(decided?),
+    }
+}
+
 fn request_id(text: &str) -> anyhow::Result<RequestId> {
     RequestId::parse(text).map_err(|error| anyhow!(error))
 }
@@ -264,31 +282,17 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<ExitCode> {
         }
         Command::Requests => out.requests(&client.requests().await?),
         Command::Approve { id, comment } => {
-            let id = request_id(&id)?;
-            let decided = match client.approve(&id, comment.clone()).await {
-                Err(refusal) if refusal.code() == Some(ErrorCode::StepUpRequired) => {
-                    login::step_up(broker, &refusal, out).await?.approve(&id, comment).await?
-                }
-                decided => decided?,
-            };
-            out.outcome(&decided, false);
+            out.outcome(&decide(&client, broker, out, &request_id(&id)?, Verdict::Approve, comment).await?, false);
         }
         Command::Deny { id, comment } => {
-            let id = request_id(&id)?;
-            let decided = match client.deny(&id, comment.clone()).await {
-                Err(refusal) if refusal.code() == Some(ErrorCode::StepUpRequired) => {
-                    login::step_up(broker, &refusal, out).await?.deny(&id, comment).await?
-                }
-                decided => decided?,
-            };
-            out.outcome(&decided, false);
+            out.outcome(&decide(&client, broker, out, &request_id(&id)?, Verdict::Deny, comment).await?, false);
         }
         Command::Cancel { id } => out.request(&client.cancel(&request_id(&id)?).await?),
         Command::Reviews => out.reviews(&client.reviews().await?),
         Command::Review { grant, verdict, comment } => {
             let verdict = match verdict {
-                Verdict::Justified => ReviewVerdict::Justified,
-                Verdict::Unjustified => ReviewVerdict::Unjustified,
+                ReviewChoice::Justified => ReviewVerdict::Justified,
+                ReviewChoice::Unjustified => ReviewVerdict::Unjustified,
             };
             out.reviewed(&client.review(&grant_id(&grant)?, verdict, comment).await?);
         }

@@ -33,7 +33,7 @@ use hourglass_core::api::{
 };
 use hourglass_core::audit::AuditRecord;
 use hourglass_core::review::ReviewVerdict;
-use hourglass_core::{AccessRequest, Grant, GrantId, RequestId};
+use hourglass_core::{AccessRequest, Grant, GrantId, RequestId, Verdict};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 pub use tls::Trust;
@@ -319,6 +319,14 @@ impl Client {
 
     pub async fn deny(&self, id: &RequestId, comment: Option<String>) -> Result<RequestOutcome> {
         self.post(&format!("/v1/requests/{id}/deny"), &DecisionBody { comment }).await
+    }
+
+    /// Approves or denies.
+    pub async fn decide(&self, id: &RequestId, verdict: Verdict, comment: Option<String>) -> Result<RequestOutcome> {
+        match verdict {
+            Verdict::Approve => self.approve(id, comment).await,
+            Verdict::Deny => self.deny(id, comment).await,
+        }
     }
 
     pub async fn cancel(&self, id: &RequestId) -> Result<AccessRequest> {

@@ -8,7 +8,7 @@ mod error;
 mod events;
 mod extract;
 mod introspect;
-mod page;
+pub(crate) mod page;
 mod refusals;
 mod v1;
 

@@ -26,7 +26,7 @@ pub static CSP: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// Text for HTML, attributes included.
+/// Text for HTML, attributes included (the dev issuer's pages use it too).
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
