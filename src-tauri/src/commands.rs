@@ -13,7 +13,7 @@ use hourglass_client::env::{Shell, exports};
 use hourglass_client::login::{Login, Prompt, open_browser};
 use hourglass_client::session::SessionKind;
 use hourglass_client::{Client, credentials, filing};
-use hourglass_core::api::{CreateRequest, Credential, ErrorCode, RenewOutcome, RequestOutcome};
+use hourglass_core::api::{CreateRequest, Credential, ErrorCode, PersonalChannel, RenewOutcome, RequestOutcome};
 use hourglass_core::audit::AuditRecord;
 use hourglass_core::review::ReviewVerdict;
 use hourglass_core::{AccessRequest, Duration, Grant, GrantId, RequestId, Verdict};
@@ -161,6 +161,14 @@ impl Commands for App {
 
     async fn cancel(&self, id: RequestId) -> Answer<AccessRequest> {
         self.acted(self.client()?.cancel(&id).await)
+    }
+
+    async fn my_channels(&self) -> Answer<Vec<PersonalChannel>> {
+        self.client()?.my_channels().await.map_err(client_error)
+    }
+
+    async fn choose_channels(&self, muted: Vec<String>) -> Answer<Vec<PersonalChannel>> {
+        self.client()?.choose_channels(muted).await.map_err(client_error)
     }
 
     async fn review(&self, grant: GrantId, verdict: ReviewVerdict, comment: String) -> Answer<Grant> {

@@ -12,7 +12,7 @@
 
 use std::future::Future;
 
-use hourglass_core::api::{ApiError, CreateRequest, ErrorCode, RenewOutcome, RequestOutcome};
+use hourglass_core::api::{ApiError, CreateRequest, ErrorCode, PersonalChannel, RenewOutcome, RequestOutcome};
 use hourglass_core::audit::AuditRecord;
 use hourglass_core::review::ReviewVerdict;
 use hourglass_core::{AccessRequest, Duration, Grant, GrantId, RequestId};
@@ -72,6 +72,10 @@ commands! {
     approve { id: RequestId, comment: Option<String> } -> RequestOutcome;
     deny { id: RequestId, comment: Option<String> } -> RequestOutcome;
     cancel { id: RequestId } -> AccessRequest;
+    /// The channels that can tell me of my requests and access, as I chose them.
+    my_channels {} -> Vec<PersonalChannel>;
+    /// Turns the `muted` channels off for me, the others on.
+    choose_channels { muted: Vec<String> } -> Vec<PersonalChannel>;
     /// Reviews a break-glass grant: justified or not, and why.
     review { grant: GrantId, verdict: ReviewVerdict, comment: String } -> Grant;
     /// Renews for `duration`, or for the role's default duration.

@@ -27,9 +27,9 @@ use std::time::Duration as StdDuration;
 
 use futures::{Stream, StreamExt};
 use hourglass_core::api::{
-    ApiError, Catalog, CreateRequest, Credential, DecisionBody, ErrorCode, Event, GrantList, Health, ReadyBody,
-    RenewBody, RenewOutcome, RequestList, RequestOutcome, ReviewBody, ReviewItem, RevokeBody, RevokeMatchingBody,
-    RevokedGrants, WhoAmI,
+    ApiError, Catalog, CreateRequest, Credential, DecisionBody, ErrorCode, Event, GrantList, Health,
+    NotificationChoice, PersonalChannel, ReadyBody, RenewBody, RenewOutcome, RequestList, RequestOutcome, ReviewBody,
+    ReviewItem, RevokeBody, RevokeMatchingBody, RevokedGrants, WhoAmI,
 };
 use hourglass_core::audit::AuditRecord;
 use hourglass_core::review::ReviewVerdict;
@@ -274,6 +274,10 @@ impl Client {
         self.send(self.http.post(format!("{}{path}", self.base)).json(body)).await
     }
 
+    async fn put<T: DeserializeOwned, B: Serialize>(&self, path: &str, body: &B) -> Result<T> {
+        self.send(self.http.put(format!("{}{path}", self.base)).json(body)).await
+    }
+
     /// Ends this client's session at the broker (`POST /v1/auth/logout`):
     /// every replica refuses it from then on.
     pub async fn end_session(&self) -> Result<()> {
@@ -368,6 +372,16 @@ impl Client {
     /// once; all or nothing.
     pub async fn revoke_matching(&self, body: &RevokeMatchingBody) -> Result<RevokedGrants> {
         self.post("/v1/grants/revoke", body).await
+    }
+
+    /// The channels that can tell me of my requests and access, as I chose them.
+    pub async fn my_channels(&self) -> Result<Vec<PersonalChannel>> {
+        self.get("/v1/me/notifications").await
+    }
+
+    /// Turns the `muted` channels off for me, the others on.
+    pub async fn choose_channels(&self, muted: Vec<String>) -> Result<Vec<PersonalChannel>> {
+        self.put("/v1/me/notifications", &NotificationChoice { muted }).await
     }
 
     /// Break-glass grants waiting for my review.

@@ -197,6 +197,27 @@ pub struct DecisionBody {
     pub comment: Option<String>,
 }
 
+/// A channel that can tell me of my requests and my access (policy's
+/// `notify_requester`), and whether it does: each person chooses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct PersonalChannel {
+    pub name: String,
+    /// `email` or `webhook`.
+    pub kind: String,
+    pub enabled: bool,
+}
+
+/// `PUT /v1/me/notifications`: the channels I do not want to hear from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(deny_unknown_fields)]
+pub struct NotificationChoice {
+    pub muted: Vec<String>,
+}
+
 /// `POST /v1/grants/{id}/review`: a verdict on access taken under break-glass.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

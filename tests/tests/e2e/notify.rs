@@ -162,6 +162,28 @@ fn notifications_announce_a_request_in_slack_teams_and_a_signed_webhook_and_foll
     keys.sort();
     keys.dedup();
     assert_eq!(keys.len(), 3, "each message accepted once");
+
+    // dave turns the webhook off for himself: approvers still hear of his
+    // request's decision, he is not told on it.
+    let channels = |method: &str, body: Option<&str>| {
+        let (status, answer) = broker.http(method, "/v1/me/notifications", Some(broker.token("dave")), body);
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+        serde_json::from_slice::<serde_json::Value>(&answer).expect("JSON")
+    };
+    assert_eq!(channels("GET", None), serde_json::json!([{ "name": "hook", "kind": "webhook", "enabled": true }]));
+    let muted = channels("PUT", Some(r#"{"muted": ["hook"]}"#));
+    assert_eq!(muted[0]["enabled"], false, "{muted}");
+    let second = broker.json("dave", &["request", "db", "--role", "write", "--for", "10m", "--reason", "again"]);
+    let second = second["id"].as_str().expect("an id").to_owned();
+    broker.json("bob", &["deny", &second, "--comment", "not now"]);
+    let about = |hook: &Received, audience: &str| {
+        let body = hook.json();
+        body["request"]["id"] == second.as_str() && body["type"] == "request.denied" && body["audience"] == audience
+    };
+    hourglass_e2e::eventually(LIMIT, || receiver.accepted("/hook").iter().any(|h| about(h, "approvers")).then_some(()))
+        .expect("the approvers hear of the decision");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!receiver.accepted("/hook").iter().any(|h| about(h, "requester")), "dave turned it off");
 }
 
 #[test]

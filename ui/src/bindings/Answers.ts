@@ -6,6 +6,7 @@ import type { AuditRecord } from "./AuditRecord";
 import type { Grant } from "./Grant";
 import type { IntegrationStatus } from "./IntegrationStatus";
 import type { Offer } from "./Offer";
+import type { PersonalChannel } from "./PersonalChannel";
 import type { RenewOutcome } from "./RenewOutcome";
 import type { RequestOutcome } from "./RequestOutcome";
 import type { Settings } from "./Settings";
@@ -14,4 +15,4 @@ import type { ShellIntegration } from "./ShellIntegration";
 /**
  * What each command answers, by name (a type for the front end only).
  */
-export type Answers = { view: AppView, settings: Settings, save_settings: Settings, catalog: Offer, request_access: RequestOutcome, approve: RequestOutcome, deny: RequestOutcome, cancel: AccessRequest, review: Grant, renew: RenewOutcome, revoke: Grant, history: Array<AuditRecord>, shell_snippet: string, open_terminal: null, hide_window: null, reconnect: null, login: Account, cancel_login: null, logout: Account, account: Account, integration: IntegrationStatus, install_hook: ShellIntegration, };
+export type Answers = { view: AppView, settings: Settings, save_settings: Settings, catalog: Offer, request_access: RequestOutcome, approve: RequestOutcome, deny: RequestOutcome, cancel: AccessRequest, my_channels: Array<PersonalChannel>, choose_channels: Array<PersonalChannel>, review: Grant, renew: RenewOutcome, revoke: Grant, history: Array<AuditRecord>, shell_snippet: string, open_terminal: null, hide_window: null, reconnect: null, login: Account, cancel_login: null, logout: Account, account: Account, integration: IntegrationStatus, install_hook: ShellIntegration, };

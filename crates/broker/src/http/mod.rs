@@ -100,6 +100,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(v1::renew))
         .routes(routes!(v1::revoke))
         .routes(routes!(v1::revoke_matching))
+        .routes(routes!(v1::my_notifications, v1::choose_notifications))
         .routes(routes!(v1::reviews))
         .routes(routes!(v1::review))
         .routes(routes!(v1::history))

@@ -3,9 +3,9 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use hourglass_core::api::{
-    ApiError, Catalog, CreateRequest, Credential, DecisionBody, ErrorCode, GrantList, ReadyBody, RenewBody,
-    RenewOutcome, RequestList, RequestOutcome, ReviewBody, ReviewItem, RevokeBody, RevokeMatchingBody, RevokedGrants,
-    WhoAmI,
+    ApiError, Catalog, CreateRequest, Credential, DecisionBody, ErrorCode, GrantList, NotificationChoice,
+    PersonalChannel, ReadyBody, RenewBody, RenewOutcome, RequestList, RequestOutcome, ReviewBody, ReviewItem,
+    RevokeBody, RevokeMatchingBody, RevokedGrants, WhoAmI,
 };
 use hourglass_core::audit::AuditRecord;
 use hourglass_core::{AccessRequest, Grant, GrantId, RequestId, Verdict};
@@ -223,6 +223,25 @@ pub async fn revoke_matching(
     JsonBody(body): JsonBody<RevokeMatchingBody>,
 ) -> ApiResult<RevokedGrants> {
     Ok(Json(RevokedGrants { grants: broker.revoke_matching(&who, body).await? }))
+}
+
+/// The channels that can tell me of my requests and access, and which I
+/// turned off.
+#[utoipa::path(get, path = "/v1/me/notifications", tag = "meta", security(("bearer" = [])),
+    responses((status = 200, body = Vec<PersonalChannel>)))]
+pub async fn my_notifications(State(broker): State<AppState>, Caller(who): Caller) -> ApiResult<Vec<PersonalChannel>> {
+    Ok(Json(broker.personal_channels(&who).await?))
+}
+
+/// Turns channels off (those named) or on (the others) for me.
+#[utoipa::path(put, path = "/v1/me/notifications", tag = "meta", security(("bearer" = [])), request_body = NotificationChoice,
+    responses((status = 200, body = Vec<PersonalChannel>), (status = 400, body = ApiError, description = "a channel that tells no requester here")))]
+pub async fn choose_notifications(
+    State(broker): State<AppState>,
+    Caller(who): Caller,
+    JsonBody(body): JsonBody<NotificationChoice>,
+) -> ApiResult<Vec<PersonalChannel>> {
+    Ok(Json(broker.choose_channels(&who, body).await?))
 }
 
 /// Break-glass grants waiting for my review: access taken at once in an

@@ -7,12 +7,14 @@
 //! - `request.rs`: filing, cancelling, expiring requests
 //! - `approval.rs`: approvers' decisions
 //! - `grant.rs`: issuing, renewing, revoking grants, and their credentials
+//! - `preferences.rs`: each person's choice of the channels that tell them
 //! - `review.rs`: reviewing break-glass grants after the fact
 //! - `session.rs`: logging out (ending a session on every replica)
 //! - `views.rs`: what each principal may read
 
 mod approval;
 mod grant;
+mod preferences;
 mod request;
 mod review;
 mod session;

@@ -163,6 +163,12 @@ async fn send(broker: &Broker, http: &HttpSender, claimed: &ClaimedNotice) -> No
     if let Some(why) = reminder_obsolete(broker, &notice).await {
         return NoticeOutcome::Skipped { why };
     }
+    if notice.audience == super::Audience::Requester
+        && let Some(person) = notice.request.as_ref().map(|r| &r.requester).or(notice.grant.as_ref().map(|g| &g.owner))
+        && broker.muted_channels(person).await.is_ok_and(|muted| muted.contains(&claimed.channel))
+    {
+        return NoticeOutcome::Skipped { why: format!("{person} turned channel \"{}\" off", claimed.channel) };
+    }
     let thread = if notice.kind.starts_thread() {
         None
     } else {

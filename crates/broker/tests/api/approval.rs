@@ -362,3 +362,18 @@ async fn approvals_need_a_fresh_login_when_policy_asks_for_one() {
     let other = request_id(&h.file("alice", admin_payments("30m")).await);
     h.decide_ok("bob", &other, "approve").await;
 }
+
+#[tokio::test]
+async fn notification_choices_name_only_channels_that_tell_requesters() {
+    let h = Harness::new().await;
+    assert_eq!(h.get_ok("alice", "/v1/me/notifications").await, json!([]), "the demo tells requesters on no channel");
+    let request = h
+        .builder(Method::PUT, Some("alice"), "/v1/me/notifications")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"muted": ["mail"]}"#))
+        .unwrap();
+    let (status, _, body) = h.send(request).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["code"], "invalid_request");
+    assert!(body["message"].as_str().unwrap().contains("no channel \"mail\" tells requesters here"), "{body}");
+}

@@ -280,6 +280,12 @@ fn openapi_rows() -> Vec<Row> {
             r#"{"resource": "orders-api", "owner": "{requester}", "reason": "x"}"#,
             revoke,
         ),
+        row(Method::GET, "/v1/me/notifications", Nothing, every_principal),
+        Row {
+            method: Method::PUT,
+            call: Call::Bearer(Some(r#"{"muted": []}"#)),
+            ..row(Method::PUT, "/v1/me/notifications", Nothing, every_principal)
+        },
         row(Method::GET, "/v1/reviews", Nothing, every_principal),
         post("/v1/grants/{id}/review", LiveGrant, r#"{"verdict": "justified", "comment": "ok"}"#, review),
         // `?subject=` is filled in with the requester.
