@@ -346,6 +346,58 @@ async fn desktop_login_request_approve_countdown_warn_renew_revoke_and_approve_f
     let _ = app.close().await;
 }
 
+/// Policy asks approvers of orders-api/write to have logged in within 3 s:
+/// bob's login in the app is older when he clicks Approve, so the app sends
+/// him to log in again, then approves.
+#[tokio::test(flavor = "multi_thread")]
+async fn desktop_approval_that_needs_a_fresh_login_opens_the_browser_then_approves() {
+    let desktop = Desktop::start();
+    let policy = tempfile::tempdir().expect("a policy directory");
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo/policy");
+    for entry in std::fs::read_dir(&demo).expect("demo policy") {
+        let entry = entry.expect("an entry");
+        std::fs::copy(entry.path(), policy.path().join(entry.file_name())).expect("copied");
+    }
+    let toml = std::fs::read_to_string(policy.path().join("hourglass.toml")).expect("hourglass.toml").replacen(
+        "[resources.orders-api.roles.write]\n",
+        "[resources.orders-api.roles.write]\napproval_max_auth_age = \"3s\"\n",
+        1,
+    );
+    std::fs::write(policy.path().join("hourglass.toml"), toml).expect("hourglass.toml");
+    let broker = DevBroker::start_with_policy(policy.path(), &[]);
+    let (_driver, app, opened, ca_file) = start_app(&desktop, &broker).await;
+    until_text(&app, "[data-testid=signed-out]", "Log in").await;
+    log_in(&app, &opened, &ca_file, "bob@acme.example").await;
+
+    broker.json("alice", &["request", "orders-api", "--role", "write", "--for", "10m", "--reason", "step up"]);
+    until_text(&app, "[data-testid=tab-approvals]", "1").await;
+    click(&app, "[data-testid=tab-approvals]").await;
+    until_text(&app, "[data-testid=approval]", "step up").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    std::fs::remove_file(&opened).expect("the first login's page forgotten");
+    click(&app, "[data-testid=approve]").await;
+
+    // The browser opens for a login that the identity provider cannot skip,
+    // and the card says why it waits.
+    let url = eventually(WAIT, || std::fs::read_to_string(&opened).ok()).expect("the app opened the browser again");
+    assert!(url.contains("prompt=login") && url.contains("max_age=0"), "a fresh login: {url}");
+    until_text(&app, "[data-testid=step-up]", "fresh login").await;
+    screenshot(&app, "step-up").await;
+    let (page, ca) = (url.clone(), ca_file.clone());
+    let login = tokio::task::spawn_blocking(move || {
+        let browser = Browser::trusting(&ca);
+        let picker = browser.get(&page);
+        browser.submit(&picker, &[("user", "bob@acme.example")]).body
+    })
+    .await
+    .expect("the browser");
+    assert!(login.contains("You are logged in to Hourglass"), "{login}");
+    until_text(&app, "[data-testid=no-approvals]", "Nobody is waiting").await;
+    let decided = broker.json("alice", &["requests"]);
+    assert_eq!(decided["mine"][0]["state"], "approved", "approved after the fresh login: {decided}");
+    assert_eq!(decided["mine"][0]["decisions"][0]["approver"], "bob@acme.example");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn desktop_tray_registers_with_a_status_notifier_host_and_its_menu_works_over_dbus() {
     let mut desktop = Desktop::start();
