@@ -162,6 +162,26 @@ fn notifications_announce_a_request_in_slack_teams_and_a_signed_webhook_and_foll
     keys.sort();
     keys.dedup();
     assert_eq!(keys.len(), 3, "each message accepted once");
+    // Operators see it: attempts by channel kind and outcome (counted once
+    // the receiver's answer is back, a moment after it was received).
+    let totals = || {
+        let metrics = broker.get("/metrics");
+        let counted = |outcome: &str| -> u64 {
+            ["slack", "teams", "webhook"]
+                .iter()
+                .filter_map(|kind| {
+                    let wanted = format!("hourglass_notifications_total{{kind=\"{kind}\",outcome=\"{outcome}\"}} ");
+                    metrics
+                        .lines()
+                        .find_map(|line| line.strip_prefix(&wanted))
+                        .and_then(|n| n.trim().parse::<u64>().ok())
+                })
+                .sum()
+        };
+        (counted("sent"), counted("retry"))
+    };
+    let counted = hourglass_e2e::eventually(LIMIT, || Some(totals()).filter(|totals| *totals == (7, 3)));
+    assert_eq!(counted, Some((7, 3)), "seven messages sent, three attempts retried: {:?}", totals());
 
     // dave turns the webhook off for himself: approvers still hear of his
     // request's decision, he is not told on it.
