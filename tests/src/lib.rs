@@ -379,6 +379,19 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
+/// Copies the demo policy (`demo/policy`) into `into`, its `hourglass.toml`
+/// passed through `edit` on the way (`|toml| toml` for the demo as it is).
+pub fn copy_demo_policy(into: &Path, edit: impl FnOnce(String) -> String) {
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo/policy");
+    for entry in std::fs::read_dir(&demo).expect("the demo policy") {
+        let entry = entry.expect("an entry");
+        std::fs::copy(entry.path(), into.join(entry.file_name())).expect("copied");
+    }
+    let toml = into.join("hourglass.toml");
+    let text = std::fs::read_to_string(&toml).expect("hourglass.toml");
+    std::fs::write(&toml, edit(text)).expect("hourglass.toml written");
+}
+
 /// A throwaway policy directory: `hourglass.toml` and one Cedar file.
 pub fn policy_dir(toml: &str, cedar: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -353,17 +353,13 @@ async fn desktop_login_request_approve_countdown_warn_renew_revoke_and_approve_f
 async fn desktop_approval_that_needs_a_fresh_login_opens_the_browser_then_approves() {
     let desktop = Desktop::start();
     let policy = tempfile::tempdir().expect("a policy directory");
-    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo/policy");
-    for entry in std::fs::read_dir(&demo).expect("demo policy") {
-        let entry = entry.expect("an entry");
-        std::fs::copy(entry.path(), policy.path().join(entry.file_name())).expect("copied");
-    }
-    let toml = std::fs::read_to_string(policy.path().join("hourglass.toml")).expect("hourglass.toml").replacen(
-        "[resources.orders-api.roles.write]\n",
-        "[resources.orders-api.roles.write]\napproval_max_auth_age = \"3s\"\n",
-        1,
-    );
-    std::fs::write(policy.path().join("hourglass.toml"), toml).expect("hourglass.toml");
+    hourglass_e2e::copy_demo_policy(policy.path(), |toml| {
+        toml.replacen(
+            "[resources.orders-api.roles.write]\n",
+            "[resources.orders-api.roles.write]\napproval_max_auth_age = \"3s\"\n",
+            1,
+        )
+    });
     let broker = DevBroker::start_with_policy(policy.path(), &[]);
     let (_driver, app, opened, ca_file) = start_app(&desktop, &broker).await;
     until_text(&app, "[data-testid=signed-out]", "Log in").await;

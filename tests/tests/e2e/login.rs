@@ -4,7 +4,6 @@
 //! session bus). A headless browser plays the person at the login pages.
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -25,11 +24,7 @@ fn broker_for_edited(
     edit: impl Fn(String) -> String,
 ) -> (DevBroker, tempfile::TempDir) {
     let config = tempfile::tempdir().expect("temp dir");
-    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo/policy");
-    for entry in std::fs::read_dir(&demo).expect("demo policy") {
-        let entry = entry.expect("an entry");
-        std::fs::copy(entry.path(), config.path().join(entry.file_name())).expect("copied");
-    }
+    hourglass_e2e::copy_demo_policy(config.path(), |toml| toml);
     let toml = edit(std::fs::read_to_string(config.path().join("hourglass.toml")).expect("hourglass.toml"));
     let broker = format!(
         "[broker]\ndata_dir = \"data\"\n\n[broker.login]\nissuer = \"{}\"\nclient_id = \"hourglass\"\nsession_lifetime = \"{session_lifetime}\"\n\n",
@@ -414,11 +409,7 @@ impl ApprovalPage {
         let base = format!("http://127.0.0.1:{port}");
         let idp = OidcProvider::start_with_web_client(&format!("{base}/approve/callback"));
         let config = tempfile::tempdir().expect("temp dir");
-        let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo/policy");
-        for entry in std::fs::read_dir(&demo).expect("demo policy") {
-            let entry = entry.expect("an entry");
-            std::fs::copy(entry.path(), config.path().join(entry.file_name())).expect("copied");
-        }
+        hourglass_e2e::copy_demo_policy(config.path(), |toml| toml);
         let toml = std::fs::read_to_string(config.path().join("hourglass.toml")).expect("hourglass.toml").replacen(
             "[resources.orders-api.roles.write]\n",
             &format!(

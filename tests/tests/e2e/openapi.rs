@@ -42,11 +42,7 @@ fn schemathesis() -> PathBuf {
 /// rate limiting has its own tests, and a 429 here would hide what the
 /// operation does with the input (429 is documented all the same).
 fn policy_without_rate_limits(into: &Path) {
-    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo/policy");
-    for entry in std::fs::read_dir(&demo).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), into.join(entry.file_name())).unwrap();
-    }
+    hourglass_e2e::copy_demo_policy(into, |toml| toml);
     let toml = into.join("hourglass.toml");
     let mut text = std::fs::read_to_string(&toml).unwrap();
     text.push_str(

@@ -9,11 +9,7 @@ use hourglass_e2e::{DevBroker, eventually};
 
 /// The demo policy, trusting `idp`.
 fn policy_dir(into: &Path, idp: &Idp) {
-    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo/policy");
-    for entry in std::fs::read_dir(&demo).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), into.join(entry.file_name())).unwrap();
-    }
+    hourglass_e2e::copy_demo_policy(into, |toml| toml);
     idp.trust_in(into);
 }
 

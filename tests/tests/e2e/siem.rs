@@ -17,11 +17,7 @@ const LIMIT: Duration = Duration::from_secs(30);
 
 /// The demo policy, streaming to `rsyslog` and the HEC at `receiver`.
 fn policy(dir: &Path, rsyslog: &Rsyslog, receiver: &Receiver) {
-    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo/policy");
-    for entry in std::fs::read_dir(&demo).expect("demo policy") {
-        let entry = entry.expect("an entry");
-        std::fs::copy(entry.path(), dir.join(entry.file_name())).expect("copied");
-    }
+    hourglass_e2e::copy_demo_policy(dir, |toml| toml);
     std::fs::write(dir.join("hec-token"), HEC_TOKEN).expect("the token");
     let toml = std::fs::read_to_string(dir.join("hourglass.toml")).expect("hourglass.toml");
     let siem = format!(

@@ -16,11 +16,7 @@ use hourglass_e2e::{DevBroker, Run, bin, eventually};
 /// The demo policy, trusting `idp`, and `[broker]` lines added after `data_dir`.
 fn serve_config(idp: &JwtIssuer, broker_lines: &str) -> tempfile::TempDir {
     let config = tempfile::tempdir().expect("temp dir");
-    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo/policy");
-    for entry in std::fs::read_dir(&demo).expect("demo policy") {
-        let entry = entry.expect("an entry");
-        std::fs::copy(entry.path(), config.path().join(entry.file_name())).expect("copied");
-    }
+    hourglass_e2e::copy_demo_policy(config.path(), |toml| toml);
     idp.trust_in(config.path());
     let file = config.path().join("hourglass.toml");
     let toml = std::fs::read_to_string(&file).expect("hourglass.toml");

@@ -88,10 +88,6 @@ impl Channels {
         self.by_name.get(name)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.by_name.is_empty()
-    }
-
     /// What in `policy` names a channel this broker does not have, or asks
     /// a team's channel to reach a requester.
     pub fn check(&self, policy: &Policy) -> Vec<Problem> {
