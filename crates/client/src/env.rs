@@ -73,6 +73,7 @@ mod tests {
             role: "x".into(),
             provider: "token".into(),
             expires_at: Timestamp::from_unix_millis(0),
+            valid_until: None,
             env: vec![EnvVar { name: "R_TOKEN".into(), value: value.into(), secret: true }],
             ssh_certificate: None,
             client_secret: None,

@@ -370,6 +370,12 @@ pub struct Credential {
     pub provider: String,
     #[zeroize(skip)]
     pub expires_at: Timestamp,
+    /// When this credential itself stops working, if before the grant's
+    /// deadline (short-lived cloud keys): the agent fetches a fresh one
+    /// before then, while the grant lives ([`Credential::refresh_at`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[zeroize(skip)]
+    pub valid_until: Option<Timestamp>,
     /// Variables a shell exports to use the grant.
     pub env: Vec<EnvVar>,
     /// SSH: the OpenSSH user certificate for the client's public key.
@@ -383,6 +389,22 @@ pub struct Credential {
 }
 
 impl Credential {
+    /// When a holder that fetched this credential at `fetched_at` fetches
+    /// the next one: halfway through the credential's own life, so that a
+    /// failed fetch has the other half to be retried in, and tools that
+    /// renew their keys some minutes ahead (the AWS SDKs: 5 to 15) find
+    /// keys with most of their life left. `None`: it lasts as long as the
+    /// grant. Broker instants.
+    pub fn refresh_at(&self, fetched_at: Timestamp) -> Option<Timestamp> {
+        let ends = self.valid_until.filter(|ends| *ends < self.expires_at)?;
+        Some(fetched_at.plus_millis(fetched_at.millis_until(ends).max(0) / 2))
+    }
+
+    /// When this credential stops working: its own end, else the grant's.
+    pub fn ends_at(&self) -> Timestamp {
+        self.valid_until.map_or(self.expires_at, |ends| ends.min(self.expires_at))
+    }
+
     /// Drops the variables no credential may set
     /// ([`crate::env_names::refused_credential_name`]), whoever sent them;
     /// returns their names.
@@ -596,6 +618,7 @@ mod tests {
             role: "deploy".into(),
             provider: "exec".into(),
             expires_at: crate::Timestamp::from_unix_millis(0),
+            valid_until: None,
             env: vec![var("CLOUD_KEY"), var("LD_PRELOAD"), var("HTTPS_PROXY"), var("CLOUD_REGION")],
             ssh_certificate: None,
             client_secret: None,
@@ -603,6 +626,35 @@ mod tests {
         assert_eq!(credential.drop_refused_names(), ["LD_PRELOAD", "HTTPS_PROXY"]);
         let kept: Vec<&str> = credential.env.iter().map(|var| var.name.as_str()).collect();
         assert_eq!(kept, ["CLOUD_KEY", "CLOUD_REGION"]);
+    }
+
+    #[test]
+    fn a_short_lived_credential_is_refreshed_halfway_through_its_own_life() {
+        let at = |minutes: i64| crate::Timestamp::from_unix_millis(minutes * 60_000);
+        let mut credential = Credential {
+            grant_id: crate::GrantId::from_random(1),
+            resource: "aws-prod".into(),
+            role: "operator".into(),
+            provider: "aws".into(),
+            expires_at: at(60),
+            valid_until: Some(at(15)),
+            env: Vec::new(),
+            ssh_certificate: None,
+            client_secret: None,
+        };
+        assert_eq!(credential.refresh_at(at(0)), Some(at(0).plus_millis(450_000)), "7.5 of 15 minutes");
+        assert_eq!(credential.ends_at(), at(15), "its own end comes first");
+        credential.valid_until = Some(at(70));
+        assert_eq!(
+            credential.refresh_at(at(0)),
+            None,
+            "lasting past the deadline: the grant's renewal brings a new one"
+        );
+        assert_eq!(credential.ends_at(), at(60), "the grant's deadline bounds it");
+        credential.valid_until = None;
+        assert_eq!(credential.refresh_at(at(0)), None, "as long as the grant");
+        credential.valid_until = Some(at(15));
+        assert_eq!(credential.refresh_at(at(20)), Some(at(20)), "already past its end: fetch now");
     }
 
     #[test]

@@ -722,6 +722,7 @@ impl Provider for PostgresProvider {
             role: grant.role.clone(),
             provider: KIND.into(),
             expires_at: grant.expires_at,
+            valid_until: None,
             env,
             ssh_certificate: None,
             // The password is the client's own: it adds PGPASSWORD.

@@ -138,6 +138,7 @@ impl Provider for TokenProvider {
             role: grant.role.clone(),
             provider: KIND.into(),
             expires_at: grant.expires_at,
+            valid_until: None,
             env: vec![
                 EnvVar { name: format!("{prefix}_TOKEN"), value: token, secret: true },
                 EnvVar {

@@ -85,7 +85,14 @@ pub(crate) struct Held {
     pub confirming: bool,
     /// Why the credential cannot be fetched or completed, when it cannot.
     pub problem: Option<String>,
+    /// When to fetch a fresh credential while the grant lives (this
+    /// machine's clock): its credential ends before the grant does
+    /// ([`Credential::refresh_at`]), or the last fetch failed.
+    pub refresh_at: Option<Timestamp>,
 }
+
+/// How long after a failed refresh the agent tries again.
+const REFRESH_RETRY_MILLIS: i64 = 15_000;
 
 struct Waiting {
     secret: Arc<Secret>,
@@ -209,6 +216,7 @@ impl State {
             confirm_ready: false,
             confirming: false,
             problem: None,
+            refresh_at: None,
         });
         let mut changed = false;
         if let Some(waiting) = waiting
@@ -225,6 +233,7 @@ impl State {
         held.grant = grant;
         if let Some(credential) = credential {
             changed |= held.credential.as_ref() != Some(&credential) || held.expired_locally;
+            held.refresh_at = credential.refresh_at(self.clock.broker_time(now)).map(|at| self.clock.to_local(at));
             held.credential = Some(credential);
             held.expired_locally = false;
             held.problem = None;
@@ -275,6 +284,22 @@ impl State {
     /// clock. Works with the broker unreachable.
     pub fn expire_due(&mut self, now: Timestamp) -> bool {
         let broker_now = self.clock.broker_time(now);
+        // Keys that end before their grant and could not be refreshed in
+        // time: dead, so no tool is handed them; fetched again at the
+        // next refresh.
+        let mut changed = false;
+        for held in self.held.values_mut() {
+            if let Some(credential) = &held.credential
+                && credential.valid_until.is_some_and(|ends| ends <= broker_now)
+                && !held.grant.is_past_deadline(broker_now)
+            {
+                let ended = credential.ends_at();
+                held.credential = None;
+                held.problem = Some(format!("its keys ended at {ended} and fresh ones could not be fetched yet"));
+                held.refresh_at = Some(held.refresh_at.map_or(now, |at| at.min(now)));
+                changed = true;
+            }
+        }
         let due: Vec<Grant> = self
             .held
             .values_mut()
@@ -290,12 +315,29 @@ impl State {
         }
         // Secrets of requests nobody decided do not wait forever.
         self.waiting.retain(|_, waiting| waiting.stored_at.millis_until(now) < WAITING_MAX_MILLIS);
-        !due.is_empty()
+        changed || !due.is_empty()
     }
 
-    /// The next local deadline of a credential held.
-    pub fn next_deadline(&self) -> Option<Timestamp> {
-        self.held.values().filter(|held| held.credential.is_some()).map(|held| self.local(held.grant.expires_at)).min()
+    /// The next moment (this machine's clock) something held changes by
+    /// itself: a credential ends, or one is due for a fresh fetch.
+    pub fn next_wakeup(&self) -> Option<Timestamp> {
+        let ends = self.held.values().filter_map(|held| held.credential.as_ref()).map(|c| self.local(c.ends_at()));
+        let refreshes = self.held.values().filter(|held| !held.expired_locally).filter_map(|held| held.refresh_at);
+        ends.chain(refreshes).min()
+    }
+
+    /// Grants whose credential is due for a fresh fetch at `now`; each is
+    /// handed out once, and again [`REFRESH_RETRY_MILLIS`] later should
+    /// that fetch fail (a success sets the next refresh).
+    pub fn take_refreshes(&mut self, now: Timestamp) -> Vec<Grant> {
+        self.held
+            .values_mut()
+            .filter(|held| !held.expired_locally && held.refresh_at.is_some_and(|at| at <= now))
+            .map(|held| {
+                held.refresh_at = Some(now.plus_millis(REFRESH_RETRY_MILLIS));
+                held.grant.clone()
+            })
+            .collect()
     }
 
     /// Keeps a client-made secret for `request` (and its grant).
@@ -451,9 +493,10 @@ impl State {
 
     pub fn credential(&self, selector: &Selector) -> Result<HeldCredential, AgentError> {
         let held = self.find(selector)?;
+        let credential = State::complete(held)?;
         Ok(HeldCredential {
-            credential: State::complete(held)?,
-            local_expires_at: self.local(held.grant.expires_at),
+            local_expires_at: self.local(credential.ends_at()),
+            credential,
             owner: held.grant.owner.clone(),
         })
     }
@@ -468,7 +511,7 @@ impl State {
                 let credential = State::complete(held).ok()?;
                 Some(HookGrant {
                     id: held.grant.id.clone(),
-                    deadline: self.local(held.grant.expires_at).unix_seconds(),
+                    deadline: self.local(credential.ends_at()).unix_seconds(),
                     env: credential.env.clone(),
                 })
             })
@@ -623,6 +666,7 @@ mod tests {
             role: grant.role.clone(),
             provider: grant.provider.clone(),
             expires_at: grant.expires_at,
+            valid_until: None,
             env: env.iter().map(|(n, v)| EnvVar { name: (*n).into(), value: (*v).into(), secret: false }).collect(),
             ssh_certificate: None,
             client_secret,
@@ -643,13 +687,41 @@ mod tests {
         let g = grant(1, "token", NOW.plus_millis(60_000));
         let c = credential(&g, &[("A_TOKEN", "t")], None);
         assert!(state.upsert(g.clone(), Some(c), NOW), "a new credential is a change");
-        assert_eq!(state.next_deadline(), Some(NOW.plus_millis(50_000)), "the deadline on our clock");
+        assert_eq!(state.next_wakeup(), Some(NOW.plus_millis(50_000)), "the deadline on our clock");
         assert!(!state.expire_due(NOW.plus_millis(49_999)), "not before");
         assert!(state.expire_due(NOW.plus_millis(50_000)), "dropped at the local deadline");
         let error = state.credential(&Selector::Grant { grant: g.id.clone() }).expect_err("gone");
         assert_eq!(error.code, AgentErrorCode::Ended, "says it ended: {error}");
         assert!(error.message.contains("expired"), "says how: {error}");
         assert!(state.hook_snapshot().grants.is_empty(), "shells drop it");
+    }
+
+    #[test]
+    fn short_lived_keys_are_refreshed_halfway_and_dropped_at_their_own_end() {
+        let mut state = state();
+        let g = grant(4, "aws", NOW.plus_millis(3_600_000));
+        let mut c = credential(&g, &[("AWS_ACCESS_KEY_ID", "ASIA1")], None);
+        c.valid_until = Some(NOW.plus_millis(900_000));
+        state.upsert(g.clone(), Some(c.clone()), NOW);
+        assert_eq!(state.next_wakeup(), Some(NOW.plus_millis(450_000)), "halfway through the keys' 15 minutes");
+        assert!(state.take_refreshes(NOW.plus_millis(449_999)).is_empty(), "not before");
+        let due = state.take_refreshes(NOW.plus_millis(450_000));
+        assert_eq!(due.len(), 1, "due once");
+        assert_eq!(due[0].id, g.id, "the grant whose keys are due");
+        assert!(state.take_refreshes(NOW.plus_millis(450_001)).is_empty(), "handed out once");
+        let served = state.credential(&Selector::Grant { grant: g.id.clone() }).expect("still served");
+        assert_eq!(served.local_expires_at, NOW.plus_millis(900_000), "tools are told the keys' own end");
+        // The fetch failed; the keys end with nothing fresh: nobody gets them.
+        assert!(state.expire_due(NOW.plus_millis(900_000)), "dead keys are a change");
+        let error = state.credential(&Selector::Grant { grant: g.id.clone() }).expect_err("dead keys");
+        assert!(error.message.contains("keys ended"), "says why: {error}");
+        assert!(state.hook_snapshot().grants.is_empty(), "shells drop them");
+        assert!(!state.take_refreshes(NOW.plus_millis(900_000)).is_empty(), "and the agent keeps trying");
+        // A fresh copy arrives: served again, next refresh halfway through it.
+        c.valid_until = Some(NOW.plus_millis(1_800_000));
+        assert!(state.upsert(g.clone(), Some(c), NOW.plus_millis(900_000)), "fresh keys are a change");
+        assert!(state.credential(&Selector::Grant { grant: g.id.clone() }).is_ok(), "served again");
+        assert_eq!(state.next_wakeup(), Some(NOW.plus_millis(1_350_000)), "halfway through the fresh keys");
     }
 
     #[test]

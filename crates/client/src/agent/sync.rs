@@ -106,6 +106,12 @@ async fn take_in(shared: &Arc<Shared>, grant: Grant) {
         shared.update(|state| (state.upsert(grant, None, local_now()), ()));
         return;
     }
+    fetch(shared, grant).await;
+}
+
+/// Fetches a live grant's credential from the broker and holds it: when it
+/// is new, its deadline moved, or its keys are due for a fresh copy.
+async fn fetch(shared: &Arc<Shared>, grant: Grant) {
     match shared.client().credential(&grant.id).await {
         Ok(credential) => {
             shared.update(|state| (state.upsert(grant, Some(credential), local_now()), ()));
@@ -148,10 +154,11 @@ async fn resync(shared: &Arc<Shared>) -> crate::Result<()> {
 }
 
 /// Ends credentials at their deadline on this machine's clock, whatever
-/// the broker's reachability.
+/// the broker's reachability, and fetches fresh keys for grants whose
+/// keys end before they do (short-lived cloud credentials).
 pub(crate) async fn expire(shared: Arc<Shared>) {
     loop {
-        let next = shared.lock().next_deadline();
+        let next = shared.lock().next_wakeup();
         let wait = next.map_or(EXPIRY_TICK, |deadline| {
             let millis = local_now().millis_until(deadline).max(0);
             StdDuration::from_millis(u64::try_from(millis).unwrap_or(0)).min(EXPIRY_TICK)
@@ -161,6 +168,11 @@ pub(crate) async fn expire(shared: Arc<Shared>) {
             () = shared.deadlines_moved.notified() => {}
         }
         shared.update(|state| (state.expire_due(local_now()), ()));
+        let due = shared.update(|state| (false, state.take_refreshes(local_now())));
+        for grant in due {
+            let shared = Arc::clone(&shared);
+            tokio::spawn(async move { fetch(&shared, grant).await });
+        }
     }
 }
 

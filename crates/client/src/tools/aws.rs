@@ -72,6 +72,7 @@ mod tests {
             role: "admin".into(),
             provider: "exec".into(),
             expires_at: Timestamp::from_unix_millis(0),
+            valid_until: None,
             env: env.iter().map(|(n, v)| EnvVar { name: (*n).into(), value: (*v).into(), secret: true }).collect(),
             ssh_certificate: None,
             client_secret: None,

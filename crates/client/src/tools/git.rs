@@ -116,6 +116,7 @@ mod tests {
             role: "push".into(),
             provider: "token".into(),
             expires_at: Timestamp::from_unix_millis(0),
+            valid_until: None,
             env: vec![EnvVar { name: "GIT_TOKEN".into(), value: jwt(aud), secret: true }],
             ssh_certificate: None,
             client_secret: None,

@@ -87,6 +87,7 @@ mod tests {
             role: "view".into(),
             provider: "token".into(),
             expires_at: Timestamp::from_unix_millis(0),
+            valid_until: None,
             env: vec![
                 EnvVar { name: "K8S_TOKEN".into(), value: "eyJ.x.y".into(), secret: true },
                 EnvVar { name: "K8S_TOKEN_EXPIRES_AT".into(), value: "2026".into(), secret: false },

@@ -309,11 +309,13 @@ struct Minted {
     env: Vec<Var>,
     /// When to mint again: shortly before the hook's own `expires_at`.
     refresh_at: Option<Timestamp>,
+    /// The hook's own `expires_at`: when these credentials stop working.
+    ends: Option<Timestamp>,
 }
 
 impl Minted {
     fn new(env: Vec<Var>, expires_at: Option<Timestamp>) -> Minted {
-        Minted { env, refresh_at: expires_at.map(|at| at.plus_millis(-REFRESH_MARGIN_MILLIS)) }
+        Minted { env, refresh_at: expires_at.map(|at| at.plus_millis(-REFRESH_MARGIN_MILLIS)), ends: expires_at }
     }
 
     fn fresh(&self, now: Timestamp) -> bool {
@@ -563,6 +565,7 @@ fn credential_of(grant: &Grant, minted: &Minted) -> Credential {
         role: grant.role.clone(),
         provider: KIND.into(),
         expires_at: grant.expires_at,
+        valid_until: minted.ends,
         env: minted
             .env
             .iter()

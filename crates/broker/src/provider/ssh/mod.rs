@@ -658,6 +658,7 @@ impl Provider for SshProvider {
             role: grant.role.clone(),
             provider: KIND.into(),
             expires_at: grant.expires_at,
+            valid_until: None,
             env,
             ssh_certificate: Some(record.certificate),
             client_secret: Some(ClientSecret::SshPrivateKey),
