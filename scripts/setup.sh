@@ -67,6 +67,18 @@ if ! "$aiosmtpd_venv/bin/python" -m pip show aiosmtpd 2>/dev/null | grep -qx "Ve
 fi
 export HOURGLASS_AIOSMTPD_PYTHON="$aiosmtpd_venv/bin/python"
 
+# moto (PyPI) is the real AWS API server (STS, IAM, with IAM authentication
+# on) the AWS provider's tests and benchmark run against (tests/src/moto.rs);
+# its venv's boto3 is what those tests use AWS with. Pinned, outside the clone.
+moto_version="5.2.6"
+moto_venv="$HOME/.cache/hourglass/moto"
+if ! "$moto_venv/bin/python" -m pip show moto 2>/dev/null | grep -qx "Version: $moto_version"; then
+    echo "setup: installing moto $moto_version (pip, into $moto_venv)" >&2
+    [ -x "$moto_venv/bin/pip" ] || python3 -m venv "$moto_venv"
+    "$moto_venv/bin/pip" install -q "moto[server]==$moto_version" >&2
+fi
+export HOURGLASS_MOTO_VENV="$moto_venv"
+
 # Rust: the toolchain the workspace declares (rust-version in Cargo.toml).
 if ! command -v cargo >/dev/null 2>&1; then
     [ -x "$HOME/.cargo/bin/cargo" ] || {

@@ -18,6 +18,7 @@ pub mod chromium;
 pub mod desktop;
 pub mod issuer;
 pub mod keyring;
+pub mod moto;
 pub mod oidc;
 pub mod postgres;
 pub mod proxy;

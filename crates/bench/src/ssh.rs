@@ -63,7 +63,7 @@ pub fn in_process(runs: usize) -> anyhow::Result<Summary> {
     let mut samples = Vec::with_capacity(runs);
     for n in 0..(runs + runs / 10) {
         let grant = grant(now, n as u64);
-        let input = IssueInput { grant: &grant, resource, role, now, material: Some(&material) };
+        let input = IssueInput { grant: &grant, resource, role, now, material: Some(&material), ticket: None };
         let started = Instant::now();
         runtime.block_on(provider.issue(input)).map_err(|e| anyhow::anyhow!("issue: {e}"))?;
         if n >= runs / 10 {

@@ -185,6 +185,7 @@ pub async fn start(options: ServerOptions) -> Result<Server> {
     tasks.push(tokio::spawn(Arc::clone(&broker).run_scheduler()));
     tasks.push(tokio::spawn(renew_lease(Arc::clone(&broker))));
     tasks.push(tokio::spawn(prune_store(Arc::clone(&broker))));
+    tasks.push(tokio::spawn(tidy_providers(Arc::clone(&broker))));
     tasks.push(tokio::spawn(crate::notify::outbox::run(Arc::clone(&broker))));
     for sink in siem_sinks {
         tasks.push(tokio::spawn(crate::siem::run(Arc::clone(&broker), sink)));
@@ -404,6 +405,18 @@ async fn prune_store(broker: Arc<Broker>) {
         }
         tokio::select! {
             () = tokio::time::sleep(StdDuration::from_secs(300)) => {}
+            () = broker.stopping() => return,
+        }
+    }
+}
+
+/// Each provider's periodic work ([`crate::provider::Provider::tidy`]),
+/// every minute.
+async fn tidy_providers(broker: Arc<Broker>) {
+    loop {
+        broker.providers.tidy(broker.now()).await;
+        tokio::select! {
+            () = tokio::time::sleep(StdDuration::from_secs(60)) => {}
             () = broker.stopping() => return,
         }
     }

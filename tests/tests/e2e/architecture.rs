@@ -63,8 +63,13 @@ const ONLY: &[(&[&str], &[&str], &str)] = &[
         "only src-tauri depends on Tauri and the desktop: what the app decides is tested without a display",
     ),
     (
+        &["hourglass-aws"],
+        &["hourglass-broker"],
+        "only the broker speaks to AWS (with its own identity): a client gets a grant's keys from the agent",
+    ),
+    (
         &["reqwest", "oauth2", "keyring"],
-        &["hourglass-client", "hourglass-broker"],
+        &["hourglass-client", "hourglass-broker", "hourglass-aws"],
         "the app and the CLI reach the broker, the identity provider and the keyring only through hourglass-client",
     ),
     (

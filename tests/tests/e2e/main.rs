@@ -6,6 +6,7 @@
 mod agent;
 mod architecture;
 mod audit;
+mod aws;
 mod ci;
 mod desktop;
 mod exec;

@@ -26,16 +26,19 @@ impl Broker {
     /// provider half-created is revoked.
     pub(crate) async fn issue(&self, record: GrantRecord, actor: &str) -> Result<Grant> {
         let material = self.store.request_material(&record.grant.request_id).await?;
-        self.issue_with(record, actor, material.as_ref()).await
+        let ticket = self.store.request(&record.grant.request_id).await?.and_then(|request| request.ticket);
+        self.issue_with(record, actor, material.as_ref(), ticket.as_deref()).await
     }
 
     /// [`Broker::issue`] with what the client sent with the request (a
-    /// SCRAM verifier, a public key) at hand, as when it was just filed.
+    /// SCRAM verifier, a public key) and its ticket at hand, as when it was
+    /// just filed.
     pub(crate) async fn issue_with(
         &self,
         record: GrantRecord,
         actor: &str,
         material: Option<&ClientMaterial>,
+        ticket: Option<&str>,
     ) -> Result<Grant> {
         let policy = self.policy();
         let grant = record.grant.clone();
@@ -44,7 +47,8 @@ impl Broker {
                 let resource = policy.resource(&grant.resource).map_err(unknown)?;
                 match self.providers.get(&resource.provider) {
                     Ok(provider) => {
-                        let input = IssueInput { grant: &grant, resource, role, now: grant.issued_at, material };
+                        let input =
+                            IssueInput { grant: &grant, resource, role, now: grant.issued_at, material, ticket };
                         match provider.planned_state(input) {
                             Ok(planned) => {
                                 // Stored with the grant when it started; older grants get it here.
@@ -126,7 +130,8 @@ impl Broker {
         now: Timestamp,
     ) -> GrantRecord {
         let grant = Grant::start(Self::new_grant_id(), request, &resource.provider, now);
-        let input = IssueInput { grant: &grant, resource, role, now, material: None };
+        let input =
+            IssueInput { grant: &grant, resource, role, now, material: None, ticket: request.ticket.as_deref() };
         // A plan that cannot be made fails the issue itself, the usual way.
         let planned = self.providers.get(&resource.provider).ok().and_then(|p| p.planned_state(input).ok().flatten());
         GrantRecord { provider_state: planned.unwrap_or(serde_json::Value::Null), grant }
@@ -168,7 +173,7 @@ impl Broker {
         let mut renewed = record.grant.clone();
         let previous = renewed.renew(request.duration, &role.limits, now).map_err(grant_refused)?;
         let provider = self.providers.get(&resource.provider)?;
-        let input = IssueInput { grant: &renewed, resource, role, now, material: None };
+        let input = IssueInput { grant: &renewed, resource, role, now, material: None, ticket: None };
         let renewal = self.with_timeout(&resource.name, provider.renew(input, &record.provider_state)).await;
         let mut tx = self.store.begin().await?;
         let Some(mut current) = tx.grant(&renewed.id).await? else {
@@ -518,7 +523,7 @@ impl Broker {
         let resource = policy.resource(&grant.resource).map_err(unknown)?;
         let provider = self.providers.get(&resource.provider)?;
         let credential = provider
-            .credential(IssueInput { grant, resource, role, now, material: None }, &record.provider_state)
+            .credential(IssueInput { grant, resource, role, now, material: None, ticket: None }, &record.provider_state)
             .await?;
         let mut tx = self.store.begin().await?;
         tx.audit(grant_event(now, &who.id, AuditAction::CredentialFetched, grant, AuditResult::Ok)).await?;

@@ -95,8 +95,14 @@ impl Broker {
         if let Some((record, _)) = &started
             && provider.issues_in_broker()
         {
-            let input =
-                IssueInput { grant: &record.grant, resource, role, now, material: body.client_material.as_ref() };
+            let input = IssueInput {
+                grant: &record.grant,
+                resource,
+                role,
+                now,
+                material: body.client_material.as_ref(),
+                ticket: request.ticket.as_deref(),
+            };
             issued_here = provider.issue(input).await.ok();
         }
 
@@ -205,7 +211,9 @@ impl Broker {
                 self.metrics.grant("issued");
                 Some(record.grant)
             }
-            Some((record, _)) => Some(self.issue_with(record, &who.id, body.client_material.as_ref()).await?),
+            Some((record, _)) => {
+                Some(self.issue_with(record, &who.id, body.client_material.as_ref(), request.ticket.as_deref()).await?)
+            }
             None => None,
         };
         Ok(RequestOutcome { request, grant })

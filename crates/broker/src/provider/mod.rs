@@ -8,6 +8,7 @@
 //! (and sent only a verifier or public key) or the provider derives them on
 //! demand for the owner ([`Provider::credential`]).
 
+pub mod aws;
 pub mod exec;
 pub mod postgres;
 pub mod ssh;
@@ -57,6 +58,10 @@ pub struct IssueInput<'a> {
     pub now: hourglass_core::Timestamp,
     /// What the client sent with the request (checked by `check_material`).
     pub material: Option<&'a ClientMaterial>,
+    /// The request's ticket, where the request is at hand (filing,
+    /// approval, issue); a provider that needs it later keeps it in its
+    /// state.
+    pub ticket: Option<&'a str>,
 }
 
 #[async_trait::async_trait]
@@ -124,6 +129,14 @@ pub trait Provider: Send + Sync + 'static {
     /// the one `?resource=NAME` names, for documents that differ by resource.
     async fn document(&self, _name: &str, _resource: Option<&Resource>) -> Option<Document> {
         None
+    }
+
+    /// Work the provider does by itself from time to time, every replica
+    /// alike (AWS: removing the denies of revoked sessions whose keys have
+    /// ended). Called every minute; must be harmless when two replicas do
+    /// it at once.
+    async fn tidy(&self, _now: hourglass_core::Timestamp) -> Result<(), String> {
+        Ok(())
     }
 }
 
@@ -205,7 +218,8 @@ impl Providers {
         self
     }
 
-    /// The standard set: token, PostgreSQL, SSH (with its user CA `ssh_ca`,
+    /// The standard set: token, AWS (its revoked sessions listed in the
+    /// store), PostgreSQL, SSH (with its user CA `ssh_ca`,
     /// its revocation list in the store, `user_ca.pub` in `data_dir/ssh`)
     /// and exec hooks (commands relative to `policy_dir`).
     pub async fn standard(
@@ -216,12 +230,24 @@ impl Providers {
         policy_dir: &std::path::Path,
     ) -> Result<Providers, String> {
         let ssh =
-            ssh::SshProvider::open(ssh_ca, SharedRecord::new(store, "ssh/revocations"), &data_dir.join("ssh")).await?;
+            ssh::SshProvider::open(ssh_ca, SharedRecord::new(store.clone(), "ssh/revocations"), &data_dir.join("ssh"))
+                .await?;
+        let aws = aws::AwsProvider::new(SharedRecord::new(store.clone(), "aws/revocations"))?;
         Ok(Providers::default()
             .with(Arc::new(token))
+            .with(Arc::new(aws))
             .with(Arc::new(postgres::PostgresProvider::default()))
             .with(Arc::new(ssh))
             .with(Arc::new(exec::ExecProvider::new(policy_dir.to_path_buf()))))
+    }
+
+    /// Each provider's own periodic work ([`Provider::tidy`]).
+    pub async fn tidy(&self, now: hourglass_core::Timestamp) {
+        for provider in self.by_kind.values() {
+            if let Err(error) = provider.tidy(now).await {
+                tracing::warn!(provider = provider.kind(), "{error}");
+            }
+        }
     }
 
     pub fn get(&self, kind: &str) -> Result<&Arc<dyn Provider>, ProviderError> {

@@ -66,7 +66,7 @@ impl StoreFile {
 }
 
 /// `hourglassd audit verify` on the data directory must find the chain intact.
-fn assert_audit_intact(data_dir: &Path) {
+pub(crate) fn assert_audit_intact(data_dir: &Path) {
     let output = std::process::Command::new(hourglass_e2e::bin("hourglassd"))
         .args(["audit", "verify", "--data-dir"])
         .arg(data_dir)
@@ -81,7 +81,7 @@ fn assert_audit_intact(data_dir: &Path) {
 }
 
 /// The audit log, one JSON event per line.
-fn audit_events(data_dir: &Path) -> Vec<serde_json::Value> {
+pub(crate) fn audit_events(data_dir: &Path) -> Vec<serde_json::Value> {
     let output = std::process::Command::new(hourglass_e2e::bin("hourglassd"))
         .args(["audit", "export", "--data-dir"])
         .arg(data_dir)

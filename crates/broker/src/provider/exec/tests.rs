@@ -69,7 +69,14 @@ impl Fixture {
     }
 
     fn input<'a>(&'a self, grant: &'a Grant, now: Timestamp) -> IssueInput<'a> {
-        IssueInput { grant, resource: &self.resource, role: &self.resource.roles["deploy"], now, material: None }
+        IssueInput {
+            grant,
+            resource: &self.resource,
+            role: &self.resource.roles["deploy"],
+            now,
+            material: None,
+            ticket: None,
+        }
     }
 
     /// Every call the recording hook logged: one JSON input per line.
@@ -456,8 +463,14 @@ async fn a_hook_that_cannot_start_fails_clearly_and_leaves_nothing_to_clean() {
     let provider = ExecProvider::new(dir.path().to_path_buf());
     let resource = resource("{ command = [\"hooks/absent.sh\"] }", "{}");
     let grant = grant(NOW);
-    let input =
-        IssueInput { grant: &grant, resource: &resource, role: &resource.roles["deploy"], now: NOW, material: None };
+    let input = IssueInput {
+        grant: &grant,
+        resource: &resource,
+        role: &resource.roles["deploy"],
+        now: NOW,
+        material: None,
+        ticket: None,
+    };
     let error = provider.issue(input).await.expect_err("nothing to run").to_string();
     assert!(error.contains("cannot start exec hook \"hooks/absent.sh\""), "{error}");
     let verification = provider.revoke(&grant, &Value::Null, NOW).await.expect("nothing to undo");

@@ -110,6 +110,7 @@ impl Fixture {
             role: &self.resource.roles["login"],
             now: grant.issued_at,
             material: Some(material),
+            ticket: None,
         };
         self.provider.issue(input).await.expect("issued")
     }
@@ -295,6 +296,7 @@ async fn renewal_signs_a_new_certificate_with_the_same_key_id_and_the_new_deadli
         role: &fixture.resource.roles["login"],
         now: later,
         material: None,
+        ticket: None,
     };
     let renewed = fixture.provider.renew(input, &issued.state).await.expect("renewed");
     let second = certificate(&renewed.state);
@@ -320,6 +322,7 @@ async fn renewal_signs_a_new_certificate_with_the_same_key_id_and_the_new_deadli
         role: &fixture.resource.roles["login"],
         now: later,
         material: None,
+        ticket: None,
     };
     let shortened = fixture.provider.renew(input, &renewed.state).await.expect("renewed");
     assert_eq!(shortened.state["valid_before"], shorter.to_string(), "the current certificate's deadline");
@@ -341,6 +344,7 @@ async fn credential_hands_out_the_certificate_and_connection_info() {
         role: &fixture.resource.roles["login"],
         now: NOW,
         material: None,
+        ticket: None,
     };
     let credential = fixture.provider.credential(input, &issued.state).await.expect("credential");
     assert_eq!(credential.provider, "ssh");
@@ -589,6 +593,7 @@ async fn each_resource_has_its_own_ca_and_its_certificates_do_not_validate_again
         role: &staging.roles["login"],
         now: NOW,
         material: Some(&material),
+        ticket: None,
     };
     let issued = provider.issue(input).await.expect("issued");
     let cert = certificate(&issued.state);
