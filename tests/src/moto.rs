@@ -115,6 +115,23 @@ impl Moto {
         format!("arn:aws:iam::{ACCOUNT}:role/{name}")
     }
 
+    /// A `provider = "aws"` resource named `name` on this server, with
+    /// Hourglass roles mapped to IAM roles (`(hourglass role, IAM role)`).
+    pub fn resource_toml(&self, name: &str, roles: &[(&str, &str)]) -> String {
+        let mut toml = format!(
+            "[resources.{name}]\nprovider = \"aws\"\n\n[resources.{name}.settings]\nregion = \"us-east-1\"\n\
+             sts_endpoint = \"{url}\"\niam_endpoint = \"{url}\"\n",
+            url = self.url
+        );
+        for (role, iam_role) in roles {
+            toml.push_str(&format!(
+                "\n[resources.{name}.roles.{role}]\nsettings = {{ role_arn = \"{}\" }}\n",
+                self.role_arn(iam_role)
+            ));
+        }
+        toml
+    }
+
     /// The environment that gives a broker its AWS identity (the standard
     /// chain's first source).
     pub fn broker_env(&self) -> Vec<(&'static str, String)> {

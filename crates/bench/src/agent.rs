@@ -29,7 +29,7 @@ use crate::stats::{Summary, human};
 /// What the issue asks of a prompt that applies a change, every prompt.
 const HOOK_TARGET: Duration = Duration::from_millis(25);
 /// What the issue asks of a credential helper's median.
-const HELPER_TARGET: Duration = Duration::from_millis(10);
+pub(crate) const HELPER_TARGET: Duration = Duration::from_millis(10);
 /// A generous bound on the agent taking in a change; never a figure.
 const SETTLE_LIMIT: Duration = Duration::from_secs(20);
 
@@ -256,7 +256,7 @@ fn direnv_loads(runs: usize) -> anyhow::Result<Option<Summary>> {
 /// a tool reads it), after a few untimed ones. Each run must succeed and
 /// print JSON that `valid` accepts (nothing at all when it takes anything);
 /// the output is never shown, it holds secrets.
-fn process_runs(
+pub(crate) fn process_runs(
     runs: usize,
     mut command: impl FnMut() -> Command,
     valid: impl Fn(&Value) -> bool,

@@ -6,6 +6,7 @@
 //! Topics: policy, ssh, hook, agent, load, postgres, replicas, desktop.
 
 mod agent;
+mod aws;
 mod desktop;
 mod hook;
 mod load;
@@ -52,11 +53,12 @@ fn main() -> anyhow::Result<()> {
 
     let mut figures = Vec::new();
     let mut pending: Vec<String> = Vec::new();
-    let topics: [(&str, Topic); 9] = [
+    let topics: [(&str, Topic); 10] = [
         ("policy", policy_figures),
         ("ssh", ssh_figures),
         ("hook", hook_figures),
         ("agent", agent::figures),
+        ("aws", aws::figures),
         ("load", load::figures),
         ("notify", notify::figures),
         ("postgres", postgres::figures),

@@ -687,3 +687,61 @@ fn agent_commands_explain_bad_input() {
         run.stderr
     );
 }
+
+/// Keys that last seconds while their grant lasts minutes (an exec hook
+/// minting four-second keys): the agent fetches fresh ones before they end,
+/// with no event from the broker, and `credential_process` always hands out
+/// keys that still have time left.
+#[test]
+fn agent_refreshes_short_lived_keys_before_they_end_while_the_grant_lives() {
+    const TOML: &str = r#"
+[defaults]
+workflow = "review"
+min_duration = "5s"
+max_duration = "1h"
+reason_required = false
+
+[workflows.review]
+approvals = [{ group = "sre", count = 1 }]
+
+[resources.cloud]
+provider = "exec"
+settings = { command = ["./short-keys.sh"] }
+
+[resources.cloud.roles.admin]
+description = "four-second keys"
+"#;
+    // Each mint: a new key id, ending four seconds on.
+    const HOOK: &str = r#"#!/bin/sh
+cat > /dev/null
+case "$HOURGLASS_ACTION" in
+    issue|renew)
+        printf '{"state": null, "env": {"AWS_ACCESS_KEY_ID": "AKIA%s", "AWS_SECRET_ACCESS_KEY": "s", "AWS_SESSION_TOKEN": "t"}, "public": ["AWS_ACCESS_KEY_ID"], "expires_at": "%s"}\n' \
+            "$(date +%s%N)" "$(date -u -d '+4 seconds' +%Y-%m-%dT%H:%M:%SZ)" ;;
+    revoke) echo '{}' ;;
+esac
+"#;
+    let policy = policy_dir(TOML, CEDAR);
+    let hook = policy.path().join("short-keys.sh");
+    std::fs::write(&hook, HOOK).expect("hook");
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let broker = DevBroker::start_with_policy(policy.path(), &[]);
+    let mut station = Workstation::new(&broker, "alice");
+    station.start_agent();
+    let (id, _) = granted(&station.json(&["request", "cloud", "--role", "admin", "--for", "10m"]));
+    station.wait_for("holding the grant", |s| Workstation::held(s, &id).is_some());
+
+    let mut seen = std::collections::BTreeSet::new();
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(12) {
+        let run = station.hourglass(&["credential-process", &id]);
+        assert!(run.ok, "keys are always at hand while the grant lives: {}", run.stderr);
+        let keys: Value = serde_json::from_str(&run.stdout).expect("JSON");
+        let ends = millis(&keys["Expiration"]);
+        assert!(ends > now_millis(), "never keys that already ended: {keys}");
+        seen.insert(keys["AccessKeyId"].as_str().expect("key id").to_owned());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // Twelve seconds of four-second keys, fetched halfway: about six sets.
+    assert!(seen.len() >= 3, "the agent fetched fresh keys by itself: {seen:?}");
+}

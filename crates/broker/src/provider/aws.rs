@@ -21,7 +21,8 @@
 //! Revocation before the deadline cannot wait for that: the broker puts an
 //! inline policy on the role (`hourglass-revoked-GRANT`) that denies every
 //! action to that session (`aws:userid` is `ROLEID:SESSION`), reads it back,
-//! and removes it once the session's keys would have ended anyway
+//! and removes it once the session's keys would have ended anyway (at the
+//! grant's deadline by their session policy, at most 12 hours on)
 //! ([`Provider::tidy`], from a list of such policies in the store).
 //! Other sessions of the role, other grants of the same person among them,
 //! are untouched: each grant has its own session name.
@@ -543,11 +544,11 @@ impl Provider for AwsProvider {
         }
         let state = State::parse(resource, state)?;
         // Keys minted before now end by their session policy at the
-        // deadline, and by STS `session_duration` after they were minted.
-        let keys_end = grant
-            .expires_at
-            .min(now.plus_millis(i64::try_from(state.settings.duration().as_secs() * 1000).unwrap_or(i64::MAX)))
-            .plus_millis(CLOCK_MARGIN_MILLIS);
+        // deadline, and at STS's longest session after they were minted
+        // (not the resource's `session_duration` as it was at issue: the
+        // policy may have raised it since, for keys minted later).
+        let longest = i64::try_from(LONGEST_SESSION.as_secs() * 1000).unwrap_or(i64::MAX);
+        let keys_end = grant.expires_at.min(now.plus_millis(longest)).plus_millis(CLOCK_MARGIN_MILLIS);
         verification.insert("session".into(), state.session_name.clone().into());
         verification.insert("session_policy_denies_after".into(), grant.expires_at.to_string().into());
         if grant.ready_at.is_none() || grant.is_past_deadline(now) {
@@ -791,11 +792,11 @@ mod tests {
             provider.revoke(second, second_state, second.expires_at.plus_millis(1)).await.expect("expired");
         assert_eq!(verification["denied"], false, "an expiry denies nothing: {verification:?}");
 
-        // The deny stays while the revoked session's keys may live (15
-        // minutes, and a minute for clocks), then goes.
-        assert_eq!(provider.remove_ended_denials(now.plus_millis(15 * 60_000)).await, Ok(0), "not before");
+        // The deny stays while the revoked session's keys may live (to the
+        // grant's deadline, an hour, and a minute for clocks), then goes.
+        assert_eq!(provider.remove_ended_denials(now.plus_millis(60 * 60_000)).await, Ok(0), "not before");
         assert_eq!(policies("operator").len(), 2, "the role's own policy and the deny");
-        assert_eq!(provider.remove_ended_denials(now.plus_millis(16 * 60_000 + 1)).await, Ok(1), "then removed");
+        assert_eq!(provider.remove_ended_denials(now.plus_millis(61 * 60_000 + 1)).await, Ok(1), "then removed");
         let left: Vec<String> = policies("operator").into_iter().map(|(name, _)| name).collect();
         assert_eq!(left, ["work"], "only the role's own policy is left");
         assert_eq!(provider.remove_ended_denials(now.plus_millis(20 * 60_000)).await, Ok(0), "and forgotten");
