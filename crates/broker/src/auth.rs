@@ -303,14 +303,7 @@ impl DiscoveredKeys {
     pub fn new(issuer: &str) -> Result<Self> {
         let issuer = issuer.trim_end_matches('/').to_owned();
         check_url(&issuer, "issuer")?;
-        // reqwest is built without a default TLS crypto provider; install
-        // ring's once per process (an error means one is installed already).
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .connect_timeout(StdDuration::from_secs(5))
-            .timeout(StdDuration::from_secs(10))
-            .user_agent(concat!("hourglassd/", env!("CARGO_PKG_VERSION")))
-            .build()
+        let http = crate::roots::http_client(StdDuration::from_secs(10), true)
             .map_err(|error| Error::Config(format!("building the HTTP client: {error}")))?;
         Ok(DiscoveredKeys {
             issuer,
@@ -385,11 +378,10 @@ impl DiscoveredKeys {
 /// (a development IdP on the same machine).
 fn check_url(url: &str, what: &str) -> Result<()> {
     let parsed = reqwest::Url::parse(url).map_err(|error| Error::Config(format!("{what} {url:?}: {error}")))?;
-    let loopback = matches!(parsed.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
-    match parsed.scheme() {
-        "https" => Ok(()),
-        "http" if loopback => Ok(()),
-        _ => Err(Error::Config(format!("{what} {url:?} must be an https:// URL (http:// only on loopback)"))),
+    if crate::roots::is_https_or_loopback(&parsed) {
+        Ok(())
+    } else {
+        Err(Error::Config(format!("{what} {url:?} must be an https:// URL (http:// only on loopback)")))
     }
 }
 

@@ -45,14 +45,7 @@ pub struct Started {
 
 impl WebLogin {
     pub fn new(issuer: &str, client_id: &str, scopes: &[String], public_url: &str) -> Result<WebLogin> {
-        // reqwest is built without a default TLS crypto provider.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .timeout(std::time::Duration::from_secs(15))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("hourglassd/", env!("CARGO_PKG_VERSION")))
-            .build()
+        let http = crate::roots::http_client(std::time::Duration::from_secs(15), false)
             .map_err(|error| Error::Config(format!("building the HTTP client: {error}")))?;
         Ok(WebLogin {
             issuer: issuer.trim_end_matches('/').to_owned(),

@@ -694,21 +694,12 @@ fn agent_commands_explain_bad_input() {
 /// keys that still have time left.
 #[test]
 fn agent_refreshes_short_lived_keys_before_they_end_while_the_grant_lives() {
-    const TOML: &str = r#"
-[defaults]
-workflow = "review"
-min_duration = "5s"
-max_duration = "1h"
-reason_required = false
-
-[workflows.review]
-approvals = [{ group = "sre", count = 1 }]
-
-[resources.cloud]
+    const RESOURCE: &str = r#"
+[resources.short]
 provider = "exec"
 settings = { command = ["./short-keys.sh"] }
 
-[resources.cloud.roles.admin]
+[resources.short.roles.admin]
 description = "four-second keys"
 "#;
     // Each mint: a new key id, ending four seconds on.
@@ -721,14 +712,16 @@ case "$HOURGLASS_ACTION" in
     revoke) echo '{}' ;;
 esac
 "#;
-    let policy = policy_dir(TOML, CEDAR);
+    let policy = helpers_policy();
+    let mut toml = std::fs::OpenOptions::new().append(true).open(policy.path().join("hourglass.toml")).expect("toml");
+    toml.write_all(RESOURCE.as_bytes()).expect("the resource appended");
     let hook = policy.path().join("short-keys.sh");
     std::fs::write(&hook, HOOK).expect("hook");
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let broker = DevBroker::start_with_policy(policy.path(), &[]);
     let mut station = Workstation::new(&broker, "alice");
     station.start_agent();
-    let (id, _) = granted(&station.json(&["request", "cloud", "--role", "admin", "--for", "10m"]));
+    let (id, _) = granted(&station.json(&["request", "short", "--role", "admin", "--for", "10m"]));
     station.wait_for("holding the grant", |s| Workstation::held(s, &id).is_some());
 
     let mut seen = std::collections::BTreeSet::new();

@@ -34,6 +34,7 @@ permit (principal in Group::"engineers", action in [Action::"request", Action::"
 /// roles on the same IAM role (overlapping grants), one whose trust policy
 /// names someone else, and one on `other_role_arn`.
 fn policy(moto: &Moto, other_role_arn: &str) -> tempfile::TempDir {
+    let roles = [("operator", "operator"), ("oncall", "operator"), ("locked", "locked")];
     let toml = format!(
         r#"
 [defaults]
@@ -45,30 +46,11 @@ reason_required = false
 [workflows.review]
 approvals = [{{ group = "sre", count = 1 }}]
 
-[resources.aws-prod]
-provider = "aws"
-description = "the production account"
-
-[resources.aws-prod.settings]
-region = "us-east-1"
-sts_endpoint = "{url}"
-iam_endpoint = "{url}"
-
-[resources.aws-prod.roles.operator]
-settings = {{ role_arn = "{operator}" }}
-
-[resources.aws-prod.roles.oncall]
-settings = {{ role_arn = "{operator}" }}
-
-[resources.aws-prod.roles.locked]
-settings = {{ role_arn = "{locked}" }}
-
+{resource}
 [resources.aws-prod.roles.other]
 settings = {{ role_arn = "{other_role_arn}" }}
 "#,
-        url = moto.url,
-        operator = moto.role_arn("operator"),
-        locked = moto.role_arn("locked"),
+        resource = moto.resource_toml("aws-prod", &roles),
     );
     policy_dir(&toml, CEDAR)
 }

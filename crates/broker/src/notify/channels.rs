@@ -30,7 +30,6 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::path::Path;
 
 use hourglass_policy::{POLICY_FILE, Policy, Problem};
@@ -179,13 +178,10 @@ fn load_one(name: &str, settings: &ChannelSettings, policy_dir: &Path) -> Result
 /// asked for what and why.
 fn check_url(text: &str, what: &str) -> Result<()> {
     let url = reqwest::Url::parse(text).map_err(|_| Error::Config(format!("{what}: not a URL")))?;
-    let host = url.host_str().unwrap_or_default();
-    let loopback =
-        host == "localhost" || host.trim_matches(['[', ']']).parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    match url.scheme() {
-        "https" => Ok(()),
-        "http" if loopback => Ok(()),
-        _ => Err(Error::Config(format!("{what}: the URL must be https:// (plain http only to this machine)"))),
+    if crate::roots::is_https_or_loopback(&url) {
+        Ok(())
+    } else {
+        Err(Error::Config(format!("{what}: the URL must be https:// (plain http only to this machine)")))
     }
 }
 

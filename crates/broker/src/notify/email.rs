@@ -5,7 +5,6 @@
 //! answers the announcement (`In-Reply-To`, `References`), so that mail
 //! clients show one thread per request.
 
-use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration as StdDuration;
 
@@ -57,7 +56,7 @@ impl EmailChannel {
             .rsplit_once(':')
             .and_then(|(host, port)| Some((host.trim_matches(['[', ']']), port.parse::<u16>().ok()?)))
             .ok_or_else(|| bad(format!("smtp \"{smtp}\" is not host:port")))?;
-        let loopback = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        let loopback = crate::roots::is_loopback_host(host);
         let parameters = || -> Result<TlsParameters> {
             let mut builder = TlsParameters::builder(host.to_owned());
             if let Some(path) = ca_file {

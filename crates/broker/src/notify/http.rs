@@ -50,15 +50,7 @@ pub struct HttpSender {
 
 impl HttpSender {
     pub fn new() -> Result<HttpSender> {
-        // reqwest is built without a default TLS crypto provider; install
-        // ring's once per process (an error means one is installed already).
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .connect_timeout(StdDuration::from_secs(5))
-            .timeout(StdDuration::from_secs(15))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("hourglassd/", env!("CARGO_PKG_VERSION")))
-            .build()
+        let client = crate::roots::http_client(StdDuration::from_secs(15), false)
             .map_err(|error| Error::Config(format!("building the HTTP client: {error}")))?;
         Ok(HttpSender { client })
     }

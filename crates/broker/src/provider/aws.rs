@@ -129,10 +129,10 @@ impl Settings {
 /// server, a local proxy): AWS's answers carry keys.
 fn check_endpoint(url: &str) -> Result<(), String> {
     let parsed = reqwest::Url::parse(url).map_err(|error| format!("not a URL ({error})"))?;
-    match parsed.scheme() {
-        "https" => Ok(()),
-        "http" if matches!(parsed.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")) => Ok(()),
-        _ => Err("must be https:// (or http:// on loopback)".into()),
+    if crate::roots::is_https_or_loopback(&parsed) {
+        Ok(())
+    } else {
+        Err("must be https:// (or http:// on loopback)".into())
     }
 }
 
@@ -305,14 +305,7 @@ impl AwsProvider {
     /// A provider whose own identity comes from `env` rather than this
     /// process's environment.
     pub fn with_env(revocations: SharedRecord, env: Option<hourglass_aws::Env>) -> Result<AwsProvider, String> {
-        // reqwest is built without a default crypto provider: the broker's is ring.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .timeout(std::time::Duration::from_secs(15))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("hourglassd/", env!("CARGO_PKG_VERSION")))
-            .build()
+        let http = crate::roots::http_client(std::time::Duration::from_secs(15), false)
             .map_err(|error| format!("building the AWS HTTP client: {error}"))?;
         Ok(AwsProvider { http, clients: Mutex::new(HashMap::new()), revocations, env })
     }
@@ -348,6 +341,17 @@ impl AwsProvider {
             settings,
         };
         Ok((state, role))
+    }
+
+    /// [`AwsProvider::plan`] for a grant already issued: the policy in force
+    /// now, but the session keeps its name (a revocation denies it by name)
+    /// and the request's ticket, from `state`.
+    fn plan_existing(input: &IssueInput<'_>, state: &Value) -> Result<(State, RoleSettings), ProviderError> {
+        let (mut planned, role) = Self::plan(input)?;
+        let stored = State::parse(&input.resource.name, state)?;
+        planned.session_name = stored.session_name;
+        planned.ticket = stored.ticket;
+        Ok((planned, role))
     }
 
     /// Assumes the grant's role for keys that end at the grant's deadline
@@ -525,13 +529,7 @@ impl Provider for AwsProvider {
     }
 
     async fn renew(&self, input: IssueInput<'_>, state: &Value) -> Result<Issued, ProviderError> {
-        let resource = &input.resource.name;
-        let (mut planned, role) = Self::plan(&input)?;
-        let stored = State::parse(resource, state)?;
-        // The session keeps its name (a revocation denies it by name) and
-        // the request's ticket.
-        planned.session_name = stored.session_name;
-        planned.ticket = stored.ticket;
+        let (planned, role) = Self::plan_existing(&input, state)?;
         self.issue_verified(input, planned, &role).await
     }
 
@@ -599,11 +597,7 @@ impl Provider for AwsProvider {
     }
 
     async fn credential(&self, input: IssueInput<'_>, state: &Value) -> Result<Credential, ProviderError> {
-        let resource = &input.resource.name;
-        let (mut planned, role) = Self::plan(&input)?;
-        let stored = State::parse(resource, state)?;
-        planned.session_name = stored.session_name;
-        planned.ticket = stored.ticket;
+        let (planned, role) = Self::plan_existing(&input, state)?;
         let (_, assumed, _) = self.assume(&input, &planned, &role).await?;
         let keys = assumed.credentials;
         let ends = keys

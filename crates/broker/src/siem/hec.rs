@@ -19,20 +19,10 @@ pub struct Hec {
 impl Hec {
     pub fn new(what: &str, url: &str, token: Secret) -> Result<Hec> {
         let parsed = reqwest::Url::parse(url).map_err(|_| Error::Config(format!("{what}: url is not a URL")))?;
-        let host = parsed.host_str().unwrap_or_default();
-        let loopback = host == "localhost"
-            || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-        if parsed.scheme() != "https" && !(parsed.scheme() == "http" && loopback) {
+        if !crate::roots::is_https_or_loopback(&parsed) {
             return Err(Error::Config(format!("{what}: url must be https:// (plain http only to this machine)")));
         }
-        // reqwest is built without a default TLS crypto provider.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .connect_timeout(StdDuration::from_secs(5))
-            .timeout(StdDuration::from_secs(30))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("hourglassd/", env!("CARGO_PKG_VERSION")))
-            .build()
+        let client = crate::roots::http_client(StdDuration::from_secs(30), false)
             .map_err(|error| Error::Config(format!("{what}: building the HTTP client: {error}")))?;
         Ok(Hec { url: url.to_owned(), token, client })
     }
