@@ -210,6 +210,12 @@ impl PostgresCluster {
             self.dir.path().display(),
             if self.durable { "on" } else { "off" }
         );
+        // Server settings to add, for looking inside a run (README,
+        // "Benchmarks"), e.g. pg_stat_statements.
+        if let Ok(extra) = std::env::var("HOURGLASS_POSTGRES_OPTIONS") {
+            options.push(' ');
+            options.push_str(&extra);
+        }
         if self.tls_ca.is_some() {
             let dir = self.dir.path().display();
             options.push_str(&format!(" -c ssl=on -c ssl_cert_file={dir}/server.crt -c ssl_key_file={dir}/server.key"));

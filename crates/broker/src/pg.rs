@@ -86,6 +86,22 @@ impl std::fmt::Debug for PgTarget {
     }
 }
 
+/// Whether every host of `config` is a Unix-domain socket (a directory).
+fn only_unix_sockets(config: &Config) -> bool {
+    #[cfg(unix)]
+    {
+        let hosts = config.get_hosts();
+        !hosts.is_empty()
+            && config.get_hostaddrs().is_empty()
+            && hosts.iter().all(|host| matches!(host, tokio_postgres::config::Host::Unix(_)))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = config;
+        false
+    }
+}
+
 impl PgTarget {
     /// Reads a connection string (`postgres://…` or `key=value …`). The
     /// error names what is wrong, never the string itself.
@@ -109,15 +125,15 @@ impl PgTarget {
             Some("system") => Roots::System,
             Some(path) => Roots::File(PathBuf::from(path)),
         };
+        // libpq ignores sslmode over Unix-domain sockets: there is no TLS
+        // on them (and no server name to check).
+        let plain = mode == TlsMode::Disable || only_unix_sockets(&config);
         config.ssl_mode(match mode {
-            TlsMode::Disable => SslMode::Disable,
+            _ if plain => SslMode::Disable,
             TlsMode::Allow | TlsMode::Prefer => SslMode::Prefer,
-            TlsMode::Require | TlsMode::VerifyCa | TlsMode::VerifyFull => SslMode::Require,
+            TlsMode::Disable | TlsMode::Require | TlsMode::VerifyCa | TlsMode::VerifyFull => SslMode::Require,
         });
-        let tls = match mode {
-            TlsMode::Disable => None,
-            _ => Some(RustlsConnector::new(mode, &roots)?),
-        };
+        let tls = if plain { None } else { Some(RustlsConnector::new(mode, &roots)?) };
         Ok(PgTarget { config, mode, tls })
     }
 
@@ -649,5 +665,21 @@ mod tests {
             .expect_err("an unreadable root file is an error, not a fallback");
         assert!(error.contains("/nonexistent/ca.pem"), "{error}");
         assert_eq!(target.describe(), "db:5432/u");
+    }
+
+    #[test]
+    fn tls_sslmode_is_ignored_over_unix_sockets_as_libpq_does() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        for dsn in [
+            "host=/run/postgresql user=u",
+            "postgresql://u@/x?host=/run/postgresql&sslmode=require",
+            "host=/tmp user=u sslmode=verify-full",
+        ] {
+            let target = PgTarget::parse(dsn).expect("parses");
+            assert_eq!(target.config().get_ssl_mode(), SslMode::Disable, "{dsn}");
+            assert!(target.tls.is_none(), "{dsn}");
+        }
+        let target = PgTarget::parse("host=/run/postgresql,db.acme.example user=u").expect("parses");
+        assert_eq!(target.config().get_ssl_mode(), SslMode::Prefer, "a TCP host among them negotiates");
     }
 }

@@ -17,6 +17,7 @@ const V3_REPLICAS: &str = include_str!("schema/3-replicas.sql");
 const V4_KEYS: &str = include_str!("schema/4-keys.sql");
 const V6_OUTBOX: &str = include_str!("schema/6-outbox.sql");
 const V7_REVIEWS: &str = include_str!("schema/7-reviews.sql");
+const V8_LOOKUPS: &str = include_str!("schema/8-lookups.sql");
 
 /// Version 6's outbox table, `seq` the engine's own counter, taken at
 /// insert: a message inserted by a transaction that could only start after
@@ -71,6 +72,9 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     },
     // 7: break-glass grants awaiting review, by an index of their own.
     Migration { sqlite: &[V7_REVIEWS], postgres: &[V7_REVIEWS] },
+    // 8: a filing's clash check and interrupted issues by indexes of their
+    // own.
+    Migration { sqlite: &[V8_LOOKUPS], postgres: &[V8_LOOKUPS] },
 ];
 
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

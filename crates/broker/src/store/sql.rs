@@ -122,9 +122,11 @@ impl Row {
 /// Concurrent barriers share one flush (PostgreSQL's group commit).
 pub(super) const FLUSH_BARRIER: &str = "SELECT pg_current_xact_id()";
 
-/// Ends a transaction without waiting for its flush (the chain's row is
-/// released at once), then waits for the flush with [`FLUSH_BARRIER`].
-const COMMIT_THEN_FLUSH: &str = "SET LOCAL synchronous_commit TO off; COMMIT; SELECT pg_current_xact_id()";
+/// With [`COMMIT`], ends a transaction without waiting for its flush (the
+/// chain's row is released at once); [`FLUSH_BARRIER`] then waits for it.
+const COMMIT_UNFLUSHED: &str = "SET LOCAL synchronous_commit TO off";
+const BEGIN: &str = "BEGIN";
+const COMMIT: &str = "COMMIT";
 
 /// A value to bind that owns its text: for statements built ahead of the
 /// moment they are sent together ([`Write`]).
@@ -213,11 +215,9 @@ impl PgConnection {
         for index in 0..self.deferred.len() {
             statements.push(self.prepared(self.deferred[index].sql.postgres).await?);
         }
-        Ok(Queued {
-            begin: std::mem::take(&mut self.begin_pending),
-            writes: std::mem::take(&mut self.deferred),
-            statements,
-        })
+        let begin = if self.begin_pending { Some(self.prepared(BEGIN).await?) } else { None };
+        self.begin_pending = false;
+        Ok(Queued { begin, writes: std::mem::take(&mut self.deferred), statements })
     }
 
     /// Runs `append` (a statement returning rows), then `COMMIT`, sent
@@ -240,6 +240,11 @@ impl PgConnection {
             Some(write) => Some(self.prepared(write.sql.postgres).await?),
             None => None,
         };
+        // Prepared like the rest: sent as text, each would be parsed (and
+        // the barrier planned) again on every commit.
+        let unflushed = self.prepared(COMMIT_UNFLUSHED).await?;
+        let commit = self.prepared(COMMIT).await?;
+        let barrier = self.prepared(FLUSH_BARRIER).await?;
         let queued = self.take_queued().await?;
         let params: Vec<Param<'_>> = append.map(|w| w.params.iter().map(Owned::param).collect()).unwrap_or_default();
         let bound: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
@@ -247,20 +252,26 @@ impl PgConnection {
         let rows = queued
             .send_before(client, async {
                 // Polled in this order on the first poll, so sent in this order.
-                let (appended, committed) = tokio::join!(
+                let (appended, unflushed, committed, flushed) = tokio::join!(
                     async {
                         match &statement {
                             Some(statement) => client.query(statement, &bound).await,
                             None => Ok(Vec::new()),
                         }
                     },
-                    // One message: the commit, and the barrier in a transaction of its own after it.
-                    client.batch_execute(COMMIT_THEN_FLUSH),
+                    client.execute(&unflushed, &[]),
+                    client.execute(&commit, &[]),
+                    // In a transaction of its own, after the commit.
+                    client.execute(&barrier, &[]),
                 );
                 // The first failure is the one to name: what follows it was
-                // refused because of it.
+                // refused because of it. (A transaction that failed is
+                // rolled back by its COMMIT, without an error of its own:
+                // the statement before it, at the latest, names the failure.)
                 let rows = appended?;
+                unflushed?;
                 committed?;
+                flushed?;
                 Ok(rows)
             })
             .await?;
@@ -276,7 +287,8 @@ impl PgConnection {
 
 /// The statements a transaction has queued ahead of its next one.
 struct Queued {
-    begin: bool,
+    /// `BEGIN`, prepared, when the transaction starts with these.
+    begin: Option<tokio_postgres::Statement>,
     writes: Vec<Write>,
     statements: Vec<tokio_postgres::Statement>,
 }
@@ -290,7 +302,7 @@ impl Queued {
         client: &tokio_postgres::Client,
         work: impl std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>,
     ) -> Result<T> {
-        if !self.begin && self.writes.is_empty() {
+        if self.begin.is_none() && self.writes.is_empty() {
             return Ok(work.await?);
         }
         let params: Vec<Vec<Param<'_>>> =
@@ -299,7 +311,12 @@ impl Queued {
             params.iter().map(|p| p.iter().map(|x| x as &(dyn ToSql + Sync)).collect()).collect();
         // Polled in this order on the first poll, so sent in this order.
         let (begun, written, done) = tokio::join!(
-            async { if self.begin { client.batch_execute("BEGIN").await } else { Ok(()) } },
+            async {
+                match &self.begin {
+                    Some(begin) => client.execute(begin, &[]).await.map(drop),
+                    None => Ok(()),
+                }
+            },
             futures::future::try_join_all(
                 self.statements.iter().zip(&bound).map(|(statement, params)| client.execute(statement, params))
             ),

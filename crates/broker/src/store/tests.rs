@@ -541,6 +541,86 @@ async fn postgres_replicas_never_claim_the_same_notice_and_take_over_a_lapsed_on
     assert!(!finish(&short, &theirs, id, T0, stale).await, "the lapsed replica records nothing it no longer holds");
 }
 
+/// libpq ignores sslmode over a Unix-domain socket (no TLS there), and so
+/// does the store: even `require` connects to a TLS-only server's socket.
+/// Fails with TLS attempted over the socket ("\"\" is not a server name").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_tls_sslmode_is_ignored_over_a_unix_socket_as_libpq_does() {
+    let cluster = PostgresCluster::shared_tls();
+    let database = cluster.new_database();
+    for mode in ["prefer", "require"] {
+        let dsn = format!(
+            "host={} port={} user={} password={} dbname={} sslmode={mode}",
+            cluster.socket_dir().display(),
+            database.port,
+            database.owner,
+            database.password,
+            database.name
+        );
+        let store = Store::open(&StoreLocation::postgres(dsn), &OpenOptions::default()).await;
+        assert!(
+            store.is_ok(),
+            "sslmode={mode} over a Unix socket: {}",
+            store.err().map(|e| e.to_string()).unwrap_or_default()
+        );
+    }
+}
+
+/// A new deployment's connections plan their statements on an empty store,
+/// and PostgreSQL keeps such a plan (generic, after five runs) until the
+/// tables' statistics change. A filing's clash check and the scheduler's
+/// look for interrupted issues must read only the grants they are about
+/// under that plan too, not every live grant: fails with the lookups on
+/// `grants_live` (by deadline) of schema version 7.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_lookups_planned_on_an_empty_store_read_only_their_grants_once_it_grew() {
+    let f = Fixture::postgres().await;
+    let Engine::Postgres(engine) = &f.store.engine else { unreachable!() };
+    let connection = engine.get().await.unwrap();
+    let client = &connection.client;
+    let lookups = [
+        ("live_grant", q::LIVE_GRANT.postgres, "('nobody@acme.example', 'orders-db', 'read', 0)"),
+        ("interrupted", q::INTERRUPTED_ISSUES.postgres, "(0, 100)"),
+    ];
+    for (name, sql, args) in lookups {
+        client.batch_execute(&format!("PREPARE {name} AS {sql}")).await.unwrap();
+        for _ in 0..6 {
+            client.batch_execute(&format!("EXECUTE {name}{args}")).await.unwrap();
+        }
+    }
+    client
+        .batch_execute(&format!(
+            "INSERT INTO grants (id, request_id, owner, resource, role, state, expires_at, provider_state, doc)
+             SELECT 'g' || n, 'r' || n, 'user' || n || '@acme.example', 'orders-db', 'read', 'active', {T0} + n, '{{}}', '{{}}'
+             FROM generate_series(1, 5000) AS n"
+        ))
+        .await
+        .unwrap();
+    for (name, _, args) in lookups {
+        let messages =
+            client.simple_query(&format!("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {name}{args}")).await.unwrap();
+        let text = messages
+            .iter()
+            .find_map(|message| match message {
+                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0),
+                _ => None,
+            })
+            .unwrap();
+        let plan: serde_json::Value = serde_json::from_str(text).unwrap();
+        let read = rows_read(&plan[0]["Plan"]);
+        assert!(read < 10, "{name} read {read} grants of 5000 to find none: {plan:#}");
+    }
+}
+
+/// Rows a plan's nodes produced or filtered out, summed over the tree.
+fn rows_read(node: &serde_json::Value) -> u64 {
+    let own = ["Actual Rows", "Rows Removed by Filter", "Rows Removed by Index Recheck"]
+        .iter()
+        .filter_map(|key| node[*key].as_u64())
+        .sum::<u64>();
+    own + node["Plans"].as_array().map_or(0, |plans| plans.iter().map(rows_read).sum())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_tls_the_store_honours_sslmode_against_a_tls_only_server() {
     let cluster = PostgresCluster::shared_tls();
@@ -643,6 +723,7 @@ async fn sqlite_a_version_1_store_is_migrated_in_place_with_its_chain() {
                  DROP TABLE signing_keys; DROP TABLE documents; DROP TABLE outbox;
                  DROP INDEX audit_by_actor; DROP INDEX requests_renewing;
                  DROP INDEX grants_awaiting_review; ALTER TABLE grants DROP COLUMN awaiting_review;
+                 DROP INDEX grants_live_by_access; DROP INDEX grants_issuing;
                  ALTER TABLE grants DROP COLUMN claimed_by; ALTER TABLE requests DROP COLUMN client_material;
                  UPDATE meta SET value = '1' WHERE key = 'schema_version';",
             )
