@@ -45,6 +45,9 @@ pub struct BrokerParts {
     pub web_login: Option<WebLogin>,
 }
 
+/// Provider revocations in flight at once, across every batch.
+const REVOCATIONS_IN_FLIGHT: usize = 64;
+
 pub struct Broker {
     pub(crate) store: Store,
     policy: RwLock<Arc<Policy>>,
@@ -63,6 +66,10 @@ pub struct Broker {
     pub(crate) alarm: Alarm,
     /// Refusals repeated within a minute, counted rather than each audited.
     pub(crate) refusals: crate::refusals::RefusalLog,
+    /// Provider revocations in flight at once, whoever started them (the
+    /// scheduler's batches, which it does not wait for, and revocations by
+    /// people).
+    pub(crate) revocations_in_flight: tokio::sync::Semaphore,
     /// Set once when the broker shuts down; long-lived tasks and event
     /// streams end on it.
     stopping: watch::Sender<bool>,
@@ -106,6 +113,7 @@ impl Broker {
             limits: Limits::new(parts.limits),
             alarm: Alarm::default(),
             refusals: crate::refusals::RefusalLog::default(),
+            revocations_in_flight: tokio::sync::Semaphore::new(REVOCATIONS_IN_FLIGHT),
             stopping: watch::channel(false).0,
         }))
     }

@@ -20,8 +20,8 @@ use crate::store::{Claim, GrantRecord};
 
 /// Grants or requests handled per transaction.
 const BATCH: usize = 1000;
-/// Provider revocations in flight at once.
-const CONCURRENCY: usize = 64;
+/// Interrupted issues finished at once.
+const ISSUES_IN_FLIGHT: usize = 64;
 /// Longest sleep: a safety net should a wake-up ever be missed.
 const MAX_SLEEP: StdDuration = StdDuration::from_secs(30);
 
@@ -30,7 +30,7 @@ impl Broker {
     pub async fn run_scheduler(self: Arc<Self>) {
         loop {
             self.alarm.pass_begins();
-            if let Err(error) = self.run_due_work().await {
+            if let Err(error) = self.due_pass(Revocations::Detached).await {
                 tracing::error!("expiry pass failed, retrying in 1s: {error}");
                 tokio::select! {
                     () = tokio::time::sleep(StdDuration::from_secs(1)) => continue,
@@ -66,13 +66,20 @@ impl Broker {
 
     /// Everything overdue now: expire grants and revoke them, expire
     /// requests, retry revocations, take over issues a stopped replica left.
-    /// Returns when nothing is due. Every replica runs it; each takes a
-    /// share of the due work (rows another is taking are skipped).
+    /// Returns when nothing is due and every revocation it started is
+    /// recorded. Every replica runs it; each takes a share of the due work
+    /// (rows another is taking are skipped).
     pub async fn run_due_work(self: &Arc<Self>) -> Result<()> {
+        self.due_pass(Revocations::Awaited).await
+    }
+
+    /// [`Broker::run_due_work`], with the provider revocations it starts
+    /// awaited or left running.
+    async fn due_pass(self: &Arc<Self>, revocations: Revocations) -> Result<()> {
         loop {
-            let expired = self.expire_due_grants().await?;
+            let expired = self.expire_due_grants(revocations).await?;
             let requests = self.expire_due_requests().await?;
-            let retried = self.retry_due_revocations().await?;
+            let retried = self.retry_due_revocations(revocations).await?;
             let resumed = self.resume_interrupted_issues().await?;
             if expired < BATCH && requests < BATCH && retried < BATCH && resumed < BATCH {
                 return Ok(());
@@ -80,8 +87,31 @@ impl Broker {
         }
     }
 
+    /// Revokes grants this replica just claimed (their claims committed):
+    /// awaited, or on a task of their own so that the scheduler goes on
+    /// keeping deadlines meanwhile. A slow target (or every replica busy
+    /// with a batch) then delays its own grants' removal, never the
+    /// expiry of grants that come due after them.
+    async fn revoke_claimed(self: &Arc<Self>, records: Vec<GrantRecord>, revocations: Revocations) -> Result<()> {
+        match revocations {
+            Revocations::Awaited => self.attempt_revocations(records).await.map(drop),
+            Revocations::Detached => {
+                let broker = Arc::clone(self);
+                tokio::spawn(async move {
+                    if let Err(error) = broker.attempt_revocations(records).await {
+                        // Claimed and not recorded: the claims lapse with this
+                        // replica's lease (a restart, on SQLite) and the
+                        // revocations are due again.
+                        tracing::error!("recording revocations failed: {error}");
+                    }
+                });
+                Ok(())
+            }
+        }
+    }
+
     /// Ends live grants past their deadline, then revokes them.
-    async fn expire_due_grants(&self) -> Result<usize> {
+    async fn expire_due_grants(self: &Arc<Self>, revocations: Revocations) -> Result<usize> {
         let now = self.now();
         let mut tx = self.store.begin().await?;
         let due = tx.due_grants(now, BATCH).await?;
@@ -119,7 +149,7 @@ impl Broker {
         for _ in &expired {
             self.metrics.grant("expired");
         }
-        self.attempt_revocations(expired).await?;
+        self.revoke_claimed(expired, revocations).await?;
         Ok(count)
     }
 
@@ -140,7 +170,7 @@ impl Broker {
 
     /// Claims revocations whose retry time has come (and those a stopped
     /// replica had claimed) and attempts them.
-    async fn retry_due_revocations(&self) -> Result<usize> {
+    async fn retry_due_revocations(self: &Arc<Self>, revocations: Revocations) -> Result<usize> {
         let now = self.now();
         let mut tx = self.store.begin().await?;
         let due = tx.due_revocations(now, BATCH).await?;
@@ -152,7 +182,7 @@ impl Broker {
         }
         tx.commit().await?;
         let count = due.len();
-        self.attempt_revocations(due).await?;
+        self.revoke_claimed(due, revocations).await?;
         Ok(count)
     }
 
@@ -163,6 +193,8 @@ impl Broker {
         let started = self.now();
         let attempts: Vec<(GrantId, std::result::Result<Verification, String>)> = futures::stream::iter(records)
             .map(|record| async move {
+                // INVARIANT: the semaphore is never closed.
+                let _permit = self.revocations_in_flight.acquire().await.ok()?;
                 // A replica whose lease lapsed (paused past it) leaves the
                 // work to whoever took it over.
                 if !self.store.may_act() {
@@ -182,7 +214,8 @@ impl Broker {
                 tracing::debug!(grant = %record.grant.id, ok = outcome.is_ok(), "the provider answered");
                 Some((record.grant.id, outcome))
             })
-            .buffer_unordered(CONCURRENCY)
+            // As many as there are; the semaphore bounds those in flight.
+            .buffer_unordered(usize::MAX)
             .filter_map(|attempt| async move { attempt })
             .collect()
             .await;
@@ -298,7 +331,7 @@ impl Broker {
         let broker = Arc::clone(self);
         tokio::spawn(async move {
             futures::stream::iter(interrupted)
-                .for_each_concurrent(CONCURRENCY, |record| {
+                .for_each_concurrent(ISSUES_IN_FLIGHT, |record| {
                     let broker = &broker;
                     async move {
                         let id = record.grant.id.clone();
@@ -311,4 +344,14 @@ impl Broker {
         });
         Ok(count)
     }
+}
+
+/// Whether a pass of due work waits for the provider revocations it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Revocations {
+    /// Recorded before the pass returns (`run_due_work`: tests, a caller
+    /// that needs everything done).
+    Awaited,
+    /// Left running (the scheduler), each batch recording its own.
+    Detached,
 }

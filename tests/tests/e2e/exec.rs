@@ -333,6 +333,38 @@ fn exec_failing_revoke_is_retried_until_it_succeeds() {
     assert!(last["reason"].is_null() && last.to_string().contains("removed"), "the last one succeeded: {last}");
 }
 
+/// A revocation that hangs at the target holds up its own grant only: the
+/// scheduler expires a grant whose deadline comes after it while the first
+/// is still being revoked. Fails with a scheduler that waits for each batch
+/// of revocations before it keeps the next deadline: the second grant then
+/// expires only once the first revocation has timed out, and been recorded.
+#[test]
+fn exec_hanging_revocation_delays_no_other_grants_expiry() {
+    let exec = Exec::start("20s", &[]);
+    std::fs::write(exec.work.path().join("hang-revoke"), "").unwrap();
+    let file = |user: &str, duration: &str| {
+        let args = ["request", "orders-cloud", "--role", "deploy", "--for", duration, "--reason", "deploy orders"];
+        let request = exec.broker.json(user, &args);
+        assert_eq!(request["grant"]["state"], "active", "{request}");
+        id(&request["grant"])
+    };
+    let first = file("alice", "5s");
+    let second = file("dave", "8s");
+    let ended = |user: &str, grant: &str| {
+        let all = exec.broker.json(user, &["grants", "--ended"]);
+        all.as_array()?.iter().find(|g| g["id"] == grant).cloned()
+    };
+    let expired = eventually(Duration::from_secs(40), || ended("dave", &second).filter(|g| g["state"] == "expired"));
+    assert!(expired.is_some(), "dave's grant expires at its deadline");
+    let first = ended("alice", &first).expect("alice's grant ended first");
+    assert_eq!(first["state"], "expired", "{first}");
+    assert_eq!(
+        first["revocation"]["attempts"].as_u64().unwrap_or(0),
+        0,
+        "alice's revocation still hangs at the hook meanwhile: {first}"
+    );
+}
+
 #[test]
 fn exec_hanging_hook_times_out_and_leaves_no_process_behind() {
     let exec = Exec::start("2s", &[]);

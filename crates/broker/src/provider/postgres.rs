@@ -634,56 +634,65 @@ impl Provider for PostgresProvider {
         self.with_admin(name, &settings, async |admin| {
             let quoted = escape_identifier(&role);
             let mut terminated = 0_i64;
-            if let Some(facts) = role_facts(admin, name, &role).await? {
-                // 1. No new logins, committed before 2. the open sessions end.
-                if facts.can_login {
-                    admin
-                        .client
-                        .batch_execute(&format!("ALTER ROLE {quoted} NOLOGIN"))
-                        .await
-                        .map_err(|e| failed(name, format!("stopping logins of {role}: {}", describe_error(&e))))?;
-                }
-                let row = admin
-                    .client
-                    .query_one(&admin.terminate, &[&role])
-                    .await
-                    .map_err(|e| failed(name, format!("terminating sessions of {role}: {}", describe_error(&e))))?;
-                let found: i64 = row.get(0);
-                terminated = row.get(1);
-                // Termination is a signal: wait until the backends are gone.
-                if found > 0 {
-                    let waited = tokio::time::Instant::now();
-                    while session_count(admin, name, &role).await? > 0 {
-                        if waited.elapsed() > SESSION_EXIT_WAIT {
-                            return Err(failed(name, format!("sessions of {role} did not end after termination")));
+            // One round trip: what the role is, no new logins (committed
+            // before the next statement runs), its open sessions ended. Sent
+            // whether or not the role still exists: if it does not, the
+            // ALTER's error says only that.
+            let nologin = format!("ALTER ROLE {quoted} NOLOGIN");
+            let by_role: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&role];
+            let (facts, stopped, ended) = tokio::join!(
+                role_facts(admin, name, &role),
+                admin.client.batch_execute(&nologin),
+                admin.client.query_one(&admin.terminate, &by_role),
+            );
+            let removal = match facts? {
+                None => None,
+                Some(facts) => {
+                    stopped.map_err(|e| failed(name, format!("stopping logins of {role}: {}", describe_error(&e))))?;
+                    let row = ended
+                        .map_err(|e| failed(name, format!("terminating sessions of {role}: {}", describe_error(&e))))?;
+                    let found: i64 = row.get(0);
+                    terminated = row.get(1);
+                    // Termination is a signal: wait until the backends are gone.
+                    if found > 0 {
+                        let waited = tokio::time::Instant::now();
+                        while session_count(admin, name, &role).await? > 0 {
+                            if waited.elapsed() > SESSION_EXIT_WAIT {
+                                return Err(failed(name, format!("sessions of {role} did not end after termination")));
+                            }
+                            tokio::time::sleep(StdDuration::from_millis(20)).await;
                         }
-                        tokio::time::sleep(StdDuration::from_millis(20)).await;
                     }
+                    // Memberships, owned objects and the role: one query, so
+                    // one transaction, all or nothing.
+                    let mut removal: String = facts
+                        .member_of
+                        .iter()
+                        .map(|member_of| format!("REVOKE {} FROM {quoted}; ", escape_identifier(member_of)))
+                        .collect();
+                    if let Owned::Reassign(to) = &owned {
+                        removal.push_str(&format!("REASSIGN OWNED BY {quoted} TO {}; ", escape_identifier(to)));
+                    }
+                    removal.push_str(&format!("DROP OWNED BY {quoted}; DROP ROLE {quoted}"));
+                    Some(removal)
                 }
-                // 3. Memberships, owned objects and the role: one query, so
-                // one round trip and one transaction, all or nothing.
-                let mut removal: String = facts
-                    .member_of
-                    .iter()
-                    .map(|member_of| format!("REVOKE {} FROM {quoted}; ", escape_identifier(member_of)))
-                    .collect();
-                if let Owned::Reassign(to) = &owned {
-                    removal.push_str(&format!("REASSIGN OWNED BY {quoted} TO {}; ", escape_identifier(to)));
-                }
-                removal.push_str(&format!("DROP OWNED BY {quoted}; DROP ROLE {quoted}"));
-                admin.client.batch_execute(&removal).await.map_err(|e| {
-                    failed(
-                        name,
-                        format!("dropping role {role} with its memberships and objects: {}", describe_error(&e)),
-                    )
-                })?;
-            }
-            // Verified, not assumed: the role and every session of it are gone.
-            let row = admin
-                .client
-                .query_one(&admin.leftovers, &[&role])
-                .await
-                .map_err(|e| failed(name, format!("checking that role {role} is gone: {}", describe_error(&e))))?;
+            };
+            // Verified, not assumed: the role and every session of it are
+            // gone, read right behind the removal (the same round trip).
+            let (dropped, left) = tokio::join!(
+                async {
+                    match &removal {
+                        Some(removal) => admin.client.batch_execute(removal).await,
+                        None => Ok(()),
+                    }
+                },
+                admin.client.query_one(&admin.leftovers, &by_role),
+            );
+            dropped.map_err(|e| {
+                failed(name, format!("dropping role {role} with its memberships and objects: {}", describe_error(&e)))
+            })?;
+            let row =
+                left.map_err(|e| failed(name, format!("checking that role {role} is gone: {}", describe_error(&e))))?;
             if row.get::<_, bool>(0) {
                 return Err(failed(name, format!("role {role} still exists after it was dropped")));
             }
