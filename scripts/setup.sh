@@ -44,39 +44,35 @@ if [ ! -f "$oidc_dir/node_modules/.package-lock.json" ] || [ "$oidc_dir/package-
         npm ci --no-audit --no-fund --loglevel=error >&2)
 fi
 
-# schemathesis (PyPI) tests the HTTP API against its own OpenAPI document
-# (tests/tests/e2e/openapi.rs), from a venv outside the clone; pinned, so
-# that a run is reproducible.
-schemathesis_version="4.32.5"
+# Python tools the tests run, each pinned (a run is reproducible) in a venv
+# of its own outside the clone: pip SPEC into VENV unless PACKAGE is there
+# at VERSION.
+pinned_venv() {
+    local venv=$1 package=$2 version=$3 spec=$4
+    if ! "$venv/bin/python" -m pip show "$package" 2>/dev/null | grep -qx "Version: $version"; then
+        echo "setup: installing $package $version (pip, into $venv)" >&2
+        [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
+        "$venv/bin/pip" install -q "$spec" >&2
+    fi
+}
+
+# schemathesis tests the HTTP API against its own OpenAPI document
+# (tests/tests/e2e/openapi.rs).
 schemathesis_venv="$HOME/.cache/hourglass/schemathesis"
-if ! "$schemathesis_venv/bin/schemathesis" --version 2>/dev/null | grep -qF "$schemathesis_version"; then
-    echo "setup: installing schemathesis $schemathesis_version (pip, into $schemathesis_venv)" >&2
-    [ -x "$schemathesis_venv/bin/pip" ] || python3 -m venv "$schemathesis_venv"
-    "$schemathesis_venv/bin/pip" install -q "schemathesis==$schemathesis_version" >&2
-fi
+pinned_venv "$schemathesis_venv" schemathesis 4.32.5 "schemathesis==4.32.5"
 export HOURGLASS_SCHEMATHESIS="$schemathesis_venv/bin/schemathesis"
 
-# aiosmtpd (PyPI) is the real SMTP server the email notification tests
-# send to (tests/src/smtp.rs), pinned, in a venv outside the clone.
-aiosmtpd_version="1.4.6"
+# aiosmtpd is the real SMTP server the email notification tests send to
+# (tests/src/smtp.rs).
 aiosmtpd_venv="$HOME/.cache/hourglass/aiosmtpd"
-if ! "$aiosmtpd_venv/bin/python" -m pip show aiosmtpd 2>/dev/null | grep -qx "Version: $aiosmtpd_version"; then
-    echo "setup: installing aiosmtpd $aiosmtpd_version (pip, into $aiosmtpd_venv)" >&2
-    [ -x "$aiosmtpd_venv/bin/pip" ] || python3 -m venv "$aiosmtpd_venv"
-    "$aiosmtpd_venv/bin/pip" install -q "aiosmtpd==$aiosmtpd_version" >&2
-fi
+pinned_venv "$aiosmtpd_venv" aiosmtpd 1.4.6 "aiosmtpd==1.4.6"
 export HOURGLASS_AIOSMTPD_PYTHON="$aiosmtpd_venv/bin/python"
 
-# moto (PyPI) is the real AWS API server (STS, IAM, with IAM authentication
-# on) the AWS provider's tests and benchmark run against (tests/src/moto.rs);
-# its venv's boto3 is what those tests use AWS with. Pinned, outside the clone.
-moto_version="5.2.6"
+# moto is the real AWS API server (STS, IAM, with IAM authentication on) the
+# AWS provider's tests and benchmark run against (tests/src/moto.rs); its
+# venv's boto3 is what those tests use AWS with.
 moto_venv="$HOME/.cache/hourglass/moto"
-if ! "$moto_venv/bin/python" -m pip show moto 2>/dev/null | grep -qx "Version: $moto_version"; then
-    echo "setup: installing moto $moto_version (pip, into $moto_venv)" >&2
-    [ -x "$moto_venv/bin/pip" ] || python3 -m venv "$moto_venv"
-    "$moto_venv/bin/pip" install -q "moto[server]==$moto_version" >&2
-fi
+pinned_venv "$moto_venv" moto 5.2.6 "moto[server]==5.2.6"
 export HOURGLASS_MOTO_VENV="$moto_venv"
 
 # Rust: the toolchain the workspace declares (rust-version in Cargo.toml).

@@ -130,6 +130,15 @@ fn http() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// A shared credentials file holding `credentials` as `profile`.
+fn write_credentials(path: &std::path::Path, profile: &str, credentials: &Credentials) {
+    let text = format!(
+        "[{profile}]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+        credentials.access_key_id, &*credentials.secret_access_key
+    );
+    std::fs::write(path, text).unwrap();
+}
+
 fn role_arn(name: &str) -> String {
     format!("arn:aws:iam::{ACCOUNT}:role/{name}")
 }
@@ -273,14 +282,7 @@ async fn chain_reads_a_named_profile_and_assumes_its_role() {
     let dir = tempfile::tempdir().unwrap();
     let (credentials_file, config_file) = (dir.path().join("credentials"), dir.path().join("config"));
     let broker = moto.broker();
-    std::fs::write(
-        &credentials_file,
-        format!(
-            "[ci]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
-            broker.access_key_id, &*broker.secret_access_key
-        ),
-    )
-    .unwrap();
+    write_credentials(&credentials_file, "ci", broker);
     std::fs::write(
         &config_file,
         format!(
@@ -316,15 +318,7 @@ async fn chain_stops_at_a_broken_source() {
     let moto = authenticated();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("credentials");
-    let broker = moto.broker();
-    std::fs::write(
-        &file,
-        format!(
-            "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
-            broker.access_key_id, &*broker.secret_access_key
-        ),
-    )
-    .unwrap();
+    write_credentials(&file, "default", moto.broker());
     let chain =
         moto.chain(&[("AWS_SHARED_CREDENTIALS_FILE", file.to_str().unwrap()), ("AWS_SECRET_ACCESS_KEY", "half-a-key")]);
     let error = chain.credentials().await.unwrap_err();
