@@ -20,6 +20,7 @@ pub mod limits;
 pub mod metrics;
 pub mod notify;
 pub mod pg;
+mod pool;
 pub mod provider;
 mod refusals;
 mod reload;

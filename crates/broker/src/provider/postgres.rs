@@ -35,8 +35,10 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Statement};
 
-use crate::pg::{PgTarget, describe_error};
 use zeroize::Zeroizing;
+
+use crate::pg::{PgTarget, describe_error};
+use crate::pool::{self, Pool};
 
 use super::{IssueInput, Issued, MaterialKind, Provider, ProviderError, Verification};
 
@@ -45,7 +47,8 @@ pub const KIND: &str = "postgres";
 /// Admin connections per resource, at most; idle ones are kept. Work
 /// beyond that waits for one rather than opening more: a new connection
 /// costs a SCRAM login (milliseconds of CPU on both sides) and a server
-/// process, and the scheduler revokes up to 64 grants at once.
+/// process, and the scheduler revokes up to 64 grants at once. (Below it,
+/// too, a burst mostly waits for connections in use: `pool.rs`.)
 const CONNECTIONS: usize = 8;
 /// How long revocation waits for terminated sessions to exit.
 const SESSION_EXIT_WAIT: StdDuration = StdDuration::from_secs(5);
@@ -247,14 +250,13 @@ fn check_verifier(verifier: &str) -> Result<(), String> {
 #[derive(Default)]
 pub struct PostgresProvider {
     /// Admin connections, by resource.
-    pools: Mutex<HashMap<String, Arc<Pool>>>,
+    pools: Mutex<HashMap<String, Arc<Pool<Admin>>>>,
 }
 
-/// One resource's admin connections: a permit per connection in use, and
-/// the idle ones.
-struct Pool {
-    permits: tokio::sync::Semaphore,
-    idle: Mutex<Vec<Admin>>,
+impl pool::Connection for Admin {
+    fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
 }
 
 /// An admin connection and the queries the provider runs on it, prepared
@@ -298,14 +300,9 @@ fn failed(resource: &str, message: impl Into<String>) -> ProviderError {
 }
 
 impl PostgresProvider {
-    fn pool(&self, resource: &str) -> Arc<Pool> {
+    fn pool(&self, resource: &str) -> Arc<Pool<Admin>> {
         let mut pools = self.pools.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        pools
-            .entry(resource.to_owned())
-            .or_insert_with(|| {
-                Arc::new(Pool { permits: tokio::sync::Semaphore::new(CONNECTIONS), idle: Mutex::new(Vec::new()) })
-            })
-            .clone()
+        pools.entry(resource.to_owned()).or_insert_with(|| Pool::new(CONNECTIONS)).clone()
     }
 
     async fn connect(resource: &str, settings: &Settings) -> Result<Admin, ProviderError> {
@@ -328,35 +325,24 @@ impl PostgresProvider {
         Ok(Admin { client, target, role_facts, terminate, session_count, leftovers, server_version })
     }
 
-    /// Runs `work` on an admin connection (an idle one, else a new one once
-    /// fewer than [`CONNECTIONS`] are in use) and keeps the connection if
-    /// the work succeeded.
+    /// Runs `work` on an admin connection (see `pool.rs`: an idle one, a new
+    /// one, or the first to come back) and keeps the connection if the work
+    /// succeeded.
     async fn with_admin<T>(
         &self,
         resource: &str,
         settings: &Settings,
         work: impl AsyncFnOnce(&mut Admin) -> Result<T, ProviderError>,
     ) -> Result<T, ProviderError> {
-        let pool = self.pool(resource);
-        // INVARIANT: the semaphore is never closed, so acquiring only waits.
-        let _permit = pool.permits.acquire().await.map_err(|_| failed(resource, "the connection pool closed"))?;
-        let idle = {
-            let mut idle = pool.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            idle.retain(|admin| !admin.client.is_closed());
-            idle.pop()
-        };
-        let mut admin = match idle {
-            Some(admin) => admin,
-            None => Self::connect(resource, settings).await?,
-        };
+        let mut admin = self.pool(resource).get(async || Self::connect(resource, settings).await).await?;
         // Should the broker give up on this work (its provider timeout),
         // the statement running is cancelled at the server, not left to
         // commit later what the broker no longer expects.
         let cancel = CancelOnDrop(Some((admin.target.clone(), admin.client.cancel_token())));
         let result = work(&mut admin).await;
         cancel.disarm();
-        if result.is_ok() && !admin.client.is_closed() {
-            pool.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(admin);
+        if result.is_err() {
+            admin.discard();
         }
         result
     }

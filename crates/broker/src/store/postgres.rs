@@ -8,21 +8,20 @@
 //! audit chain and the event stream lock the one `chain` row, taken last,
 //! just before `COMMIT`, so that it is held for the commit only.
 //!
-//! Connections come from a small pool, each with its statements prepared
-//! once. A session that sits inside a transaction longer than the replica
-//! lease (a replica stopped by SIGSTOP, say) is ended by the server
-//! (`idle_in_transaction_session_timeout`), so its row locks never hold up
-//! the replicas that take its work over.
+//! Connections come from a small pool (`pool.rs`), each with its
+//! statements prepared once. A session that sits inside a transaction
+//! longer than the replica lease (a replica stopped by SIGSTOP, say) is
+//! ended by the server (`idle_in_transaction_session_timeout`), so its row
+//! locks never hold up the replicas that take its work over.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration as StdDuration;
-
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::migrations::{MIGRATIONS, stored_version};
 use super::sql::{PgConnection, Row, Write};
 use crate::error::{Error, Result};
 use crate::pg::{PgTarget, describe_error};
+use crate::pool::{self, Pool};
 
 /// Connections a broker holds to the store at most.
 const CONNECTIONS: usize = 16;
@@ -35,8 +34,7 @@ const MIGRATION_LOCK: i64 = 0x686f_7572_676c_6173; // "hourglas"
 
 pub(super) struct PgStore {
     target: PgTarget,
-    permits: Arc<Semaphore>,
-    idle: Arc<Mutex<Vec<PgConnection>>>,
+    pool: Arc<Pool<PgConnection>>,
     /// `idle_in_transaction_session_timeout` of every connection, ms.
     idle_in_transaction_ms: u64,
     /// The connection the lease is renewed on, apart from the pool: a
@@ -51,12 +49,11 @@ impl PgStore {
     pub async fn open(target: PgTarget, lease: StdDuration, read_only: bool) -> Result<PgStore> {
         let store = PgStore {
             target,
-            permits: Arc::new(Semaphore::new(CONNECTIONS)),
-            idle: Arc::new(Mutex::new(Vec::new())),
+            pool: Pool::new(CONNECTIONS),
             idle_in_transaction_ms: u64::try_from(lease.as_millis()).unwrap_or(u64::MAX).max(1000),
             lease_connection: tokio::sync::Mutex::new(None),
         };
-        let mut connection = store.connect().await.map_err(|error| {
+        let mut connection = store.pool.get(async || store.connect().await).await.map_err(|error| {
             Error::Config(format!(
                 "cannot connect to the store at {}: {}",
                 store.target.describe(),
@@ -69,7 +66,7 @@ impl PgStore {
         } else {
             store.migrate(&mut connection).await?;
         }
-        store.give_back(connection);
+        drop(connection);
         Ok(store)
     }
 
@@ -91,24 +88,9 @@ impl PgStore {
         Ok(PgConnection::new(client))
     }
 
-    /// A connection from the pool, or a new one while fewer than
-    /// [`CONNECTIONS`] are in use.
+    /// A connection from the pool (opened if need be, see `pool.rs`).
     pub async fn get(&self) -> Result<Pooled> {
-        // INVARIANT: the semaphore is never closed, so acquiring only waits.
-        let permit = Arc::clone(&self.permits)
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::Internal("the store's connection pool closed".into()))?;
-        let idle = {
-            let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            idle.retain(|connection| !connection.client.is_closed());
-            idle.pop()
-        };
-        let connection = match idle {
-            Some(connection) => connection,
-            None => self.connect().await?,
-        };
-        Ok(Pooled { connection: Some(connection), idle: Arc::clone(&self.idle), _permit: permit })
+        Ok(self.pool.get(async || self.connect().await).await?)
     }
 
     /// Runs `work` on the lease's own connection (opened again if it broke).
@@ -123,12 +105,6 @@ impl PgStore {
             *slot = None;
         }
         result
-    }
-
-    fn give_back(&self, connection: PgConnection) {
-        if !connection.client.is_closed() {
-            self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(connection);
-        }
     }
 
     /// A transaction; its `BEGIN` goes out with its first statement.
@@ -200,33 +176,11 @@ async fn read_version(connection: &PgConnection) -> Result<Option<String>> {
 
 /// A connection taken from the pool; back to it when dropped, unless it
 /// broke.
-pub(super) struct Pooled {
-    connection: Option<PgConnection>,
-    idle: Arc<Mutex<Vec<PgConnection>>>,
-    _permit: OwnedSemaphorePermit,
-}
+pub(super) type Pooled = pool::Pooled<PgConnection>;
 
-impl std::ops::Deref for Pooled {
-    type Target = PgConnection;
-    fn deref(&self) -> &PgConnection {
-        // INVARIANT: `connection` is Some until drop.
-        self.connection.as_ref().unwrap_or_else(|| unreachable!("a pooled connection is taken only on drop"))
-    }
-}
-
-impl std::ops::DerefMut for Pooled {
-    fn deref_mut(&mut self) -> &mut PgConnection {
-        self.connection.as_mut().unwrap_or_else(|| unreachable!("a pooled connection is taken only on drop"))
-    }
-}
-
-impl Drop for Pooled {
-    fn drop(&mut self) {
-        if let Some(connection) = self.connection.take()
-            && !connection.client.is_closed()
-        {
-            self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(connection);
-        }
+impl pool::Connection for PgConnection {
+    fn is_closed(&self) -> bool {
+        self.client.is_closed()
     }
 }
 
@@ -250,15 +204,10 @@ impl PgTx {
         let outcome = connection.append_and_commit(append).await;
         if outcome.is_err() {
             // The connection may be mid-transaction: never reuse it.
-            close(connection);
+            connection.discard();
         }
         outcome
     }
-}
-
-/// Drops a connection without giving it back to the pool.
-fn close(mut pooled: Pooled) {
-    pooled.connection = None;
 }
 
 impl Drop for PgTx {
@@ -278,11 +227,11 @@ impl Drop for PgTx {
             Ok(runtime) => {
                 runtime.spawn(async move {
                     if connection.client.batch_execute("ROLLBACK").await.is_err() {
-                        close(connection);
+                        connection.discard();
                     }
                 });
             }
-            Err(_) => close(connection),
+            Err(_) => connection.discard(),
         }
     }
 }
