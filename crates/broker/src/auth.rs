@@ -643,8 +643,7 @@ impl Authenticator {
             jti: hourglass_core::audit::to_hex(&rand::random::<[u8; 16]>()),
         };
         let key = sessions.keys.signer(now).map_err(|_| AuthError::NoSessions)?;
-        let access_token =
-            jsonwebtoken::encode(&key.header(), &claims, key.encoding()).map_err(|_| AuthError::Malformed)?;
+        let access_token = key.sign_jwt(&claims).map_err(|_| AuthError::Malformed)?;
         tracing::info!(principal = %claims.sub, idp = %claims.idp, "session issued");
         Ok(SessionToken {
             access_token,
@@ -672,7 +671,7 @@ impl Authenticator {
             "note": note,
         });
         let key = sessions.keys.signer(now).map_err(|_| AuthError::NoSessions)?;
-        jsonwebtoken::encode(&key.header(), &claims, key.encoding()).map_err(|_| AuthError::Malformed)
+        key.sign_jwt(&claims).map_err(|_| AuthError::Malformed)
     }
 
     /// A note this broker (any replica) sealed, if it is intact and not expired.

@@ -186,8 +186,7 @@ impl DevIssuer {
             auth_time,
             nonce,
         };
-        jsonwebtoken::encode(&self.key.header(), &claims, self.key.encoding())
-            .map_err(|_| Error::Internal("signing a dev token failed".into()))
+        self.key.sign_jwt(&claims).map_err(|_| Error::Internal("signing a dev token failed".into()))
     }
 }
 

@@ -15,7 +15,7 @@ use std::path::Path;
 use base64::Engine;
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
-use jsonwebtoken::{DecodingKey, EncodingKey};
+use jsonwebtoken::DecodingKey;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
@@ -24,9 +24,9 @@ use crate::error::{Error, Result};
 /// An Ed25519 key ready for JWT signing and verification.
 pub struct Ed25519Key {
     pub kid: String,
-    /// Zeroized when dropped (ed25519-dalek's `zeroize` feature).
+    /// Zeroized when dropped (ed25519-dalek's `zeroize` feature): the only
+    /// copy of the secret, which signs tokens too ([`Ed25519Key::sign_jwt`]).
     signing: SigningKey,
-    encoding: EncodingKey,
     decoding: DecodingKey,
     public: [u8; 32],
 }
@@ -48,16 +48,9 @@ impl Ed25519Key {
     }
 
     pub fn from_signing_key(signing: &SigningKey) -> Result<Self> {
-        let der = signing.to_pkcs8_der().map_err(|_| Error::Internal("encoding an Ed25519 key".into()))?;
         let public = signing.verifying_key().to_bytes();
         let kid = hourglass_core::audit::to_hex(&Sha256::digest(public)[..8]);
-        Ok(Ed25519Key {
-            kid,
-            signing: signing.clone(),
-            encoding: EncodingKey::from_ed_der(der.as_bytes()),
-            decoding: DecodingKey::from_ed_der(&public),
-            public,
-        })
+        Ok(Ed25519Key { kid, signing: signing.clone(), decoding: DecodingKey::from_ed_der(&public), public })
     }
 
     /// A new random key.
@@ -95,8 +88,22 @@ impl Ed25519Key {
         self.signing.sign(message).to_bytes()
     }
 
-    pub fn encoding(&self) -> &EncodingKey {
-        &self.encoding
+    /// A JWT of `claims`, signed with this key (EdDSA, its `kid` in the
+    /// header), as `jsonwebtoken::encode` makes it. Signed here because that
+    /// encoder takes the key as PKCS#8 and parses it again for every token,
+    /// deriving the public key: as costly as the signature itself, on every
+    /// grant token and session; and its copy of the secret is not zeroized.
+    pub fn sign_jwt(&self, claims: &impl serde::Serialize) -> std::result::Result<String, serde_json::Error> {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header = serde_json::to_vec(&self.header())?;
+        let claims = serde_json::to_vec(claims)?;
+        let mut token = URL_SAFE_NO_PAD.encode(header);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(claims, &mut token);
+        let signature = self.sign(token.as_bytes());
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature, &mut token);
+        Ok(token)
     }
 
     pub fn decoding(&self) -> &DecodingKey {
@@ -142,4 +149,27 @@ pub fn write_secret_file(path: &Path, contents: &[u8]) -> Result<()> {
 pub fn create_secret_file(path: &Path, contents: &[u8]) -> Result<bool> {
     crate::files::create_atomic(path, contents, crate::files::Access::Owner)
         .map_err(Error::io(format!("writing {}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+
+    use super::*;
+
+    #[test]
+    fn jwt_signed_by_the_key_is_the_one_jsonwebtoken_makes_and_verifies() {
+        let key = Ed25519Key::from_seed(&[7; 32]).expect("a key");
+        let claims = serde_json::json!({ "sub": "alice@example.com", "exp": 4_000_000_000_u64, "note": "ünïcode" });
+        let token = key.sign_jwt(&claims).expect("signed");
+        // Ed25519 signatures are deterministic: the same bytes exactly.
+        let der = SigningKey::from_bytes(&[7; 32]).to_pkcs8_der().expect("PKCS#8");
+        let theirs = jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes());
+        assert_eq!(token, jsonwebtoken::encode(&key.header(), &claims, &theirs).expect("encoded"));
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+        validation.validate_aud = false;
+        let read = jsonwebtoken::decode::<serde_json::Value>(&token, key.decoding(), &validation).expect("verifies");
+        assert_eq!(read.claims, claims);
+        assert_eq!(read.header.kid.as_deref(), Some(key.kid.as_str()));
+    }
 }

@@ -130,7 +130,7 @@ impl Provider for TokenProvider {
             message: "signing the token failed".into(),
         };
         let key = self.keys.signer(input.now).map_err(|_| failed())?;
-        let token = jsonwebtoken::encode(&key.header(), &claims, key.encoding()).map_err(|_| failed())?;
+        let token = key.sign_jwt(&claims).map_err(|_| failed())?;
         let prefix = settings.env_prefix.unwrap_or_else(|| env_prefix(&input.resource.name));
         Ok(Credential {
             grant_id: grant.id.clone(),

@@ -85,34 +85,51 @@ pub(super) fn append_there(audit: &[AuditEvent], events: &[NewEvent]) -> Result<
     if audit.is_empty() && events.is_empty() {
         return Ok(None);
     }
-    let audit_rows: Vec<Vec<Owned>> = audit
+    let audit_rows: Vec<AuditRow<'_>> = audit
         .iter()
-        .map(|event| {
-            vec![
-                Owned::Int(event.at.unix_millis()),
-                Owned::Text(event.actor.clone()),
-                Owned::Text(event.action.as_str().to_owned()),
-                Owned::Text(event.target.clone()),
-                event.subject.clone().map_or(Owned::Null, Owned::Text),
-                Owned::Text(event.canonical_after_seq()),
-            ]
+        .map(|event| AuditRow {
+            at: event.at.unix_millis(),
+            actor: &event.actor,
+            action: event.action.as_str(),
+            target: &event.target,
+            subject: event.subject.as_deref(),
+            tail: event.canonical_after_seq(),
         })
         .collect();
     let event_rows = events
         .iter()
         .map(|event| {
-            Ok(vec![
-                Owned::Int(event.at.unix_millis()),
-                Owned::Text(event.kind.as_str().to_owned()),
-                Owned::Text(q::to_json(&event.audience)?),
-                Owned::Text(event.json.clone()),
-            ])
+            Ok(EventRow {
+                at: event.at.unix_millis(),
+                kind: event.kind.as_str(),
+                audience: q::to_json(&event.audience)?,
+                event: &event.json,
+            })
         })
         .collect::<Result<Vec<_>>>()?;
-    const AUDIT: [&str; 6] = ["at", "actor", "action", "target", "subject", "tail"];
-    const EVENTS: [&str; 4] = ["at", "kind", "audience", "event"];
-    let params = vec![Owned::Text(json_rows(&AUDIT, &audit_rows)?), Owned::Text(json_rows(&EVENTS, &event_rows)?)];
+    let params = vec![Owned::Text(q::to_json(&audit_rows)?), Owned::Text(q::to_json(&event_rows)?)];
     Ok(Some(sql::Write { sql: q::APPEND, params }))
+}
+
+/// An audit event as `hourglass_append` reads it (`json_to_recordset`).
+#[derive(serde::Serialize)]
+struct AuditRow<'a> {
+    at: i64,
+    actor: &'a str,
+    action: &'a str,
+    target: &'a str,
+    subject: Option<&'a str>,
+    /// The canonical text after its number, which the server assigns.
+    tail: String,
+}
+
+/// A published event as `hourglass_append` reads it.
+#[derive(serde::Serialize)]
+struct EventRow<'a> {
+    at: i64,
+    kind: &'a str,
+    audience: String,
+    event: &'a str,
 }
 
 /// The audit records of `audit` as the server appended them: `links` is
@@ -136,26 +153,4 @@ pub(super) fn linked(audit: Vec<AuditEvent>, links: Vec<sql::Row>) -> Result<Vec
             Ok(AuditRecord { event, prev_hash, hash })
         })
         .collect()
-}
-
-/// Rows as a JSON array of objects with `columns` (for `json_to_recordset`).
-fn json_rows(columns: &[&str], rows: &[Vec<sql::Owned>]) -> Result<String> {
-    let rows: Vec<serde_json::Map<String, serde_json::Value>> = rows
-        .iter()
-        .map(|row| {
-            columns
-                .iter()
-                .zip(row)
-                .map(|(column, value)| {
-                    let value = match value {
-                        sql::Owned::Int(number) => serde_json::Value::from(*number),
-                        sql::Owned::Text(text) => serde_json::Value::from(text.as_str()),
-                        sql::Owned::Null => serde_json::Value::Null,
-                    };
-                    ((*column).to_owned(), value)
-                })
-                .collect()
-        })
-        .collect();
-    q::to_json(&rows)
 }

@@ -33,9 +33,7 @@ async fn auth_bad_tokens_are_refused() {
             "groups": ["engineers"], "iat": now - 7200, "exp": exp,
         })
     };
-    let sign = |key: &Ed25519Key, claims: Value| {
-        jsonwebtoken::encode(&key.header(), &claims, key.encoding()).expect("a signed token")
-    };
+    let sign = |key: &Ed25519Key, claims: Value| key.sign_jwt(&claims).expect("a signed token");
     let good = sign(&dev_key, claims(&h.dev_issuer, "hourglass", now + 600));
     let with = |change: &dyn Fn(&mut Value)| {
         let mut claims = claims(&h.dev_issuer, "hourglass", now + 600);
