@@ -1,21 +1,27 @@
 //! Connections kept for reuse: the store's on PostgreSQL and the PostgreSQL
 //! provider's admin connections to each target.
 //!
-//! A pool opens one connection at a time. A new connection costs a login
-//! (SCRAM: milliseconds of CPU on both sides), a server process, and a cold
-//! start for that process's first statements; a connection in use is
-//! usually free again within a few milliseconds. So when a burst asks for
-//! more connections than are idle (a replica's scheduler revoking 64
-//! grants at once, say), one caller opens the next connection while the
-//! others take connections as they come back, whichever comes first,
-//! instead of each opening its own: the pool grows with the demand that
-//! stays, not with every burst. Opening them all at once made the first
-//! burst of revocations on a replica wait well over 100 ms for logins
-//! competing for the CPU.
+//! A pool opens one connection at a time, in the background. A new
+//! connection costs a login (SCRAM: milliseconds of CPU on both sides), a
+//! server process, and a cold start for that process's first statements; a
+//! connection in use is usually free again within a few milliseconds. So
+//! when a burst asks for more connections than are idle (a replica's
+//! scheduler revoking 64 grants at once, say), the next connection is
+//! opened while every caller, the one that asked for it included, takes
+//! whichever comes first: a connection given back or the new one. The pool
+//! grows with the demand that stays, not with every burst. Opening them
+//! all at once, each caller waiting for its own, made the first burst of
+//! revocations on a replica wait well over 100 ms for logins competing for
+//! the CPU.
+//!
+//! Once an opening fails (the server is down or refuses), each caller
+//! without a connection tries its own until one succeeds, and hears its own
+//! error, rather than queueing behind each other's attempts.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 
 /// A connection a pool can tell is broken.
 pub trait Connection {
@@ -25,7 +31,7 @@ pub trait Connection {
 pub struct Pool<C> {
     max: usize,
     state: Mutex<State<C>>,
-    /// A connection came back, or one may be opened now.
+    /// A connection came back or was opened, or one may be opened now.
     changed: Notify,
 }
 
@@ -33,16 +39,18 @@ struct State<C> {
     idle: Vec<C>,
     /// Connections idle, in use or being opened.
     open: usize,
-    /// A caller is opening a connection.
+    /// A connection is being opened in the background.
     opening: bool,
+    /// The last opening failed: callers open their own until one succeeds.
+    failing: bool,
 }
 
-impl<C: Connection> Pool<C> {
+impl<C: Connection + Send + 'static> Pool<C> {
     /// A pool of at most `max` connections (at least one).
     pub fn new(max: usize) -> Arc<Pool<C>> {
         Arc::new(Pool {
             max: max.max(1),
-            state: Mutex::new(State { idle: Vec::new(), open: 0, opening: false }),
+            state: Mutex::new(State { idle: Vec::new(), open: 0, opening: false, failing: false }),
             changed: Notify::new(),
         })
     }
@@ -51,38 +59,91 @@ impl<C: Connection> Pool<C> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// An idle connection, or one `connect` opens when none is idle, fewer
-    /// than the most are open and nobody else is opening one; otherwise
-    /// waits for whichever of those comes first. `connect`'s error is this
-    /// caller's.
-    pub async fn get<E>(self: &Arc<Self>, connect: impl AsyncFnOnce() -> Result<C, E>) -> Result<Pooled<C>, E> {
+    /// An idle connection, else the first to come: one given back, or one
+    /// `connect` opens (called when none is idle, fewer than the most are
+    /// open and none is being opened). If the opening this caller started
+    /// fails before another connection came, its error is this caller's.
+    pub async fn get<F, E>(self: &Arc<Self>, connect: impl Fn() -> F) -> Result<Pooled<C>, E>
+    where
+        F: Future<Output = Result<C, E>> + Send + 'static,
+        E: Send + 'static,
+    {
+        // The opening this caller started: its failure, should it fail.
+        let mut started: Option<oneshot::Receiver<E>> = None;
         loop {
             // Registered before looking, so a change meanwhile wakes it.
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            {
+            let open_here = {
                 let mut state = self.state();
                 let before = state.idle.len();
                 state.idle.retain(|connection| !connection.is_closed());
                 state.open -= before - state.idle.len();
                 if let Some(connection) = state.idle.pop() {
-                    return Ok(Pooled { connection: Some(connection), pool: Arc::clone(self) });
+                    return Ok(self.lend(connection));
                 }
-                if !state.opening && state.open < self.max {
-                    state.opening = true;
+                let may_open = started.is_none() && state.open < self.max && (state.failing || !state.opening);
+                if may_open {
                     state.open += 1;
-                    break;
                 }
+                if may_open && !state.failing {
+                    state.opening = true;
+                    let (failed, failure) = oneshot::channel();
+                    tokio::spawn(Arc::clone(self).open_in_background(connect(), failed));
+                    started = Some(failure);
+                }
+                may_open && state.failing
+            };
+            if open_here {
+                return self.open_here(connect()).await;
             }
-            changed.await;
+            match &mut started {
+                Some(failure) => tokio::select! {
+                    () = &mut changed => {}
+                    failed = failure => match failed {
+                        Ok(error) => return Err(error),
+                        // Opened: idle, for the first to take it.
+                        Err(_) => started = None,
+                    },
+                },
+                None => changed.await,
+            }
         }
-        // Cancelled or failed, the slot goes back and the next waiter may
-        // open one.
-        let opening = Opening { pool: self, opened: false };
-        let connection = connect().await?;
-        opening.done();
-        Ok(Pooled { connection: Some(connection), pool: Arc::clone(self) })
+    }
+
+    fn lend(self: &Arc<Self>, connection: C) -> Pooled<C> {
+        Pooled { connection: Some(connection), pool: Arc::clone(self) }
+    }
+
+    /// Opens a connection for whoever asks first; a failure goes to the
+    /// caller that started it, and lets every caller try its own.
+    async fn open_in_background<E>(
+        self: Arc<Self>,
+        opening: impl Future<Output = Result<C, E>>,
+        failed: oneshot::Sender<E>,
+    ) {
+        let slot = Slot { pool: &self, background: true, taken: false };
+        match opening.await {
+            Ok(connection) => {
+                slot.filled(Some(connection));
+                // All of them: one takes it, and should others find none,
+                // one of those opens the next (the demand stayed).
+                self.changed.notify_waiters();
+            }
+            Err(error) => {
+                drop(slot);
+                let _ = failed.send(error);
+            }
+        }
+    }
+
+    /// Opens a connection for this caller (the pool is failing).
+    async fn open_here<E>(self: &Arc<Self>, opening: impl Future<Output = Result<C, E>>) -> Result<Pooled<C>, E> {
+        let slot = Slot { pool: self, background: false, taken: false };
+        let connection = opening.await?;
+        slot.filled(None);
+        Ok(self.lend(connection))
     }
 
     fn give_back(&self, connection: C) {
@@ -108,43 +169,60 @@ impl<C: Connection> Pool<C> {
     fn open(&self) -> usize {
         self.state().open
     }
-}
 
-/// A slot taken to open a connection.
-struct Opening<'a, C: Connection> {
-    pool: &'a Pool<C>,
-    opened: bool,
-}
-
-impl<C: Connection> Opening<'_, C> {
-    fn done(mut self) {
-        self.opened = true;
-        self.pool.state().opening = false;
-        // Someone else may be waiting to open the next one.
-        self.pool.changed.notify_one();
+    #[cfg(test)]
+    fn idle(&self) -> usize {
+        self.state().idle.len()
     }
 }
 
-impl<C: Connection> Drop for Opening<'_, C> {
-    fn drop(&mut self) {
-        if !self.opened {
-            let mut state = self.pool.state();
+/// A place in the pool taken for a connection being opened: given back if
+/// the opening fails or is cancelled.
+struct Slot<'a, C: Connection> {
+    pool: &'a Pool<C>,
+    background: bool,
+    taken: bool,
+}
+
+impl<C: Connection> Slot<'_, C> {
+    /// The opening succeeded: the pool is healthy; `idle` goes to the idle
+    /// connections.
+    fn filled(mut self, idle: Option<C>) {
+        self.taken = true;
+        let mut state = self.pool.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.failing = false;
+        if self.background {
             state.opening = false;
-            state.open -= 1;
-            drop(state);
-            self.pool.changed.notify_one();
         }
+        state.idle.extend(idle);
+    }
+}
+
+impl<C: Connection> Drop for Slot<'_, C> {
+    fn drop(&mut self) {
+        if self.taken {
+            return;
+        }
+        let mut state = self.pool.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.open -= 1;
+        state.failing = true;
+        if self.background {
+            state.opening = false;
+        }
+        drop(state);
+        // Everyone waiting may now try its own.
+        self.pool.changed.notify_waiters();
     }
 }
 
 /// A connection taken from a pool; back to it when dropped, unless it broke
 /// or was [`Pooled::discard`]ed.
-pub struct Pooled<C: Connection> {
+pub struct Pooled<C: Connection + Send + 'static> {
     connection: Option<C>,
     pool: Arc<Pool<C>>,
 }
 
-impl<C: Connection> Pooled<C> {
+impl<C: Connection + Send + 'static> Pooled<C> {
     /// Closes the connection instead of giving it back (it may be in a
     /// state the next user must not inherit).
     pub fn discard(mut self) {
@@ -153,7 +231,7 @@ impl<C: Connection> Pooled<C> {
     }
 }
 
-impl<C: Connection> std::ops::Deref for Pooled<C> {
+impl<C: Connection + Send + 'static> std::ops::Deref for Pooled<C> {
     type Target = C;
     fn deref(&self) -> &C {
         // INVARIANT: `connection` is Some until dropped or discarded.
@@ -161,13 +239,13 @@ impl<C: Connection> std::ops::Deref for Pooled<C> {
     }
 }
 
-impl<C: Connection> std::ops::DerefMut for Pooled<C> {
+impl<C: Connection + Send + 'static> std::ops::DerefMut for Pooled<C> {
     fn deref_mut(&mut self) -> &mut C {
         self.connection.as_mut().unwrap_or_else(|| unreachable!("a pooled connection is taken only on drop"))
     }
 }
 
-impl<C: Connection> Drop for Pooled<C> {
+impl<C: Connection + Send + 'static> Drop for Pooled<C> {
     fn drop(&mut self) {
         if let Some(connection) = self.connection.take() {
             self.pool.give_back(connection);
@@ -196,86 +274,126 @@ mod tests {
         Fake { closed: Arc::new(AtomicBool::new(false)) }
     }
 
+    async fn opened() -> Result<Fake, String> {
+        Ok(fake())
+    }
+
+    async fn eventually(what: &str, check: impl Fn() -> bool) {
+        let waited = tokio::time::Instant::now();
+        while !check() {
+            assert!(waited.elapsed() < Duration::from_secs(10), "{what}");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     #[tokio::test]
     async fn pool_burst_takes_returned_connections_while_one_opens() {
         let pool = Pool::<Fake>::new(8);
         // Two connections, used once.
-        let (a, b) = (pool.get(async || Ok::<_, ()>(fake())).await, pool.get(async || Ok::<_, ()>(fake())).await);
-        drop((a, b));
+        drop((pool.get(opened).await, pool.get(opened).await));
         // A burst of 20 callers. Opening a connection takes until the test
-        // lets it: until 19 callers are done. Had each caller without an
-        // idle connection opened its own, none of those would finish.
-        let opened = AtomicUsize::new(0);
-        let (done, login) = (AtomicUsize::new(0), tokio::sync::Semaphore::new(0));
-        let finished = Notify::new();
+        // lets it: until all 20 callers are done. Had each caller without
+        // an idle connection waited for a login, its own or another's,
+        // some of them would never finish.
+        let logins = Arc::new(AtomicUsize::new(0));
+        let login = Arc::new(tokio::sync::Semaphore::new(0));
+        let done = AtomicUsize::new(0);
         let calls = futures::future::join_all((0..20).map(|_| async {
             let connection = pool
-                .get(async || {
-                    opened.fetch_add(1, Ordering::SeqCst);
-                    let _ = login.acquire().await;
-                    Ok::<_, ()>(fake())
+                .get(|| {
+                    let (logins, login) = (Arc::clone(&logins), Arc::clone(&login));
+                    async move {
+                        logins.fetch_add(1, Ordering::SeqCst);
+                        let _ = login.acquire().await;
+                        Ok::<_, String>(fake())
+                    }
                 })
                 .await
                 .expect("a connection");
             tokio::task::yield_now().await;
             drop(connection);
             done.fetch_add(1, Ordering::SeqCst);
-            finished.notify_one();
         }));
-        let gate = async {
-            while done.load(Ordering::SeqCst) < 19 {
-                finished.notified().await;
-            }
-            login.add_permits(1);
-        };
-        tokio::time::timeout(Duration::from_secs(10), futures::future::join(calls, gate))
+        tokio::time::timeout(Duration::from_secs(10), calls)
             .await
-            .expect("19 calls were served by the two connections while the third opened");
-        assert_eq!(opened.load(Ordering::SeqCst), 1, "one login, not one per caller");
+            .expect("the burst was served by the two connections while a third opened");
+        assert_eq!(logins.load(Ordering::SeqCst), 1, "one login, not one per caller");
+        assert_eq!(done.load(Ordering::SeqCst), 20);
+        // The third joins the pool once opened.
+        login.add_permits(1);
+        eventually("the opened connection is kept", || pool.idle() == 3).await;
         assert_eq!(pool.open(), 3);
     }
 
     #[tokio::test]
     async fn pool_opens_no_more_than_its_most_and_waiters_get_returned_ones() {
         let pool = Pool::<Fake>::new(2);
-        let first = pool.get(async || Ok::<_, ()>(fake())).await.expect("one");
-        let second = pool.get(async || Ok::<_, ()>(fake())).await.expect("two");
+        let first = pool.get(opened).await.expect("one");
+        let second = pool.get(opened).await.expect("two");
         let third = {
             let pool = Arc::clone(&pool);
             tokio::spawn(
-                async move { pool.get(async || -> Result<Fake, ()> { panic!("opened a third") }).await.is_ok() },
+                async move { pool.get(|| async { Err::<Fake, _>("opened a third".to_owned()) }).await.map(drop) },
             )
         };
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert!(!third.is_finished(), "waits while both are in use");
         drop(first);
-        assert!(third.await.expect("no panic"), "got the returned one");
+        assert_eq!(third.await.expect("no panic"), Ok(()), "got the returned one");
         drop(second);
         assert_eq!(pool.open(), 2);
     }
 
     #[tokio::test]
-    async fn pool_replaces_broken_and_discarded_connections_and_a_failed_open_frees_its_slot() {
+    async fn pool_failing_to_open_tells_each_caller_without_queueing_them() {
+        let pool = Pool::<Fake>::new(8);
+        // The server is down: an opening fails after 50 ms.
+        let (attempts, at_once, most_at_once) =
+            (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let refused = || {
+            let (attempts, at_once, most) = (Arc::clone(&attempts), Arc::clone(&at_once), Arc::clone(&most_at_once));
+            async move {
+                attempts.fetch_add(1, Ordering::SeqCst);
+                most.fetch_max(at_once.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                at_once.fetch_sub(1, Ordering::SeqCst);
+                Err::<Fake, _>("connection refused".to_owned())
+            }
+        };
+        let outcomes = futures::future::join_all((0..5).map(|_| pool.get(refused))).await;
+        assert!(outcomes.iter().all(|o| o.as_ref().err().map(String::as_str) == Some("connection refused")));
+        // The first attempt alone, then the four others each their own, at once.
+        assert_eq!(attempts.load(Ordering::SeqCst), 5);
+        assert_eq!(most_at_once.load(Ordering::SeqCst), 4, "the others tried together, not one after another");
+        assert_eq!(pool.open(), 0, "failed openings give their places back");
+        // The server is back: the pool opens again, and is healthy.
+        let connection = pool.get(opened).await.expect("opened");
+        assert!(!pool.state().failing);
+        drop(connection);
+        assert_eq!((pool.open(), pool.idle()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn pool_replaces_broken_and_discarded_connections() {
         let pool = Pool::<Fake>::new(1);
-        let connection = pool.get(async || Ok::<_, ()>(fake())).await.expect("one");
+        let connection = pool.get(opened).await.expect("one");
         connection.closed.store(true, Ordering::SeqCst);
         drop(connection);
         assert_eq!(pool.open(), 0, "a broken connection is not kept");
-        assert!(pool.get(async || Err::<Fake, _>("refused")).await.is_err());
-        assert_eq!(pool.open(), 0, "a failed open gives its slot back");
-        let connection = pool.get(async || Ok::<_, ()>(fake())).await.expect("opened again");
+        let connection = pool.get(opened).await.expect("opened again");
         connection.discard();
         assert_eq!(pool.open(), 0);
-        // A caller cancelled while opening gives its slot back too.
+        // A caller cancelled while its connection opens leaves it to the pool.
         let cancelled = tokio::time::timeout(
             Duration::from_millis(5),
-            pool.get(async || {
-                tokio::time::sleep(Duration::from_secs(60)).await;
-                Ok::<_, ()>(fake())
+            pool.get(|| async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                opened().await
             }),
         )
         .await;
         assert!(cancelled.is_err());
-        assert!(pool.get(async || Ok::<_, ()>(fake())).await.is_ok(), "the slot is free again");
+        eventually("the connection opened for nobody is kept", || pool.idle() == 1).await;
+        assert!(pool.get(|| async { Err::<Fake, _>("opened another".to_owned()) }).await.is_ok());
     }
 }

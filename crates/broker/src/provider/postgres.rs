@@ -305,8 +305,20 @@ impl PostgresProvider {
         pools.entry(resource.to_owned()).or_insert_with(|| Pool::new(CONNECTIONS)).clone()
     }
 
-    async fn connect(resource: &str, settings: &Settings) -> Result<Admin, ProviderError> {
-        let target = settings.admin_target().map_err(|message| failed(resource, message))?;
+    /// Opens an admin connection (owning what it needs: the pool may open
+    /// it in the background).
+    fn connect(
+        resource: &str,
+        settings: &Settings,
+    ) -> impl Future<Output = Result<Admin, ProviderError>> + Send + 'static {
+        let (resource, target) = (resource.to_owned(), settings.admin_target());
+        async move {
+            let target = target.map_err(|message| failed(&resource, message))?;
+            Self::open_admin(&resource, target).await
+        }
+    }
+
+    async fn open_admin(resource: &str, target: PgTarget) -> Result<Admin, ProviderError> {
         let client = target.connect().await.map_err(|error| {
             let server = target.describe();
             failed(resource, format!("cannot connect to the database server at {server}: {}", describe_error(&error)))
@@ -334,7 +346,7 @@ impl PostgresProvider {
         settings: &Settings,
         work: impl AsyncFnOnce(&mut Admin) -> Result<T, ProviderError>,
     ) -> Result<T, ProviderError> {
-        let mut admin = self.pool(resource).get(async || Self::connect(resource, settings).await).await?;
+        let mut admin = self.pool(resource).get(|| Self::connect(resource, settings)).await?;
         // Should the broker give up on this work (its provider timeout),
         // the statement running is cancelled at the server, not left to
         // commit later what the broker no longer expects.

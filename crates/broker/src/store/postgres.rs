@@ -53,7 +53,7 @@ impl PgStore {
             idle_in_transaction_ms: u64::try_from(lease.as_millis()).unwrap_or(u64::MAX).max(1000),
             lease_connection: tokio::sync::Mutex::new(None),
         };
-        let mut connection = store.pool.get(async || store.connect().await).await.map_err(|error| {
+        let mut connection = store.pool.get(|| store.connect()).await.map_err(|error| {
             Error::Config(format!(
                 "cannot connect to the store at {}: {}",
                 store.target.describe(),
@@ -74,23 +74,30 @@ impl PgStore {
         format!("postgres {}", self.target.describe())
     }
 
-    async fn connect(&self) -> std::result::Result<PgConnection, tokio_postgres::Error> {
-        let client = self.target.connect().await?;
-        // Per session: a transaction left idle (its broker stopped) is ended
-        // by the server, releasing its locks; UTC for anything that formats
-        // time (nothing should, but logs read better).
-        client
-            .batch_execute(&format!(
-                "SET idle_in_transaction_session_timeout = {}; SET TIME ZONE 'UTC'; SET client_min_messages = warning",
-                self.idle_in_transaction_ms
-            ))
-            .await?;
-        Ok(PgConnection::new(client))
+    /// Opens a connection (owning what it needs: the pool may open it in
+    /// the background).
+    fn connect(
+        &self,
+    ) -> impl Future<Output = std::result::Result<PgConnection, tokio_postgres::Error>> + Send + 'static {
+        let (target, idle_in_transaction_ms) = (self.target.clone(), self.idle_in_transaction_ms);
+        async move {
+            let client = target.connect().await?;
+            // Per session: a transaction left idle (its broker stopped) is
+            // ended by the server, releasing its locks; UTC for anything
+            // that formats time (nothing should, but logs read better).
+            client
+                .batch_execute(&format!(
+                    "SET idle_in_transaction_session_timeout = {idle_in_transaction_ms}; SET TIME ZONE 'UTC'; \
+                     SET client_min_messages = warning"
+                ))
+                .await?;
+            Ok(PgConnection::new(client))
+        }
     }
 
     /// A connection from the pool (opened if need be, see `pool.rs`).
     pub async fn get(&self) -> Result<Pooled> {
-        Ok(self.pool.get(async || self.connect().await).await?)
+        Ok(self.pool.get(|| self.connect()).await?)
     }
 
     /// Runs `work` on the lease's own connection (opened again if it broke).
