@@ -525,9 +525,9 @@ impl Broker {
         let credential = provider
             .credential(IssueInput { grant, resource, role, now, material: None, ticket: None }, &record.provider_state)
             .await?;
-        let mut tx = self.store.begin().await?;
-        tx.audit(grant_event(now, &who.id, AuditAction::CredentialFetched, grant, AuditResult::Ok)).await?;
-        tx.commit().await?;
+        self.store
+            .record_audit(vec![grant_event(now, &who.id, AuditAction::CredentialFetched, grant, AuditResult::Ok)])
+            .await?;
         Ok(credential)
     }
 }

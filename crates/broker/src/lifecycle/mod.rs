@@ -121,16 +121,13 @@ impl Broker {
         }
     }
 
-    /// Records a refusal in the audit log, then returns it.
     /// Audits a refusal (the same one again within a minute is counted
     /// instead: `refusals.rs`) and returns the error to answer with.
     async fn refuse(&self, event: AuditEvent, error: Error) -> Result<Error> {
         if !self.refusals.first(&event, self.now()) {
             return Ok(error);
         }
-        let mut tx = self.store.begin().await?;
-        tx.audit(event.reason(error.to_string())).await?;
-        tx.commit().await?;
+        self.store.record_audit(vec![event.reason(error.to_string())]).await?;
         Ok(error)
     }
 
@@ -140,11 +137,7 @@ impl Broker {
         if summaries.is_empty() {
             return Ok(());
         }
-        let mut tx = self.store.begin().await?;
-        for summary in summaries {
-            tx.audit(summary).await?;
-        }
-        tx.commit().await?;
+        self.store.record_audit(summaries).await?;
         Ok(())
     }
 

@@ -19,6 +19,7 @@
 //! its lease lapses it acts on nothing it had claimed ([`Store::may_act`]).
 
 mod append;
+mod audit_groups;
 mod copy;
 mod durability;
 mod lock;
@@ -208,6 +209,7 @@ pub struct Store {
     engine: Engine,
     replica: Arc<Replica>,
     events: Arc<EventSignal>,
+    audit_groups: Arc<audit_groups::AuditGroups>,
 }
 
 /// This broker as the store knows it.
@@ -323,6 +325,7 @@ impl Store {
                 lease,
                 valid_until: Mutex::new(valid_until),
             }),
+            audit_groups: Arc::default(),
             events: Arc::new(EventSignal {
                 durable: AtomicU64::new(0),
                 followed: AtomicU64::new(0),

@@ -120,6 +120,38 @@ async fn audit_events_of_every_commit_form_one_chain_that_verifies(f: Fixture) {
     assert_eq!(told, kept, "each commit returned the links the store keeps");
 }
 
+async fn audit_recorded_alone_meanwhile_commits_as_one_group_each_caller_its_records(f: Fixture) {
+    let groups = &f.store.audit_groups;
+    let first = f.store.record_audit(vec![event(0)]).await.unwrap();
+    assert_eq!(first.iter().map(|r| r.event.seq).collect::<Vec<_>>(), vec![1]);
+    // Ten callers while a group commits (its turn held here): they wait,
+    // then commit together.
+    let turn = groups.turn.lock().await;
+    let callers: Vec<_> = (1..=10)
+        .map(|n| {
+            let store = f.store.clone();
+            tokio::spawn(async move { (n, store.record_audit(vec![event(n), event(100 + n)]).await.unwrap()) })
+        })
+        .collect();
+    while groups.waiting.lock().unwrap().len() < 10 {
+        tokio::time::sleep(StdDuration::from_millis(1)).await;
+    }
+    drop(turn);
+    let mut seqs = Vec::new();
+    for caller in callers {
+        let (n, records) = caller.await.unwrap();
+        let texts: Vec<String> = records.iter().map(|r| r.event.canonical_after_seq()).collect();
+        let own = vec![event(n).canonical_after_seq(), event(100 + n).canonical_after_seq()];
+        assert_eq!(texts, own, "each caller its own records, in order");
+        seqs.extend(records.iter().map(|r| r.event.seq));
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (2..=21).collect::<Vec<_>>(), "numbered once each, after the first");
+    assert_eq!(groups.committed.load(std::sync::atomic::Ordering::SeqCst), 2, "the ten in one transaction");
+    let (count, _) = verify_chain(chain(&f.store).await).expect("the chain verifies");
+    assert_eq!(count, 21);
+}
+
 async fn a_transaction_dropped_uncommitted_leaves_nothing(f: Fixture) {
     let mut tx = f.store.begin().await.unwrap();
     tx.insert_request(&request(1, "alice@acme.example"), None).await.unwrap();
@@ -411,6 +443,7 @@ macro_rules! each_engine {
 
 each_engine!(
     audit_events_of_every_commit_form_one_chain_that_verifies,
+    audit_recorded_alone_meanwhile_commits_as_one_group_each_caller_its_records,
     a_transaction_dropped_uncommitted_leaves_nothing,
     a_transaction_dropped_after_a_read_leaves_nothing_of_its_writes,
     a_failed_write_fails_its_transaction_and_leaves_nothing,
