@@ -346,17 +346,33 @@ impl PostgresProvider {
         settings: &Settings,
         work: impl AsyncFnOnce(&mut Admin) -> Result<T, ProviderError>,
     ) -> Result<T, ProviderError> {
-        let mut admin = self.pool(resource).get(|| Self::connect(resource, settings)).await?;
+        let mut at_work = AtWork(Some(self.pool(resource).get(|| Self::connect(resource, settings)).await?));
+        let admin = at_work.0.as_mut().unwrap_or_else(|| unreachable!("set just above"));
         // Should the broker give up on this work (its provider timeout),
         // the statement running is cancelled at the server, not left to
         // commit later what the broker no longer expects.
         let cancel = CancelOnDrop(Some((admin.target.clone(), admin.client.cancel_token())));
-        let result = work(&mut admin).await;
+        let result = work(admin).await;
         cancel.disarm();
-        if result.is_err() {
-            admin.discard();
+        if result.is_ok() {
+            // Back to the pool.
+            drop(at_work.0.take());
         }
         result
+    }
+}
+
+/// An admin connection at work: given back to the pool only when the work
+/// succeeded. Work that failed, or was abandoned at the provider timeout,
+/// closes it: an abandoned statement may still be running, and the cancel
+/// request sent for it must never reach the next caller's.
+struct AtWork(Option<pool::Pooled<Admin>>);
+
+impl Drop for AtWork {
+    fn drop(&mut self) {
+        if let Some(admin) = self.0.take() {
+            admin.discard();
+        }
     }
 }
 

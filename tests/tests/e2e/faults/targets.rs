@@ -76,6 +76,23 @@ approvals = [{{ group = "sre", count = 1 }}]
         count.parse().expect("a count")
     }
 
+    /// The server process of a session waiting on a lock in a statement
+    /// beginning with `prefix`, if there is one.
+    fn session_waiting(&self, prefix: &str) -> Option<i64> {
+        let pid = self.cluster.sql(
+            "postgres",
+            &format!(
+                "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '{prefix}%' LIMIT 1"
+            ),
+        );
+        pid.parse().ok()
+    }
+
+    /// Whether the session of server process `pid` is still connected.
+    fn session_alive(&self, pid: i64) -> bool {
+        self.cluster.sql("postgres", &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}")) != "0"
+    }
+
     /// Holds `SHARE` on the role catalog: reads (and logins) go on, every
     /// `CREATE`, `ALTER` and `DROP ROLE` waits until [`Lock::release`].
     async fn lock_roles(&self) -> Lock {
@@ -117,7 +134,11 @@ async fn postgres_hanging_at_issue_fails_cleanly_and_leaves_no_role() {
     let target = Target::start();
     let lock = target.lock_roles().await;
     let started = Instant::now();
-    let error = target.client().create_request(&read_request("10m")).await.expect_err("the issue cannot finish");
+    let client = target.client();
+    let filing = tokio::spawn(async move { client.create_request(&read_request("10m")).await });
+    let session = wait(Duration::from_secs(10), || target.session_waiting("CREATE ROLE"));
+    let session = session.expect("the issue waits on the locked catalog");
+    let error = filing.await.expect("task").expect_err("the issue cannot finish");
     assert_eq!(error.code(), Some(ErrorCode::ProviderFailed), "{error}");
     assert!(error.to_string().contains(&format!("no answer within {PROVIDER_TIMEOUT}s")), "says why: {error}");
     assert!(started.elapsed() < Duration::from_secs(PROVIDER_TIMEOUT + 10), "fails at the provider timeout");
@@ -126,6 +147,10 @@ async fn postgres_hanging_at_issue_fails_cleanly_and_leaves_no_role() {
     // commit a role once the lock goes.
     let cancelled = wait(Duration::from_secs(5), || (target.waiting("CREATE ROLE") == 0).then_some(()));
     assert!(cancelled.is_some(), "the broker cancels the CREATE ROLE it gave up on");
+    // And closes its connection, rather than lending it, a cancel request
+    // perhaps still on its way, to the next caller.
+    let closed = wait(Duration::from_secs(5), || (!target.session_alive(session)).then_some(()));
+    assert!(closed.is_some(), "the connection of the abandoned CREATE ROLE is closed, not kept in the pool");
     lock.release().await;
     let grants = target.client().grants(true, false).await.expect("grants").grants;
     let grant = grants.first().expect("the failed grant is listed");
