@@ -69,7 +69,9 @@ pub struct Replicas {
     pub config: tempfile::TempDir,
     pub idp: JwtIssuer,
     brokers: Vec<Option<DevBroker>>,
-    /// Where each replica listens, kept across restarts.
+    /// Where each replica listens: any free port at first (the replica
+    /// binds it itself, so no other test can take it in between), then the
+    /// one it got, kept across restarts.
     listen: Vec<String>,
     env: Vec<(String, String)>,
     tokens: BTreeMap<String, String>,
@@ -129,7 +131,7 @@ impl Replicas {
             config,
             idp,
             brokers: Vec::new(),
-            listen: (0..count).map(|_| format!("127.0.0.1:{}", crate::free_port())).collect(),
+            listen: vec!["127.0.0.1:0".into(); count],
             env: env.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect(),
             tokens,
         };
@@ -158,7 +160,7 @@ impl Replicas {
         std::fs::read_to_string(self.log_path(index)).unwrap_or_default()
     }
 
-    fn launch(&self, index: usize) -> DevBroker {
+    fn launch(&mut self, index: usize) -> DevBroker {
         let log_path = self.log_path(index);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("the replica's log");
         let start = std::fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
@@ -192,7 +194,11 @@ impl Replicas {
             Some(line.trim().to_owned())
         });
         match listening {
-            Some(url) => broker.url = url,
+            Some(url) => {
+                let address = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+                self.listen[index] = address.expect("an http(s):// URL").to_owned();
+                broker.url = url;
+            }
             None => {
                 broker.kill();
                 panic!("replica {index} did not start:\n{}", self.log(index));

@@ -55,10 +55,6 @@ impl<C: Connection + Send + 'static> Pool<C> {
         })
     }
 
-    fn state(&self) -> MutexGuard<'_, State<C>> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// An idle connection, else the first to come: one given back, or one
     /// `connect` opens (called when none is idle, fewer than the most are
     /// open and none is being opened). If the opening this caller started
@@ -145,6 +141,13 @@ impl<C: Connection + Send + 'static> Pool<C> {
         slot.filled(None);
         Ok(self.lend(connection))
     }
+}
+
+/// What needs no opening: the state, and connections coming back.
+impl<C: Connection> Pool<C> {
+    fn state(&self) -> MutexGuard<'_, State<C>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 
     fn give_back(&self, connection: C) {
         let mut state = self.state();
@@ -189,7 +192,7 @@ impl<C: Connection> Slot<'_, C> {
     /// connections.
     fn filled(mut self, idle: Option<C>) {
         self.taken = true;
-        let mut state = self.pool.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.pool.state();
         state.failing = false;
         if self.background {
             state.opening = false;
@@ -203,7 +206,7 @@ impl<C: Connection> Drop for Slot<'_, C> {
         if self.taken {
             return;
         }
-        let mut state = self.pool.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.pool.state();
         state.open -= 1;
         state.failing = true;
         if self.background {
@@ -217,12 +220,12 @@ impl<C: Connection> Drop for Slot<'_, C> {
 
 /// A connection taken from a pool; back to it when dropped, unless it broke
 /// or was [`Pooled::discard`]ed.
-pub struct Pooled<C: Connection + Send + 'static> {
+pub struct Pooled<C: Connection> {
     connection: Option<C>,
     pool: Arc<Pool<C>>,
 }
 
-impl<C: Connection + Send + 'static> Pooled<C> {
+impl<C: Connection> Pooled<C> {
     /// Closes the connection instead of giving it back (it may be in a
     /// state the next user must not inherit).
     pub fn discard(mut self) {
@@ -231,7 +234,7 @@ impl<C: Connection + Send + 'static> Pooled<C> {
     }
 }
 
-impl<C: Connection + Send + 'static> std::ops::Deref for Pooled<C> {
+impl<C: Connection> std::ops::Deref for Pooled<C> {
     type Target = C;
     fn deref(&self) -> &C {
         // INVARIANT: `connection` is Some until dropped or discarded.
@@ -239,13 +242,13 @@ impl<C: Connection + Send + 'static> std::ops::Deref for Pooled<C> {
     }
 }
 
-impl<C: Connection + Send + 'static> std::ops::DerefMut for Pooled<C> {
+impl<C: Connection> std::ops::DerefMut for Pooled<C> {
     fn deref_mut(&mut self) -> &mut C {
         self.connection.as_mut().unwrap_or_else(|| unreachable!("a pooled connection is taken only on drop"))
     }
 }
 
-impl<C: Connection + Send + 'static> Drop for Pooled<C> {
+impl<C: Connection> Drop for Pooled<C> {
     fn drop(&mut self) {
         if let Some(connection) = self.connection.take() {
             self.pool.give_back(connection);
