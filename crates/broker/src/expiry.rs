@@ -24,6 +24,12 @@ const BATCH: usize = 1000;
 const ISSUES_IN_FLIGHT: usize = 64;
 /// Longest sleep: a safety net should a wake-up ever be missed.
 const MAX_SLEEP: StdDuration = StdDuration::from_secs(30);
+/// How long after a deadline another live replica keeps (it set it) this
+/// one looks at it too: time enough for the keeper to have expired it, so
+/// that replicas do not all wake and race for every deadline, and short
+/// enough that a keeper fallen behind (or stopped, its lease not yet
+/// lapsed) delays the grant's end by no more than this.
+pub(crate) const KEEPER_GRACE: StdDuration = StdDuration::from_millis(250);
 
 impl Broker {
     /// Runs until the broker stops.
@@ -37,7 +43,7 @@ impl Broker {
                     () = self.stopping() => return,
                 }
             }
-            let sleep = match self.store.next_work().await {
+            let sleep = match self.store.next_work(KEEPER_GRACE).await {
                 Ok((next, takeover)) => {
                     let until_next = next.map(|next| {
                         let millis = self.now().millis_until(next).max(0);
@@ -77,10 +83,13 @@ impl Broker {
     /// awaited or left running.
     async fn due_pass(self: &Arc<Self>, revocations: Revocations) -> Result<()> {
         loop {
-            let expired = self.expire_due_grants(revocations).await?;
-            let requests = self.expire_due_requests().await?;
-            let retried = self.retry_due_revocations(revocations).await?;
-            let resumed = self.resume_interrupted_issues().await?;
+            // One read says which kinds have work: a pass whose work another
+            // replica took is that read, not a transaction per kind.
+            let due = self.store.due_work(self.now()).await?;
+            let expired = if due.grants { self.expire_due_grants(revocations).await? } else { 0 };
+            let requests = if due.requests { self.expire_due_requests().await? } else { 0 };
+            let retried = if due.revocations { self.retry_due_revocations(revocations).await? } else { 0 };
+            let resumed = if due.issues { self.resume_interrupted_issues().await? } else { 0 };
             if expired < BATCH && requests < BATCH && retried < BATCH && resumed < BATCH {
                 return Ok(());
             }

@@ -10,6 +10,7 @@ use hourglass_core::api::{Event, EventKind};
 use crate::broker::Broker;
 use crate::error::Result;
 use crate::events::Published;
+use crate::expiry::KEEPER_GRACE;
 
 /// Events read from the store at a time.
 const PAGE: usize = 1000;
@@ -78,14 +79,17 @@ impl Broker {
     }
 
     /// A deadline another replica set is this one's to keep too, should
-    /// that replica stop; and work it just claimed (a revocation, an issue)
-    /// is this one's to take over if its lease lapses: look again then.
+    /// that replica fall behind or stop: look a grace after it (the keeper
+    /// looks at it on time; this replica's own deadlines were asked for
+    /// when it set them). Work another replica just claimed (a revocation,
+    /// an issue) is this one's to take over if its lease lapses: look again
+    /// then.
     fn schedule_from(&self, published: &Published) {
         let Ok(event) = serde_json::from_str::<Event>(&published.json) else { return };
         let lease_from_now = self.now().plus_millis(i64::try_from(self.store.lease().as_millis()).unwrap_or(i64::MAX));
         if let Some(grant) = &event.grant {
             if grant.state.is_live() {
-                self.schedule(grant.expires_at);
+                self.schedule(grant.expires_at.plus_millis(i64::try_from(KEEPER_GRACE.as_millis()).unwrap_or(0)));
             }
             if grant.revocation_pending() {
                 self.schedule(lease_from_now);

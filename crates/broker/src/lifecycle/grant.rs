@@ -301,7 +301,8 @@ impl Broker {
         let mut tx = self.store.begin().await?;
         tx.take_turn(&format!("principal/{}", who.id)).await?;
         // One past its timeout can no longer be approved: it does not block a new one.
-        let waiting = tx.pending_renewals(&grant.id).await?.into_iter().find(|r| now < r.pending_until);
+        let waiting =
+            tx.pending_renewals(std::slice::from_ref(&grant.id)).await?.into_iter().find(|r| now < r.pending_until);
         if let Some(pending) = waiting {
             return Err(refused(
                 ErrorCode::Duplicate,

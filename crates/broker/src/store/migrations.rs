@@ -18,6 +18,14 @@ const V4_KEYS: &str = include_str!("schema/4-keys.sql");
 const V6_OUTBOX: &str = include_str!("schema/6-outbox.sql");
 const V7_REVIEWS: &str = include_str!("schema/7-reviews.sql");
 const V8_LOOKUPS: &str = include_str!("schema/8-lookups.sql");
+const V9_KEEPERS: &str = include_str!("schema/9-keepers.sql");
+/// Version 9 on PostgreSQL: live grants by keeper, then deadline: a
+/// replica's own, and those nobody keeps (''). Only lookups by keeper may
+/// be planned on it (`keeper IS NOT NULL` is implied by theirs alone): a
+/// filing's clash check, planned on an empty store, took it for its
+/// deadline condition and read every live grant. SQLite has one broker,
+/// which keeps every deadline.
+const V9_KEEPERS_INDEX: &str = "CREATE INDEX grants_kept ON grants (keeper, expires_at) WHERE state IN ('issuing', 'active') AND keeper IS NOT NULL;";
 
 /// Version 6's outbox table, `seq` the engine's own counter, taken at
 /// insert: a message inserted by a transaction that could only start after
@@ -75,6 +83,8 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     // 8: a filing's clash check and interrupted issues by indexes of their
     // own.
     Migration { sqlite: &[V8_LOOKUPS], postgres: &[V8_LOOKUPS] },
+    // 9: the replica that keeps each live grant's deadline.
+    Migration { sqlite: &[V9_KEEPERS], postgres: &[V9_KEEPERS, V9_KEEPERS_INDEX] },
 ];
 
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

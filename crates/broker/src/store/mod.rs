@@ -154,6 +154,21 @@ pub enum Claim {
     Release,
 }
 
+/// Which kinds of timed work are due: the scheduler's pass opens a
+/// transaction for those only, so that a pass with nothing to do (another
+/// replica took it) costs one read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DueWork {
+    /// Live grants past their deadline.
+    pub grants: bool,
+    /// Pending requests past their timeout.
+    pub requests: bool,
+    /// Revocations due that nobody works on.
+    pub revocations: bool,
+    /// Issues a stopped replica left.
+    pub issues: bool,
+}
+
 /// An event for `/v1/events`, as written with the change it reports.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
@@ -436,6 +451,7 @@ impl Store {
     pub async fn prune(&self, events_before: Timestamp, replicas_after: StdDuration) -> Result<()> {
         let mut tx = self.begin().await?;
         tx.conn().execute(q::PRUNE_EVENTS, &[events_before.unix_millis().into()]).await?;
+        tx.conn().execute(q::FORGET_KEEPERS, &[millis(replicas_after).into()]).await?;
         tx.conn().execute(q::PRUNE_REPLICAS, &[millis(replicas_after).into()]).await?;
         tx.commit().await?;
         Ok(())
@@ -529,14 +545,28 @@ impl Store {
         q::grants(&mut self.reader().await?.conn(), q::GRANTS_AWAITING_REVIEW, &[Param::Int(q::limit(max))]).await
     }
 
+    /// Which kinds of timed work are due at `now` (see [`DueWork`]), in
+    /// one read without locks.
+    pub async fn due_work(&self, now: Timestamp) -> Result<DueWork> {
+        let mut reader = self.reader().await?;
+        let row = reader.conn().query_opt(q::DUE_KINDS, &[now.unix_millis().into()]).await?;
+        let flag = |index| row.as_ref().map_or(Ok(false), |row| row.opt_int(index).map(|first| first.is_some()));
+        Ok(DueWork { grants: flag(0)?, requests: flag(1)?, revocations: flag(2)?, issues: flag(3)? })
+    }
+
     /// When the scheduler has work next: the earliest deadline, request
-    /// timeout or revocation retry (the broker's clock), and how long until
-    /// another replica's claim lapses and its work may be taken over.
-    pub async fn next_work(&self) -> Result<(Option<Timestamp>, Option<StdDuration>)> {
+    /// timeout or revocation retry (the broker's clock), a deadline
+    /// another live replica keeps counting `keeper_grace` later; and how
+    /// long until another replica's claim lapses and its work may be taken
+    /// over. One read.
+    pub async fn next_work(&self, keeper_grace: StdDuration) -> Result<(Option<Timestamp>, Option<StdDuration>)> {
         let id = self.replica.id();
         let mut reader = self.reader().await?;
-        let next = q::scalar(&mut reader.conn(), q::NEXT_DEADLINE, &[]).await?;
-        let takeover = q::scalar(&mut reader.conn(), q::NEXT_TAKEOVER, &[Param::Text(&id)]).await?;
+        let row = reader.conn().query_opt(q::NEXT_WORK, &[Param::Text(&id), millis(keeper_grace).into()]).await?;
+        let (next, takeover) = match row {
+            Some(row) => (row.opt_int(0)?, row.opt_int(1)?),
+            None => (None, None),
+        };
         Ok((
             next.map(Timestamp::from_unix_millis),
             takeover.map(|ms| StdDuration::from_millis(u64::try_from(ms.max(0)).unwrap_or(0))),

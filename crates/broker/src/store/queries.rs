@@ -37,9 +37,13 @@ pub const PENDING_DUPLICATE: Sql = both(
 );
 pub const PENDING_COUNT: Sql =
     both("SELECT count(*) FROM requests WHERE requester = $1 AND state = 'pending' AND pending_until > $2");
+/// Pending renewals of the grants whose ids are in the JSON array `$1`,
+/// locked until commit: one statement for a whole batch of expiries.
 pub const PENDING_RENEWALS: Sql = Sql {
-    sqlite: "SELECT doc FROM requests WHERE renews = $1 AND state = 'pending'",
-    postgres: "SELECT doc FROM requests WHERE renews = $1 AND state = 'pending' FOR UPDATE",
+    sqlite: "SELECT doc FROM requests WHERE renews IN (SELECT value FROM json_each($1)) AND state = 'pending'",
+    postgres: "SELECT doc FROM requests
+               WHERE renews IN (SELECT json_array_elements_text(CAST(CAST($1 AS TEXT) AS json)))
+               AND state = 'pending' FOR UPDATE",
 };
 pub const DUE_REQUESTS: Sql = Sql {
     sqlite: "SELECT doc FROM requests WHERE state = 'pending' AND pending_until <= $1 ORDER BY pending_until LIMIT $2",
@@ -62,18 +66,22 @@ pub const GRANTS_LIVE: Sql = both(
     "SELECT doc, provider_state FROM grants WHERE state IN ('issuing', 'active') ORDER BY expires_at DESC, id LIMIT $1",
 );
 pub const GRANTS_ALL: Sql = both("SELECT doc, provider_state FROM grants ORDER BY expires_at DESC, id LIMIT $1");
+/// `$13` is this replica: it set the deadline, it keeps it.
 pub const INSERT_GRANT: Sql = both(
     "INSERT INTO grants (id, request_id, owner, resource, role, state, expires_at, revocation_due, provider_state, doc, claimed_by,
-                         awaiting_review)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                         awaiting_review, keeper)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
 );
+/// `$8` is this replica: the grant's keeper once it moves the deadline
+/// (a renewal). Both engines read the old row on the right of `SET`.
 pub const UPDATE_GRANT: Sql = both(
-    "UPDATE grants SET state = $1, expires_at = $2, revocation_due = $3, provider_state = $4, doc = $5, awaiting_review = $7
+    "UPDATE grants SET state = $1, expires_at = $2, revocation_due = $3, provider_state = $4, doc = $5, awaiting_review = $7,
+                       keeper = CASE WHEN expires_at = $2 THEN keeper ELSE $8 END
      WHERE id = $6",
 );
 pub const UPDATE_GRANT_CLAIM: Sql = both(
     "UPDATE grants SET state = $1, expires_at = $2, revocation_due = $3, provider_state = $4, doc = $5, awaiting_review = $7,
-                       claimed_by = $8
+                       keeper = CASE WHEN expires_at = $2 THEN keeper ELSE $8 END, claimed_by = $9
      WHERE id = $6",
 );
 /// Break-glass grants not reviewed yet, newest deadline first.
@@ -143,22 +151,101 @@ pub const CLAIMED_GRANTS: Sql = Sql {
                AND r.alive_until > hourglass_now_ms() FOR UPDATE OF g",
 };
 
-/// The earliest deadline, request timeout or unclaimed revocation (the
-/// broker's clock).
-pub const NEXT_DEADLINE: Sql = both(
-    "SELECT MIN(t) FROM (
-        SELECT MIN(expires_at) AS t FROM grants WHERE state IN ('issuing', 'active')
-        UNION ALL SELECT MIN(pending_until) FROM requests WHERE state = 'pending'
-        UNION ALL SELECT MIN(revocation_due) FROM grants WHERE revocation_due IS NOT NULL AND claimed_by IS NULL
-    ) AS due",
+/// Which kinds of timed work are due at `$1`, in one read without locks:
+/// the first live grant past its deadline, request past its timeout,
+/// revocation due that nobody works on, and issue a stopped replica left
+/// (NULL: none). The scheduler's pass opens a transaction only for a kind
+/// that has some (rows another replica is taking meanwhile are skipped
+/// there): a pass with nothing to do is this one round trip. Each is read
+/// in its index's order, as the pass reads them, so that PostgreSQL plans
+/// each on its index even on an empty store.
+pub const DUE_KINDS: Sql = both(
+    "SELECT (SELECT expires_at FROM grants WHERE state IN ('issuing', 'active') AND expires_at <= $1
+             ORDER BY expires_at LIMIT 1),
+            (SELECT pending_until FROM requests WHERE state = 'pending' AND pending_until <= $1
+             ORDER BY pending_until LIMIT 1),
+            (SELECT revocation_due FROM grants WHERE revocation_due IS NOT NULL AND revocation_due <= $1
+             AND (claimed_by IS NULL OR claimed_by NOT IN (SELECT id FROM replicas WHERE alive_until > hourglass_now_ms()))
+             ORDER BY revocation_due LIMIT 1),
+            (SELECT expires_at FROM grants WHERE state = 'issuing' AND expires_at > $1
+             AND (claimed_by IS NULL OR claimed_by NOT IN (SELECT id FROM replicas WHERE alive_until > hourglass_now_ms()))
+             ORDER BY expires_at LIMIT 1)",
 );
-/// In how many ms (the database's clock) the first claim of another
-/// replica lapses, if it is alive: 0 if one already has.
-pub const NEXT_TAKEOVER: Sql = both(
-    "SELECT MIN(COALESCE(r.alive_until - hourglass_now_ms(), 0))
-     FROM grants g LEFT JOIN replicas r ON r.id = g.claimed_by
-     WHERE g.claimed_by IS NOT NULL AND g.claimed_by <> $1",
-);
+
+/// The replicas holding claims on grants, each found by one step along
+/// `grants_claimed` (a loose index scan), for [`NEXT_WORK`].
+macro_rules! claimers {
+    () => {
+        "WITH RECURSIVE claimers(id) AS (
+            SELECT (SELECT claimed_by FROM grants WHERE claimed_by IS NOT NULL ORDER BY claimed_by LIMIT 1)
+            UNION ALL
+            SELECT (SELECT g.claimed_by FROM grants g WHERE g.claimed_by > c.id ORDER BY g.claimed_by LIMIT 1)
+            FROM claimers c WHERE c.id IS NOT NULL
+        )
+        "
+    };
+}
+
+/// [`NEXT_WORK`]'s second column: until the first claim of another replica
+/// may be taken over (its row gone: at once).
+macro_rules! takeover {
+    () => {
+        "(SELECT MIN(COALESCE((SELECT r.alive_until FROM replicas r WHERE r.id = c.id) - hourglass_now_ms(), 0))
+          FROM claimers c WHERE c.id IS NOT NULL AND c.id <> $1)"
+    };
+}
+
+/// When `$1` (this replica) has work next, and how soon another replica's
+/// claim may lapse, in one read. Each part reads the first entry of an
+/// index in its order, so that PostgreSQL plans it so even on an empty
+/// store (a plan it keeps for the statement): none reads every grant.
+///
+/// The first: the earliest deadline, request timeout or unclaimed
+/// revocation (the broker's clock). On PostgreSQL a live grant counts at
+/// its deadline when this replica keeps it, nobody does (''), or its
+/// keeper's lease lapsed (`grants_kept`, one lookup per replica gone); one
+/// another live replica keeps counts `$2` ms later: its keeper expires it
+/// on time, and this replica looks only in case the keeper fell behind.
+/// SQLite has one broker: every deadline is its own.
+///
+/// The second: in how many ms (the database's clock) the first claim of
+/// another replica lapses, if it is alive: 0 if one already has. The
+/// replicas holding claims are few: they are found one by one along
+/// `grants_claimed`, not by reading the grants.
+pub const NEXT_WORK: Sql = Sql {
+    sqlite: concat!(
+        claimers!(),
+        "SELECT (SELECT MIN(t) FROM (
+                    SELECT (SELECT expires_at FROM grants WHERE state IN ('issuing', 'active')
+                            ORDER BY expires_at LIMIT 1) AS t
+                    UNION ALL SELECT (SELECT pending_until FROM requests WHERE state = 'pending'
+                                      ORDER BY pending_until LIMIT 1)
+                    UNION ALL SELECT (SELECT revocation_due FROM grants WHERE revocation_due IS NOT NULL AND claimed_by IS NULL
+                                      ORDER BY revocation_due LIMIT 1)
+                ) AS due),",
+        takeover!()
+    ),
+    postgres: concat!(
+        claimers!(),
+        "SELECT (SELECT MIN(t) FROM (
+                    SELECT (SELECT expires_at FROM grants WHERE state IN ('issuing', 'active') AND keeper = $1
+                            ORDER BY expires_at LIMIT 1) AS t
+                    UNION ALL SELECT (SELECT expires_at FROM grants WHERE state IN ('issuing', 'active') AND keeper = ''
+                                      ORDER BY expires_at LIMIT 1)
+                    UNION ALL SELECT MIN((SELECT g.expires_at FROM grants g
+                                          WHERE g.state IN ('issuing', 'active') AND g.keeper = r.id
+                                          ORDER BY g.expires_at LIMIT 1))
+                              FROM replicas r WHERE r.alive_until <= hourglass_now_ms()
+                    UNION ALL SELECT (SELECT expires_at FROM grants WHERE state IN ('issuing', 'active')
+                                      ORDER BY expires_at LIMIT 1) + $2
+                    UNION ALL SELECT (SELECT pending_until FROM requests WHERE state = 'pending'
+                                      ORDER BY pending_until LIMIT 1)
+                    UNION ALL SELECT (SELECT revocation_due FROM grants WHERE revocation_due IS NOT NULL AND claimed_by IS NULL
+                                      ORDER BY revocation_due LIMIT 1)
+                ) AS due),",
+        takeover!()
+    ),
+};
 
 /// Transactions taking the same name's turn run one at a time (PostgreSQL
 /// only: SQLite has one writer).
@@ -207,6 +294,12 @@ pub const RENEW_REPLICA: Sql = both(
 pub const RETIRE_REPLICA: Sql = both("UPDATE replicas SET alive_until = 0 WHERE id = $1");
 pub const FORGET_OTHER_REPLICAS: Sql = both("DELETE FROM replicas WHERE id <> $1");
 pub const PRUNE_REPLICAS: Sql = both("DELETE FROM replicas WHERE alive_until < hourglass_now_ms() - $1");
+/// The live grants of the replicas [`PRUNE_REPLICAS`] removes are nobody's
+/// to keep: every replica's at their deadlines.
+pub const FORGET_KEEPERS: Sql = both(
+    "UPDATE grants SET keeper = '' WHERE state IN ('issuing', 'active')
+     AND keeper IN (SELECT id FROM replicas WHERE alive_until < hourglass_now_ms() - $1)",
+);
 pub const LIVE_REPLICAS: Sql = both("SELECT count(*) FROM replicas WHERE alive_until > hourglass_now_ms()");
 pub const REPLICA_ALIVE: Sql = both("SELECT count(*) FROM replicas WHERE id = $1 AND alive_until > hourglass_now_ms()");
 

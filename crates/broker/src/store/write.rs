@@ -95,10 +95,11 @@ impl WriteTx {
     }
 
     /// Inserts a grant. One still being issued is claimed by this replica,
-    /// which is issuing it.
+    /// which is issuing it; and this replica keeps its deadline.
     pub async fn insert_grant(&mut self, record: &GrantRecord) -> Result<()> {
         let grant = &record.grant;
-        let claimed_by = (grant.state == GrantState::Issuing).then(|| self.store.replica_id());
+        let me = self.store.replica_id();
+        let claimed_by = (grant.state == GrantState::Issuing).then_some(&me);
         let (state, doc) = (q::to_json(&record.provider_state)?, q::to_json(grant)?);
         self.conn()
             .write(
@@ -114,14 +115,17 @@ impl WriteTx {
                     revocation_due(grant).into(),
                     state.as_str().into(),
                     doc.as_str().into(),
-                    claimed_by.as_deref().into(),
+                    claimed_by.map(|me| &**me).into(),
                     awaiting_review(grant).into(),
+                    Param::Text(&me),
                 ],
             )
             .await?;
         Ok(())
     }
 
+    /// Updates a grant. Moving its deadline (a renewal) makes this replica
+    /// its keeper: the one that set the deadline keeps it.
     pub async fn update_grant(&mut self, record: &GrantRecord, claim: Claim) -> Result<()> {
         let grant = &record.grant;
         let (state, doc) = (q::to_json(&record.provider_state)?, q::to_json(grant)?);
@@ -134,6 +138,7 @@ impl WriteTx {
             doc.as_str().into(),
             grant.id.as_str().into(),
             awaiting_review(grant).into(),
+            Param::Text(&me),
         ];
         let sql = match claim {
             Claim::Keep => q::UPDATE_GRANT,
@@ -213,9 +218,14 @@ impl WriteTx {
         q::grants(&mut self.conn(), q::LIVE_GRANTS_ON, &[resource.into(), role.into(), owner.into()]).await
     }
 
-    /// Pending renewals of a grant, locked until commit.
-    pub async fn pending_renewals(&mut self, grant: &GrantId) -> Result<Vec<AccessRequest>> {
-        q::requests(&mut self.conn(), q::PENDING_RENEWALS, &[grant.as_str().into()]).await
+    /// Pending renewals of `grants`, locked until commit: one round trip
+    /// however many.
+    pub async fn pending_renewals(&mut self, grants: &[GrantId]) -> Result<Vec<AccessRequest>> {
+        if grants.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = q::to_json(&grants.iter().map(GrantId::as_str).collect::<Vec<_>>())?;
+        q::requests(&mut self.conn(), q::PENDING_RENEWALS, &[ids.as_str().into()]).await
     }
 
     /// Live grants whose deadline has passed, earliest first; on

@@ -105,3 +105,49 @@ async fn expiry_is_enforced_before_the_scheduler_runs() {
     assert_eq!(h.request("dave", &stale).await["state"], "expired", "and the stale request");
     assert_eq!(h.request("dave", &request_id(&outcome)).await["state"], "pending", "the new one waits on");
 }
+
+/// An expiry pass ends several grants in one transaction, and reads the
+/// renewals pending on all of them at once: each is withdrawn, its audit
+/// record naming its own grant, and a grant without one is unaffected.
+#[tokio::test]
+async fn expiry_withdraws_each_pending_renewal_of_the_grants_it_ends_naming_its_grant() {
+    let h = Harness::new().await;
+    let mut grants = Vec::new();
+    for owner in ["alice", "dave"] {
+        let id = request_id(&h.file(owner, admin_payments("30m")).await);
+        h.decide_ok("bob", &id, "approve").await;
+        grants.push((owner, grant_id(&h.decide_ok("carol", &id, "approve").await)));
+        h.advance(Duration::from_secs(1));
+    }
+    grants.push(("alice", grant_id(&h.file("alice", read_orders("30m")).await)));
+    h.advance(Duration::from_mins(20));
+    // payments-api/admin allows no renewal without approval: both wait.
+    let mut renewals = Vec::new();
+    for (owner, grant) in &grants[..2] {
+        let (status, outcome) = h.renew(owner, grant, "45m").await;
+        assert_eq!((status, &outcome["request"]["state"]), (StatusCode::OK, &json!("pending")), "{outcome}");
+        renewals.push(request_id(&outcome));
+    }
+
+    // Every deadline passes before the renewals' own timeout.
+    h.advance(Duration::from_mins(11));
+    h.run_due_work().await;
+    for (owner, grant) in &grants {
+        assert_eq!(h.grant(owner, grant).await["state"], "expired", "ended at its deadline");
+    }
+    for ((owner, _), renewal) in grants.iter().zip(&renewals) {
+        assert_eq!(h.request(owner, renewal).await["state"], "cancelled", "a renewal of an ended grant is withdrawn");
+    }
+    let withdrawn: Vec<(String, String)> = audit_links(&h)
+        .await
+        .iter()
+        .map(event_of)
+        .filter(|event| event.action == AuditAction::RequestCancelled)
+        .map(|event| (event.target.clone(), event.reason.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(withdrawn.len(), 2, "one record per renewal withdrawn: {withdrawn:?}");
+    for (renewal, (_, grant)) in renewals.iter().zip(&grants) {
+        let reason = withdrawn.iter().find(|(target, _)| target == renewal).map(|(_, reason)| reason.as_str());
+        assert_eq!(reason, Some(format!("grant {grant} ended").as_str()), "names its own grant");
+    }
+}
