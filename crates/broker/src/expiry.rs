@@ -16,7 +16,7 @@ use rand::Rng;
 use crate::broker::Broker;
 use crate::error::Result;
 use crate::provider::Verification;
-use crate::store::{Claim, GrantRecord};
+use crate::store::{Claim, DueGrant, GrantRecord};
 
 /// Grants or requests handled per transaction.
 const BATCH: usize = 1000;
@@ -83,10 +83,12 @@ impl Broker {
     /// awaited or left running.
     async fn due_pass(self: &Arc<Self>, revocations: Revocations) -> Result<()> {
         loop {
-            // One read says which kinds have work: a pass whose work another
-            // replica took is that read, not a transaction per kind.
-            let due = self.store.due_work(self.now()).await?;
-            let expired = if due.grants { self.expire_due_grants(revocations).await? } else { 0 };
+            // The grants' transaction finds whether any are due (a keeper's
+            // pass nearly always has some: no read ahead of it); one read
+            // beside it, on another connection, says which other kinds have
+            // work, so that a kind without any costs no transaction.
+            let (expired, due) = tokio::join!(self.expire_due_grants(revocations), self.store.due_work(self.now()));
+            let (expired, due) = (expired?, due?);
             let requests = if due.requests { self.expire_due_requests().await? } else { 0 };
             let retried = if due.revocations { self.retry_due_revocations(revocations).await? } else { 0 };
             let resumed = if due.issues { self.resume_interrupted_issues().await? } else { 0 };
@@ -128,8 +130,12 @@ impl Broker {
             return Ok(0);
         }
         let mut expired = Vec::with_capacity(due.len());
-        for mut record in due {
+        let mut renewed = Vec::new();
+        for DueGrant { mut record, renewal_pending } in due {
             if record.grant.expire_if_due(now) {
+                if renewal_pending {
+                    renewed.push(record.grant.id.clone());
+                }
                 // This replica revokes it: its claim keeps the others off.
                 tx.update_grant(&record, Claim::Take).await?;
                 tx.audit(
@@ -151,8 +157,7 @@ impl Broker {
                 expired.push(record);
             }
         }
-        let ids: Vec<GrantId> = expired.iter().map(|r| r.grant.id.clone()).collect();
-        self.withdraw_renewals(&mut tx, &ids, now).await?;
+        self.withdraw_renewals(&mut tx, &renewed, now).await?;
         tx.commit().await?;
         let count = expired.len();
         for _ in &expired {

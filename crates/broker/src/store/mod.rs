@@ -154,13 +154,19 @@ pub enum Claim {
     Release,
 }
 
-/// Which kinds of timed work are due: the scheduler's pass opens a
-/// transaction for those only, so that a pass with nothing to do (another
-/// replica took it) costs one read.
+/// A live grant past its deadline, as the expiry pass takes it.
+#[derive(Debug, Clone)]
+pub struct DueGrant {
+    pub record: GrantRecord,
+    /// A renewal of it waits for approval (read with it, at no extra
+    /// round trip): the expiry withdraws it.
+    pub renewal_pending: bool,
+}
+
+/// Which kinds of timed work besides expiring grants are due: the
+/// scheduler's pass opens a transaction for those only.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DueWork {
-    /// Live grants past their deadline.
-    pub grants: bool,
     /// Pending requests past their timeout.
     pub requests: bool,
     /// Revocations due that nobody works on.
@@ -551,7 +557,7 @@ impl Store {
         let mut reader = self.reader().await?;
         let row = reader.conn().query_opt(q::DUE_KINDS, &[now.unix_millis().into()]).await?;
         let flag = |index| row.as_ref().map_or(Ok(false), |row| row.opt_int(index).map(|first| first.is_some()));
-        Ok(DueWork { grants: flag(0)?, requests: flag(1)?, revocations: flag(2)?, issues: flag(3)? })
+        Ok(DueWork { requests: flag(0)?, revocations: flag(1)?, issues: flag(2)? })
     }
 
     /// When the scheduler has work next: the earliest deadline, request

@@ -103,11 +103,18 @@ pub const LIVE_GRANTS_ON: Sql = Sql {
 // work whose claim is dead (`claimed_by` NULL, or naming a replica whose
 // lease lapsed).
 
+/// Live grants past their deadline, each with whether a renewal of it is
+/// pending (the expiry withdraws those, and reads them only when there are
+/// any: most grants end without one).
 pub const DUE_GRANTS: Sql = Sql {
-    sqlite: "SELECT doc, provider_state FROM grants WHERE state IN ('issuing', 'active') AND expires_at <= $1
-             ORDER BY expires_at LIMIT $2",
-    postgres: "SELECT doc, provider_state FROM grants WHERE state IN ('issuing', 'active') AND expires_at <= $1
-               ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+    sqlite: "SELECT g.doc, g.provider_state,
+                    EXISTS (SELECT 1 FROM requests r WHERE r.renews = g.id AND r.state = 'pending')
+             FROM grants g WHERE g.state IN ('issuing', 'active') AND g.expires_at <= $1
+             ORDER BY g.expires_at LIMIT $2",
+    postgres: "SELECT g.doc, g.provider_state,
+                      EXISTS (SELECT 1 FROM requests r WHERE r.renews = g.id AND r.state = 'pending')
+               FROM grants g WHERE g.state IN ('issuing', 'active') AND g.expires_at <= $1
+               ORDER BY g.expires_at LIMIT $2 FOR UPDATE OF g SKIP LOCKED",
 };
 pub const DUE_REVOCATIONS: Sql = Sql {
     sqlite: "SELECT doc, provider_state FROM grants WHERE revocation_due IS NOT NULL AND revocation_due <= $1
@@ -151,18 +158,15 @@ pub const CLAIMED_GRANTS: Sql = Sql {
                AND r.alive_until > hourglass_now_ms() FOR UPDATE OF g",
 };
 
-/// Which kinds of timed work are due at `$1`, in one read without locks:
-/// the first live grant past its deadline, request past its timeout,
-/// revocation due that nobody works on, and issue a stopped replica left
-/// (NULL: none). The scheduler's pass opens a transaction only for a kind
-/// that has some (rows another replica is taking meanwhile are skipped
-/// there): a pass with nothing to do is this one round trip. Each is read
-/// in its index's order, as the pass reads them, so that PostgreSQL plans
-/// each on its index even on an empty store.
+/// Which kinds of timed work besides expiring grants are due at `$1`, in
+/// one read without locks: the first request past its timeout, revocation
+/// due that nobody works on, and issue a stopped replica left (NULL: none).
+/// The scheduler's pass opens a transaction only for a kind that has some
+/// (rows another replica is taking meanwhile are skipped there). Each is
+/// read in its index's order, as the pass reads them, so that PostgreSQL
+/// plans each on its index even on an empty store.
 pub const DUE_KINDS: Sql = both(
-    "SELECT (SELECT expires_at FROM grants WHERE state IN ('issuing', 'active') AND expires_at <= $1
-             ORDER BY expires_at LIMIT 1),
-            (SELECT pending_until FROM requests WHERE state = 'pending' AND pending_until <= $1
+    "SELECT (SELECT pending_until FROM requests WHERE state = 'pending' AND pending_until <= $1
              ORDER BY pending_until LIMIT 1),
             (SELECT revocation_due FROM grants WHERE revocation_due IS NOT NULL AND revocation_due <= $1
              AND (claimed_by IS NULL OR claimed_by NOT IN (SELECT id FROM replicas WHERE alive_until > hourglass_now_ms()))

@@ -274,6 +274,8 @@ async fn due_work_is_found_at_its_time_and_not_before(f: Fixture) {
     assert!(tx.due_grants(deadline.plus_millis(-1), 10).await.unwrap().is_empty(), "not before its deadline");
     let mut due = tx.due_grants(deadline, 10).await.unwrap();
     assert_eq!(due.len(), 1, "due at its deadline");
+    assert!(!due[0].renewal_pending, "nobody asked to renew it");
+    let mut due: Vec<GrantRecord> = due.drain(..).map(|due| due.record).collect();
     assert!(due[0].grant.expire_if_due(deadline));
     tx.update_grant(&due[0], Claim::Take).await.unwrap();
     tx.commit().await.unwrap();
@@ -288,6 +290,35 @@ async fn due_work_is_found_at_its_time_and_not_before(f: Fixture) {
     let mut tx = f.store.begin().await.unwrap();
     assert_eq!(tx.due_revocations(deadline, 10).await.unwrap().len(), 1, "released: due again");
     assert!(tx.claimed_grants(&[record.grant.id.clone()]).await.unwrap().is_empty(), "no longer held");
+}
+
+async fn a_due_grant_says_whether_a_renewal_of_it_is_pending(f: Fixture) {
+    let (alice, bob) = (request(1, "alice@acme.example"), request(2, "bob@acme.example"));
+    let mut records = Vec::new();
+    let mut tx = f.store.begin().await.unwrap();
+    for (n, filed) in [(1, &alice), (2, &bob)] {
+        let mut record = grant_for(filed, n, T0);
+        record.grant.activate(true, Timestamp::from_unix_millis(T0));
+        tx.insert_request(filed, None).await.unwrap();
+        tx.insert_grant(&record).await.unwrap();
+        records.push(record);
+    }
+    let mut renewal = request(3, "alice@acme.example");
+    renewal.renews = Some(records[0].grant.id.clone());
+    assert!(renewal.is_pending());
+    tx.insert_request(&renewal, None).await.unwrap();
+    tx.commit().await.unwrap();
+    let deadline = records[0].grant.expires_at.max(records[1].grant.expires_at);
+    let mut tx = f.store.begin().await.unwrap();
+    let due = tx.due_grants(deadline, 10).await.unwrap();
+    let pending: Vec<(GrantId, bool)> =
+        due.iter().map(|due| (due.record.grant.id.clone(), due.renewal_pending)).collect();
+    assert_eq!(pending.len(), 2, "both due");
+    for (record, expected) in records.iter().zip([true, false]) {
+        assert!(pending.contains(&(record.grant.id.clone(), expected)), "{pending:?}");
+    }
+    let withdrawn = tx.pending_renewals(&[records[0].grant.id.clone(), records[1].grant.id.clone()]).await.unwrap();
+    assert_eq!(withdrawn.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), vec![renewal.id.clone()], "read together");
 }
 
 async fn a_grant_being_issued_is_claimed_by_the_replica_issuing_it(f: Fixture) {
@@ -450,6 +481,7 @@ each_engine!(
     events_are_numbered_in_commit_order_and_read_after_a_cursor,
     requests_and_grants_round_trip_with_their_lists,
     due_work_is_found_at_its_time_and_not_before,
+    a_due_grant_says_whether_a_renewal_of_it_is_pending,
     a_grant_being_issued_is_claimed_by_the_replica_issuing_it,
     principals_and_history_read_by_actor_and_subject,
     notices_commit_with_their_transaction_and_go_out_in_topic_order,
@@ -507,8 +539,8 @@ async fn postgres_replicas_split_due_work_instead_of_waiting_on_each_other() {
         .await
         .expect("not blocked by the rows another replica is taking")
         .unwrap();
-    let mine: BTreeSet<_> = mine.iter().map(|r| r.grant.id.clone()).collect();
-    let theirs: BTreeSet<_> = theirs.iter().map(|r| r.grant.id.clone()).collect();
+    let mine: BTreeSet<_> = mine.iter().map(|due| due.record.grant.id.clone()).collect();
+    let theirs: BTreeSet<_> = theirs.iter().map(|due| due.record.grant.id.clone()).collect();
     assert_eq!(mine.len(), 6);
     assert_eq!(theirs.len(), 4, "the rest");
     assert!(mine.is_disjoint(&theirs), "no grant is taken by both");
@@ -681,6 +713,7 @@ async fn postgres_lookups_planned_on_an_empty_store_read_only_their_grants_once_
     let lookups = [
         ("live_grant", q::LIVE_GRANT.postgres, "('nobody@acme.example', 'orders-db', 'read', 0)"),
         ("interrupted", q::INTERRUPTED_ISSUES.postgres, "(0, 100)"),
+        ("due_grants", q::DUE_GRANTS.postgres, "(0, 1000)"),
         ("due_kinds", q::DUE_KINDS.postgres, "(0)"),
         ("next_work", q::NEXT_WORK.postgres, next_work_args.as_str()),
         ("renewals", q::PENDING_RENEWALS.postgres, "('[\"g1\", \"g2\"]')"),

@@ -13,7 +13,7 @@ use super::postgres::PgTx;
 use super::queries as q;
 use super::sql::{self, Conn, Param};
 use super::sqlite::SqliteTx;
-use super::{Claim, FilingClashes, GrantRecord, NewEvent, NewNotice, Store, StoredKey};
+use super::{Claim, DueGrant, FilingClashes, GrantRecord, NewEvent, NewNotice, Store, StoredKey};
 use crate::error::Result;
 
 pub(super) enum TxInner {
@@ -230,8 +230,14 @@ impl WriteTx {
 
     /// Live grants whose deadline has passed, earliest first; on
     /// PostgreSQL, those no other transaction has locked.
-    pub async fn due_grants(&mut self, now: Timestamp, max: usize) -> Result<Vec<GrantRecord>> {
-        q::grants(&mut self.conn(), q::DUE_GRANTS, &[now.unix_millis().into(), q::limit(max).into()]).await
+    pub async fn due_grants(&mut self, now: Timestamp, max: usize) -> Result<Vec<DueGrant>> {
+        let rows = self.conn().query(q::DUE_GRANTS, &[now.unix_millis().into(), q::limit(max).into()]).await?;
+        rows.into_iter()
+            .map(|row| {
+                let renewal_pending = row.int(2)? != 0;
+                Ok(DueGrant { record: q::grant_of(row)?, renewal_pending })
+            })
+            .collect()
     }
 
     /// Pending requests whose timeout has passed.
