@@ -83,12 +83,12 @@ impl Broker {
     /// awaited or left running.
     async fn due_pass(self: &Arc<Self>, revocations: Revocations) -> Result<()> {
         loop {
-            // The grants' transaction finds whether any are due (a keeper's
-            // pass nearly always has some: no read ahead of it); one read
-            // beside it, on another connection, says which other kinds have
-            // work, so that a kind without any costs no transaction.
-            let (expired, due) = tokio::join!(self.expire_due_grants(revocations), self.store.due_work(self.now()));
-            let (expired, due) = (expired?, due?);
+            // The grants' transaction finds whether any are due: a keeper's
+            // pass nearly always has some, and waits for no read ahead of
+            // them. One read after it says which other kinds have work, so
+            // that a kind without any costs no transaction.
+            let expired = self.expire_due_grants(revocations).await?;
+            let due = self.store.due_work(self.now()).await?;
             let requests = if due.requests { self.expire_due_requests().await? } else { 0 };
             let retried = if due.revocations { self.retry_due_revocations(revocations).await? } else { 0 };
             let resumed = if due.issues { self.resume_interrupted_issues().await? } else { 0 };
