@@ -199,6 +199,26 @@ macro_rules! takeover {
     };
 }
 
+/// [`NEXT_WORK`] around each engine's look at grants (`$grants`, a column
+/// `t` of deadlines): request timeouts and unclaimed revocations beside
+/// it, then `takeover!`.
+macro_rules! next_look {
+    ($grants:literal) => {
+        concat!(
+            claimers!(),
+            "SELECT (SELECT MIN(t) FROM (",
+            $grants,
+            "
+                UNION ALL SELECT (SELECT pending_until FROM requests WHERE state = 'pending'
+                                  ORDER BY pending_until LIMIT 1)
+                UNION ALL SELECT (SELECT revocation_due FROM grants WHERE revocation_due IS NOT NULL AND claimed_by IS NULL
+                                  ORDER BY revocation_due LIMIT 1)
+            ) AS due),",
+            takeover!()
+        )
+    };
+}
+
 /// When `$1` (this replica) has work next, and how soon another replica's
 /// claim may lapse, in one read. Each part reads the first entry of an
 /// index in its order, so that PostgreSQL plans it so even on an empty
@@ -217,37 +237,21 @@ macro_rules! takeover {
 /// replicas holding claims are few: they are found one by one along
 /// `grants_claimed`, not by reading the grants.
 pub const NEXT_WORK: Sql = Sql {
-    sqlite: concat!(
-        claimers!(),
-        "SELECT (SELECT MIN(t) FROM (
-                    SELECT (SELECT expires_at FROM grants WHERE state IN ('issuing', 'active')
-                            ORDER BY expires_at LIMIT 1) AS t
-                    UNION ALL SELECT (SELECT pending_until FROM requests WHERE state = 'pending'
-                                      ORDER BY pending_until LIMIT 1)
-                    UNION ALL SELECT (SELECT revocation_due FROM grants WHERE revocation_due IS NOT NULL AND claimed_by IS NULL
-                                      ORDER BY revocation_due LIMIT 1)
-                ) AS due),",
-        takeover!()
+    sqlite: next_look!(
+        "SELECT (SELECT expires_at FROM grants WHERE state IN ('issuing', 'active')
+                 ORDER BY expires_at LIMIT 1) AS t"
     ),
-    postgres: concat!(
-        claimers!(),
-        "SELECT (SELECT MIN(t) FROM (
-                    SELECT (SELECT expires_at FROM grants WHERE state IN ('issuing', 'active') AND keeper = $1
-                            ORDER BY expires_at LIMIT 1) AS t
-                    UNION ALL SELECT (SELECT expires_at FROM grants WHERE state IN ('issuing', 'active') AND keeper = ''
-                                      ORDER BY expires_at LIMIT 1)
-                    UNION ALL SELECT MIN((SELECT g.expires_at FROM grants g
-                                          WHERE g.state IN ('issuing', 'active') AND g.keeper = r.id
-                                          ORDER BY g.expires_at LIMIT 1))
-                              FROM replicas r WHERE r.alive_until <= hourglass_now_ms()
-                    UNION ALL SELECT (SELECT expires_at FROM grants WHERE state IN ('issuing', 'active')
-                                      ORDER BY expires_at LIMIT 1) + $2
-                    UNION ALL SELECT (SELECT pending_until FROM requests WHERE state = 'pending'
-                                      ORDER BY pending_until LIMIT 1)
-                    UNION ALL SELECT (SELECT revocation_due FROM grants WHERE revocation_due IS NOT NULL AND claimed_by IS NULL
-                                      ORDER BY revocation_due LIMIT 1)
-                ) AS due),",
-        takeover!()
+    postgres: next_look!(
+        "SELECT (SELECT expires_at FROM grants WHERE state IN ('issuing', 'active') AND keeper = $1
+                 ORDER BY expires_at LIMIT 1) AS t
+         UNION ALL SELECT (SELECT expires_at FROM grants WHERE state IN ('issuing', 'active') AND keeper = ''
+                           ORDER BY expires_at LIMIT 1)
+         UNION ALL SELECT MIN((SELECT g.expires_at FROM grants g
+                               WHERE g.state IN ('issuing', 'active') AND g.keeper = r.id
+                               ORDER BY g.expires_at LIMIT 1))
+                   FROM replicas r WHERE r.alive_until <= hourglass_now_ms()
+         UNION ALL SELECT (SELECT expires_at FROM grants WHERE state IN ('issuing', 'active')
+                           ORDER BY expires_at LIMIT 1) + $2"
     ),
 };
 
