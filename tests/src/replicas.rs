@@ -169,7 +169,7 @@ impl Replicas {
             .arg(self.config.path())
             .arg("--data-dir")
             .arg(self.data_dir(index))
-            // What the caller asked to see (HOURGLASS_LOG=info,lag=debug), info unless set.
+            // What the caller asked to see (HOURGLASS_LOG=hourglass_broker::expiry=debug), info unless set.
             .env("HOURGLASS_LOG", std::env::var("HOURGLASS_LOG").unwrap_or_else(|_| "info".into()))
             .envs(self.env.iter().map(|(n, v)| (n.as_str(), v.as_str())))
             .env("HOURGLASS_STORE", self.store_url())

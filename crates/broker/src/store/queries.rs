@@ -45,10 +45,41 @@ pub const PENDING_RENEWALS: Sql = Sql {
                WHERE renews IN (SELECT json_array_elements_text(CAST(CAST($1 AS TEXT) AS json)))
                AND state = 'pending' FOR UPDATE",
 };
+// What each kind of timed work due at `$1` is, in the order the pass takes
+// it: stated once, for the statement that takes it (`DUE_REQUESTS`,
+// `DUE_REVOCATIONS`, `INTERRUPTED_ISSUES`) and for [`DUE_KINDS`], which
+// must find exactly what they would take. A claim holds while its
+// replica's row is alive; revocations and interrupted issues are work
+// whose claim is dead (`claimed_by` NULL, or naming a replica whose lease
+// lapsed).
+macro_rules! claim_lapsed {
+    () => {
+        "(claimed_by IS NULL OR claimed_by NOT IN (SELECT id FROM replicas WHERE alive_until > hourglass_now_ms()))"
+    };
+}
+macro_rules! requests_due {
+    () => {
+        "FROM requests WHERE state = 'pending' AND pending_until <= $1 ORDER BY pending_until"
+    };
+}
+macro_rules! revocations_due {
+    () => {
+        concat!(
+            "FROM grants WHERE revocation_due IS NOT NULL AND revocation_due <= $1 AND ",
+            claim_lapsed!(),
+            " ORDER BY revocation_due"
+        )
+    };
+}
+macro_rules! issues_interrupted {
+    () => {
+        concat!("FROM grants WHERE state = 'issuing' AND expires_at > $1 AND ", claim_lapsed!(), " ORDER BY expires_at")
+    };
+}
+
 pub const DUE_REQUESTS: Sql = Sql {
-    sqlite: "SELECT doc FROM requests WHERE state = 'pending' AND pending_until <= $1 ORDER BY pending_until LIMIT $2",
-    postgres: "SELECT doc FROM requests WHERE state = 'pending' AND pending_until <= $1 ORDER BY pending_until LIMIT $2
-               FOR UPDATE SKIP LOCKED",
+    sqlite: concat!("SELECT doc ", requests_due!(), " LIMIT $2"),
+    postgres: concat!("SELECT doc ", requests_due!(), " LIMIT $2 FOR UPDATE SKIP LOCKED"),
 };
 
 // -- grants ------------------------------------------------------------------
@@ -99,10 +130,6 @@ pub const LIVE_GRANTS_ON: Sql = Sql {
                ORDER BY expires_at, id FOR UPDATE",
 };
 
-// A claim holds while its replica's row is alive; these select only
-// work whose claim is dead (`claimed_by` NULL, or naming a replica whose
-// lease lapsed).
-
 /// Live grants past their deadline, each with whether a renewal of it is
 /// pending (the expiry withdraws those, and reads them only when there are
 /// any: most grants end without one).
@@ -117,20 +144,12 @@ pub const DUE_GRANTS: Sql = Sql {
                ORDER BY g.expires_at LIMIT $2 FOR UPDATE OF g SKIP LOCKED",
 };
 pub const DUE_REVOCATIONS: Sql = Sql {
-    sqlite: "SELECT doc, provider_state FROM grants WHERE revocation_due IS NOT NULL AND revocation_due <= $1
-             AND (claimed_by IS NULL OR claimed_by NOT IN (SELECT id FROM replicas WHERE alive_until > hourglass_now_ms()))
-             ORDER BY revocation_due LIMIT $2",
-    postgres: "SELECT doc, provider_state FROM grants WHERE revocation_due IS NOT NULL AND revocation_due <= $1
-               AND (claimed_by IS NULL OR claimed_by NOT IN (SELECT id FROM replicas WHERE alive_until > hourglass_now_ms()))
-               ORDER BY revocation_due LIMIT $2 FOR UPDATE SKIP LOCKED",
+    sqlite: concat!("SELECT doc, provider_state ", revocations_due!(), " LIMIT $2"),
+    postgres: concat!("SELECT doc, provider_state ", revocations_due!(), " LIMIT $2 FOR UPDATE SKIP LOCKED"),
 };
 pub const INTERRUPTED_ISSUES: Sql = Sql {
-    sqlite: "SELECT doc, provider_state FROM grants WHERE state = 'issuing' AND expires_at > $1
-             AND (claimed_by IS NULL OR claimed_by NOT IN (SELECT id FROM replicas WHERE alive_until > hourglass_now_ms()))
-             ORDER BY expires_at LIMIT $2",
-    postgres: "SELECT doc, provider_state FROM grants WHERE state = 'issuing' AND expires_at > $1
-               AND (claimed_by IS NULL OR claimed_by NOT IN (SELECT id FROM replicas WHERE alive_until > hourglass_now_ms()))
-               ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+    sqlite: concat!("SELECT doc, provider_state ", issues_interrupted!(), " LIMIT $2"),
+    postgres: concat!("SELECT doc, provider_state ", issues_interrupted!(), " LIMIT $2 FOR UPDATE SKIP LOCKED"),
 };
 /// Revocations not due before `$1`: waiting out a backoff, or leased by a
 /// broker before version 3 (which leased by pushing the due time).
@@ -165,16 +184,15 @@ pub const CLAIMED_GRANTS: Sql = Sql {
 /// (rows another replica is taking meanwhile are skipped there). Each is
 /// read in its index's order, as the pass reads them, so that PostgreSQL
 /// plans each on its index even on an empty store.
-pub const DUE_KINDS: Sql = both(
-    "SELECT (SELECT pending_until FROM requests WHERE state = 'pending' AND pending_until <= $1
-             ORDER BY pending_until LIMIT 1),
-            (SELECT revocation_due FROM grants WHERE revocation_due IS NOT NULL AND revocation_due <= $1
-             AND (claimed_by IS NULL OR claimed_by NOT IN (SELECT id FROM replicas WHERE alive_until > hourglass_now_ms()))
-             ORDER BY revocation_due LIMIT 1),
-            (SELECT expires_at FROM grants WHERE state = 'issuing' AND expires_at > $1
-             AND (claimed_by IS NULL OR claimed_by NOT IN (SELECT id FROM replicas WHERE alive_until > hourglass_now_ms()))
-             ORDER BY expires_at LIMIT 1)",
-);
+pub const DUE_KINDS: Sql = both(concat!(
+    "SELECT (SELECT pending_until ",
+    requests_due!(),
+    " LIMIT 1), (SELECT revocation_due ",
+    revocations_due!(),
+    " LIMIT 1), (SELECT expires_at ",
+    issues_interrupted!(),
+    " LIMIT 1)"
+));
 
 /// The replicas holding claims on grants, each found by one step along
 /// `grants_claimed` (a loose index scan), for [`NEXT_WORK`].
