@@ -196,16 +196,11 @@ impl Broker {
         // grant changed meanwhile nothing is extended here; a credential
         // extended at the target for a grant that ended is removed by its
         // revocation whatever its deadline.
-        if current.grant != record.grant {
-            let message = if current.grant.state.is_live() {
-                format!("grant {} was renewed by another call meanwhile; look at it and try again", renewed.id)
-            } else {
-                format!("grant {} is {}", renewed.id, current.grant.state)
-            };
-            let code = if current.grant.state.is_live() { ErrorCode::Duplicate } else { ErrorCode::NotActive };
-            return Err(refused(code, message));
-        }
-        current.grant = renewed;
+        changed_meanwhile(&record.grant, &current.grant)?;
+        // Renewed as read before the provider call (the same `now`, so the
+        // same deadline), keeping whatever else changed meanwhile (its
+        // readiness confirmed, say).
+        current.grant.renew(request.duration, &role.limits, now).map_err(grant_refused)?;
         current.provider_state = renewal.state;
         tx.update_grant(&current, Claim::Keep).await?;
         tx.audit(
@@ -300,6 +295,15 @@ impl Broker {
         }
         let mut tx = self.store.begin().await?;
         tx.take_turn(&format!("principal/{}", who.id)).await?;
+        // Read again, locked until commit: a grant that ended since it was
+        // read above (its deadline passed, or it was revoked) must not get a
+        // renewal waiting for it that no expiry would withdraw. Expiry and
+        // revocation lock the grant too, so they commit before this read or
+        // after this renewal, whose waiting request they then withdraw.
+        match tx.grant(&grant.id).await? {
+            Some(current) => changed_meanwhile(grant, &current.grant)?,
+            None => return Err(refused(ErrorCode::NotFound, format!("no grant {id}"))),
+        }
         // One past its timeout can no longer be approved: it does not block a new one.
         let waiting =
             tx.pending_renewals(std::slice::from_ref(&grant.id)).await?.into_iter().find(|r| now < r.pending_until);
@@ -531,6 +535,21 @@ impl Broker {
             .await?;
         Ok(credential)
     }
+}
+
+/// Refuses to renew a grant as `read` when it now reads otherwise
+/// (`current`, locked): it ended, or another call renewed it, since.
+fn changed_meanwhile(read: &Grant, current: &Grant) -> Result<()> {
+    if !current.state.is_live() {
+        return Err(refused(ErrorCode::NotActive, format!("grant {} is {}", current.id, current.state)));
+    }
+    if current.expires_at != read.expires_at {
+        return Err(refused(
+            ErrorCode::Duplicate,
+            format!("grant {} was renewed by another call meanwhile; look at it and try again", current.id),
+        ));
+    }
+    Ok(())
 }
 
 /// Why a grant cannot be used at `now`: its state, or its deadline passed
