@@ -130,11 +130,12 @@ impl Broker {
             return Ok(0);
         }
         let mut expired = Vec::with_capacity(due.len());
-        let mut renewed = Vec::new();
+        // Those of them a renewal waits on: it is withdrawn with its grant.
+        let mut with_renewal_pending = Vec::new();
         for DueGrant { mut record, renewal_pending } in due {
             if record.grant.expire_if_due(now) {
                 if renewal_pending {
-                    renewed.push(record.grant.id.clone());
+                    with_renewal_pending.push(record.grant.id.clone());
                 }
                 // This replica revokes it: its claim keeps the others off.
                 tx.update_grant(&record, Claim::Take).await?;
@@ -157,7 +158,7 @@ impl Broker {
                 expired.push(record);
             }
         }
-        self.withdraw_renewals(&mut tx, &renewed, now).await?;
+        self.withdraw_renewals(&mut tx, &with_renewal_pending, now).await?;
         tx.commit().await?;
         let count = expired.len();
         for _ in &expired {
