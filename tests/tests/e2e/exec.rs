@@ -247,6 +247,53 @@ fn exec_hook_receives_the_grant_as_json_and_its_credentials_reach_the_owner() {
     assert!(!everything.contains("key-issue-1") && !everything.contains("key-renew-2"), "no credential audited");
 }
 
+/// A renewal whose hook is still at work when its grant is revoked extends
+/// nothing, and the audit says so: without it the renewal reads approved
+/// and nothing tells that it was never applied.
+#[test]
+fn exec_renewal_finishing_after_its_grant_was_revoked_is_audited_as_not_applied() {
+    let exec = Exec::start("20s", &[]);
+    let grant_id = id(&exec.request());
+    std::fs::write(exec.work.path().join("hang-renew"), "").unwrap();
+    let renewed = std::thread::scope(|scope| {
+        let renewing = scope.spawn(|| exec.broker.hourglass("alice", &["renew", &grant_id, "--for", "30m"]));
+        let sleep = eventually(Duration::from_secs(20), || {
+            let pid = std::fs::read_to_string(exec.work.path().join("sleep.pid")).ok()?;
+            (!pid.trim().is_empty()).then(|| pid.trim().to_owned())
+        })
+        .expect("the renew hook started and waits");
+        // The hook's revoke waits for its renew (one hook at a time per
+        // grant): the revocation is recorded at once, its hook runs after.
+        let revoking = scope.spawn(|| exec.broker.json("alice", &["revoke", &grant_id, "--reason", "done early"]));
+        assert!(exec.ended(&grant_id, |g| g["state"] == "revoked").is_some(), "revoked while renewing");
+        let killed = std::process::Command::new("kill").arg(&sleep).status().expect("kill runs");
+        assert!(killed.success(), "the renew hook's wait ended");
+        let revoked = revoking.join().expect("revoke returned");
+        assert_eq!(revoked["revocation"]["status"], "done", "and its hook ran after the renewal's: {revoked}");
+        renewing.join().expect("renew returned")
+    });
+    assert!(!renewed.ok, "the renewal of a revoked grant fails");
+    assert!(renewed.stderr.contains(&format!("grant {grant_id} is revoked")), "says why: {}", renewed.stderr);
+
+    let audit = exec.audit();
+    let of_grant = |action: &'static str| {
+        let grant_id = grant_id.clone();
+        audit.iter().filter(move |e| e["action"] == action && e["target"] == grant_id.as_str())
+    };
+    assert_eq!(of_grant("grant.renewed").count(), 0, "nothing renewed");
+    let refusal = of_grant("grant.renewal_refused").next().expect("the renewal not applied is audited").to_string();
+    assert!(
+        refusal.contains("not applied") && refusal.contains("is revoked") && refusal.contains("\"failed\""),
+        "as a failed renewal, naming why: {refusal}"
+    );
+    let filed = audit
+        .iter()
+        .find(|e| e["action"] == "request.filed" && e.to_string().contains(&format!("\"renews\":\"{grant_id}\"")))
+        .expect("the renewal's request was filed");
+    let request = filed["target"].as_str().expect("the request's id").to_owned();
+    assert!(refusal.contains(&request), "naming the renewal's request {request}: {refusal}");
+}
+
 #[test]
 fn exec_hook_never_sees_the_brokers_secret_environment() {
     let admin_dsn = "postgres://admin:hunter2-admin@db.internal/orders";

@@ -195,8 +195,19 @@ impl Broker {
         // The stored deadline must be the one the provider was given. If the
         // grant changed meanwhile nothing is extended here; a credential
         // extended at the target for a grant that ended is removed by its
-        // revocation whatever its deadline.
-        changed_meanwhile(&record.grant, &current.grant)?;
+        // revocation whatever its deadline, and one made anew never leaves
+        // the broker. The audit says so: the renewal reads approved, and
+        // without this nothing would tell that it was never applied.
+        if let Err(refusal) = changed_meanwhile(&record.grant, &current.grant) {
+            tx.audit(
+                grant_event(now, actor, AuditAction::RenewalRefused, &current.grant, AuditResult::Failed)
+                    .reason(format!("not applied: {refusal}"))
+                    .detail("request", request.id.as_str()),
+            )
+            .await?;
+            tx.commit().await?;
+            return Err(refusal);
+        }
         // Renewed as read before the provider call (the same `now`, so the
         // same deadline), keeping whatever else changed meanwhile (its
         // readiness confirmed, say).
