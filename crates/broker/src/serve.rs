@@ -22,6 +22,44 @@ use tower::ServiceExt;
 /// How long connections get to finish when the broker stops.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// Descriptors kept for everything but clients' connections: the listener,
+/// the store's and the providers' connections, files, hooks' pipes.
+const DESCRIPTORS_KEPT: u64 = 256;
+
+/// The connections this process can hold at once: its open-file limit
+/// raised to the most it may be (a service manager's soft limit is often
+/// 1,024 whatever the hard one), and `configured` cut to fit under it, so
+/// that an accept never fails for want of a descriptor (the loop would
+/// stall on it). Returns the cap and the open-file limit it fits under.
+pub fn connection_cap(configured: usize) -> (usize, Option<u64>) {
+    let open_files = raise_open_file_limit();
+    (fit_connections(configured, open_files), open_files)
+}
+
+/// `configured`, or fewer: what `open_files` descriptors leave room for.
+fn fit_connections(configured: usize, open_files: Option<u64>) -> usize {
+    match open_files {
+        Some(limit) => {
+            let room = usize::try_from(limit.saturating_sub(DESCRIPTORS_KEPT)).unwrap_or(usize::MAX);
+            configured.min(room.max(1))
+        }
+        None => configured,
+    }
+}
+
+/// Raises the soft open-file limit to the hard one; the soft limit now
+/// (`None`: unlimited).
+fn raise_open_file_limit() -> Option<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        // Refused (a system capping it below the hard limit): keep what was.
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
+    getrlimit(Resource::Nofile).current
+}
+
 /// Serves `app` on `listener` until `stop` completes.
 pub async fn serve<L>(
     mut listener: L,
@@ -62,5 +100,26 @@ pub async fn serve<L>(
     }
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
         tracing::warn!("connections still open {}s after the stop were dropped", SHUTDOWN_GRACE.as_secs());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_fit_under_the_open_file_limit() {
+        assert_eq!(fit_connections(16_384, Some(1_024)), 768, "a service manager's 1,024 leaves room for 768");
+        assert_eq!(fit_connections(16_384, Some(1_048_576)), 16_384, "as configured when there is room");
+        assert_eq!(fit_connections(16_384, None), 16_384, "unlimited");
+        assert_eq!(fit_connections(16_384, Some(100)), 1, "never none at all");
+    }
+
+    #[test]
+    fn the_open_file_limit_is_raised_to_its_maximum() {
+        use rustix::process::{Resource, getrlimit};
+        let raised = raise_open_file_limit();
+        assert_eq!(raised, getrlimit(Resource::Nofile).current);
+        assert_eq!(getrlimit(Resource::Nofile).current, getrlimit(Resource::Nofile).maximum, "soft = hard");
     }
 }

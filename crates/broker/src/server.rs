@@ -168,7 +168,15 @@ pub async fn start(options: ServerOptions) -> Result<Server> {
         let broker = Arc::clone(&broker);
         async move { broker.stopping().await }
     };
-    let connections = usize::try_from(settings.limits.connections).unwrap_or(usize::MAX);
+    let configured = usize::try_from(settings.limits.connections).unwrap_or(usize::MAX);
+    let (connections, open_files) = crate::serve::connection_cap(configured);
+    if connections < configured {
+        tracing::warn!(
+            "[broker.limits] connections = {configured}, but the open-file limit ({}) leaves room for {connections}: \
+             serving at most {connections} at once (raise LimitNOFILE)",
+            open_files.unwrap_or(0)
+        );
+    }
     let header_read_timeout = StdDuration::from_secs(u64::from(settings.limits.header_read_seconds));
     let serving = match &certificate {
         Some(certificate) => {

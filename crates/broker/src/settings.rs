@@ -99,7 +99,7 @@ pub struct BrokerSettings {
 /// pending_requests = 20      # requests waiting for approval
 /// event_streams = 16         # open GET /v1/events
 /// auth_failures_per_minute = 60   # refused tokens per client address
-/// connections = 4096         # open connections, all clients together
+/// connections = 16384        # open connections, all clients together
 /// header_read_seconds = 10   # to send a request's headers
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -124,7 +124,7 @@ impl Default for LimitSettings {
             pending_requests: 20,
             event_streams: 16,
             auth_failures_per_minute: 60,
-            connections: 4096,
+            connections: 16_384,
             header_read_seconds: 10,
         }
     }

@@ -91,6 +91,9 @@ fn serve_caps_connections_times_out_slow_headers_and_slows_addresses_whose_token
     assert!(slow.is_some(), "a client that never finishes its headers is cut off (after about 2 s)");
 
     // Three event streams hold the three connections: a fourth client waits.
+    // (reqwest needs a TLS provider installed even for plain HTTP: run on
+    // its own, no other test has installed one.)
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
     let streams: Vec<_> = (0..3)
         .map(|_| http.get(format!("{}/v1/events", broker.url)).bearer_auth(&alice).send().expect("a stream opens"))
