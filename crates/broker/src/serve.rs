@@ -117,7 +117,15 @@ mod tests {
 
     #[test]
     fn the_open_file_limit_is_raised_to_its_maximum() {
-        use rustix::process::{Resource, getrlimit};
+        use rustix::process::{Resource, getrlimit, setrlimit};
+        // Lowered first (always allowed), as a service manager leaves it, so
+        // that the raise has something to do wherever this runs.
+        let mut lowered = getrlimit(Resource::Nofile);
+        if let Some(hard) = lowered.maximum {
+            lowered.current = Some(hard / 2);
+            setrlimit(Resource::Nofile, lowered).expect("the soft limit lowered");
+            assert_ne!(getrlimit(Resource::Nofile).current, getrlimit(Resource::Nofile).maximum);
+        }
         let raised = raise_open_file_limit();
         assert_eq!(raised, getrlimit(Resource::Nofile).current);
         assert_eq!(getrlimit(Resource::Nofile).current, getrlimit(Resource::Nofile).maximum, "soft = hard");
